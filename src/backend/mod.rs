@@ -1,0 +1,149 @@
+//! The few steps a backend implements, and nothing else.
+//!
+//! The NUDGE algorithm (`crate::nudge`) is written once against the
+//! [`Backend`] trait; `cpu` is the reference implementation and `gpu` runs the
+//! same steps as WGSL kernels. Every step has one job and a CPU twin, so each
+//! GPU kernel can be tested against its twin on its own.
+
+pub mod cpu;
+pub mod topk;
+
+use crate::error::Result;
+use crate::matrix::Matrix;
+pub use topk::TopK;
+
+/// Corpus rows found unusable while normalising or scanning.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RowReport {
+    /// Absolute rows whose norm is zero (they stay zero).
+    pub zero: Vec<usize>,
+    /// Absolute rows holding a NaN or infinity.
+    pub non_finite: Vec<usize>,
+}
+
+impl RowReport {
+    pub fn extend(&mut self, other: RowReport) {
+        self.zero.extend(other.zero);
+        self.non_finite.extend(other.non_finite);
+    }
+}
+
+/// What a streaming top-k scan over the corpus computes.
+pub struct ScanSpec<'a> {
+    /// The queries, one per row.
+    pub queries: &'a Matrix,
+    /// How many best records to keep per query.
+    pub k: usize,
+    /// L2-normalise each corpus row before scoring (fitting, and evaluating an
+    /// untuned corpus); `false` scores rows as stored (a NUDGE-M output).
+    pub normalize: bool,
+    /// Rows to leave out of the top-k, indexed by absolute row (the moved set).
+    pub skip: Option<&'a [bool]>,
+}
+
+/// A running top-k over corpus chunks pushed in row order.
+pub trait Scan {
+    /// Scores one chunk of raw corpus rows (`first_row` is the absolute row of
+    /// the chunk's first row) and merges it into the running top-k.
+    fn push(&mut self, chunk: &[f32], first_row: usize) -> Result<RowReport>;
+    /// Waits for outstanding work and returns the lists.
+    fn finish(self: Box<Self>) -> Result<TopK>;
+}
+
+/// Segment-sum layout (CSR): output row `r` is the sum of input rows
+/// `indices[offsets[r]..offsets[r+1]]`, added in that order.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Segments {
+    pub offsets: Vec<u32>,
+    pub indices: Vec<u32>,
+}
+
+impl Segments {
+    pub fn len(&self) -> usize {
+        self.offsets.len().saturating_sub(1)
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    pub fn segment(&self, r: usize) -> &[u32] {
+        &self.indices[self.offsets[r] as usize..self.offsets[r + 1] as usize]
+    }
+}
+
+/// A block of moved records as seen by the dev queries.
+pub struct MovedBlock<'a> {
+    /// Absolute record rows of the block's columns.
+    pub records: &'a [u32],
+    /// `dev x B`: dev query . normalised record.
+    pub s0: &'a Matrix,
+    /// `dev x B`: dev query . G of the record.
+    pub s1: &'a Matrix,
+}
+
+/// A (dev query, answer) pair for the NUDGE-M interval search.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Pair {
+    /// Row of the query in the dev matrix.
+    pub query: u32,
+    /// Absolute record row of the answer x.
+    pub record: u32,
+    /// q . d_x
+    pub s: f32,
+    /// q . Ghat_x (0 for a record that does not move)
+    pub t: f32,
+}
+
+/// Running interval of one pair: x is ranked first for gamma in [low, high).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Bounds {
+    pub low: f32,
+    pub high: f32,
+    pub dropped: bool,
+}
+
+impl Bounds {
+    pub const OPEN: Bounds = Bounds {
+        low: 0.0,
+        high: 1e8,
+        dropped: false,
+    };
+}
+
+pub trait Backend: Sync {
+    /// "cpu" or "gpu", as the fit report names it.
+    fn name(&self) -> &'static str;
+    /// The device in words, e.g. the adapter name.
+    fn device_name(&self) -> String;
+    /// Corpus rows per streamed chunk for `queries` queries of dimension `dim`.
+    fn chunk_rows(&self, queries: usize, dim: usize) -> usize;
+
+    /// L2-normalises rows (`cols` values each) in place; zero rows stay zero.
+    fn normalize(&self, rows: &mut [f32], cols: usize, first_row: usize) -> Result<RowReport>;
+    /// Starts a streaming top-k scan.
+    fn scan<'a>(&'a self, spec: ScanSpec<'a>) -> Result<Box<dyn Scan + 'a>>;
+    /// `a . b^T` (both row-major, same number of columns).
+    fn similarity(&self, a: &Matrix, b: &Matrix) -> Result<Matrix>;
+    /// Segment sums of `rows` (see [`Segments`]).
+    fn aggregate(&self, rows: &Matrix, segments: &Segments) -> Result<Matrix>;
+    /// NUDGE-M: tightens every pair's bounds over one block of moved records
+    /// (`inv_norm[j]` = 1/|G_j|; the pair's own record is skipped).
+    fn nudge_m_bounds(
+        &self,
+        block: &MovedBlock,
+        inv_norm: &[f32],
+        pairs: &[Pair],
+        bounds: &mut [Bounds],
+    ) -> Result<()>;
+    /// NUDGE-N: for every grid gamma `g`, offers each moved record's score
+    /// `coef[g*B + j].0 * s0 + coef[g*B + j].1 * s1` to `tops[g]`.
+    fn nudge_n_merge(
+        &self,
+        block: &MovedBlock,
+        coef: &[(f32, f32)],
+        tops: &mut [TopK],
+    ) -> Result<()>;
+    /// NUDGE-M shift of each row of `d` by `gamma * G/|G|` (rows with G = 0 stay).
+    fn update_m(&self, d: &mut Matrix, g: &Matrix, gamma: f32) -> Result<()>;
+    /// NUDGE-N rotation of each row of `d` towards its G, clamped to Ghat.
+    fn update_n(&self, d: &mut Matrix, g: &Matrix, gamma: f64) -> Result<()>;
+}

@@ -1,0 +1,111 @@
+//! Bounded top-k lists, one per query, kept sorted best-first.
+//!
+//! The order is total so that every backend ranks alike: higher score first,
+//! and at equal scores the lower record row first.
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TopK {
+    pub k: usize,
+    pub queries: usize,
+    /// `queries x k` scores, best first; unused slots hold -inf.
+    pub scores: Vec<f32>,
+    /// `queries x k` record rows; unused slots hold `u32::MAX`.
+    pub rows: Vec<u32>,
+}
+
+pub const EMPTY: u32 = u32::MAX;
+
+/// `true` if (s1, r1) ranks before (s2, r2).
+#[inline]
+pub fn better(s1: f32, r1: u32, s2: f32, r2: u32) -> bool {
+    s1 > s2 || (s1 == s2 && r1 < r2)
+}
+
+impl TopK {
+    pub fn new(queries: usize, k: usize) -> TopK {
+        TopK {
+            k,
+            queries,
+            scores: vec![f32::NEG_INFINITY; queries * k],
+            rows: vec![EMPTY; queries * k],
+        }
+    }
+
+    pub fn scores(&self, q: usize) -> &[f32] {
+        &self.scores[q * self.k..(q + 1) * self.k]
+    }
+    pub fn rows(&self, q: usize) -> &[u32] {
+        &self.rows[q * self.k..(q + 1) * self.k]
+    }
+    /// The filled entries of query `q`, best first.
+    pub fn entries(&self, q: usize) -> impl Iterator<Item = (f32, u32)> + '_ {
+        self.scores(q)
+            .iter()
+            .copied()
+            .zip(self.rows(q).iter().copied())
+            .filter(|e| e.1 != EMPTY)
+    }
+
+    /// Offers one candidate to query `q`'s list.
+    #[inline]
+    pub fn push(&mut self, q: usize, score: f32, row: u32) {
+        let k = self.k;
+        let (s, r) = (
+            &mut self.scores[q * k..(q + 1) * k],
+            &mut self.rows[q * k..(q + 1) * k],
+        );
+        push_into(s, r, score, row);
+    }
+
+    /// Merges another set of lists for the same queries into this one.
+    pub fn merge(&mut self, other: &TopK) {
+        assert_eq!(self.queries, other.queries);
+        for q in 0..self.queries {
+            for (s, r) in other.entries(q) {
+                self.push(q, s, r);
+            }
+        }
+    }
+}
+
+/// Inserts (score, row) into one sorted list if it ranks within it.
+#[inline]
+pub fn push_into(scores: &mut [f32], rows: &mut [u32], score: f32, row: u32) {
+    let k = scores.len();
+    if k == 0 || !better(score, row, scores[k - 1], rows[k - 1]) {
+        return;
+    }
+    let mut i = k - 1;
+    while i > 0 && better(score, row, scores[i - 1], rows[i - 1]) {
+        scores[i] = scores[i - 1];
+        rows[i] = rows[i - 1];
+        i -= 1;
+    }
+    scores[i] = score;
+    rows[i] = row;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keeps_best_k_with_ties_to_lower_row() {
+        let mut t = TopK::new(1, 3);
+        for (s, r) in [(0.5, 4), (0.9, 7), (0.5, 2), (0.1, 0), (0.9, 9), (0.5, 1)] {
+            t.push(0, s, r);
+        }
+        assert_eq!(
+            t.entries(0).collect::<Vec<_>>(),
+            vec![(0.9, 7), (0.9, 9), (0.5, 1)]
+        );
+    }
+
+    #[test]
+    fn fewer_candidates_than_k() {
+        let mut t = TopK::new(2, 4);
+        t.push(1, -3.0, 5);
+        assert_eq!(t.entries(0).count(), 0);
+        assert_eq!(t.entries(1).collect::<Vec<_>>(), vec![(-3.0, 5)]);
+    }
+}

@@ -1,0 +1,262 @@
+//! `nudge fit`: fit NUDGE-M or NUDGE-N and write the fine-tuned corpus.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use clap::{Args, ValueEnum};
+use serde_json::{Map, Value, json};
+
+use super::DataArgs;
+use super::device::DeviceArgs;
+use crate::data::dataset::{Dataset, SplitName};
+use crate::data::npy::OutDtype;
+use crate::error::{Error, Result};
+use crate::eval::metrics::Scores;
+use crate::log;
+use crate::nudge::{self, Fit, FitOptions, Inputs, Method, output};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutType {
+    F32,
+    F16,
+}
+
+#[derive(Args, Debug)]
+pub struct FitArgs {
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// nudge-m (unconstrained norm; search the output by dot product) or nudge-n (unit-norm output)
+    #[arg(long, value_enum)]
+    pub method: Method,
+    /// Where to write the fine-tuned corpus (.npy, input row order)
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// Write only the moved records' ids and new vectors (ids.txt, vectors.npy) into DIR
+    #[arg(long, value_name = "DIR")]
+    pub delta: Option<PathBuf>,
+    /// Write a JSON report of the fit (gamma, dev scores, timings, metrics)
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+    /// Use this gamma instead of searching for one
+    #[arg(long, value_name = "X")]
+    pub gamma: Option<f64>,
+    /// k of the NUDGE-N dev score (top-k hits / min(|answers|, k))
+    #[arg(long, value_name = "K", default_value_t = 1)]
+    pub val_k: usize,
+    /// Element type of the written corpus
+    #[arg(long, value_enum, default_value_t = OutType::F32)]
+    pub out_dtype: OutType,
+    /// Keep zero-norm corpus rows as they are (unmoved) instead of failing
+    #[arg(long)]
+    pub allow_zero_rows: bool,
+    #[command(flatten)]
+    pub device: DeviceArgs,
+    /// Print nothing but errors
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+pub fn run(args: FitArgs) -> Result<()> {
+    log::set_quiet(args.quiet);
+    let start = Instant::now();
+    if args.out.is_none() && args.delta.is_none() && args.report.is_none() {
+        return Err(Error::usage(
+            "nothing to write: give --out FILE.npy, --delta DIR or --report FILE",
+        ));
+    }
+    if let Some(g) = args.gamma {
+        let max = if args.method == Method::NudgeN {
+            4.0
+        } else {
+            f64::MAX
+        };
+        if !(g.is_finite() && (0.0..=max).contains(&g)) {
+            return Err(Error::usage(format!(
+                "--gamma {g}: expected a number >= 0 (and <= 4 for nudge-n)"
+            )));
+        }
+    }
+    if args.val_k == 0 {
+        return Err(Error::usage("--val-k must be at least 1"));
+    }
+    let paths = args.data.paths()?;
+    for out in [&args.out, &args.report].into_iter().flatten() {
+        refuse_overwriting_input(out, &paths)?;
+    }
+    let ds = Dataset::open(paths)?;
+    let skip = args.data.skip_unknown_ids;
+    let train = ds.required_split(SplitName::Train, skip)?;
+    let dev = ds.required_split(SplitName::Dev, skip)?;
+    let test = ds.split(SplitName::Test, skip)?;
+    let read_s = start.elapsed().as_secs_f64();
+
+    let backend = args.device.backend()?;
+    let mut opts = FitOptions::new(args.method);
+    opts.gamma = args.gamma;
+    opts.val_k = args.val_k;
+    opts.allow_zero_rows = args.allow_zero_rows;
+    let inputs = Inputs {
+        corpus: &ds.corpus,
+        queries: &ds.queries,
+        train: &train,
+        dev: &dev,
+        test: test.as_ref(),
+    };
+    let fit = nudge::fit(backend.as_ref(), &inputs, &opts)?;
+
+    let dtype = match args.out_dtype {
+        OutType::F32 => OutDtype::F32,
+        OutType::F16 => OutDtype::F16,
+    };
+    let t = Instant::now();
+    if let Some(out) = &args.out {
+        output::write_corpus(&ds.corpus, &fit.moved, &fit.updated, out, dtype)?;
+    }
+    if let Some(dir) = &args.delta {
+        let names: Vec<String> = fit
+            .moved
+            .iter()
+            .map(|&r| ds.corpus_ids.name(r as usize))
+            .collect();
+        output::write_delta(dir, &names, &fit.updated, dtype)?;
+    }
+    let write_s = t.elapsed().as_secs_f64();
+
+    let mut timings = Map::new();
+    timings.insert("read".into(), json!(read_s));
+    for (phase, s) in &fit.timings {
+        timings.insert((*phase).into(), json!(s));
+    }
+    timings.insert("write".into(), json!(write_s));
+    timings.insert("total".into(), json!(start.elapsed().as_secs_f64()));
+    if let Some(path) = &args.report {
+        let report = report_json(
+            &fit,
+            &ds,
+            backend.as_ref(),
+            &train,
+            &dev,
+            test.as_ref(),
+            timings,
+        );
+        let text = serde_json::to_string_pretty(&report).expect("report serialises");
+        crate::data::atomic_write(path, format!("{text}\n").as_bytes())?;
+    }
+    summary(
+        &fit,
+        &ds,
+        backend.device_name(),
+        args.out.as_deref(),
+        start.elapsed().as_secs_f64(),
+    );
+    Ok(())
+}
+
+/// An output that would replace one of the inputs is refused: the input is
+/// memory-mapped while the output is written.
+pub fn refuse_overwriting_input(out: &Path, paths: &crate::data::dataset::Paths) -> Result<()> {
+    let canon = |p: &Path| std::fs::canonicalize(p).ok();
+    let Some(o) = canon(out) else { return Ok(()) };
+    let inputs = [
+        &paths.corpus,
+        &paths.queries,
+        &paths.corpus_ids,
+        &paths.query_ids,
+        &paths.train_qrels,
+        &paths.dev_qrels,
+        &paths.test_qrels,
+    ];
+    for p in inputs.into_iter().flatten() {
+        if canon(p).as_ref() == Some(&o) {
+            return Err(Error::usage(format!(
+                "{}: refusing to overwrite an input file; choose another output path",
+                out.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn metrics_json(s: &Scores) -> Value {
+    json!({ format!("recall@{}", s.k): s.recall, format!("ndcg@{}", s.k): s.ndcg, "queries": s.queries })
+}
+
+fn report_json(
+    fit: &Fit,
+    ds: &Dataset,
+    backend: &dyn crate::backend::Backend,
+    train: &crate::data::dataset::Split,
+    dev: &crate::data::dataset::Split,
+    test: Option<&crate::data::dataset::Split>,
+    timings: Map<String, Value>,
+) -> Value {
+    let mut r = Map::new();
+    r.insert("method".into(), json!(fit.method.as_str()));
+    r.insert("gamma".into(), json!(fit.gamma));
+    r.insert("gamma_reason".into(), json!(fit.gamma_reason));
+    r.insert("backend".into(), json!(backend.name()));
+    r.insert("device".into(), json!(backend.device_name()));
+    r.insert("records".into(), json!(ds.corpus.rows()));
+    r.insert("dim".into(), json!(ds.dim()));
+    r.insert(
+        "queries".into(),
+        json!({ "train": train.queries.len(), "dev": dev.queries.len(), "test": test.map_or(0, |t| t.queries.len()) }),
+    );
+    r.insert("moved_records".into(), json!(fit.moved.len()));
+    r.insert("zero_rows".into(), json!(fit.zero_rows.len()));
+    r.insert(
+        "dev_scores".into(),
+        serde_json::to_value(&fit.dev_scores).expect("serialises"),
+    );
+    r.insert("timings".into(), Value::Object(timings));
+    if let (Some(b), Some(a)) = (&fit.before, &fit.after) {
+        r.insert("before".into(), metrics_json(b));
+        r.insert("after".into(), metrics_json(a));
+    }
+    Value::Object(r)
+}
+
+fn summary(fit: &Fit, ds: &Dataset, device: String, out: Option<&Path>, total: f64) {
+    log::notice(format!(
+        "{} on {} records x {} ({device}): gamma {}, {} records moved{}",
+        fit.method.as_str(),
+        ds.corpus.rows(),
+        ds.dim(),
+        fmt_gamma(fit.gamma),
+        fit.moved.len(),
+        fit.gamma_reason
+            .as_ref()
+            .map_or(String::new(), |r| format!(" ({r})"))
+    ));
+    if let Some(out) = out {
+        log::notice(format!("wrote {} in {total:.2} s", out.display()));
+    }
+    if let (Some(b), Some(a)) = (&fit.before, &fit.after) {
+        log::notice(table(&[("", b, a)]));
+    }
+}
+
+pub fn fmt_gamma(g: f64) -> String {
+    let s = format!("{g:.6}");
+    s.trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
+/// The before -> after table of the human output, one block per labelled row.
+pub fn table(rows: &[(&str, &Scores, &Scores)]) -> String {
+    let width = rows.iter().map(|r| r.0.len()).max().unwrap_or(0);
+    let mut s = String::new();
+    for (label, b, a) in rows {
+        let pad = |x: &str| format!("{x:<width$}");
+        s.push_str(&format!(
+            "{} recall@{k}  {:.4} -> {:.4}   ndcg@{k}  {:.4} -> {:.4}   ({} test queries)\n",
+            pad(label),
+            b.recall,
+            a.recall,
+            b.ndcg,
+            a.ndcg,
+            a.queries,
+            k = a.k
+        ));
+    }
+    s.trim_end().to_string()
+}

@@ -1,0 +1,91 @@
+//! The `nudge` command line: argument definitions shared by the subcommands,
+//! one file per subcommand.
+
+pub mod demo;
+pub mod device;
+pub mod eval;
+pub mod fit;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::data::dataset::Paths;
+use crate::error::Result;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "nudge",
+    version,
+    about = "Fine-tune the record embeddings of a k-NN retrieval corpus with NUDGE"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Fit NUDGE-M or NUDGE-N and write the fine-tuned corpus.
+    Fit(fit::FitArgs),
+    /// Recall@k and NDCG@k of a corpus (tuned or not) on one split.
+    Eval(eval::EvalArgs),
+    /// Fit both methods on the bundled SciFact data and show the gain.
+    Demo(demo::DemoArgs),
+}
+
+/// Where the data is: a dataset folder, explicit files, or both (explicit wins).
+#[derive(Args, Debug, Clone, Default)]
+pub struct DataArgs {
+    /// Dataset folder: corpus.npy, queries.npy, [corpus_ids.txt, query_ids.txt], qrels/{train,dev,test}.tsv
+    #[arg(long, value_name = "DIR")]
+    pub dataset: Option<PathBuf>,
+    /// Corpus embeddings, n x d, float32 or float16 .npy
+    #[arg(long, value_name = "FILE")]
+    pub corpus: Option<PathBuf>,
+    /// Corpus ids, one per line in row order (default: row numbers)
+    #[arg(long, value_name = "FILE")]
+    pub corpus_ids: Option<PathBuf>,
+    /// Query embeddings of all splits, float32 or float16 .npy
+    #[arg(long, value_name = "FILE")]
+    pub queries: Option<PathBuf>,
+    /// Query ids, one per line in row order (default: row numbers)
+    #[arg(long, value_name = "FILE")]
+    pub query_ids: Option<PathBuf>,
+    /// Training judgements (query-id, corpus-id, score TSV with header)
+    #[arg(long, value_name = "FILE")]
+    pub train_qrels: Option<PathBuf>,
+    /// Dev judgements, used to choose gamma
+    #[arg(long, value_name = "FILE")]
+    pub dev_qrels: Option<PathBuf>,
+    /// Test judgements, scored before and after
+    #[arg(long, value_name = "FILE")]
+    pub test_qrels: Option<PathBuf>,
+    /// Skip qrels lines whose ids are unknown (one warning) instead of failing
+    #[arg(long)]
+    pub skip_unknown_ids: bool,
+}
+
+impl DataArgs {
+    pub fn paths(&self) -> Result<Paths> {
+        Paths {
+            corpus: self.corpus.clone(),
+            corpus_ids: self.corpus_ids.clone(),
+            queries: self.queries.clone(),
+            query_ids: self.query_ids.clone(),
+            train_qrels: self.train_qrels.clone(),
+            dev_qrels: self.dev_qrels.clone(),
+            test_qrels: self.test_qrels.clone(),
+        }
+        .with_folder(self.dataset.as_deref())
+    }
+}
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Fit(a) => fit::run(a),
+        Command::Eval(a) => eval::run(a),
+        Command::Demo(a) => demo::run(a),
+    }
+}

@@ -1,0 +1,272 @@
+//! A dataset: corpus, queries, their ids and the train/dev/test judgements,
+//! from a dataset folder (DESIGN §5 layout) and/or explicit paths.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use crate::data::ids::Ids;
+use crate::data::npy::NpyMatrix;
+use crate::data::qrels;
+use crate::error::{Error, Result};
+use crate::log;
+use crate::matrix::Matrix;
+
+/// Where each input lives. A dataset folder fills in whatever is not given
+/// explicitly; explicit paths win.
+#[derive(Debug, Clone, Default)]
+pub struct Paths {
+    pub corpus: Option<PathBuf>,
+    pub corpus_ids: Option<PathBuf>,
+    pub queries: Option<PathBuf>,
+    pub query_ids: Option<PathBuf>,
+    pub train_qrels: Option<PathBuf>,
+    pub dev_qrels: Option<PathBuf>,
+    pub test_qrels: Option<PathBuf>,
+}
+
+impl Paths {
+    /// Fills the unset paths from the standard layout of `dir`. Optional files
+    /// (ids, test qrels) are taken only if they exist.
+    pub fn with_folder(mut self, dir: Option<&Path>) -> Result<Paths> {
+        let Some(dir) = dir else { return Ok(self) };
+        if !dir.is_dir() {
+            return Err(Error::data(format!(
+                "{}: dataset folder does not exist",
+                dir.display()
+            )));
+        }
+        let fill = |slot: &mut Option<PathBuf>, rel: &str, always: bool| {
+            let p = dir.join(rel);
+            if slot.is_none() && (always || p.exists()) {
+                *slot = Some(p);
+            }
+        };
+        fill(&mut self.corpus, "corpus.npy", true);
+        fill(&mut self.corpus_ids, "corpus_ids.txt", false);
+        fill(&mut self.queries, "queries.npy", true);
+        fill(&mut self.query_ids, "query_ids.txt", false);
+        fill(&mut self.train_qrels, "qrels/train.tsv", false);
+        fill(&mut self.dev_qrels, "qrels/dev.tsv", false);
+        fill(&mut self.test_qrels, "qrels/test.tsv", false);
+        Ok(self)
+    }
+
+    pub fn qrels(&self, split: SplitName) -> Option<&PathBuf> {
+        match split {
+            SplitName::Train => self.train_qrels.as_ref(),
+            SplitName::Dev => self.dev_qrels.as_ref(),
+            SplitName::Test => self.test_qrels.as_ref(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SplitName {
+    Train,
+    Dev,
+    Test,
+}
+
+impl SplitName {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SplitName::Train => "train",
+            SplitName::Dev => "dev",
+            SplitName::Test => "test",
+        }
+    }
+    pub fn flag(self) -> &'static str {
+        match self {
+            SplitName::Train => "--train-qrels",
+            SplitName::Dev => "--dev-qrels",
+            SplitName::Test => "--test-qrels",
+        }
+    }
+}
+
+/// A query and the records that answer it, as row numbers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LabeledQuery {
+    /// Row in the queries matrix.
+    pub row: u32,
+    /// (corpus row, relevance > 0), in file order, each record once.
+    pub answers: Vec<(u32, f32)>,
+}
+
+impl LabeledQuery {
+    pub fn relevance(&self, record: u32) -> f32 {
+        self.answers
+            .iter()
+            .find(|a| a.0 == record)
+            .map_or(0.0, |a| a.1)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Split {
+    pub name: SplitName,
+    pub queries: Vec<LabeledQuery>,
+}
+
+impl Split {
+    /// The embeddings of this split's queries, in split order.
+    pub fn matrix(&self, all: &Matrix) -> Matrix {
+        all.select_rows(self.queries.iter().map(|q| q.row as usize))
+    }
+}
+
+pub struct Dataset {
+    pub paths: Paths,
+    pub corpus: NpyMatrix,
+    pub corpus_ids: Ids,
+    pub queries: Matrix,
+    pub query_ids: Ids,
+}
+
+impl Dataset {
+    pub fn open(paths: Paths) -> Result<Dataset> {
+        let corpus_path = paths
+            .corpus
+            .clone()
+            .ok_or_else(|| Error::usage("no corpus: give --dataset DIR or --corpus FILE.npy"))?;
+        let queries_path = paths
+            .queries
+            .clone()
+            .ok_or_else(|| Error::usage("no queries: give --dataset DIR or --queries FILE.npy"))?;
+        let corpus = NpyMatrix::open(&corpus_path)?;
+        let qm = NpyMatrix::open(&queries_path)?;
+        if qm.cols() != corpus.cols() {
+            return Err(Error::data(format!(
+                "dimension mismatch: {} has {}-d rows but {} has {}-d rows; queries and corpus must come from the same model",
+                corpus_path.display(),
+                corpus.cols(),
+                queries_path.display(),
+                qm.cols()
+            )));
+        }
+        if corpus.rows() == 0 {
+            return Err(Error::data(format!(
+                "{}: the corpus has no rows",
+                corpus_path.display()
+            )));
+        }
+        let queries = Matrix::new(qm.rows(), qm.cols(), qm.read_all());
+        if let Some((r, c)) = NpyMatrix::first_non_finite(&queries.data, queries.cols) {
+            return Err(Error::data(format!(
+                "{}: row {r} (column {c}) is NaN or infinite; every query embedding must be finite",
+                queries_path.display()
+            )));
+        }
+        let corpus_ids = Ids::load(paths.corpus_ids.as_deref(), corpus.rows(), &corpus_path)?;
+        let query_ids = Ids::load(paths.query_ids.as_deref(), queries.rows, &queries_path)?;
+        Ok(Dataset {
+            paths,
+            corpus,
+            corpus_ids,
+            queries,
+            query_ids,
+        })
+    }
+
+    pub fn dim(&self) -> usize {
+        self.corpus.cols()
+    }
+
+    /// Loads the judgements of one split. `Ok(None)` if no qrels file is known
+    /// for it. Ids that name no row are an error unless `skip_unknown`.
+    pub fn split(&self, name: SplitName, skip_unknown: bool) -> Result<Option<Split>> {
+        let Some(path) = self.paths.qrels(name) else {
+            return Ok(None);
+        };
+        let judgements = qrels::load(path)?;
+        let mut order: Vec<LabeledQuery> = Vec::new();
+        let mut slot: HashMap<u32, usize> = HashMap::new();
+        let (mut unknown, mut duplicates) = (0usize, 0usize);
+        let mut not_relevant: HashMap<u32, ()> = HashMap::new();
+        for j in &judgements {
+            let q = self.query_ids.row(&j.query);
+            let r = self.corpus_ids.row(&j.record);
+            let (q, r) = match (q, r) {
+                (Some(q), Some(r)) => (q, r),
+                (q, _) => {
+                    if skip_unknown {
+                        unknown += 1;
+                        continue;
+                    }
+                    let (what, id) = if q.is_none() {
+                        ("query", &j.query)
+                    } else {
+                        ("corpus", &j.record)
+                    };
+                    return Err(Error::data(format!(
+                        "{}:{}: unknown {what} id {id:?} (not in the {what} ids); fix the file or pass --skip-unknown-ids",
+                        path.display(),
+                        j.line
+                    )));
+                }
+            };
+            if j.score <= 0.0 {
+                not_relevant.insert(q, ());
+                continue;
+            }
+            let i = *slot.entry(q).or_insert_with(|| {
+                order.push(LabeledQuery {
+                    row: q,
+                    answers: Vec::new(),
+                });
+                order.len() - 1
+            });
+            if order[i].answers.iter().any(|a| a.0 == r) {
+                duplicates += 1;
+                continue;
+            }
+            order[i].answers.push((r, j.score));
+        }
+        if unknown > 0 {
+            log::warn(format!(
+                "{}: skipped {unknown} lines with unknown ids",
+                path.display()
+            ));
+        }
+        if duplicates > 0 {
+            log::warn(format!(
+                "{}: {duplicates} duplicate (query, record) lines counted once",
+                path.display()
+            ));
+        }
+        let unanswered = not_relevant
+            .keys()
+            .filter(|q| !slot.contains_key(q))
+            .count();
+        if unanswered > 0 {
+            log::warn(format!(
+                "{}: {unanswered} queries have no relevant record (score > 0) and are left out of the {} split",
+                path.display(),
+                name.as_str()
+            ));
+        }
+        if order.is_empty() {
+            return Err(Error::data(format!(
+                "{}: the {} split has no query with a relevant record (score > 0)",
+                path.display(),
+                name.as_str()
+            )));
+        }
+        Ok(Some(Split {
+            name,
+            queries: order,
+        }))
+    }
+
+    /// Like [`Dataset::split`] but the split must exist.
+    pub fn required_split(&self, name: SplitName, skip_unknown: bool) -> Result<Split> {
+        self.split(name, skip_unknown)?.ok_or_else(|| {
+            Error::usage(format!(
+                "no {} qrels: give {} FILE or a --dataset folder with qrels/{}.tsv",
+                name.as_str(),
+                name.flag(),
+                name.as_str()
+            ))
+        })
+    }
+}

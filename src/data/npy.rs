@@ -1,0 +1,492 @@
+//! Reading and writing `.npy` matrices.
+//!
+//! Hand-written rather than taken from a crate because nudge needs three things
+//! together that the npy crates do not offer: row-range reads straight out of a
+//! memory map (a million-row corpus is streamed, never loaded whole), f16/f64
+//! conversion on the fly, and error messages that name the file and say what
+//! was expected. The format itself is small: a magic string, a Python-dict
+//! header, then the raw C-order data.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+
+/// Element types nudge reads. Everything is converted to f32 on the way in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dtype {
+    F16,
+    F32,
+    F64,
+}
+
+impl Dtype {
+    pub fn size(self) -> usize {
+        match self {
+            Dtype::F16 => 2,
+            Dtype::F32 => 4,
+            Dtype::F64 => 8,
+        }
+    }
+    fn descr(self) -> &'static str {
+        match self {
+            Dtype::F16 => "<f2",
+            Dtype::F32 => "<f4",
+            Dtype::F64 => "<f8",
+        }
+    }
+}
+
+/// What the header of an `.npy` file says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Header {
+    pub dtype: Dtype,
+    pub rows: usize,
+    pub cols: usize,
+    /// Byte offset of the first element.
+    pub data_offset: usize,
+}
+
+/// Parses the magic string and header dict of an `.npy` file from its first
+/// bytes. `bytes` may be the whole file; only the header is looked at.
+pub fn parse_header(bytes: &[u8]) -> std::result::Result<Header, String> {
+    const MAGIC: &[u8] = b"\x93NUMPY";
+    if bytes.len() < 10 {
+        return Err(format!(
+            "file is {} bytes long, too short to be a .npy file (expected the \\x93NUMPY magic and a header)",
+            bytes.len()
+        ));
+    }
+    if &bytes[..6] != MAGIC {
+        return Err("not a .npy file: it does not start with the \\x93NUMPY magic string".into());
+    }
+    let major = bytes[6];
+    let (header_len, header_start) = match major {
+        1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10usize),
+        2 | 3 => {
+            if bytes.len() < 12 {
+                return Err("truncated .npy header".into());
+            }
+            (
+                u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
+                12,
+            )
+        }
+        v => {
+            return Err(format!(
+                "unsupported .npy format version {v} (expected 1, 2 or 3)"
+            ));
+        }
+    };
+    let end = header_start
+        .checked_add(header_len)
+        .ok_or("header length overflows")?;
+    if bytes.len() < end {
+        return Err(format!(
+            "truncated .npy header: it announces {header_len} header bytes but the file ends first"
+        ));
+    }
+    let text = std::str::from_utf8(&bytes[header_start..end])
+        .map_err(|_| "the .npy header is not valid text".to_string())?;
+
+    let descr = dict_value(text, "descr")?;
+    let descr =
+        parse_quoted(descr).ok_or_else(|| format!("malformed 'descr' in header {text:?}"))?;
+    let dtype = match descr {
+        "<f4" | "=f4" => Dtype::F32,
+        "<f2" | "=f2" => Dtype::F16,
+        "<f8" | "=f8" => Dtype::F64,
+        ">f4" | ">f2" | ">f8" => {
+            return Err(format!(
+                "big-endian dtype {descr:?} is not supported (expected little-endian float32 or float16; convert with arr.astype('<f4'))"
+            ));
+        }
+        other => {
+            return Err(format!(
+                "dtype {other:?} is not supported (expected float32 '<f4' or float16 '<f2'; integer embeddings are refused)"
+            ));
+        }
+    };
+    let fortran = dict_value(text, "fortran_order")?;
+    if fortran.starts_with("True") {
+        return Err(
+            "array is in Fortran (column-major) order; expected C order (save it with np.ascontiguousarray)".into(),
+        );
+    } else if !fortran.starts_with("False") {
+        return Err(format!("malformed 'fortran_order' in header {text:?}"));
+    }
+    let shape = dict_value(text, "shape")?;
+    let dims = parse_shape(shape).ok_or_else(|| format!("malformed 'shape' in header {text:?}"))?;
+    if dims.len() != 2 {
+        return Err(format!(
+            "array has rank {} (shape {:?}); expected a 2-d matrix of rows x dimensions",
+            dims.len(),
+            dims
+        ));
+    }
+    Ok(Header {
+        dtype,
+        rows: dims[0],
+        cols: dims[1],
+        data_offset: end,
+    })
+}
+
+/// The text after `'key':` up to the end of the dict.
+fn dict_value<'a>(text: &'a str, key: &str) -> std::result::Result<&'a str, String> {
+    for quote in ['\'', '"'] {
+        let pat = format!("{quote}{key}{quote}");
+        if let Some(pos) = text.find(&pat) {
+            let rest = text[pos + pat.len()..].trim_start();
+            if let Some(rest) = rest.strip_prefix(':') {
+                return Ok(rest.trim_start());
+            }
+        }
+    }
+    Err(format!("the .npy header has no '{key}' entry: {text:?}"))
+}
+
+fn parse_quoted(s: &str) -> Option<&str> {
+    let q = s.chars().next()?;
+    if q != '\'' && q != '"' {
+        return None;
+    }
+    let end = s[1..].find(q)?;
+    Some(&s[1..1 + end])
+}
+
+fn parse_shape(s: &str) -> Option<Vec<usize>> {
+    let s = s.strip_prefix('(')?;
+    let end = s.find(')')?;
+    let mut dims = Vec::new();
+    for part in s[..end].split(',') {
+        let part = part.trim();
+        if part.is_empty() {
+            continue;
+        }
+        dims.push(part.trim_end_matches('L').parse().ok()?);
+    }
+    Some(dims)
+}
+
+/// A memory-mapped `.npy` matrix, read in row ranges.
+pub struct NpyMatrix {
+    path: PathBuf,
+    header: Header,
+    map: memmap2::Mmap,
+}
+
+impl NpyMatrix {
+    /// Opens and validates `path`: header, dtype, rank and that the file holds
+    /// every element the header promises.
+    pub fn open(path: &Path) -> Result<NpyMatrix> {
+        let file = File::open(path)
+            .map_err(|e| Error::data(format!("{}: cannot open: {e}", path.display())))?;
+        let len = file
+            .metadata()
+            .map_err(|e| Error::io(path, "stat", e))?
+            .len();
+        if len == 0 {
+            return Err(Error::data(format!(
+                "{}: file is empty; expected a .npy matrix",
+                path.display()
+            )));
+        }
+        // SAFETY: the map is read-only; nudge never writes to its inputs (an
+        // output path equal to an input is refused), so the only hazard is
+        // another process truncating the file while we read it.
+        let map =
+            unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, "memory-map", e))?;
+        let header =
+            parse_header(&map).map_err(|e| Error::data(format!("{}: {e}", path.display())))?;
+        let need = header
+            .rows
+            .checked_mul(header.cols)
+            .and_then(|n| n.checked_mul(header.dtype.size()))
+            .and_then(|n| n.checked_add(header.data_offset))
+            .ok_or_else(|| {
+                Error::data(format!("{}: shape in header is too large", path.display()))
+            })?;
+        if (map.len()) < need {
+            return Err(Error::data(format!(
+                "{}: truncated: header says {} x {} {} ({} bytes of data) but the file holds only {} bytes of data",
+                path.display(),
+                header.rows,
+                header.cols,
+                header.dtype.descr(),
+                need - header.data_offset,
+                map.len() - header.data_offset
+            )));
+        }
+        let _ = map.advise(memmap2::Advice::Sequential);
+        Ok(NpyMatrix {
+            path: path.to_path_buf(),
+            header,
+            map,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+    pub fn rows(&self) -> usize {
+        self.header.rows
+    }
+    pub fn cols(&self) -> usize {
+        self.header.cols
+    }
+    pub fn dtype(&self) -> Dtype {
+        self.header.dtype
+    }
+
+    /// Converts rows `start..start+count` to f32 into `out` (resized to fit).
+    pub fn read_rows(&self, start: usize, count: usize, out: &mut Vec<f32>) {
+        let cols = self.header.cols;
+        let size = self.header.dtype.size();
+        let begin = self.header.data_offset + start * cols * size;
+        let bytes = &self.map[begin..begin + count * cols * size];
+        out.clear();
+        out.reserve(count * cols);
+        match self.header.dtype {
+            Dtype::F32 => out.extend(
+                bytes
+                    .chunks_exact(4)
+                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+            ),
+            Dtype::F16 => out.extend(
+                bytes
+                    .chunks_exact(2)
+                    .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()),
+            ),
+            Dtype::F64 => out.extend(
+                bytes
+                    .chunks_exact(8)
+                    .map(|b| f64::from_le_bytes(b.try_into().unwrap()) as f32),
+            ),
+        }
+    }
+
+    /// The whole matrix as f32; for the (small) query matrix.
+    pub fn read_all(&self) -> Vec<f32> {
+        let mut out = Vec::new();
+        self.read_rows(0, self.rows(), &mut out);
+        out
+    }
+
+    /// Index of the first row holding a NaN or infinity, with its column.
+    pub fn first_non_finite(data: &[f32], cols: usize) -> Option<(usize, usize)> {
+        let i = data.iter().position(|x| !x.is_finite())?;
+        Some((i / cols, i % cols))
+    }
+}
+
+/// Output element type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutDtype {
+    F32,
+    F16,
+}
+
+/// Streams rows into an `.npy` file that appears at its final path only when
+/// complete: rows go to a temporary file in the same directory, renamed into
+/// place by [`NpyWriter::finish`]. Dropping the writer early removes the
+/// temporary file, so a failed run never leaves a partial output.
+pub struct NpyWriter {
+    path: PathBuf,
+    rows: usize,
+    cols: usize,
+    written: usize,
+    dtype: OutDtype,
+    out: BufWriter<tempfile::NamedTempFile>,
+}
+
+impl NpyWriter {
+    pub fn create(path: &Path, rows: usize, cols: usize, dtype: OutDtype) -> Result<NpyWriter> {
+        let dir = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        let tmp = tempfile::Builder::new()
+            .prefix(".nudge-partial-")
+            .suffix(".npy")
+            .tempfile_in(dir)
+            .map_err(|e| {
+                Error::runtime(format!(
+                    "{}: cannot create a temporary file in {}: {e}",
+                    path.display(),
+                    dir.display()
+                ))
+            })?;
+        let mut out = BufWriter::with_capacity(1 << 20, tmp);
+        let descr = match dtype {
+            OutDtype::F32 => Dtype::F32.descr(),
+            OutDtype::F16 => Dtype::F16.descr(),
+        };
+        let mut header =
+            format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': ({rows}, {cols}), }}");
+        // Pad so that magic + len + header + '\n' is a multiple of 64 bytes,
+        // as numpy does; keeps the data aligned for memory-mapped readers.
+        while (10 + header.len() + 1) % 64 != 0 {
+            header.push(' ');
+        }
+        header.push('\n');
+        let mut prefix = b"\x93NUMPY\x01\x00".to_vec();
+        prefix.extend_from_slice(&(header.len() as u16).to_le_bytes());
+        prefix.extend_from_slice(header.as_bytes());
+        out.write_all(&prefix)
+            .map_err(|e| Error::io(path, "write", e))?;
+        Ok(NpyWriter {
+            path: path.to_path_buf(),
+            rows,
+            cols,
+            written: 0,
+            dtype,
+            out,
+        })
+    }
+
+    /// Appends whole rows (row-major, `cols` values each).
+    pub fn write_rows(&mut self, data: &[f32]) -> Result<()> {
+        debug_assert_eq!(data.len() % self.cols.max(1), 0);
+        let mut buf = Vec::with_capacity(data.len() * 4);
+        match self.dtype {
+            OutDtype::F32 => data
+                .iter()
+                .for_each(|x| buf.extend_from_slice(&x.to_le_bytes())),
+            OutDtype::F16 => data
+                .iter()
+                .for_each(|x| buf.extend_from_slice(&half::f16::from_f32(*x).to_le_bytes())),
+        }
+        self.out
+            .write_all(&buf)
+            .map_err(|e| Error::io(&self.path, "write", e))?;
+        self.written += data.len() / self.cols.max(1);
+        Ok(())
+    }
+
+    /// Flushes, syncs and renames the file into place.
+    pub fn finish(self) -> Result<()> {
+        if self.written != self.rows {
+            return Err(Error::runtime(format!(
+                "{}: internal error: wrote {} rows, header says {}",
+                self.path.display(),
+                self.written,
+                self.rows
+            )));
+        }
+        let tmp = self
+            .out
+            .into_inner()
+            .map_err(|e| Error::io(&self.path, "write", e.into_error()))?;
+        tmp.as_file()
+            .sync_all()
+            .map_err(|e| Error::io(&self.path, "sync", e))?;
+        tmp.persist(&self.path)
+            .map_err(|e| Error::io(&self.path, "rename the finished file into place", e.error))?;
+        Ok(())
+    }
+}
+
+/// Writes a whole matrix atomically.
+pub fn write_matrix(path: &Path, data: &[f32], cols: usize, dtype: OutDtype) -> Result<()> {
+    let rows = if cols == 0 { 0 } else { data.len() / cols };
+    let mut w = NpyWriter::create(path, rows, cols, dtype)?;
+    w.write_rows(data)?;
+    w.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn npy_bytes(descr: &str, fortran: bool, shape: &str, data: &[u8]) -> Vec<u8> {
+        let mut header = format!(
+            "{{'descr': '{descr}', 'fortran_order': {}, 'shape': {shape}, }}",
+            if fortran { "True" } else { "False" }
+        );
+        while (10 + header.len() + 1) % 64 != 0 {
+            header.push(' ');
+        }
+        header.push('\n');
+        let mut v = b"\x93NUMPY\x01\x00".to_vec();
+        v.extend_from_slice(&(header.len() as u16).to_le_bytes());
+        v.extend_from_slice(header.as_bytes());
+        v.extend_from_slice(data);
+        v
+    }
+
+    #[test]
+    fn parses_a_numpy_written_header() {
+        let h = parse_header(&npy_bytes("<f4", false, "(3, 2)", &[])).unwrap();
+        assert_eq!(
+            (h.dtype, h.rows, h.cols, h.data_offset),
+            (Dtype::F32, 3, 2, 64)
+        );
+        let h = parse_header(&npy_bytes("<f2", false, "(10, 7)", &[])).unwrap();
+        assert_eq!((h.dtype, h.rows, h.cols), (Dtype::F16, 10, 7));
+    }
+
+    #[test]
+    fn refuses_what_nudge_cannot_read() {
+        let err = |b: Vec<u8>| parse_header(&b).unwrap_err();
+        assert!(err(npy_bytes("<f4", true, "(3, 2)", &[])).contains("Fortran"));
+        assert!(err(npy_bytes("<i8", false, "(3, 2)", &[])).contains("'<i8' is not supported"));
+        assert!(err(npy_bytes(">f4", false, "(3, 2)", &[])).contains("big-endian"));
+        assert!(err(npy_bytes("<f4", false, "(6,)", &[])).contains("rank 1"));
+        assert!(err(npy_bytes("<f4", false, "(1, 2, 3)", &[])).contains("rank 3"));
+        assert!(err(b"PK\x03\x04 not numpy at all".to_vec()).contains("magic"));
+        assert!(err(b"\x93NUM".to_vec()).contains("too short"));
+        let mut v = npy_bytes("<f4", false, "(3, 2)", &[]);
+        v.truncate(30);
+        assert!(err(v).contains("truncated"));
+    }
+
+    #[test]
+    fn round_trips_and_detects_truncation() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("m.npy");
+        let data: Vec<f32> = (0..12).map(|x| x as f32 * 0.5).collect();
+        write_matrix(&p, &data, 4, OutDtype::F32).unwrap();
+        let m = NpyMatrix::open(&p).unwrap();
+        assert_eq!((m.rows(), m.cols()), (3, 4));
+        let mut rows = Vec::new();
+        m.read_rows(1, 2, &mut rows);
+        assert_eq!(rows, &data[4..]);
+        write_matrix(&p, &data, 4, OutDtype::F16).unwrap();
+        assert_eq!(NpyMatrix::open(&p).unwrap().read_all(), data);
+
+        let bytes = std::fs::read(&p).unwrap();
+        std::fs::write(&p, &bytes[..bytes.len() - 3]).unwrap();
+        let e = NpyMatrix::open(&p).err().unwrap();
+        assert!(
+            e.message.contains("truncated") && e.message.contains("m.npy"),
+            "{}",
+            e.message
+        );
+        std::fs::write(&p, b"").unwrap();
+        assert!(NpyMatrix::open(&p).err().unwrap().message.contains("empty"));
+    }
+
+    #[test]
+    fn f64_is_converted() {
+        let data: Vec<u8> = [1.5f64, -2.0]
+            .iter()
+            .flat_map(|x| x.to_le_bytes())
+            .collect();
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("d.npy");
+        std::fs::write(&p, npy_bytes("<f8", false, "(1, 2)", &data)).unwrap();
+        assert_eq!(NpyMatrix::open(&p).unwrap().read_all(), vec![1.5, -2.0]);
+    }
+
+    #[test]
+    fn failed_writer_leaves_no_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("out.npy");
+        let mut w = NpyWriter::create(&p, 2, 2, OutDtype::F32).unwrap();
+        w.write_rows(&[1.0, 2.0]).unwrap();
+        assert!(w.finish().is_err());
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+}

@@ -1,0 +1,139 @@
+//! BEIR-style relevance judgements: `query-id <TAB> corpus-id <TAB> score`
+//! with a header line. A score above zero means relevant; graded scores are
+//! the gains that NDCG uses.
+
+use std::path::Path;
+
+use crate::error::{Error, Result};
+
+/// One judgement line, as written in the file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Judgement {
+    pub query: String,
+    pub record: String,
+    pub score: f32,
+    /// 1-based line number, for error messages.
+    pub line: usize,
+}
+
+/// Parses the text of a qrels file; `path` only names it in errors.
+pub fn parse(text: &str, path: &Path) -> Result<Vec<Judgement>> {
+    let mut lines = text.lines().enumerate();
+    let expected = "expected the header 'query-id<TAB>corpus-id<TAB>score'";
+    let header = loop {
+        match lines.next() {
+            None => {
+                return Err(Error::data(format!(
+                    "{}: file is empty; {expected}",
+                    path.display()
+                )));
+            }
+            Some((_, l)) if l.trim().is_empty() => continue,
+            Some((i, l)) => break (i, l.trim_end_matches('\r')),
+        }
+    };
+    let cols: Vec<&str> = header.1.split('\t').map(str::trim).collect();
+    let header_ok = cols.len() == 3
+        && matches!(cols[0], "query-id" | "query_id" | "qid")
+        && matches!(cols[1], "corpus-id" | "corpus_id" | "doc-id" | "docid")
+        && cols[2] == "score";
+    if !header_ok {
+        return Err(Error::data(format!(
+            "{}:{}: bad header {:?}; {expected}",
+            path.display(),
+            header.0 + 1,
+            header.1
+        )));
+    }
+    let mut out = Vec::new();
+    for (i, raw) in lines {
+        let line = raw.trim_end_matches('\r');
+        if line.trim().is_empty() {
+            continue;
+        }
+        let fields: Vec<&str> = line.split('\t').collect();
+        if fields.len() != 3 {
+            return Err(Error::data(format!(
+                "{}:{}: {} tab-separated columns; expected 3 (query-id, corpus-id, score)",
+                path.display(),
+                i + 1,
+                fields.len()
+            )));
+        }
+        let score: f32 = fields[2]
+            .trim()
+            .parse()
+            .ok()
+            .filter(|s: &f32| s.is_finite())
+            .ok_or_else(|| {
+                Error::data(format!(
+                    "{}:{}: score {:?} is not a number",
+                    path.display(),
+                    i + 1,
+                    fields[2]
+                ))
+            })?;
+        let (q, r) = (fields[0].trim(), fields[1].trim());
+        if q.is_empty() || r.is_empty() {
+            return Err(Error::data(format!(
+                "{}:{}: empty query or corpus id",
+                path.display(),
+                i + 1
+            )));
+        }
+        out.push(Judgement {
+            query: q.to_string(),
+            record: r.to_string(),
+            score,
+            line: i + 1,
+        });
+    }
+    Ok(out)
+}
+
+pub fn load(path: &Path) -> Result<Vec<Judgement>> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Error::data(format!("{}: cannot read qrels file: {e}", path.display())))?;
+    parse(&text, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_beir_qrels() {
+        let j = parse(
+            "query-id\tcorpus-id\tscore\r\nq1\td1\t1\n\nq1\td2\t2\n",
+            Path::new("t.tsv"),
+        )
+        .unwrap();
+        assert_eq!(j.len(), 2);
+        assert_eq!(
+            j[1],
+            Judgement {
+                query: "q1".into(),
+                record: "d2".into(),
+                score: 2.0,
+                line: 4
+            }
+        );
+    }
+
+    #[test]
+    fn malformed_qrels_name_file_and_line() {
+        let p = Path::new("t.tsv");
+        let msg = |t: &str| parse(t, p).err().unwrap().message;
+        assert!(msg("").contains("empty"));
+        assert!(msg("q\td\ts\n").contains("t.tsv:1: bad header"));
+        assert!(
+            msg("query-id\tcorpus-id\tscore\nq1\td1\n")
+                .contains("t.tsv:2: 2 tab-separated columns")
+        );
+        assert!(
+            msg("query-id\tcorpus-id\tscore\nq1\td1\t1\nq1\td1\thigh\n")
+                .contains("t.tsv:3: score \"high\"")
+        );
+        assert!(msg("query-id\tcorpus-id\tscore\nq1\td1\tNaN\n").contains("not a number"));
+    }
+}

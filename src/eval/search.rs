@@ -1,0 +1,57 @@
+//! Exact top-k search over a corpus on disk: the one streaming pass that both
+//! `nudge eval` and the fit's static scan are made of.
+
+use crate::backend::{Backend, RowReport, ScanSpec, TopK};
+use crate::data::npy::NpyMatrix;
+use crate::error::{Error, Result};
+use crate::progress::Progress;
+
+/// Streams `corpus` through a backend scan, chunk by chunk. `on_chunk` sees
+/// each raw chunk and its first row (the fit gathers the rows it needs there).
+pub fn scan_corpus(
+    backend: &dyn Backend,
+    corpus: &NpyMatrix,
+    spec: ScanSpec,
+    mut on_chunk: impl FnMut(&[f32], usize),
+) -> Result<(TopK, RowReport)> {
+    let n = corpus.rows();
+    let chunk = backend.chunk_rows(spec.queries.rows, corpus.cols()).max(1);
+    let mut scan = backend.scan(spec)?;
+    let mut report = RowReport::default();
+    let mut buf = Vec::new();
+    let progress = Progress::new("scanning corpus", n as u64, "rows");
+    let mut start = 0;
+    while start < n {
+        let count = chunk.min(n - start);
+        corpus.read_rows(start, count, &mut buf);
+        on_chunk(&buf, start);
+        report.extend(scan.push(&buf, start)?);
+        start += count;
+        progress.set(start as u64);
+    }
+    progress.finish();
+    Ok((scan.finish()?, report))
+}
+
+/// Fails on non-finite rows, naming the first few.
+pub fn check_finite(report: &RowReport, corpus: &NpyMatrix) -> Result<()> {
+    if report.non_finite.is_empty() {
+        return Ok(());
+    }
+    Err(Error::data(format!(
+        "{}: {} rows hold NaN or infinity (rows {}); every corpus embedding must be finite",
+        corpus.path().display(),
+        report.non_finite.len(),
+        list_rows(&report.non_finite)
+    )))
+}
+
+/// "3, 17, 40 and 12 more".
+pub fn list_rows(rows: &[usize]) -> String {
+    let shown: Vec<String> = rows.iter().take(5).map(|r| r.to_string()).collect();
+    let mut s = shown.join(", ");
+    if rows.len() > 5 {
+        s.push_str(&format!(" and {} more", rows.len() - 5));
+    }
+    s
+}

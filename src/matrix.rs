@@ -1,0 +1,60 @@
+//! A dense row-major f32 matrix: the one container every step passes around.
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Matrix {
+    pub rows: usize,
+    pub cols: usize,
+    pub data: Vec<f32>,
+}
+
+impl Matrix {
+    pub fn new(rows: usize, cols: usize, data: Vec<f32>) -> Matrix {
+        assert_eq!(
+            data.len(),
+            rows * cols,
+            "matrix data does not match its shape"
+        );
+        Matrix { rows, cols, data }
+    }
+    pub fn zeros(rows: usize, cols: usize) -> Matrix {
+        Matrix {
+            rows,
+            cols,
+            data: vec![0.0; rows * cols],
+        }
+    }
+    pub fn row(&self, i: usize) -> &[f32] {
+        &self.data[i * self.cols..(i + 1) * self.cols]
+    }
+    pub fn row_mut(&mut self, i: usize) -> &mut [f32] {
+        &mut self.data[i * self.cols..(i + 1) * self.cols]
+    }
+    /// A new matrix made of the given rows, in that order.
+    pub fn select_rows(&self, rows: impl IntoIterator<Item = usize>) -> Matrix {
+        let mut data = Vec::new();
+        let mut n = 0;
+        for r in rows {
+            data.extend_from_slice(self.row(r));
+            n += 1;
+        }
+        Matrix {
+            rows: n,
+            cols: self.cols,
+            data,
+        }
+    }
+    /// Rows `start..end` as a new matrix.
+    pub fn slice_rows(&self, start: usize, end: usize) -> Matrix {
+        Matrix {
+            rows: end - start,
+            cols: self.cols,
+            data: self.data[start * self.cols..end * self.cols].to_vec(),
+        }
+    }
+}
+
+/// f32 dot product, accumulated in f32 in index order (the order every twin
+/// of this computation follows, so CPU and GPU round alike where it matters).
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}

@@ -1,0 +1,490 @@
+//! The NUDGE fit, written once against the [`Backend`] steps.
+//!
+//! Where things are: the NUDGE-M update and interval rules in [`nudge_m`], the
+//! NUDGE-N update (rotation with the clamp to Ghat) and grid in [`nudge_n`],
+//! the moved/static split in [`plan`], and the order of the steps in [`fit`]:
+//!
+//! 1. one streaming pass over the corpus: normalise rows, keep the static
+//!    top-k of every dev and test query, gather the moved rows;
+//! 2. G = segment sums of training queries per moved record;
+//! 3. S0 = Qdev . D_M^T and S1 = Qdev . G_M^T, in blocks of moved records,
+//!    from which every gamma's dev score follows without the corpus;
+//! 4. update the moved rows; score test queries before and after.
+
+pub mod nudge_m;
+pub mod nudge_n;
+pub mod output;
+pub mod plan;
+
+use std::time::Instant;
+
+use crate::backend::{Backend, Bounds, MovedBlock, Pair, ScanSpec, TopK};
+use crate::data::dataset::{LabeledQuery, Split};
+use crate::data::npy::NpyMatrix;
+use crate::error::{Error, Result};
+use crate::eval::metrics::{self, Scores};
+use crate::eval::search::{check_finite, list_rows, scan_corpus};
+use crate::log;
+use crate::matrix::{Matrix, dot};
+use plan::Plan;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+pub enum Method {
+    #[value(name = "nudge-m")]
+    #[serde(rename = "nudge-m")]
+    NudgeM,
+    #[value(name = "nudge-n")]
+    #[serde(rename = "nudge-n")]
+    NudgeN,
+}
+
+impl Method {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::NudgeM => "nudge-m",
+            Method::NudgeN => "nudge-n",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct FitOptions {
+    pub method: Method,
+    /// Use this gamma instead of searching for one.
+    pub gamma: Option<f64>,
+    /// k of the NUDGE-N dev score.
+    pub val_k: usize,
+    /// Cut-off of the test metrics reported before and after.
+    pub eval_k: usize,
+    /// Keep zero-norm corpus rows (unmoved) instead of failing.
+    pub allow_zero_rows: bool,
+    /// Moved records per S0/S1 block; 0 picks one from the dev count.
+    pub block: usize,
+}
+
+impl FitOptions {
+    pub fn new(method: Method) -> FitOptions {
+        FitOptions {
+            method,
+            gamma: None,
+            val_k: 1,
+            eval_k: 10,
+            allow_zero_rows: false,
+            block: 0,
+        }
+    }
+}
+
+/// How gamma was chosen, for the report.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(untagged)]
+pub enum DevScores {
+    /// NUDGE-N: (gamma, dev score) for every gamma tried.
+    Grid(Vec<GridPoint>),
+    /// NUDGE-M: how many (dev query, answer) intervals contain the winner.
+    Intervals {
+        best_count: usize,
+        intervals: usize,
+        pairs: usize,
+    },
+    /// NUDGE-M with `--gamma`: no search ran.
+    Fixed,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct GridPoint {
+    pub gamma: f64,
+    pub score: f64,
+}
+
+pub struct Fit {
+    pub method: Method,
+    pub gamma: f64,
+    /// Why gamma is what it is, when that is not a plain search result.
+    pub gamma_reason: Option<String>,
+    /// Moved records (ascending rows) and their updated embeddings.
+    pub moved: Vec<u32>,
+    pub updated: Matrix,
+    pub dev_scores: DevScores,
+    /// Test metrics at `eval_k` before and after, when there is a test split.
+    pub before: Option<Scores>,
+    pub after: Option<Scores>,
+    pub zero_rows: Vec<usize>,
+    /// Seconds per phase, in order.
+    pub timings: Vec<(&'static str, f64)>,
+}
+
+/// What a fit reads.
+pub struct Inputs<'a> {
+    pub corpus: &'a NpyMatrix,
+    pub queries: &'a Matrix,
+    pub train: &'a Split,
+    pub dev: &'a Split,
+    pub test: Option<&'a Split>,
+}
+
+struct Clock(Instant, Vec<(&'static str, f64)>);
+
+impl Clock {
+    fn lap(&mut self, phase: &'static str) {
+        let now = Instant::now();
+        self.1.push((phase, (now - self.0).as_secs_f64()));
+        self.0 = now;
+    }
+}
+
+pub fn fit(backend: &dyn Backend, inp: &Inputs, opts: &FitOptions) -> Result<Fit> {
+    let mut clock = Clock(Instant::now(), Vec::new());
+    let n = inp.corpus.rows();
+    let dim = inp.corpus.cols();
+    let plan = Plan::new(n, inp.train, inp.dev);
+    let dev_k = match opts.method {
+        Method::NudgeM => 1,
+        Method::NudgeN => opts.val_k,
+    };
+
+    // 1. The one pass over the corpus.
+    let q_dev = inp.dev.matrix(inp.queries);
+    let q_test = inp.test.map(|t| t.matrix(inp.queries));
+    let mut q_scan = q_dev.clone();
+    if let Some(t) = &q_test {
+        q_scan.data.extend_from_slice(&t.data);
+        q_scan.rows += t.rows;
+    }
+    let k_scan = dev_k.max(if inp.test.is_some() { opts.eval_k } else { 0 });
+    let mut gathered = Matrix::zeros(plan.gathered.len(), dim);
+    let mut cursor = 0;
+    let spec = ScanSpec {
+        queries: &q_scan,
+        k: k_scan,
+        normalize: true,
+        skip: Some(&plan.is_moved),
+    };
+    let (static_top, report) = scan_corpus(backend, inp.corpus, spec, |chunk, first| {
+        let end = first + chunk.len() / dim.max(1);
+        while cursor < plan.gathered.len() && (plan.gathered[cursor] as usize) < end {
+            let r = plan.gathered[cursor] as usize - first;
+            gathered
+                .row_mut(cursor)
+                .copy_from_slice(&chunk[r * dim..(r + 1) * dim]);
+            cursor += 1;
+        }
+    })?;
+    check_finite(&report, inp.corpus)?;
+    if !report.zero.is_empty() && !opts.allow_zero_rows {
+        return Err(Error::data(format!(
+            "{}: {} rows have zero norm (rows {}); they cannot be normalised. Remove them, or pass --allow-zero-rows to keep them as they are",
+            inp.corpus.path().display(),
+            report.zero.len(),
+            list_rows(&report.zero)
+        )));
+    }
+    // Host normalisation, the same rule the output pass applies, so the moved
+    // rows and the written file agree bit for bit whatever the backend.
+    crate::backend::cpu::normalize_rows(&mut gathered.data, dim, 0);
+    clock.lap("scan");
+
+    // 2. Gradients of the moved records.
+    let q_train = inp.train.matrix(inp.queries);
+    let mut g = backend.aggregate(&q_train, &plan.segments)?;
+    let slot = |row: u32| plan.gathered.binary_search(&row).expect("gathered row");
+    let d_moved = gathered.select_rows(plan.moved.iter().map(|&r| slot(r)));
+    for (i, &r) in plan.moved.iter().enumerate() {
+        if report.zero.binary_search(&(r as usize)).is_ok() {
+            g.row_mut(i).fill(0.0); // a zero row stays as it is
+        }
+    }
+    clock.lap("aggregate");
+
+    // 3. Gamma.
+    let block = if opts.block > 0 {
+        opts.block
+    } else {
+        ((32usize << 20) / q_dev.rows.max(1)).clamp(256, 1 << 16)
+    };
+    let dev_static = static_part(&static_top, 0, inp.dev.queries.len(), dev_k);
+    let ctx = SearchContext {
+        backend,
+        q_dev: &q_dev,
+        dev: inp.dev,
+        plan: &plan,
+        d_moved: &d_moved,
+        g: &g,
+        block,
+    };
+    let dev_moved_answers = inp
+        .dev
+        .queries
+        .iter()
+        .flat_map(|q| &q.answers)
+        .filter(|a| plan.is_moved[a.0 as usize])
+        .count();
+    let (gamma, dev_scores, mut reason) = match (opts.method, opts.gamma) {
+        (Method::NudgeM, Some(fixed)) => (
+            (fixed as f32) as f64,
+            DevScores::Fixed,
+            Some("fixed by --gamma".to_string()),
+        ),
+        (Method::NudgeM, None) => {
+            let (pairs, static_bounds) = ctx.pairs(&dev_static, &gathered);
+            let (found, count, intervals) = ctx.search_m(&pairs, static_bounds)?;
+            (
+                found as f64,
+                DevScores::Intervals {
+                    best_count: count,
+                    intervals,
+                    pairs: pairs.len(),
+                },
+                None,
+            )
+        }
+        (Method::NudgeN, fixed) => {
+            let grid = match fixed {
+                Some(gm) => vec![gm],
+                None => nudge_n::grid(),
+            };
+            let points = ctx.search_n(&grid, &dev_static, dev_k)?;
+            let mut best = (f64::NEG_INFINITY, 0.0);
+            for p in &points {
+                if p.score > best.0 {
+                    best = (p.score, p.gamma);
+                }
+            }
+            let reason = fixed.map(|_| "fixed by --gamma".to_string());
+            (best.1, DevScores::Grid(points), reason)
+        }
+    };
+    if reason.is_none() && gamma == 0.0 {
+        let why = if plan.moved.is_empty() {
+            "no record answers a training query, so nothing can move".to_string()
+        } else if dev_moved_answers == 0 {
+            format!(
+                "no dev query has an answer that a training query moved ({} moved records, {} dev answers); no gamma can raise the dev score",
+                plan.moved.len(),
+                inp.dev
+                    .queries
+                    .iter()
+                    .map(|q| q.answers.len())
+                    .sum::<usize>()
+            )
+        } else {
+            "no gamma scored higher on the dev queries than gamma 0".to_string()
+        };
+        log::warn(format!(
+            "gamma is 0, the output equals the normalised input: {why}"
+        ));
+        reason = Some(why);
+    }
+    clock.lap("gamma search");
+
+    // 4. Update and score.
+    let mut updated = d_moved.clone();
+    match opts.method {
+        Method::NudgeM => backend.update_m(&mut updated, &g, gamma as f32)?,
+        Method::NudgeN => backend.update_n(&mut updated, &g, gamma)?,
+    }
+    clock.lap("update");
+    let (before, after) = match (inp.test, &q_test) {
+        (Some(test), Some(qt)) => {
+            let base = static_part(
+                &static_top,
+                inp.dev.queries.len(),
+                test.queries.len(),
+                opts.eval_k,
+            );
+            let score = |rows: &Matrix| -> Result<Scores> {
+                let mut top = base.clone();
+                merge_moved(backend, qt, rows, &plan.moved, block, &mut top)?;
+                Ok(metrics::score(&top, &test.queries, &[opts.eval_k]).remove(0))
+            };
+            (Some(score(&d_moved)?), Some(score(&updated)?))
+        }
+        _ => (None, None),
+    };
+    clock.lap("evaluate");
+
+    Ok(Fit {
+        method: opts.method,
+        gamma,
+        gamma_reason: reason,
+        moved: plan.moved,
+        updated,
+        dev_scores,
+        before,
+        after,
+        zero_rows: report.zero,
+        timings: clock.1,
+    })
+}
+
+/// Rows `first..first+count` of a scan's lists, cut to `k`.
+fn static_part(top: &TopK, first: usize, count: usize, k: usize) -> TopK {
+    let mut out = TopK::new(count, k);
+    for q in 0..count {
+        for (s, r) in top.entries(first + q).take(k) {
+            out.push(q, s, r);
+        }
+    }
+    out
+}
+
+/// Offers every query's score against `rows` (records `records`) to `top`.
+fn merge_moved(
+    backend: &dyn Backend,
+    q: &Matrix,
+    rows: &Matrix,
+    records: &[u32],
+    block: usize,
+    top: &mut TopK,
+) -> Result<()> {
+    for start in (0..records.len()).step_by(block.max(1)) {
+        let end = (start + block).min(records.len());
+        let s = backend.similarity(q, &rows.slice_rows(start, end))?;
+        for i in 0..q.rows {
+            for (j, &r) in records[start..end].iter().enumerate() {
+                top.push(i, s.data[i * s.cols + j], r);
+            }
+        }
+    }
+    Ok(())
+}
+
+struct SearchContext<'a> {
+    backend: &'a dyn Backend,
+    q_dev: &'a Matrix,
+    dev: &'a Split,
+    plan: &'a Plan,
+    d_moved: &'a Matrix,
+    g: &'a Matrix,
+    block: usize,
+}
+
+impl SearchContext<'_> {
+    /// Blocks of moved records with their S0 and S1 against the dev queries.
+    fn for_each_block(&self, mut f: impl FnMut(usize, &MovedBlock) -> Result<()>) -> Result<()> {
+        let m = self.plan.moved.len();
+        for start in (0..m).step_by(self.block.max(1)) {
+            let end = (start + self.block).min(m);
+            let s0 = self
+                .backend
+                .similarity(self.q_dev, &self.d_moved.slice_rows(start, end))?;
+            let s1 = self
+                .backend
+                .similarity(self.q_dev, &self.g.slice_rows(start, end))?;
+            f(
+                start,
+                &MovedBlock {
+                    records: &self.plan.moved[start..end],
+                    s0: &s0,
+                    s1: &s1,
+                },
+            )?;
+        }
+        Ok(())
+    }
+
+    fn g_norm(&self, i: usize) -> f32 {
+        self.g.row(i).iter().map(|x| x * x).sum::<f32>().sqrt()
+    }
+
+    /// Every (dev query, answer) pair with its own score and slope, and its
+    /// bounds against the static records.
+    fn pairs(&self, dev_static: &TopK, gathered: &Matrix) -> (Vec<Pair>, Vec<Bounds>) {
+        let mut pairs = Vec::new();
+        let mut bounds = Vec::new();
+        for (i, q) in self.dev.queries.iter().enumerate() {
+            let qv = self.q_dev.row(i);
+            for &(x, _) in &q.answers {
+                let dx = gathered.row(
+                    self.plan
+                        .gathered
+                        .binary_search(&x)
+                        .expect("dev answer gathered"),
+                );
+                let t = match self.plan.moved.binary_search(&x) {
+                    Ok(mi) => {
+                        let norm = self.g_norm(mi);
+                        if norm > 0.0 {
+                            dot(qv, self.g.row(mi)) * (1.0 / norm)
+                        } else {
+                            0.0
+                        }
+                    }
+                    Err(_) => 0.0,
+                };
+                let p = Pair {
+                    query: i as u32,
+                    record: x,
+                    s: dot(qv, dx),
+                    t,
+                };
+                bounds.push(nudge_m::static_bounds(&p, dev_static.entries(i).next()));
+                pairs.push(p);
+            }
+        }
+        (pairs, bounds)
+    }
+
+    fn search_m(&self, pairs: &[Pair], mut bounds: Vec<Bounds>) -> Result<(f32, usize, usize)> {
+        let inv_norm: Vec<f32> = (0..self.plan.moved.len())
+            .map(|i| {
+                let n = self.g_norm(i);
+                if n > 0.0 { 1.0 / n } else { 0.0 }
+            })
+            .collect();
+        self.for_each_block(|start, b| {
+            self.backend.nudge_m_bounds(
+                b,
+                &inv_norm[start..start + b.records.len()],
+                pairs,
+                &mut bounds,
+            )
+        })?;
+        let intervals: Vec<(f32, f32)> = bounds.into_iter().filter_map(nudge_m::finish).collect();
+        let (gamma, count) = nudge_m::sweep(&intervals);
+        Ok((gamma, count, intervals.len()))
+    }
+
+    fn search_n(&self, grid: &[f64], dev_static: &TopK, k: usize) -> Result<Vec<GridPoint>> {
+        let m = self.plan.moved.len();
+        // v = d.G and c = |G|^2 per moved record, as `nudge_n::rotate` computes them.
+        let vc: Vec<(f64, f64)> = (0..m)
+            .map(|i| {
+                let (d, g) = (self.d_moved.row(i), self.g.row(i));
+                let v: f64 = d.iter().zip(g).map(|(a, b)| *a as f64 * *b as f64).sum();
+                let c: f64 = g.iter().map(|x| *x as f64 * *x as f64).sum();
+                (v, c)
+            })
+            .collect();
+        let mut tops: Vec<TopK> = vec![dev_static.clone(); grid.len()];
+        self.for_each_block(|start, b| {
+            let w = b.records.len();
+            let mut coef = Vec::with_capacity(grid.len() * w);
+            for &gamma in grid {
+                for &(v, c) in &vc[start..start + w] {
+                    let (a, bb) = nudge_n::coefficients(v, c, gamma);
+                    coef.push((a as f32, bb as f32));
+                }
+            }
+            self.backend.nudge_n_merge(b, &coef, &mut tops)
+        })?;
+        Ok(grid
+            .iter()
+            .zip(&tops)
+            .map(|(&gamma, top)| GridPoint {
+                gamma,
+                score: dev_score(top, &self.dev.queries, k),
+            })
+            .collect())
+    }
+}
+
+/// Mean over dev queries of `|top-k ∩ answers| / min(|answers|, k)`.
+fn dev_score(top: &TopK, queries: &[LabeledQuery], k: usize) -> f64 {
+    let total: f64 = queries
+        .iter()
+        .enumerate()
+        .map(|(i, q)| nudge_n::hit_rate(top.entries(i).map(|e| e.1), &q.answers, k))
+        .sum();
+    total / queries.len().max(1) as f64
+}

@@ -1,0 +1,147 @@
+//! NUDGE-N: keep every record unit-norm and bound its squared move by gamma;
+//! gamma comes from a grid scored on the dev queries (DESIGN §1).
+//!
+//! Every updated record is a combination `a d + b G` of its normalised
+//! embedding and its gradient, so a dev score after the update is
+//! `a S0 + b S1`: [`coefficients`] is the whole update rule, used both to
+//! score the grid without touching the corpus and to write the output.
+
+/// The reference's grid: `0.02 * x` for x in 0..25, as Python computes it.
+pub fn grid() -> Vec<f64> {
+    (0..25).map(|x| 0.02 * x as f64).collect()
+}
+
+/// `(a, b)` such that the updated record is `a d + b G`, from `v = d.G`,
+/// `c = |G|^2` and gamma. Cases, in the reference's order of precedence:
+/// gamma 0 or G = 0: unchanged; `d.Ghat >= 1 - gamma/2`: the optimum Ghat is
+/// within the bound; `v < 0` (or G parallel to d): unchanged, as the
+/// reference skips these; otherwise rotate d towards G by
+/// `theta = 2 asin(sqrt(gamma)/2)`, so that `|d' - d|^2 = gamma` exactly.
+///
+/// The rotation form replaces the reference's `mu` formula, which divides
+/// two vanishing quantities when G is nearly parallel to d and gives NaN.
+pub fn coefficients(v: f64, c: f64, gamma: f64) -> (f64, f64) {
+    if gamma == 0.0 || c <= 0.0 {
+        return (1.0, 0.0);
+    }
+    let norm = c.sqrt();
+    if v / norm >= 1.0 - gamma / 2.0 {
+        return (0.0, 1.0 / norm);
+    }
+    let w2 = c - v * v;
+    if v < 0.0 || w2 <= 0.0 {
+        return (1.0, 0.0);
+    }
+    let w = w2.sqrt();
+    let theta = 2.0 * (gamma.sqrt() / 2.0).asin();
+    let (sin, cos) = theta.sin_cos();
+    // u = (G - v d) / w;  d' = cos d + sin u
+    (cos - sin * v / w, sin / w)
+}
+
+/// The NUDGE-N update of one unit-norm record `d` with gradient `g`.
+pub fn rotate(d: &mut [f32], g: &[f32], gamma: f64) {
+    let v: f64 = d.iter().zip(g).map(|(a, b)| *a as f64 * *b as f64).sum();
+    let c: f64 = g.iter().map(|x| *x as f64 * *x as f64).sum();
+    let (a, b) = coefficients(v, c, gamma);
+    let (a, b) = (a as f32, b as f32);
+    for (di, gi) in d.iter_mut().zip(g) {
+        *di = a * *di + b * gi;
+    }
+}
+
+/// Dev score of one query: `|top-k ∩ answers| / min(|answers|, k)`.
+pub fn hit_rate(top: impl Iterator<Item = u32>, answers: &[(u32, f32)], k: usize) -> f64 {
+    let hits = top
+        .take(k)
+        .filter(|r| answers.iter().any(|a| a.0 == *r))
+        .count();
+    hits as f64 / answers.len().min(k) as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn norm(x: &[f32]) -> f32 {
+        x.iter().map(|v| v * v).sum::<f32>().sqrt()
+    }
+    fn dist2(a: &[f32], b: &[f32]) -> f32 {
+        a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum()
+    }
+
+    #[test]
+    fn grid_matches_python() {
+        let g = grid();
+        assert_eq!(g.len(), 25);
+        assert_eq!(g[3], 0.06000000000000001); // 0.02 * 3 in IEEE doubles
+        assert_eq!(g[7], 0.14);
+        assert_eq!(g[24], 0.48);
+    }
+
+    #[test]
+    fn rotation_stays_unit_and_moves_exactly_gamma() {
+        let d0 = [1.0f32, 0.0, 0.0];
+        let g = [0.3f32, 2.0, 0.0]; // d.Ghat = 0.148, far from the clamp
+        for gamma in [0.02, 0.1, 0.48] {
+            let mut d = d0;
+            rotate(&mut d, &g, gamma);
+            assert!((norm(&d) - 1.0).abs() < 1e-6);
+            assert!(
+                (dist2(&d, &d0) as f64 - gamma).abs() < 1e-6,
+                "gamma {gamma}"
+            );
+            assert!(d[1] > 0.0 && d[2] == 0.0);
+        }
+    }
+
+    #[test]
+    fn clamp_boundary_goes_to_ghat() {
+        // d.Ghat = cos(phi). With 1 - gamma/2 = cos(phi) the optimum is on the
+        // boundary: just above it d' = Ghat, just below it a rotation that
+        // lands (almost) on Ghat too; both are continuous.
+        let phi: f64 = 0.3;
+        let d0 = [1.0f32, 0.0];
+        let g = [(phi.cos() * 2.0) as f32, (phi.sin() * 2.0) as f32];
+        let ghat = [phi.cos() as f32, phi.sin() as f32];
+        let at = 2.0 * (1.0 - phi.cos());
+        for gamma in [at * 1.001, at + 1e-9] {
+            let mut d = d0;
+            rotate(&mut d, &g, gamma);
+            assert_eq!(d, ghat, "gamma {gamma} must clamp to Ghat");
+        }
+        let mut d = d0;
+        rotate(&mut d, &g, at * 0.999);
+        assert!(dist2(&d, &ghat) < 1e-5 && d != ghat);
+    }
+
+    #[test]
+    fn negative_alignment_and_zero_gradient_leave_the_record() {
+        let d0 = [0.6f32, 0.8];
+        for g in [[-1.0f32, 0.2], [0.0, 0.0]] {
+            let mut d = d0;
+            rotate(&mut d, &g, 0.2);
+            assert_eq!(d, d0);
+        }
+        let mut d = d0;
+        rotate(&mut d, &[1.0, 1.0], 0.0);
+        assert_eq!(d, d0);
+    }
+
+    #[test]
+    fn nearly_parallel_gradient_gives_no_nan() {
+        let d0 = [1.0f32, 1e-8, 0.0];
+        let mut d = d0;
+        rotate(&mut d, &[3.0, 3e-8 + 1e-12, 1e-20], 0.02);
+        assert!(d.iter().all(|x| x.is_finite()));
+        assert!((norm(&d) - 1.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn hit_rate_divides_by_min_of_answers_and_k() {
+        let answers = [(3, 1.0), (5, 1.0), (9, 1.0)];
+        assert_eq!(hit_rate([3u32, 1].into_iter(), &answers, 1), 1.0);
+        assert_eq!(hit_rate([1u32, 5, 3].into_iter(), &answers, 2), 0.5);
+        assert_eq!(hit_rate([9u32, 5, 3, 0].into_iter(), &answers, 5), 1.0);
+    }
+}

@@ -1,0 +1,54 @@
+//! Writing the fine-tuned corpus: a second streaming pass in input row order,
+//! static rows normalised, moved rows replaced by their update.
+
+use std::path::Path;
+
+use crate::backend::cpu::normalize_rows;
+use crate::data::npy::{NpyMatrix, NpyWriter, OutDtype};
+use crate::error::Result;
+use crate::matrix::Matrix;
+use crate::progress::Progress;
+
+/// Streams `corpus` to `path` (atomically) with `moved` rows (ascending)
+/// replaced by the rows of `updated`.
+pub fn write_corpus(
+    corpus: &NpyMatrix,
+    moved: &[u32],
+    updated: &Matrix,
+    path: &Path,
+    dtype: OutDtype,
+) -> Result<()> {
+    let (n, d) = (corpus.rows(), corpus.cols());
+    let chunk = ((16usize << 20) / (4 * d.max(1))).max(1);
+    let mut w = NpyWriter::create(path, n, d, dtype)?;
+    let mut buf = Vec::new();
+    let mut next = 0;
+    let progress = Progress::new("writing", n as u64, "rows");
+    let mut start = 0;
+    while start < n {
+        let count = chunk.min(n - start);
+        corpus.read_rows(start, count, &mut buf);
+        normalize_rows(&mut buf, d, start);
+        while next < moved.len() && (moved[next] as usize) < start + count {
+            let r = moved[next] as usize - start;
+            buf[r * d..(r + 1) * d].copy_from_slice(updated.row(next));
+            next += 1;
+        }
+        w.write_rows(&buf)?;
+        start += count;
+        progress.set(start as u64);
+    }
+    progress.finish();
+    w.finish()
+}
+
+/// Writes only what changed: `ids.txt` and `vectors.npy` of the moved records,
+/// for upserting into a vector database.
+pub fn write_delta(dir: &Path, names: &[String], updated: &Matrix, dtype: OutDtype) -> Result<()> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| crate::error::Error::io(dir, "create directory", e))?;
+    crate::data::npy::write_matrix(&dir.join("vectors.npy"), &updated.data, updated.cols, dtype)?;
+    let mut text = names.join("\n");
+    text.push('\n');
+    crate::data::atomic_write(&dir.join("ids.txt"), text.as_bytes())
+}

@@ -1,0 +1,99 @@
+//! Which records move, and from which training queries (DESIGN §2).
+//!
+//! Known before the corpus is read: a record moves only if it answers a
+//! training query, so the moved set and its gradient layout come from the
+//! qrels alone, and the one streaming pass can already leave moved rows out
+//! of the static top-k.
+
+use crate::backend::Segments;
+use crate::data::dataset::Split;
+
+pub struct Plan {
+    /// Moved records, ascending row order.
+    pub moved: Vec<u32>,
+    /// Per moved record, the training queries (rows of the train matrix) that
+    /// it answers, in split order: G is their sum.
+    pub segments: Segments,
+    /// `is_moved[row]` for every corpus row.
+    pub is_moved: Vec<bool>,
+    /// Rows the fit needs in memory: the moved set and the dev answers.
+    pub gathered: Vec<u32>,
+}
+
+impl Plan {
+    pub fn new(n: usize, train: &Split, dev: &Split) -> Plan {
+        let mut by_record: Vec<(u32, u32)> = Vec::new();
+        for (i, q) in train.queries.iter().enumerate() {
+            for &(r, _) in &q.answers {
+                by_record.push((r, i as u32));
+            }
+        }
+        // Stable: keeps split order within a record.
+        by_record.sort_by_key(|e| e.0);
+        let mut moved = Vec::new();
+        let mut segments = Segments {
+            offsets: vec![0],
+            indices: Vec::with_capacity(by_record.len()),
+        };
+        for (i, &(r, q)) in by_record.iter().enumerate() {
+            if i > 0 && by_record[i - 1].0 != r {
+                segments.offsets.push(segments.indices.len() as u32);
+            }
+            if i == 0 || by_record[i - 1].0 != r {
+                moved.push(r);
+            }
+            segments.indices.push(q);
+        }
+        if !moved.is_empty() {
+            segments.offsets.push(segments.indices.len() as u32);
+        } else {
+            segments.offsets = vec![0];
+        }
+        let mut is_moved = vec![false; n];
+        for &r in &moved {
+            is_moved[r as usize] = true;
+        }
+        let mut gathered = moved.clone();
+        gathered.extend(
+            dev.queries
+                .iter()
+                .flat_map(|q| q.answers.iter().map(|a| a.0)),
+        );
+        gathered.sort_unstable();
+        gathered.dedup();
+        Plan {
+            moved,
+            segments,
+            is_moved,
+            gathered,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::dataset::{LabeledQuery, SplitName};
+
+    #[test]
+    fn groups_training_queries_by_record() {
+        let lq = |row, a: &[u32]| LabeledQuery {
+            row,
+            answers: a.iter().map(|r| (*r, 1.0)).collect(),
+        };
+        let train = Split {
+            name: SplitName::Train,
+            queries: vec![lq(10, &[5, 2]), lq(11, &[2]), lq(12, &[7])],
+        };
+        let dev = Split {
+            name: SplitName::Dev,
+            queries: vec![lq(13, &[1, 5])],
+        };
+        let p = Plan::new(8, &train, &dev);
+        assert_eq!(p.moved, vec![2, 5, 7]);
+        assert_eq!(p.segments.offsets, vec![0, 2, 3, 4]);
+        assert_eq!(p.segments.indices, vec![0, 1, 0, 2]);
+        assert_eq!(p.gathered, vec![1, 2, 5, 7]);
+        assert!(p.is_moved[5] && !p.is_moved[1]);
+    }
+}
