@@ -18,12 +18,12 @@ pub fn scan_corpus(
     let chunk = backend.chunk_rows(spec.queries.rows, corpus.cols()).max(1);
     let mut scan = backend.scan(spec)?;
     let mut report = RowReport::default();
-    let mut buf = Vec::new();
+    let (mut buf, mut raw) = (Vec::new(), Vec::new());
     let progress = Progress::new("scanning corpus", n as u64, "rows");
     let mut start = 0;
     while start < n {
         let count = chunk.min(n - start);
-        corpus.read_rows(start, count, &mut buf);
+        corpus.read_rows_with(start, count, &mut raw, &mut buf)?;
         on_chunk(&buf, start);
         report.extend(scan.push(&buf, start)?);
         start += count;

@@ -21,13 +21,13 @@ pub fn write_corpus(
     let (n, d) = (corpus.rows(), corpus.cols());
     let chunk = ((16usize << 20) / (4 * d.max(1))).max(1);
     let mut w = NpyWriter::create(path, n, d, dtype)?;
-    let mut buf = Vec::new();
+    let (mut buf, mut raw) = (Vec::new(), Vec::new());
     let mut next = 0;
     let progress = Progress::new("writing", n as u64, "rows");
     let mut start = 0;
     while start < n {
         let count = chunk.min(n - start);
-        corpus.read_rows(start, count, &mut buf);
+        corpus.read_rows_with(start, count, &mut raw, &mut buf)?;
         normalize_rows(&mut buf, d, start);
         while next < moved.len() && (moved[next] as usize) < start + count {
             let r = moved[next] as usize - start;

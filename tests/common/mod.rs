@@ -38,12 +38,12 @@ pub fn fit_and_write(backend: &dyn Backend, l: &Loaded, opts: &FitOptions) -> (F
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out.npy");
     output::write_corpus(&l.ds.corpus, &f.moved, &f.updated, &out, OutDtype::F32).unwrap();
-    let rows = NpyMatrix::open(&out).unwrap().read_all();
+    let rows = NpyMatrix::open(&out).unwrap().read_all().unwrap();
     (f, rows)
 }
 
 pub fn read_npy(path: &Path) -> Vec<f32> {
-    NpyMatrix::open(path).unwrap().read_all()
+    NpyMatrix::open(path).unwrap().read_all().unwrap()
 }
 
 pub fn reference(dir: &Path) -> serde_json::Value {
