@@ -174,9 +174,11 @@ impl Backend for Cpu {
     fn chunk_rows(&self, queries: usize, dim: usize) -> usize {
         // A score block of ~4 MiB stays in cache while the top-k reads it,
         // and reused buffers avoid fresh page faults on every chunk.
+        // Small buffers also keep page faults (and so system time) low: a
+        // chunk of ~1 MiB per copy is plenty for the GEMM to run at speed.
         let by_scores = (1 << 20) / queries.max(1);
-        let by_rows = (4 << 20) / dim.max(1);
-        by_scores.min(by_rows).clamp(1024, 65536)
+        let by_rows = (1 << 18) / dim.max(1);
+        by_scores.min(by_rows).clamp(256, 65536)
     }
 
     fn normalize(&self, rows: &mut [f32], cols: usize, first_row: usize) -> Result<RowReport> {
@@ -229,18 +231,21 @@ impl Backend for Cpu {
         t.data
             .par_chunks_mut(width.max(1))
             .for_each(|row| row.iter_mut().zip(inv_norm).for_each(|(x, n)| *x *= n));
-        pairs.par_iter().zip(bounds.par_iter_mut()).for_each(|(p, b)| {
-            let (s0, t) = (block.s0.row(p.query as usize), t.row(p.query as usize));
-            // The pair's own record is no competitor: tighten over the
-            // columns before and after it.
-            let own = block.records.binary_search(&p.record);
-            let (before, after) = match own {
-                Ok(j) => (j, j + 1),
-                Err(_) => (width, width),
-            };
-            tighten_all(b, p.s, p.t, &s0[..before], &t[..before]);
-            tighten_all(b, p.s, p.t, &s0[after..], &t[after..]);
-        });
+        pairs
+            .par_iter()
+            .zip(bounds.par_iter_mut())
+            .for_each(|(p, b)| {
+                let (s0, t) = (block.s0.row(p.query as usize), t.row(p.query as usize));
+                // The pair's own record is no competitor: tighten over the
+                // columns before and after it.
+                let own = block.records.binary_search(&p.record);
+                let (before, after) = match own {
+                    Ok(j) => (j, j + 1),
+                    Err(_) => (width, width),
+                };
+                tighten_all(b, p.s, p.t, &s0[..before], &t[..before]);
+                tighten_all(b, p.s, p.t, &s0[after..], &t[after..]);
+            });
         Ok(())
     }
 
@@ -342,8 +347,12 @@ mod tests {
     #[test]
     fn lane_wise_tighten_equals_the_sequential_rule() {
         let n = 103;
-        let s: Vec<f32> = (0..n).map(|i| ((i * 37 % 101) as f32 * 0.013).sin()).collect();
-        let mut t: Vec<f32> = (0..n).map(|i| ((i * 17 % 89) as f32 * 0.021).cos() * 0.3).collect();
+        let s: Vec<f32> = (0..n)
+            .map(|i| ((i * 37 % 101) as f32 * 0.013).sin())
+            .collect();
+        let mut t: Vec<f32> = (0..n)
+            .map(|i| ((i * 17 % 89) as f32 * 0.021).cos() * 0.3)
+            .collect();
         t[40] = 0.1; // a zero slope difference with a higher score: dropped
         for (sx, tx) in [(0.2f32, 0.1f32), (0.9, -0.2), (-0.5, 0.35)] {
             let mut want = Bounds::OPEN;

@@ -251,13 +251,23 @@ impl NpyMatrix {
     }
 
     /// As [`NpyMatrix::read_rows`], reusing `raw` as the byte buffer.
-    pub fn read_rows_with(&self, start: usize, count: usize, raw: &mut Vec<u8>, out: &mut Vec<f32>) -> Result<()> {
+    pub fn read_rows_with(
+        &self,
+        start: usize,
+        count: usize,
+        raw: &mut Vec<u8>,
+        out: &mut Vec<f32>,
+    ) -> Result<()> {
         let cols = self.header.cols;
         let size = self.header.dtype.size();
         let begin = self.header.data_offset + start * cols * size;
         raw.resize(count * cols * size, 0);
         self.file.read_exact_at(raw, begin as u64).map_err(|e| {
-            Error::runtime(format!("{}: cannot read rows {start}..{}: {e}", self.path.display(), start + count))
+            Error::runtime(format!(
+                "{}: cannot read rows {start}..{}: {e}",
+                self.path.display(),
+                start + count
+            ))
         })?;
         let bytes = &raw[..];
         out.clear();
@@ -319,6 +329,7 @@ pub struct NpyWriter {
     written: usize,
     dtype: OutDtype,
     out: BufWriter<tempfile::NamedTempFile>,
+    bytes: Vec<u8>,
 }
 
 impl NpyWriter {
@@ -363,13 +374,15 @@ impl NpyWriter {
             written: 0,
             dtype,
             out,
+            bytes: Vec::new(),
         })
     }
 
     /// Appends whole rows (row-major, `cols` values each).
     pub fn write_rows(&mut self, data: &[f32]) -> Result<()> {
         debug_assert_eq!(data.len() % self.cols.max(1), 0);
-        let mut buf = Vec::with_capacity(data.len() * 4);
+        let buf = &mut self.bytes;
+        buf.clear();
         match self.dtype {
             OutDtype::F32 => data
                 .iter()
@@ -379,7 +392,7 @@ impl NpyWriter {
                 .for_each(|x| buf.extend_from_slice(&half::f16::from_f32(*x).to_le_bytes())),
         }
         self.out
-            .write_all(&buf)
+            .write_all(buf)
             .map_err(|e| Error::io(&self.path, "write", e))?;
         self.written += data.len() / self.cols.max(1);
         Ok(())
@@ -440,7 +453,10 @@ mod tests {
     fn parses_a_numpy_written_header() {
         let bytes = npy_bytes("<f4", false, "(3, 2)", &[]);
         let h = parse_header(&bytes).unwrap();
-        assert_eq!((h.dtype, h.rows, h.cols, h.data_offset), (Dtype::F32, 3, 2, bytes.len()));
+        assert_eq!(
+            (h.dtype, h.rows, h.cols, h.data_offset),
+            (Dtype::F32, 3, 2, bytes.len())
+        );
         assert_eq!(h.data_offset % 64, 0);
         let h = parse_header(&npy_bytes("<f2", false, "(10, 7)", &[])).unwrap();
         assert_eq!((h.dtype, h.rows, h.cols), (Dtype::F16, 10, 7));
@@ -496,7 +512,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("d.npy");
         std::fs::write(&p, npy_bytes("<f8", false, "(1, 2)", &data)).unwrap();
-        assert_eq!(NpyMatrix::open(&p).unwrap().read_all().unwrap(), vec![1.5, -2.0]);
+        assert_eq!(
+            NpyMatrix::open(&p).unwrap().read_all().unwrap(),
+            vec![1.5, -2.0]
+        );
     }
 
     #[test]

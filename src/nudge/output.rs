@@ -19,7 +19,9 @@ pub fn write_corpus(
     dtype: OutDtype,
 ) -> Result<()> {
     let (n, d) = (corpus.rows(), corpus.cols());
-    let chunk = ((16usize << 20) / (4 * d.max(1))).max(1);
+    // ~1 MiB per buffer: large enough for sequential I/O, small enough to
+    // stay in cache and cost few page faults.
+    let chunk = ((1usize << 20) / (4 * d.max(1))).max(1);
     let mut w = NpyWriter::create(path, n, d, dtype)?;
     let (mut buf, mut raw) = (Vec::new(), Vec::new());
     let mut next = 0;
