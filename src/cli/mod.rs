@@ -5,6 +5,7 @@ pub mod demo;
 pub mod device;
 pub mod eval;
 pub mod fit;
+pub mod synth;
 
 use std::path::PathBuf;
 
@@ -32,6 +33,8 @@ pub enum Command {
     Eval(eval::EvalArgs),
     /// Fit both methods on the bundled SciFact data and show the gain.
     Demo(demo::DemoArgs),
+    /// Write a synthetic dataset folder on which NUDGE helps.
+    Synth(synth::SynthArgs),
 }
 
 /// Where the data is: a dataset folder, explicit files, or both (explicit wins).
@@ -87,5 +90,6 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Fit(a) => fit::run(a),
         Command::Eval(a) => eval::run(a),
         Command::Demo(a) => demo::run(a),
+        Command::Synth(a) => synth::run(a),
     }
 }
