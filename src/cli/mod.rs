@@ -1,6 +1,7 @@
 //! The `nudge` command line: argument definitions shared by the subcommands,
 //! one file per subcommand.
 
+pub mod bench;
 pub mod demo;
 pub mod device;
 pub mod eval;
@@ -35,6 +36,8 @@ pub enum Command {
     Demo(demo::DemoArgs),
     /// Write a synthetic dataset folder on which NUDGE helps.
     Synth(synth::SynthArgs),
+    /// Time fit and eval on the CPU path and the GPU path in one run.
+    Bench(bench::BenchArgs),
 }
 
 /// Where the data is: a dataset folder, explicit files, or both (explicit wins).
@@ -91,5 +94,6 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Eval(a) => eval::run(a),
         Command::Demo(a) => demo::run(a),
         Command::Synth(a) => synth::run(a),
+        Command::Bench(a) => bench::run(a),
     }
 }

@@ -17,10 +17,8 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".nudge-partial-")
-        .tempfile_in(dir)
-        .map_err(|e| Error::io(path, "create a temporary file", e))?;
+    let mut tmp =
+        partial_file(dir, "").map_err(|e| Error::io(path, "create a temporary file", e))?;
     tmp.write_all(bytes)
         .map_err(|e| Error::io(path, "write", e))?;
     tmp.as_file()
@@ -29,4 +27,16 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
     tmp.persist(path)
         .map_err(|e| Error::io(path, "rename into place", e.error))?;
     Ok(())
+}
+
+/// A temporary file in `dir` that becomes an output by rename. Created with
+/// mode 0666 (less the umask), as a plain `File::create` would be, rather
+/// than tempfile's private 0600, since it ends up as the user's output.
+pub fn partial_file(dir: &Path, suffix: &str) -> std::io::Result<tempfile::NamedTempFile> {
+    use std::os::unix::fs::PermissionsExt;
+    tempfile::Builder::new()
+        .prefix(".nudge-partial-")
+        .suffix(suffix)
+        .permissions(std::fs::Permissions::from_mode(0o666))
+        .tempfile_in(dir)
 }

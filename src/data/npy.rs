@@ -338,17 +338,13 @@ impl NpyWriter {
             Some(p) if !p.as_os_str().is_empty() => p,
             _ => Path::new("."),
         };
-        let tmp = tempfile::Builder::new()
-            .prefix(".nudge-partial-")
-            .suffix(".npy")
-            .tempfile_in(dir)
-            .map_err(|e| {
-                Error::runtime(format!(
-                    "{}: cannot create a temporary file in {}: {e}",
-                    path.display(),
-                    dir.display()
-                ))
-            })?;
+        let tmp = super::partial_file(dir, ".npy").map_err(|e| {
+            Error::runtime(format!(
+                "{}: cannot create a temporary file in {}: {e}",
+                path.display(),
+                dir.display()
+            ))
+        })?;
         let mut out = BufWriter::with_capacity(1 << 20, tmp);
         let descr = match dtype {
             OutDtype::F32 => Dtype::F32.descr(),
