@@ -5,6 +5,7 @@ use std::path::Path;
 
 use crate::backend::cpu::normalize_rows;
 use crate::data::npy::{NpyMatrix, NpyWriter, OutDtype};
+use crate::data::stream::{for_each_chunk, write_behind};
 use crate::error::Result;
 use crate::matrix::Matrix;
 use crate::progress::Progress;
@@ -19,29 +20,28 @@ pub fn write_corpus(
     dtype: OutDtype,
 ) -> Result<()> {
     let (n, d) = (corpus.rows(), corpus.cols());
-    // ~1 MiB per buffer: large enough for sequential I/O, small enough to
-    // stay in cache and cost few page faults.
-    let chunk = ((1usize << 20) / (4 * d.max(1))).max(1);
-    let mut w = NpyWriter::create(path, n, d, dtype)?;
-    let (mut buf, mut raw) = (Vec::new(), Vec::new());
-    let mut next = 0;
+    // ~4 MiB chunks: large sequential writes, bounded memory.
+    let chunk = ((4usize << 20) / (4 * d.max(1))).max(1);
+    let writer = NpyWriter::create(path, n, d, dtype)?;
     let progress = Progress::new("writing", n as u64, "rows");
-    let mut start = 0;
-    while start < n {
-        let count = chunk.min(n - start);
-        corpus.read_rows_with(start, count, &mut raw, &mut buf)?;
-        normalize_rows(&mut buf, d, start);
-        while next < moved.len() && (moved[next] as usize) < start + count {
-            let r = moved[next] as usize - start;
-            buf[r * d..(r + 1) * d].copy_from_slice(updated.row(next));
-            next += 1;
-        }
-        w.write_rows(&buf)?;
-        start += count;
-        progress.set(start as u64);
-    }
+    write_behind(writer, |sink| {
+        let mut next = 0;
+        for_each_chunk(corpus, chunk, |rows, start| {
+            let mut buf = rows.to_vec();
+            let count = buf.len() / d.max(1);
+            normalize_rows(&mut buf, d, start);
+            while next < moved.len() && (moved[next] as usize) < start + count {
+                let r = moved[next] as usize - start;
+                buf[r * d..(r + 1) * d].copy_from_slice(updated.row(next));
+                next += 1;
+            }
+            sink(buf)?;
+            progress.set((start + count) as u64);
+            Ok(())
+        })
+    })?;
     progress.finish();
-    w.finish()
+    Ok(())
 }
 
 /// Writes only what changed: `ids.txt` and `vectors.npy` of the moved records,
