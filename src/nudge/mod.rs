@@ -339,7 +339,7 @@ fn merge_moved(
 ) -> Result<()> {
     for start in (0..records.len()).step_by(block.max(1)) {
         let end = (start + block).min(records.len());
-        let s = backend.similarity(q, &rows.slice_rows(start, end))?;
+        let s = backend.similarity(q, &rows.rows_range(start, end))?;
         for i in 0..q.rows {
             for (j, &r) in records[start..end].iter().enumerate() {
                 top.push(i, s.data[i * s.cols + j], r);
@@ -367,10 +367,10 @@ impl SearchContext<'_> {
             let end = (start + self.block).min(m);
             let s0 = self
                 .backend
-                .similarity(self.q_dev, &self.d_moved.slice_rows(start, end))?;
+                .similarity(self.q_dev, &self.d_moved.rows_range(start, end))?;
             let s1 = self
                 .backend
-                .similarity(self.q_dev, &self.g.slice_rows(start, end))?;
+                .similarity(self.q_dev, &self.g.rows_range(start, end))?;
             f(
                 start,
                 &MovedBlock {
