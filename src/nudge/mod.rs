@@ -363,8 +363,10 @@ impl SearchContext<'_> {
     /// Blocks of moved records with their S0 and S1 against the dev queries.
     fn for_each_block(&self, mut f: impl FnMut(usize, &MovedBlock) -> Result<()>) -> Result<()> {
         let m = self.plan.moved.len();
+        let progress = crate::progress::Progress::new("gamma search", m as u64, "moved records");
         for start in (0..m).step_by(self.block.max(1)) {
             let end = (start + self.block).min(m);
+            progress.set(end as u64);
             let s0 = self
                 .backend
                 .similarity(self.q_dev, &self.d_moved.rows_range(start, end))?;
@@ -380,6 +382,7 @@ impl SearchContext<'_> {
                 },
             )?;
         }
+        progress.finish();
         Ok(())
     }
 
