@@ -91,9 +91,10 @@ fn report_norms(norms: &[f32], first_row: usize) -> RowReport {
     r
 }
 
-/// Offers row `j` of every query's scores to its top-k, skipping masked rows.
-fn select_topk(scores: &[f32], n: usize, first_row: usize, skip: Option<&[bool]>, top: &mut TopK) {
-    let k = top.k;
+/// Offers column `j` of every query's scores, which is corpus row `rows[j]`,
+/// to that query's top-k.
+fn select_topk(scores: &[f32], rows: &[u32], top: &mut TopK) {
+    let (k, n) = (top.k, rows.len());
     if k == 0 {
         return;
     }
@@ -101,59 +102,52 @@ fn select_topk(scores: &[f32], n: usize, first_row: usize, skip: Option<&[bool]>
         .par_chunks_mut(k)
         .zip(top.rows.par_chunks_mut(k))
         .enumerate()
-        .for_each(|(q, (ts, tr))| {
-            let row = &scores[q * n..(q + 1) * n];
-            for (j, &s) in row.iter().enumerate() {
-                // Cheap reject first: most rows do not enter the list.
-                if s < ts[k - 1] {
-                    continue;
-                }
-                let abs = first_row + j;
-                if skip.is_some_and(|m| m[abs]) {
-                    continue;
-                }
-                topk::push_into(ts, tr, s, abs as u32);
-            }
-        });
+        .for_each(|(q, (ts, tr))| topk::offer(ts, tr, &scores[q * n..(q + 1) * n], rows));
 }
 
 struct CpuScan<'a> {
     spec: ScanSpec<'a>,
     top: TopK,
+    /// The chunk's rows that take part, normalised if asked, and their rows.
     rows: Vec<f32>,
+    index: Vec<u32>,
     scores: Vec<f32>,
 }
 
 impl Scan for CpuScan<'_> {
     fn push(&mut self, chunk: &[f32], first_row: usize) -> Result<RowReport> {
-        let d = self.spec.queries.cols;
-        let n = chunk.len() / d.max(1);
+        let d = self.spec.queries.cols.max(1);
+        let n = chunk.len() / d;
+        self.rows.clear();
+        self.rows.extend_from_slice(chunk);
         let report = if self.spec.normalize {
-            self.rows.clear();
-            self.rows.extend_from_slice(chunk);
             normalize_rows(&mut self.rows, d, first_row)
         } else {
             let norms: Vec<f32> = chunk
-                .par_chunks(d.max(1))
-                .map(|r| {
-                    if r.iter().all(|x| x.is_finite()) {
-                        1.0
-                    } else {
-                        f32::NAN
-                    }
-                })
+                .par_chunks(d)
+                .map(|r| if r.iter().all(|x| x.is_finite()) { 1.0 } else { f32::NAN })
                 .collect();
             report_norms(&norms, first_row)
         };
-        let rows = if self.spec.normalize {
-            &self.rows[..]
-        } else {
-            chunk
-        };
+        // Masked (moved) rows are left out before the GEMM, not after: when
+        // most records move, the scan then costs next to nothing.
+        self.index.clear();
+        let mut kept = 0;
+        for j in 0..n {
+            let row = first_row + j;
+            if self.spec.skip.is_some_and(|m| m[row]) {
+                continue;
+            }
+            if kept != j {
+                self.rows.copy_within(j * d..(j + 1) * d, kept * d);
+            }
+            self.index.push(row as u32);
+            kept += 1;
+        }
         let q = self.spec.queries;
-        self.scores.resize(q.rows * n, 0.0);
-        gemm_nt(&q.data, rows, q.rows, n, d, &mut self.scores);
-        select_topk(&self.scores, n, first_row, self.spec.skip, &mut self.top);
+        self.scores.resize(q.rows * kept, 0.0);
+        gemm_nt(&q.data, &self.rows[..kept * d], q.rows, kept, q.cols, &mut self.scores);
+        select_topk(&self.scores, &self.index, &mut self.top);
         Ok(report)
     }
 
@@ -191,6 +185,7 @@ impl Backend for Cpu {
             spec,
             top,
             rows: Vec::new(),
+            index: Vec::new(),
             scores: Vec::new(),
         }))
     }
@@ -259,19 +254,9 @@ impl Backend for Cpu {
         tops.par_iter_mut().enumerate().for_each(|(g, top)| {
             let coef = &coef[g * width..(g + 1) * width];
             let mut scores = vec![0.0f32; width];
-            let k = top.k;
             for q in 0..top.queries {
-                let (s0, s1) = (block.s0.row(q), block.s1.row(q));
-                for (j, s) in scores.iter_mut().enumerate() {
-                    *s = coef[j].0 * s0[j] + coef[j].1 * s1[j];
-                }
-                let ts = &mut top.scores[q * k..(q + 1) * k];
-                let tr = &mut top.rows[q * k..(q + 1) * k];
-                for (j, &s) in scores.iter().enumerate() {
-                    if s >= ts[k - 1] {
-                        topk::push_into(ts, tr, s, block.records[j]);
-                    }
-                }
+                merge_scores(block.s0.row(q), block.s1.row(q), coef, &mut scores);
+                top.offer(q, &scores, block.records);
             }
         });
         Ok(())
@@ -296,10 +281,58 @@ impl Backend for Cpu {
     }
 }
 
+/// `scores[j] = a_j s0[j] + b_j s1[j]`: NUDGE-N dev scores for one gamma.
+fn merge_scores(s0: &[f32], s1: &[f32], coef: &[(f32, f32)], scores: &mut [f32]) {
+    #[inline(always)]
+    fn body(s0: &[f32], s1: &[f32], coef: &[(f32, f32)], scores: &mut [f32]) {
+        for (j, s) in scores.iter_mut().enumerate() {
+            *s = coef[j].0 * s0[j] + coef[j].1 * s1[j];
+        }
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn wide(s0: &[f32], s1: &[f32], coef: &[(f32, f32)], scores: &mut [f32]) {
+        body(s0, s1, coef, scores)
+    }
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU has AVX-512F.
+        return unsafe { wide(s0, s1, coef, scores) };
+    }
+    body(s0, s1, coef, scores)
+}
+
 /// [`nudge_m::tighten`] over a run of competitors, written lane-wise so the
 /// compiler vectorises it. Max, min and "or" do not depend on the order in
 /// which they are taken, so this equals the sequential rule bit for bit.
 fn tighten_all(b: &mut Bounds, s_x: f32, t_x: f32, s: &[f32], t: &[f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU has the features the function is compiled for.
+        return unsafe { tighten_all_avx512(b, s_x, t_x, s, t) };
+    } else if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: as above.
+        return unsafe { tighten_all_avx2(b, s_x, t_x, s, t) };
+    }
+    tighten_all_portable(b, s_x, t_x, s, t)
+}
+
+// The same code compiled for wider vectors, picked at run time so the binary
+// stays portable. No FMA is involved, so every variant rounds identically.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn tighten_all_avx512(b: &mut Bounds, s_x: f32, t_x: f32, s: &[f32], t: &[f32]) {
+    tighten_all_portable(b, s_x, t_x, s, t)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn tighten_all_avx2(b: &mut Bounds, s_x: f32, t_x: f32, s: &[f32], t: &[f32]) {
+    tighten_all_portable(b, s_x, t_x, s, t)
+}
+
+#[inline(always)]
+fn tighten_all_portable(b: &mut Bounds, s_x: f32, t_x: f32, s: &[f32], t: &[f32]) {
     const L: usize = 16;
     let mut low = [b.low; L];
     let mut high = [b.high; L];

@@ -85,6 +85,40 @@ pub fn push_into(scores: &mut [f32], rows: &mut [u32], score: f32, row: u32) {
     rows[i] = row;
 }
 
+/// Offers a whole row of candidate scores (`scores[j]` belongs to record
+/// `rows[j]`) to one sorted list. Most candidates fall below the list's
+/// worst entry, so they are tested 16 at a time with a branch-free compare
+/// the compiler vectorises, and only blocks holding a contender go through
+/// [`push_into`].
+#[inline]
+pub fn offer(list_scores: &mut [f32], list_rows: &mut [u32], scores: &[f32], rows: &[u32]) {
+    const L: usize = 16;
+    let k = list_scores.len();
+    if k == 0 {
+        return;
+    }
+    for (sc, rc) in scores.chunks(L).zip(rows.chunks(L)) {
+        let worst = list_scores[k - 1];
+        let mut any = false;
+        for &s in sc {
+            any |= s >= worst;
+        }
+        if any {
+            for (&s, &r) in sc.iter().zip(rc) {
+                push_into(list_scores, list_rows, s, r);
+            }
+        }
+    }
+}
+
+impl TopK {
+    /// [`offer`] for query `q`.
+    pub fn offer(&mut self, q: usize, scores: &[f32], rows: &[u32]) {
+        let k = self.k;
+        offer(&mut self.scores[q * k..(q + 1) * k], &mut self.rows[q * k..(q + 1) * k], scores, rows);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -99,6 +133,20 @@ mod tests {
             t.entries(0).collect::<Vec<_>>(),
             vec![(0.9, 7), (0.9, 9), (0.5, 1)]
         );
+    }
+
+    #[test]
+    fn offer_equals_pushing_one_by_one() {
+        let scores: Vec<f32> = (0..100).map(|i| ((i * 37 % 41) as f32 * 0.1).sin()).collect();
+        let rows: Vec<u32> = (0..100).map(|i| i * 3).collect();
+        for k in [1, 3, 10] {
+            let (mut a, mut b) = (TopK::new(1, k), TopK::new(1, k));
+            a.offer(0, &scores, &rows);
+            for (s, r) in scores.iter().zip(&rows) {
+                b.push(0, *s, *r);
+            }
+            assert_eq!(a, b);
+        }
     }
 
     #[test]

@@ -341,9 +341,7 @@ fn merge_moved(
         let end = (start + block).min(records.len());
         let s = backend.similarity(q, &rows.rows_range(start, end))?;
         for i in 0..q.rows {
-            for (j, &r) in records[start..end].iter().enumerate() {
-                top.push(i, s.data[i * s.cols + j], r);
-            }
+            top.offer(i, s.row(i), &records[start..end]);
         }
     }
     Ok(())
