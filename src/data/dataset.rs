@@ -1,7 +1,7 @@
 //! A dataset: corpus, queries, their ids and the train/dev/test judgements,
 //! from a dataset folder (DESIGN §5 layout) and/or explicit paths.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 use std::path::{Path, PathBuf};
 
 use crate::data::ids::Ids;
@@ -180,9 +180,9 @@ impl Dataset {
         };
         let judgements = qrels::load(path)?;
         let mut order: Vec<LabeledQuery> = Vec::new();
-        let mut slot: HashMap<u32, usize> = HashMap::new();
+        let mut slot: HashMap<u32, usize> = HashMap::default();
         let (mut unknown, mut duplicates) = (0usize, 0usize);
-        let mut not_relevant: HashMap<u32, ()> = HashMap::new();
+        let mut not_relevant: HashMap<u32, ()> = HashMap::default();
         for j in &judgements {
             let q = self.query_ids.row(&j.query);
             let r = self.corpus_ids.row(&j.record);

@@ -3,7 +3,7 @@
 //! Without an ids file the ids are the row numbers ("0", "1", ...), looked up
 //! arithmetically so a million-row corpus costs no hash map.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 use std::path::Path;
 
 use crate::error::{Error, Result};
@@ -51,7 +51,7 @@ impl Ids {
     /// Parses an ids file: one id per line, `expected_rows` lines, no duplicates.
     pub fn parse(text: &str, path: &Path, expected_rows: usize, matrix: &Path) -> Result<Ids> {
         let mut names = Vec::with_capacity(expected_rows);
-        let mut rows: HashMap<String, u32> = HashMap::with_capacity(expected_rows);
+        let mut rows: HashMap<String, u32> = HashMap::with_capacity_and_hasher(expected_rows, Default::default());
         for (i, line) in text.lines().enumerate() {
             let id = line.strip_suffix('\r').unwrap_or(line);
             if id.is_empty() {
