@@ -1,10 +1,16 @@
-//! `--device`: which backend runs the steps.
+//! `--device`, `--adapter`, `--gpu-precision`: which backend runs the steps.
+//!
+//! Kept in one place so that every subcommand chooses (and falls back)
+//! alike: `auto` takes a GPU adapter when wgpu finds one and otherwise the
+//! CPU, saying so in one line.
 
 use clap::{Args, ValueEnum};
 
 use crate::backend::Backend;
 use crate::backend::cpu::Cpu;
-use crate::error::{Error, Result};
+use crate::backend::gpu::{Gpu, GpuOptions, Precision};
+use crate::error::{Kind, Result};
+use crate::log;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
 pub enum Device {
@@ -22,15 +28,35 @@ pub struct DeviceArgs {
     /// Where to run: auto, gpu or cpu
     #[arg(long, value_enum, default_value_t = Device::Auto)]
     pub device: Device,
+    /// Use the GPU adapter whose name contains TEXT (see `nudge devices`)
+    #[arg(long, value_name = "TEXT")]
+    pub adapter: Option<String>,
+    /// How the GPU stores the corpus chunk: f32, or f16 (half the bandwidth, f32 sums)
+    #[arg(long, value_enum, default_value_t = Precision::F32)]
+    pub gpu_precision: Precision,
 }
 
 impl DeviceArgs {
+    fn options(&self) -> GpuOptions {
+        GpuOptions {
+            adapter: self.adapter.clone(),
+            precision: self.gpu_precision,
+        }
+    }
+
     pub fn backend(&self) -> Result<Box<dyn Backend>> {
         match self.device {
-            Device::Cpu | Device::Auto => Ok(Box::new(Cpu)),
-            Device::Gpu => Err(Error::runtime(
-                "--device gpu: this build has no GPU backend yet; use --device cpu",
-            )),
+            Device::Cpu => Ok(Box::new(Cpu)),
+            Device::Gpu => Ok(Box::new(Gpu::new(&self.options())?)),
+            Device::Auto => match Gpu::new(&self.options()) {
+                Ok(gpu) => Ok(Box::new(gpu)),
+                // A bad --adapter is the user's to fix, not a reason to fall back.
+                Err(e) if e.kind == Kind::Usage => Err(e),
+                Err(e) => {
+                    log::notice(format!("no usable GPU ({e}); running on the CPU"));
+                    Ok(Box::new(Cpu))
+                }
+            },
         }
     }
 }

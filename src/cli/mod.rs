@@ -3,6 +3,7 @@
 
 pub mod demo;
 pub mod device;
+pub mod devices;
 pub mod eval;
 pub mod fit;
 
@@ -32,6 +33,8 @@ pub enum Command {
     Eval(eval::EvalArgs),
     /// Fit both methods on the bundled SciFact data and show the gain.
     Demo(demo::DemoArgs),
+    /// List the GPU adapters nudge can use.
+    Devices(devices::DevicesArgs),
 }
 
 /// Where the data is: a dataset folder, explicit files, or both (explicit wins).
@@ -87,5 +90,6 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Fit(a) => fit::run(a),
         Command::Eval(a) => eval::run(a),
         Command::Demo(a) => demo::run(a),
+        Command::Devices(a) => devices::run(a),
     }
 }

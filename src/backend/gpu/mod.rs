@@ -1,0 +1,150 @@
+//! The GPU backend: the [`Backend`] steps as WGSL kernels run through wgpu.
+//!
+//! It exists to run the O(n) part of a fit (normalise + score + top-k over a
+//! streamed corpus) and the dense moved-set steps on a GPU, and to do so with
+//! results that match the CPU reference closely enough that the two are
+//! interchangeable (every kernel has a CPU twin it is tested against).
+//!
+//! Layout: [`context`] opens the device and turns wgpu failures into errors,
+//! [`kernel`] builds the pipelines (once, here in [`Gpu::new`]), [`ops`] runs
+//! the one-shot steps, [`scan`] the streaming top-k. Buffers are sized from
+//! `device.limits()`: anything larger than one storage binding is split into
+//! pieces on the host.
+
+pub mod context;
+pub mod kernel;
+mod ops;
+mod scan;
+
+use super::{Backend, Bounds, MovedBlock, Pair, RowReport, Scan, ScanSpec, Segments, TopK};
+use crate::error::Result;
+use crate::matrix::Matrix;
+pub use context::{AdapterSummary, GpuOptions, Precision, list_adapters};
+use context::Context;
+use kernel::Kernels;
+
+/// Chunks larger than this gain nothing on any device and cost memory.
+const MAX_CHUNK_BYTES: u64 = 256 << 20;
+
+pub struct Gpu {
+    ctx: Context,
+    k: Kernels,
+    precision: Precision,
+}
+
+impl Gpu {
+    /// Opens an adapter (see [`GpuOptions`]) and compiles every kernel.
+    pub fn new(opts: &GpuOptions) -> Result<Gpu> {
+        let ctx = Context::new(opts)?;
+        let k = Kernels::new(&ctx)?;
+        Ok(Gpu {
+            ctx,
+            k,
+            precision: opts.precision,
+        })
+    }
+
+    pub fn precision(&self) -> Precision {
+        self.precision
+    }
+
+    /// Bytes one buffer of a streamed step may use.
+    fn budget(&self) -> u64 {
+        self.ctx.max_binding().min(MAX_CHUNK_BYTES)
+    }
+}
+
+/// vec4s per row once `cols` floats are padded to a multiple of 4.
+pub(crate) fn d4(cols: usize) -> usize {
+    cols.div_ceil(4)
+}
+
+/// Rows of `cols` floats padded with zeros to `d4(cols) * 4` floats (zeros
+/// change neither dot products nor norms); borrowed when already aligned.
+pub(crate) fn pad_rows(data: &[f32], cols: usize) -> std::borrow::Cow<'_, [f32]> {
+    let w = d4(cols) * 4;
+    if w == cols {
+        return std::borrow::Cow::Borrowed(data);
+    }
+    let rows = data.len() / cols.max(1);
+    let mut out = vec![0.0f32; rows * w];
+    for (o, r) in out.chunks_exact_mut(w).zip(data.chunks_exact(cols)) {
+        o[..cols].copy_from_slice(r);
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+impl Backend for Gpu {
+    fn name(&self) -> &'static str {
+        "gpu"
+    }
+
+    fn device_name(&self) -> String {
+        let p = match self.precision {
+            Precision::F32 => "",
+            Precision::F16 => ", f16 corpus",
+        };
+        format!("{} ({:?}{p})", self.ctx.info.name, self.ctx.info.backend)
+    }
+
+    fn chunk_rows(&self, queries: usize, dim: usize) -> usize {
+        let budget = self.budget();
+        let by_chunk = budget / (d4(dim).max(1) as u64 * 16);
+        let by_scores = budget / (queries.max(1) as u64 * 4);
+        by_chunk.min(by_scores).clamp(1, 1 << 20) as usize
+    }
+
+    fn normalize(&self, rows: &mut [f32], cols: usize, first_row: usize) -> Result<RowReport> {
+        self.ctx
+            .scoped("normalize", || ops::normalize(self, rows, cols, first_row))
+    }
+
+    fn scan<'a>(&'a self, spec: ScanSpec<'a>) -> Result<Box<dyn Scan + 'a>> {
+        Ok(Box::new(self.ctx.scoped("starting a scan", || {
+            scan::GpuScan::new(self, spec)
+        })?))
+    }
+
+    fn similarity(&self, a: &Matrix, b: &Matrix) -> Result<Matrix> {
+        self.ctx.scoped("similarity", || ops::similarity(self, a, b))
+    }
+
+    fn aggregate(&self, rows: &Matrix, segments: &Segments) -> Result<Matrix> {
+        self.ctx
+            .scoped("aggregate", || ops::aggregate(self, rows, segments))
+    }
+
+    fn nudge_m_bounds(
+        &self,
+        block: &MovedBlock,
+        inv_norm: &[f32],
+        pairs: &[Pair],
+        bounds: &mut [Bounds],
+    ) -> Result<()> {
+        self.ctx.scoped("nudge-m bounds", || {
+            ops::nudge_m_bounds(self, block, inv_norm, pairs, bounds)
+        })
+    }
+
+    fn nudge_n_merge(
+        &self,
+        block: &MovedBlock,
+        coef: &[(f32, f32)],
+        tops: &mut [TopK],
+    ) -> Result<()> {
+        self.ctx
+            .scoped("nudge-n merge", || ops::nudge_n_merge(self, block, coef, tops))
+    }
+
+    fn update_m(&self, d: &mut Matrix, g: &Matrix, gamma: f32) -> Result<()> {
+        self.ctx.scoped("nudge-m update", || {
+            ops::update(self, d, g, ops::Update::M { gamma })
+        })
+    }
+
+    fn update_n(&self, d: &mut Matrix, g: &Matrix, gamma: f64) -> Result<()> {
+        self.ctx.scoped("nudge-n update", || {
+            ops::update(self, d, g, ops::Update::N { gamma })
+        })
+    }
+}
