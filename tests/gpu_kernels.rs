@@ -38,13 +38,20 @@ fn unit_rows(mut m: Matrix) -> Matrix {
 
 /// Lists agree up to the score tolerance `tol` (see the module comment).
 fn assert_topk_close(got: &TopK, want: &TopK, tol: f32, what: &str) {
-    assert_eq!((got.queries, got.k), (want.queries, want.k), "{what}: shape");
+    assert_eq!(
+        (got.queries, got.k),
+        (want.queries, want.k),
+        "{what}: shape"
+    );
     for q in 0..want.queries {
         let (gs, gr) = (got.scores(q), got.rows(q));
         let (ws, wr) = (want.scores(q), want.rows(q));
         for i in 0..want.k {
             if wr[i] == EMPTY || gr[i] == EMPTY {
-                assert_eq!(gr[i], wr[i], "{what}: query {q} slot {i} filled on one side only");
+                assert_eq!(
+                    gr[i], wr[i],
+                    "{what}: query {q} slot {i} filled on one side only"
+                );
                 continue;
             }
             assert!(
@@ -120,7 +127,11 @@ fn normalize_reports_zero_and_non_finite_rows() {
     assert_eq!(rg.non_finite, vec![102, 104]);
     assert_eq!(rg, rw);
     // Healthy rows are normalised, the zero row stays zero.
-    assert!(rows[..cols].iter().all(|x| (x - 1.0 / 5f32.sqrt()).abs() < 1e-6));
+    assert!(
+        rows[..cols]
+            .iter()
+            .all(|x| (x - 1.0 / 5f32.sqrt()).abs() < 1e-6)
+    );
     assert!(rows[cols..2 * cols].iter().all(|&x| x == 0.0));
 }
 
@@ -145,7 +156,12 @@ fn similarity_matches_cpu_gemm() {
         assert_eq!((got.rows, got.cols), (m, n));
         for i in 0..m {
             for j in 0..n {
-                let mag: f32 = a.row(i).iter().zip(b.row(j)).map(|(x, y)| (x * y).abs()).sum();
+                let mag: f32 = a
+                    .row(i)
+                    .iter()
+                    .zip(b.row(j))
+                    .map(|(x, y)| (x * y).abs())
+                    .sum();
                 let (x, y) = (got.data[i * n + j], want.data[i * n + j]);
                 assert!(
                     (x - y).abs() <= DOT_TOL * mag + 1e-7,
@@ -165,7 +181,12 @@ fn both_scans(
     k: usize,
     normalize: bool,
     skip: Option<&[bool]>,
-) -> (TopK, TopK, nudge::backend::RowReport, nudge::backend::RowReport) {
+) -> (
+    TopK,
+    TopK,
+    nudge::backend::RowReport,
+    nudge::backend::RowReport,
+) {
     let d = q.cols;
     let mut out = Vec::new();
     for b in [g, &Cpu as &dyn Backend] {
@@ -215,12 +236,18 @@ fn scan_matches_cpu() {
             for mask in [None, Some(&skip[..])] {
                 let (got, want, rg, rc) = both_scans(g, &q, &corpus, &chunks, k, normalize, mask);
                 assert_eq!(rg, rc);
-                let what = format!("n={n} d={d} k={k} normalize={normalize} mask={}", mask.is_some());
+                let what = format!(
+                    "n={n} d={d} k={k} normalize={normalize} mask={}",
+                    mask.is_some()
+                );
                 // Unnormalised rows have entries up to 1 in magnitude.
                 let tol = score_tol(&q) * if normalize { 1.0 } else { (d as f32).sqrt() };
                 assert_topk_close(&got, &want, tol, &what);
                 if let Some(m) = mask {
-                    assert!(got.rows.iter().all(|&r| r == EMPTY || !m[r as usize]), "{what}");
+                    assert!(
+                        got.rows.iter().all(|&r| r == EMPTY || !m[r as usize]),
+                        "{what}"
+                    );
                 }
             }
         }
@@ -287,13 +314,64 @@ fn scan_in_f16_is_close_to_f32() {
         .fold(0.0f32, f32::max)
         * 2f32.powi(-11);
     assert_topk_close(&got, &want, tol, "f16");
+    // And the f16 storage is really in effect.
+    assert_ne!(got.scores, want.scores);
+}
+
+#[test]
+fn device_errors_become_runtime_errors() {
+    use nudge::backend::gpu::context::Context;
+    use nudge::backend::gpu::{GpuOptions, Precision};
+    if gpu().is_none() {
+        return;
+    }
+    let ctx = Context::new(&GpuOptions {
+        adapter: None,
+        precision: Precision::F32,
+    })
+    .unwrap();
+    // A buffer over the device's limit is a validation error in wgpu, which
+    // would panic in its default handler.
+    let too_big = ctx.limits.max_buffer_size.saturating_add(1 << 20);
+    let err = ctx
+        .scoped("allocating", || {
+            let _b = ctx.storage("huge", too_big);
+            Ok(())
+        })
+        .unwrap_err();
+    assert_eq!(err.kind, nudge::Kind::Runtime);
+    assert!(err.message.contains("allocating"), "{}", err.message);
+    // The device is still usable afterwards.
+    let b = ctx.upload("small", &[1.0f32, 2.0, 3.0, 4.0]);
+    assert_eq!(ctx.read::<f32>(&b, 16).unwrap(), vec![1.0, 2.0, 3.0, 4.0]);
+}
+
+#[test]
+fn an_adapter_filter_that_matches_nothing_is_a_usage_error() {
+    use nudge::backend::gpu::{Gpu, GpuOptions, Precision};
+    if gpu().is_none() {
+        return;
+    }
+    let err = Gpu::new(&GpuOptions {
+        adapter: Some("no such adapter 1234".into()),
+        precision: Precision::F32,
+    })
+    .err()
+    .expect("no adapter should match");
+    assert_eq!(err.kind, nudge::Kind::Usage);
 }
 
 #[test]
 fn aggregate_is_exact() {
     let Some(g) = gpu() else { return };
     let mut rng = Rng::new(6);
-    for (rows, d, segs) in [(1, 1, 1), (20, 3, 7), (100, 33, 40), (30, 1024, 5), (10, 17, 0)] {
+    for (rows, d, segs) in [
+        (1, 1, 1),
+        (20, 3, 7),
+        (100, 33, 40),
+        (30, 1024, 5),
+        (10, 17, 0),
+    ] {
         let m = random(&mut rng, rows, d);
         let mut seg = Segments {
             offsets: vec![0],
@@ -374,7 +452,10 @@ fn nudge_m_bounds_match_cpu() {
         Cpu.nudge_m_bounds(&block, &inv, &pairs, &mut want).unwrap();
         g.nudge_m_bounds(&block, &inv, &pairs, &mut got).unwrap();
         if npairs > 50 {
-            assert!(want.iter().any(|b| b.dropped), "the test should cover dropped pairs");
+            assert!(
+                want.iter().any(|b| b.dropped),
+                "the test should cover dropped pairs"
+            );
         }
         for (i, (a, b)) in got.iter().zip(&want).enumerate() {
             assert!(bounds_close(a, b), "pair {i}: {a:?} vs {b:?}");
@@ -386,7 +467,12 @@ fn nudge_m_bounds_match_cpu() {
 fn nudge_n_merge_matches_cpu() {
     let Some(g) = gpu() else { return };
     let mut rng = Rng::new(8);
-    for (nq, width, gammas, k) in [(1, 1, 1, 1), (7, 50, 3, 1), (12, 333, 25, 3), (4, 20, 2, 30)] {
+    for (nq, width, gammas, k) in [
+        (1, 1, 1, 1),
+        (7, 50, 3, 1),
+        (12, 333, 25, 3),
+        (4, 20, 2, 30),
+    ] {
         let records: Vec<u32> = (0..width as u32).map(|j| j * 2 + 5).collect();
         let mut s0 = random(&mut rng, nq, width);
         let mut s1 = random(&mut rng, nq, width);
@@ -440,7 +526,10 @@ fn update_m_matches_cpu() {
             g.update_m(&mut got, &gr, gamma).unwrap();
             assert_eq!(got.row(0), d0.row(0));
             for (a, b) in got.data.iter().zip(&want.data) {
-                assert!((a - b).abs() <= 1e-6 * (1.0 + gamma), "d={d} gamma={gamma}: {a} vs {b}");
+                assert!(
+                    (a - b).abs() <= 1e-6 * (1.0 + gamma),
+                    "d={d} gamma={gamma}: {a} vs {b}"
+                );
             }
         }
     }
@@ -473,7 +562,10 @@ fn update_n_matches_cpu() {
             // f32 case analysis against the CPU's f64 one: a few ulp of the
             // unit-norm result; d = 1 rows are always parallel or opposite.
             for (i, (a, b)) in got.data.iter().zip(&want.data).enumerate() {
-                assert!((a - b).abs() <= 1e-5, "d={d} gamma={gamma} [{i}]: {a} vs {b}");
+                assert!(
+                    (a - b).abs() <= 1e-5,
+                    "d={d} gamma={gamma} [{i}]: {a} vs {b}"
+                );
             }
         }
     }

@@ -37,7 +37,11 @@ pub fn run(_args: DevicesArgs) -> Result<()> {
         );
         println!(
             "   shader f16       {}",
-            if a.shader_f16 { "yes" } else { "no (packed f16 is used)" }
+            if a.shader_f16 {
+                "yes"
+            } else {
+                "no (packed f16 is used)"
+            }
         );
         if a.subgroups {
             println!(

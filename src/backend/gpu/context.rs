@@ -196,10 +196,7 @@ impl Context {
     pub fn check(&self) -> Result<()> {
         let f = self.faults.lock().unwrap_or_else(|p| p.into_inner());
         match &f.first {
-            Some(msg) => Err(Error::runtime(format!(
-                "GPU {}: {msg}",
-                self.info.name
-            ))),
+            Some(msg) => Err(Error::runtime(format!("GPU {}: {msg}", self.info.name))),
             None => Ok(()),
         }
     }
@@ -334,7 +331,10 @@ impl Context {
             }
         };
         state.map_err(|e| {
-            Error::runtime(format!("GPU {}: cannot map a read-back buffer: {e}", self.info.name))
+            Error::runtime(format!(
+                "GPU {}: cannot map a read-back buffer: {e}",
+                self.info.name
+            ))
         })?;
         let out = {
             let view = staging.get_mapped_range(..size).map_err(|e| {

@@ -163,14 +163,22 @@ impl Kernels {
     pub fn new(ctx: &Context) -> Result<Kernels> {
         use Bind::*;
         ctx.scoped("compiling the kernels", || {
-            let normalize = module(ctx, "normalize", include_str!("../../../shaders/normalize.wgsl"));
+            let normalize = module(
+                ctx,
+                "normalize",
+                include_str!("../../../shaders/normalize.wgsl"),
+            );
             let similarity = module(
                 ctx,
                 "similarity",
                 include_str!("../../../shaders/similarity.wgsl"),
             );
             let topk = module(ctx, "topk", include_str!("../../../shaders/topk.wgsl"));
-            let aggregate = module(ctx, "aggregate", include_str!("../../../shaders/aggregate.wgsl"));
+            let aggregate = module(
+                ctx,
+                "aggregate",
+                include_str!("../../../shaders/aggregate.wgsl"),
+            );
             let bounds = module(
                 ctx,
                 "nudge_m_bounds",
@@ -183,8 +191,18 @@ impl Kernels {
             );
             let update = module(ctx, "update", include_str!("../../../shaders/update.wgsl"));
             Ok(Kernels {
-                normalize: Kernel::new(ctx, &normalize, "main", &[(0, Uniform), (1, Write), (2, Write)]),
-                to_f16: Kernel::new(ctx, &normalize, "to_f16", &[(0, Uniform), (3, Read), (4, Write)]),
+                normalize: Kernel::new(
+                    ctx,
+                    &normalize,
+                    "main",
+                    &[(0, Uniform), (1, Write), (2, Write)],
+                ),
+                to_f16: Kernel::new(
+                    ctx,
+                    &normalize,
+                    "to_f16",
+                    &[(0, Uniform), (3, Read), (4, Write)],
+                ),
                 gemm: Kernel::new(
                     ctx,
                     &similarity,
@@ -243,8 +261,18 @@ impl Kernels {
                         (6, Write),
                     ],
                 ),
-                update_m: Kernel::new(ctx, &update, "update_m", &[(0, Uniform), (1, Write), (2, Read)]),
-                update_n: Kernel::new(ctx, &update, "update_n", &[(0, Uniform), (1, Write), (2, Read)]),
+                update_m: Kernel::new(
+                    ctx,
+                    &update,
+                    "update_m",
+                    &[(0, Uniform), (1, Write), (2, Read)],
+                ),
+                update_n: Kernel::new(
+                    ctx,
+                    &update,
+                    "update_n",
+                    &[(0, Uniform), (1, Write), (2, Read)],
+                ),
             })
         })
     }

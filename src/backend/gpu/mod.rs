@@ -19,8 +19,8 @@ mod scan;
 use super::{Backend, Bounds, MovedBlock, Pair, RowReport, Scan, ScanSpec, Segments, TopK};
 use crate::error::Result;
 use crate::matrix::Matrix;
-pub use context::{AdapterSummary, GpuOptions, Precision, list_adapters};
 use context::Context;
+pub use context::{AdapterSummary, GpuOptions, Precision, list_adapters};
 use kernel::Kernels;
 
 /// Chunks larger than this gain nothing on any device and cost memory.
@@ -106,7 +106,8 @@ impl Backend for Gpu {
     }
 
     fn similarity(&self, a: &Matrix, b: &Matrix) -> Result<Matrix> {
-        self.ctx.scoped("similarity", || ops::similarity(self, a, b))
+        self.ctx
+            .scoped("similarity", || ops::similarity(self, a, b))
     }
 
     fn aggregate(&self, rows: &Matrix, segments: &Segments) -> Result<Matrix> {
@@ -132,8 +133,9 @@ impl Backend for Gpu {
         coef: &[(f32, f32)],
         tops: &mut [TopK],
     ) -> Result<()> {
-        self.ctx
-            .scoped("nudge-n merge", || ops::nudge_n_merge(self, block, coef, tops))
+        self.ctx.scoped("nudge-n merge", || {
+            ops::nudge_n_merge(self, block, coef, tops)
+        })
     }
 
     fn update_m(&self, d: &mut Matrix, g: &Matrix, gamma: f32) -> Result<()> {

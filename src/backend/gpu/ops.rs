@@ -231,7 +231,11 @@ pub fn similarity(gpu: &Gpu, a: &Matrix, b: &Matrix) -> Result<Matrix> {
         return Err(too_big("one embedding row"));
     }
     let ma = m.min(rows_fit).min(MAX_GEMM_ROWS);
-    let nb = n.min(rows_fit).min(budget / 4 / ma).min(MAX_GEMM_ROWS).max(1);
+    let nb = n
+        .min(rows_fit)
+        .min(budget / 4 / ma)
+        .min(MAX_GEMM_ROWS)
+        .max(1);
     for a0 in (0..m).step_by(ma) {
         let mc = ma.min(m - a0);
         let abuf = ctx.upload("a", &pad_rows(&a.data[a0 * d..(a0 + mc) * d], d));
@@ -261,7 +265,9 @@ pub fn aggregate(gpu: &Gpu, rows: &Matrix, seg: &Segments) -> Result<Matrix> {
     }
     let off = &seg.offsets;
     if off.windows(2).any(|w| w[0] > w[1]) || off[s] as usize > seg.indices.len() {
-        return Err(Error::runtime("aggregate: segment offsets are not ascending"));
+        return Err(Error::runtime(
+            "aggregate: segment offsets are not ascending",
+        ));
     }
     if seg.indices.iter().any(|&i| i as usize >= rows.rows) {
         return Err(Error::runtime("aggregate: a segment index is out of range"));
@@ -367,7 +373,9 @@ pub fn nudge_m_bounds(
         return Err(Error::runtime("nudge-m bounds: argument lengths disagree"));
     }
     if pairs.iter().any(|p| p.query as usize >= q) {
-        return Err(Error::runtime("nudge-m bounds: a pair's query is out of range"));
+        return Err(Error::runtime(
+            "nudge-m bounds: a pair's query is out of range",
+        ));
     }
     let ctx = &gpu.ctx;
     let budget = gpu.budget() as usize;
@@ -415,7 +423,9 @@ pub fn nudge_m_bounds(
                 .nudge_m_bounds
                 .bind(ctx, &[&params, &pbuf, &s0, &s1, &inv, &rec, &bbuf]);
             let mut enc = encoder(gpu);
-            gpu.k.nudge_m_bounds.record(&mut enc, &bg, grid_items(p1 - p0));
+            gpu.k
+                .nudge_m_bounds
+                .record(&mut enc, &bg, grid_items(p1 - p0));
             submit(gpu, enc);
         }
         let back: Vec<GpuBounds> = ctx.read(&bbuf, ((p1 - p0) * 16) as u64)?;
@@ -482,7 +492,11 @@ pub fn nudge_n_merge(
         let s1 = ctx.upload("s1", &columns(block.s1, c0, c1));
         let mut cf: Vec<[f32; 2]> = Vec::with_capacity(g * cols);
         for gi in 0..g {
-            cf.extend(coef[gi * width + c0..gi * width + c1].iter().map(|c| [c.0, c.1]));
+            cf.extend(
+                coef[gi * width + c0..gi * width + c1]
+                    .iter()
+                    .map(|c| [c.0, c.1]),
+            );
         }
         let cbuf = ctx.upload("coef", &cf);
         let rec = ctx.upload("records", &block.records[c0..c1]);
@@ -523,7 +537,8 @@ pub fn nudge_n_merge(
     let back_s: Vec<f32> = ctx.read(&rs, (lists * k * 4) as u64)?;
     let back_r: Vec<u32> = ctx.read(&rr, (lists * k * 4) as u64)?;
     for (i, t) in tops.iter_mut().enumerate() {
-        t.scores.copy_from_slice(&back_s[i * q * k..(i + 1) * q * k]);
+        t.scores
+            .copy_from_slice(&back_s[i * q * k..(i + 1) * q * k]);
         t.rows.copy_from_slice(&back_r[i * q * k..(i + 1) * q * k]);
     }
     Ok(())

@@ -142,15 +142,18 @@ impl<'a> GpuScan<'a> {
             stride: (w * 4) as u32,
             check_only: !self.normalize as u32,
         });
-        let bg = gpu
-            .k
-            .normalize
-            .bind(ctx, &[&np, &slot.chunk, &slot.status]);
+        let bg = gpu.k.normalize.bind(ctx, &[&np, &slot.chunk, &slot.status]);
         let mut enc = ctx
             .device
             .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
         gpu.k.normalize.record(&mut enc, &bg, grid(n));
-        enc.copy_buffer_to_buffer(&slot.status, 0, &slot.staging, 0, (n as u64 * 4).next_multiple_of(4));
+        enc.copy_buffer_to_buffer(
+            &slot.status,
+            0,
+            &slot.staging,
+            0,
+            (n as u64 * 4).next_multiple_of(4),
+        );
         let status_idx = ctx.queue.submit([enc.finish()]);
 
         // 2. Scores and top-k, not waited for.
