@@ -240,7 +240,7 @@ impl Context {
     /// inputs still bind).
     pub fn upload<T: bytemuck::Pod>(&self, label: &str, data: &[T]) -> wgpu::Buffer {
         let bytes: &[u8] = bytemuck::cast_slice(data);
-        if bytes.len() >= 16 && bytes.len() % 4 == 0 {
+        if bytes.len() >= 16 && bytes.len().is_multiple_of(4) {
             return self
                 .device
                 .create_buffer_init(&wgpu::util::BufferInitDescriptor {

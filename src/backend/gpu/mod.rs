@@ -23,8 +23,11 @@ use context::Context;
 pub use context::{AdapterSummary, GpuOptions, Precision, list_adapters};
 use kernel::Kernels;
 
-/// Chunks larger than this gain nothing on any device and cost memory.
+/// No single buffer of a streamed step grows beyond this, whatever the
+/// device allows: larger ones gain nothing and cost memory.
 const MAX_CHUNK_BYTES: u64 = 256 << 20;
+/// Corpus bytes per streamed chunk.
+const CHUNK_BYTES: u64 = 64 << 20;
 
 pub struct Gpu {
     ctx: Context,
@@ -88,9 +91,11 @@ impl Backend for Gpu {
     }
 
     fn chunk_rows(&self, queries: usize, dim: usize) -> usize {
-        let budget = self.budget();
-        let by_chunk = budget / (d4(dim).max(1) as u64 * 16);
-        let by_scores = budget / (queries.max(1) as u64 * 4);
+        // Chunks of at most 64 MiB: big enough to fill any GPU, small enough
+        // that reading chunk i+1 on the host overlaps the GEMM of chunk i
+        // many times per corpus. The score block may be larger.
+        let by_chunk = self.budget().min(CHUNK_BYTES) / (d4(dim).max(1) as u64 * 16);
+        let by_scores = self.budget() / (queries.max(1) as u64 * 4);
         by_chunk.min(by_scores).clamp(1, 1 << 20) as usize
     }
 

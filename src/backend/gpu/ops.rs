@@ -231,11 +231,8 @@ pub fn similarity(gpu: &Gpu, a: &Matrix, b: &Matrix) -> Result<Matrix> {
         return Err(too_big("one embedding row"));
     }
     let ma = m.min(rows_fit).min(MAX_GEMM_ROWS);
-    let nb = n
-        .min(rows_fit)
-        .min(budget / 4 / ma)
-        .min(MAX_GEMM_ROWS)
-        .max(1);
+    // budget / 4 / ma >= 4 since ma <= rows_fit.
+    let nb = n.min(rows_fit).min(budget / 4 / ma).min(MAX_GEMM_ROWS);
     for a0 in (0..m).step_by(ma) {
         let mc = ma.min(m - a0);
         let abuf = ctx.upload("a", &pad_rows(&a.data[a0 * d..(a0 + mc) * d], d));

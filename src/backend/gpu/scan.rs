@@ -35,19 +35,26 @@ pub struct GpuScan<'a> {
     k: usize,
     normalize: bool,
     f16: bool,
-    /// Rows per slot; larger pushes are split.
+    /// Most rows per slot; larger pushes are split.
     cap: usize,
     seg_len: usize,
     queries: wgpu::Buffer,
     skip: wgpu::Buffer,
     use_skip: bool,
+    run_s: wgpu::Buffer,
+    run_r: wgpu::Buffer,
+    /// Per-chunk buffers, sized by the largest chunk pushed so far (a small
+    /// corpus never pays for a `cap`-row chunk).
+    bufs: Option<ChunkBuffers>,
+    next: usize,
+}
+
+struct ChunkBuffers {
+    rows: usize,
     scores: wgpu::Buffer,
     part_s: wgpu::Buffer,
     part_r: wgpu::Buffer,
-    run_s: wgpu::Buffer,
-    run_r: wgpu::Buffer,
     slots: Vec<Slot>,
-    next: usize,
 }
 
 impl<'a> GpuScan<'a> {
@@ -88,14 +95,6 @@ impl<'a> GpuScan<'a> {
             }
             None => (ctx.upload("skip", &[0u32]), false),
         };
-        let f16 = gpu.precision == Precision::F16;
-        let slot = || Slot {
-            chunk: ctx.storage("chunk", (cap * w * 16) as u64),
-            packed: f16.then(|| ctx.storage("chunk f16", (cap * w * 8) as u64)),
-            status: ctx.storage("status", cap as u64 * 4),
-            staging: ctx.staging(cap as u64 * 4),
-            last: None,
-        };
         let top = TopK::new(q, k);
         Ok(GpuScan {
             gpu,
@@ -103,20 +102,46 @@ impl<'a> GpuScan<'a> {
             d,
             k,
             normalize: spec.normalize,
-            f16,
+            f16: gpu.precision == Precision::F16,
             cap,
             seg_len,
             queries,
             skip,
             use_skip,
-            scores: ctx.storage("scores", (q * cap * 4) as u64),
-            part_s: ctx.storage("part scores", (q * segs * k * 4) as u64),
-            part_r: ctx.storage("part rows", (q * segs * k * 4) as u64),
             run_s: ctx.upload("run scores", &top.scores),
             run_r: ctx.upload("run rows", &top.rows),
-            slots: vec![slot(), slot()],
+            bufs: None,
             next: 0,
         })
+    }
+
+    /// Makes the per-chunk buffers hold at least `rows` rows.
+    fn ensure(&mut self, rows: usize) -> Result<()> {
+        if self.bufs.as_ref().is_some_and(|b| b.rows >= rows) {
+            return Ok(());
+        }
+        let ctx = &self.gpu.ctx;
+        // Outstanding chunks may still read the old buffers.
+        ctx.wait(None)?;
+        let w = d4(self.d).max(1);
+        let segs = rows.div_ceil(self.seg_len);
+        let slot = || Slot {
+            chunk: ctx.storage("chunk", (rows * w * 16) as u64),
+            packed: self
+                .f16
+                .then(|| ctx.storage("chunk f16", (rows * w * 8) as u64)),
+            status: ctx.storage("status", rows as u64 * 4),
+            staging: ctx.staging(rows as u64 * 4),
+            last: None,
+        };
+        self.bufs = Some(ChunkBuffers {
+            rows,
+            scores: ctx.storage("scores", (self.q * rows * 4) as u64),
+            part_s: ctx.storage("part scores", (self.q * segs * self.k * 4) as u64),
+            part_r: ctx.storage("part rows", (self.q * segs * self.k * 4) as u64),
+            slots: vec![slot(), slot()],
+        });
+        Ok(())
     }
 
     fn push_piece(&mut self, chunk: &[f32], first_row: usize) -> Result<RowReport> {
@@ -125,7 +150,12 @@ impl<'a> GpuScan<'a> {
         let d = self.d;
         let n = chunk.len() / d;
         let w = d4(d);
-        let slot = &mut self.slots[self.next];
+        self.ensure(n)?;
+        let bufs = self
+            .bufs
+            .as_mut()
+            .ok_or_else(|| Error::runtime("GPU scan: chunk buffers missing"))?;
+        let slot = &mut bufs.slots[self.next];
         self.next = (self.next + 1) % 2;
         // Ring full: the slot's previous chunk must be consumed before its
         // buffer is overwritten (and wgpu's staging copy released).
@@ -174,7 +204,7 @@ impl<'a> GpuScan<'a> {
                 &mut enc,
                 &self.queries,
                 b,
-                &self.scores,
+                &bufs.scores,
                 (self.q, n, w),
                 self.f16,
             );
@@ -193,11 +223,11 @@ impl<'a> GpuScan<'a> {
             });
             let bg1 = gpu.k.topk_partial.bind(
                 ctx,
-                &[&tp, &self.scores, &self.skip, &self.part_s, &self.part_r],
+                &[&tp, &bufs.scores, &self.skip, &bufs.part_s, &bufs.part_r],
             );
             let bg2 = gpu.k.topk_merge.bind(
                 ctx,
-                &[&tp, &self.part_s, &self.part_r, &self.run_s, &self.run_r],
+                &[&tp, &bufs.part_s, &bufs.part_r, &self.run_s, &self.run_r],
             );
             gpu.k
                 .topk_partial
