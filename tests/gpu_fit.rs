@@ -148,3 +148,13 @@ fn f16_corpus_precision_still_fits_like_the_reference() {
         check_fixture(g, &dir);
     }
 }
+
+#[test]
+fn packed_f16_corpus_precision_still_fits_like_the_reference() {
+    let Some(g) = gpu_support::gpu_f16_packed() else {
+        return;
+    };
+    for dir in fixtures() {
+        check_fixture(g, &dir);
+    }
+}

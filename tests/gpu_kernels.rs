@@ -19,7 +19,7 @@
 
 mod gpu_support;
 
-use gpu_support::{Rng, gpu, gpu_f16};
+use gpu_support::{Rng, gpu, gpu_f16, gpu_f16_packed};
 use nudge::backend::cpu::{self, Cpu};
 use nudge::backend::topk::EMPTY;
 use nudge::backend::{Backend, Bounds, MovedBlock, Pair, ScanSpec, Segments, TopK};
@@ -301,6 +301,21 @@ fn scan_reports_and_excludes_bad_rows() {
 #[test]
 fn scan_in_f16_is_close_to_f32() {
     let Some(g) = gpu_f16() else { return };
+    let has_f16 = nudge::backend::gpu::list_adapters()
+        .first()
+        .is_some_and(|a| a.shader_f16);
+    assert_eq!(g.native_f16(), has_f16);
+    check_f16_scan(g);
+}
+
+#[test]
+fn scan_in_packed_f16_is_close_to_f32() {
+    let Some(g) = gpu_f16_packed() else { return };
+    assert!(!g.native_f16());
+    check_f16_scan(g);
+}
+
+fn check_f16_scan(g: &dyn Backend) {
     let mut rng = Rng::new(5);
     let (nq, n, d, k) = (6, 400, 33, 5);
     let q = random(&mut rng, nq, d);
@@ -328,6 +343,7 @@ fn device_errors_become_runtime_errors() {
     let ctx = Context::new(&GpuOptions {
         adapter: None,
         precision: Precision::F32,
+        ..Default::default()
     })
     .unwrap();
     // A buffer over the device's limit is a validation error in wgpu, which
@@ -355,6 +371,7 @@ fn an_adapter_filter_that_matches_nothing_is_a_usage_error() {
     let err = Gpu::new(&GpuOptions {
         adapter: Some("no such adapter 1234".into()),
         precision: Precision::F32,
+        ..Default::default()
     })
     .err()
     .expect("no adapter should match");

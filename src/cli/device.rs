@@ -8,7 +8,7 @@ use clap::{Args, ValueEnum};
 
 use crate::backend::Backend;
 use crate::backend::cpu::Cpu;
-use crate::backend::gpu::{Gpu, GpuOptions, Precision};
+use crate::backend::gpu::{Gpu, GpuOptions, Precision, list_adapters};
 use crate::error::{Kind, Result};
 use crate::log;
 
@@ -41,6 +41,7 @@ impl DeviceArgs {
         GpuOptions {
             adapter: self.adapter.clone(),
             precision: self.gpu_precision,
+            ..Default::default()
         }
     }
 
@@ -48,6 +49,10 @@ impl DeviceArgs {
         match self.device {
             Device::Cpu => Ok(Box::new(Cpu)),
             Device::Gpu => Ok(Box::new(Gpu::new(&self.options())?)),
+            Device::Auto if self.adapter.is_none() && list_adapters().is_empty() => {
+                log::notice("no GPU adapter found; running on the CPU (`nudge devices` explains)");
+                Ok(Box::new(Cpu))
+            }
             Device::Auto => match Gpu::new(&self.options()) {
                 Ok(gpu) => Ok(Box::new(gpu)),
                 // A bad --adapter is the user's to fix, not a reason to fall back.

@@ -7,10 +7,11 @@ use std::sync::OnceLock;
 
 use nudge::backend::gpu::{Gpu, GpuOptions, Precision};
 
-fn open(precision: Precision) -> Option<Gpu> {
+fn open(precision: Precision, packed_f16_only: bool) -> Option<Gpu> {
     match Gpu::new(&GpuOptions {
         adapter: None,
         precision,
+        packed_f16_only,
     }) {
         Ok(g) => Some(g),
         Err(e) => {
@@ -29,13 +30,19 @@ fn open(precision: Precision) -> Option<Gpu> {
 /// message) if there is no adapter and `NUDGE_REQUIRE_GPU` is not 1.
 pub fn gpu() -> Option<&'static Gpu> {
     static GPU: OnceLock<Option<Gpu>> = OnceLock::new();
-    GPU.get_or_init(|| open(Precision::F32)).as_ref()
+    GPU.get_or_init(|| open(Precision::F32, false)).as_ref()
 }
 
 /// The same with the corpus chunk stored as f16.
 pub fn gpu_f16() -> Option<&'static Gpu> {
     static GPU: OnceLock<Option<Gpu>> = OnceLock::new();
-    GPU.get_or_init(|| open(Precision::F16)).as_ref()
+    GPU.get_or_init(|| open(Precision::F16, false)).as_ref()
+}
+
+/// f16 read as packed u32 pairs even where the adapter has SHADER_F16.
+pub fn gpu_f16_packed() -> Option<&'static Gpu> {
+    static GPU: OnceLock<Option<Gpu>> = OnceLock::new();
+    GPU.get_or_init(|| open(Precision::F16, true)).as_ref()
 }
 
 /// xorshift64*: reproducible inputs without a dependency.

@@ -29,6 +29,9 @@ pub struct GpuOptions {
     /// Keep only adapters whose name contains this (case-insensitive).
     pub adapter: Option<String>,
     pub precision: Precision,
+    /// Read f16 chunks as packed u32 pairs even where the adapter has
+    /// `SHADER_F16` (so tests can cover both paths on one device).
+    pub packed_f16_only: bool,
 }
 
 /// One adapter as `nudge devices` describes it.
@@ -144,6 +147,7 @@ impl Context {
         let adapter = list.swap_remove(0);
         let info = adapter.get_info();
         let native_f16 = opts.precision == Precision::F16
+            && !opts.packed_f16_only
             && adapter.features().contains(wgpu::Features::SHADER_F16);
         let mut features = wgpu::Features::empty();
         if native_f16 {

@@ -141,7 +141,10 @@ pub struct Kernels {
     pub normalize: Kernel,
     pub to_f16: Kernel,
     pub gemm: Kernel,
+    /// The packed-f16 GEMM (any adapter).
     pub gemm_f16: Kernel,
+    /// The native-f16 GEMM, when the device has `SHADER_F16`.
+    pub gemm_f16_native: Option<Kernel>,
     pub topk_partial: Kernel,
     pub topk_merge: Kernel,
     pub aggregate: Kernel,
@@ -173,6 +176,16 @@ impl Kernels {
                 "similarity",
                 include_str!("../../../shaders/similarity.wgsl"),
             );
+            let native = ctx.native_f16.then(|| {
+                module(
+                    ctx,
+                    "similarity_f16",
+                    concat!(
+                        include_str!("../../../shaders/similarity_f16.wgsl"),
+                        include_str!("../../../shaders/similarity.wgsl")
+                    ),
+                )
+            });
             let topk = module(ctx, "topk", include_str!("../../../shaders/topk.wgsl"));
             let aggregate = module(
                 ctx,
@@ -215,6 +228,14 @@ impl Kernels {
                     "main_f16",
                     &[(0, Uniform), (1, Read), (3, Write), (4, Read)],
                 ),
+                gemm_f16_native: native.as_ref().map(|m| {
+                    Kernel::new(
+                        ctx,
+                        m,
+                        "main_f16_native",
+                        &[(0, Uniform), (1, Read), (3, Write), (5, Read)],
+                    )
+                }),
                 topk_partial: Kernel::new(
                     ctx,
                     &topk,

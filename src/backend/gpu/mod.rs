@@ -51,6 +51,12 @@ impl Gpu {
         self.precision
     }
 
+    /// f16 chunks are read as native `f16` (the device has `SHADER_F16`)
+    /// rather than unpacked from u32 pairs.
+    pub fn native_f16(&self) -> bool {
+        self.k.gemm_f16_native.is_some()
+    }
+
     /// Bytes one buffer of a streamed step may use.
     fn budget(&self) -> u64 {
         self.ctx.max_binding().min(MAX_CHUNK_BYTES)
@@ -83,9 +89,10 @@ impl Backend for Gpu {
     }
 
     fn device_name(&self) -> String {
-        let p = match self.precision {
-            Precision::F32 => "",
-            Precision::F16 => ", f16 corpus",
+        let p = match (self.precision, self.native_f16()) {
+            (Precision::F32, _) => "",
+            (Precision::F16, true) => ", f16 corpus",
+            (Precision::F16, false) => ", packed f16 corpus",
         };
         format!("{} ({:?}{p})", self.ctx.info.name, self.ctx.info.backend)
     }

@@ -199,8 +199,9 @@ pub(super) fn record_gemm(
     });
     let groups = (n.div_ceil(TILE) as u32, m.div_ceil(TILE) as u32);
     if f16 {
-        let bg = gpu.k.gemm_f16.bind(&gpu.ctx, &[&params, a, c, b]);
-        gpu.k.gemm_f16.record(enc, &bg, groups);
+        let k = gpu.k.gemm_f16_native.as_ref().unwrap_or(&gpu.k.gemm_f16);
+        let bg = k.bind(&gpu.ctx, &[&params, a, c, b]);
+        k.record(enc, &bg, groups);
     } else {
         let bg = gpu.k.gemm.bind(&gpu.ctx, &[&params, a, b, c]);
         gpu.k.gemm.record(enc, &bg, groups);
