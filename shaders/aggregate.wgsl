@@ -7,8 +7,10 @@
 struct Params {
     segments: u32,
     d4: u32,
-    pad0: u32,
-    pad1: u32,
+    // 1: start from `out` (the sum of the segment's earlier rows, when the
+    // host splits one long segment into pieces) instead of zero.
+    carry: u32,
+    pad: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -30,6 +32,9 @@ fn main(
     let r = t / p.d4;
     let c = t % p.d4;
     var acc = vec4<f32>(0.0);
+    if p.carry != 0u {
+        acc = out[t];
+    }
     for (var i = offsets[r]; i < offsets[r + 1u]; i++) {
         acc += rows[indices[i] * p.d4 + c];
     }

@@ -158,3 +158,13 @@ fn packed_f16_corpus_precision_still_fits_like_the_reference() {
         check_fixture(g, &dir);
     }
 }
+
+#[test]
+fn fits_with_small_buffers_split_the_work_and_still_match() {
+    let Some(g) = gpu_support::gpu_128k() else {
+        return;
+    };
+    for dir in fixtures() {
+        check_fixture(g, &dir);
+    }
+}

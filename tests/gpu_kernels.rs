@@ -14,13 +14,18 @@
 //! tolerance at every position and by row ids wherever the CPU's scores are
 //! separated by more than twice that tolerance.
 //!
+//! Each test runs twice: on the device as it is, and with every buffer
+//! capped at 8 KiB so that the same small inputs go through the paths that
+//! split inputs too large for one storage binding.
+//!
 //! Run with `NUDGE_REQUIRE_GPU=1 XDG_RUNTIME_DIR=/tmp cargo test --release`
 //! to make a missing adapter a failure instead of a skip.
 
 mod gpu_support;
 
-use gpu_support::{Rng, gpu, gpu_f16, gpu_f16_packed};
+use gpu_support::{Rng, gpu, gpu_f16, gpu_f16_packed, gpus};
 use nudge::backend::cpu::{self, Cpu};
+use nudge::backend::gpu::Gpu;
 use nudge::backend::topk::EMPTY;
 use nudge::backend::{Backend, Bounds, MovedBlock, Pair, ScanSpec, Segments, TopK};
 use nudge::matrix::Matrix;
@@ -85,7 +90,12 @@ fn score_tol(q: &Matrix) -> f32 {
 
 #[test]
 fn backend_describes_itself() {
-    let Some(g) = gpu() else { return };
+    for g in gpus() {
+        backend_describes_itself_on(g);
+    }
+}
+
+fn backend_describes_itself_on(g: &Gpu) {
     assert_eq!(g.name(), "gpu");
     assert!(!g.device_name().is_empty());
     assert!(g.chunk_rows(100, 384) >= 1);
@@ -94,7 +104,12 @@ fn backend_describes_itself() {
 
 #[test]
 fn normalize_matches_cpu_on_awkward_shapes() {
-    let Some(g) = gpu() else { return };
+    for g in gpus() {
+        normalize_matches_cpu_on_awkward_shapes_on(g);
+    }
+}
+
+fn normalize_matches_cpu_on_awkward_shapes_on(g: &Gpu) {
     let mut rng = Rng::new(1);
     for (rows, cols) in [(1, 1), (7, 3), (65, 17), (130, 33), (5, 1024), (3, 64)] {
         let mut want = rng.vec(rows * cols);
@@ -114,7 +129,12 @@ fn normalize_matches_cpu_on_awkward_shapes() {
 
 #[test]
 fn normalize_reports_zero_and_non_finite_rows() {
-    let Some(g) = gpu() else { return };
+    for g in gpus() {
+        normalize_reports_zero_and_non_finite_rows_on(g);
+    }
+}
+
+fn normalize_reports_zero_and_non_finite_rows_on(g: &Gpu) {
     let cols = 5;
     let mut rows = vec![1.0f32; 6 * cols];
     rows[cols..2 * cols].fill(0.0);
@@ -137,7 +157,12 @@ fn normalize_reports_zero_and_non_finite_rows() {
 
 #[test]
 fn similarity_matches_cpu_gemm() {
-    let Some(g) = gpu() else { return };
+    for g in gpus() {
+        similarity_matches_cpu_gemm_on(g);
+    }
+}
+
+fn similarity_matches_cpu_gemm_on(g: &Gpu) {
     let mut rng = Rng::new(2);
     for (m, n, d) in [
         (1, 1, 1),
@@ -214,7 +239,12 @@ fn both_scans(
 
 #[test]
 fn scan_matches_cpu() {
-    let Some(g) = gpu() else { return };
+    for g in gpus() {
+        scan_matches_cpu_on(g);
+    }
+}
+
+fn scan_matches_cpu_on(g: &Gpu) {
     let mut rng = Rng::new(3);
     for (nq, n, d, k, chunks) in [
         (3, 10, 1, 4, vec![3, 3, 4]),
@@ -226,6 +256,17 @@ fn scan_matches_cpu() {
     ] {
         let q = random(&mut rng, nq, d);
         let mut corpus = rng.vec(n * d);
+        if nq * d.div_ceil(4) * 16 > g.max_binding() as usize {
+            // The queries stay in one binding; too many is an error.
+            let spec = ScanSpec {
+                queries: &q,
+                k,
+                normalize: true,
+                skip: None,
+            };
+            assert!(g.scan(spec).is_err());
+            continue;
+        }
         // Duplicate rows give exact ties.
         for r in (0..n).step_by(7).skip(1) {
             let src = rng.below(r);
@@ -256,7 +297,12 @@ fn scan_matches_cpu() {
 
 #[test]
 fn scan_ties_go_to_the_lower_row() {
-    let Some(g) = gpu() else { return };
+    for g in gpus() {
+        scan_ties_go_to_the_lower_row_on(g);
+    }
+}
+
+fn scan_ties_go_to_the_lower_row_on(g: &Gpu) {
     let mut rng = Rng::new(4);
     let (n, d) = (150, 19);
     let mut corpus = unit_rows(random(&mut rng, n, d)).data;
@@ -280,7 +326,12 @@ fn scan_ties_go_to_the_lower_row() {
 
 #[test]
 fn scan_reports_and_excludes_bad_rows() {
-    let Some(g) = gpu() else { return };
+    for g in gpus() {
+        scan_reports_and_excludes_bad_rows_on(g);
+    }
+}
+
+fn scan_reports_and_excludes_bad_rows_on(g: &Gpu) {
     let d = 6;
     let mut corpus = vec![0.5f32; 8 * d];
     corpus[d..2 * d].fill(0.0);
@@ -380,7 +431,12 @@ fn an_adapter_filter_that_matches_nothing_is_a_usage_error() {
 
 #[test]
 fn aggregate_is_exact() {
-    let Some(g) = gpu() else { return };
+    for g in gpus() {
+        aggregate_is_exact_on(g);
+    }
+}
+
+fn aggregate_is_exact_on(g: &Gpu) {
     let mut rng = Rng::new(6);
     for (rows, d, segs) in [
         (1, 1, 1),
@@ -420,9 +476,14 @@ fn bounds_close(a: &Bounds, b: &Bounds) -> bool {
 
 #[test]
 fn nudge_m_bounds_match_cpu() {
-    let Some(g) = gpu() else { return };
+    for g in gpus() {
+        nudge_m_bounds_match_cpu_on(g);
+    }
+}
+
+fn nudge_m_bounds_match_cpu_on(g: &Gpu) {
     let mut rng = Rng::new(7);
-    for (nq, width, npairs) in [(1, 1, 1), (5, 13, 9), (20, 300, 70), (3, 1000, 130)] {
+    for (nq, width, npairs) in [(1, 1, 1), (5, 13, 9), (20, 300, 70), (3, 1000, 600)] {
         let records: Vec<u32> = (0..width as u32).map(|j| j * 3 + 1).collect();
         let s0 = random(&mut rng, nq, width);
         let mut s1 = random(&mut rng, nq, width);
@@ -482,7 +543,12 @@ fn nudge_m_bounds_match_cpu() {
 
 #[test]
 fn nudge_n_merge_matches_cpu() {
-    let Some(g) = gpu() else { return };
+    for g in gpus() {
+        nudge_n_merge_matches_cpu_on(g);
+    }
+}
+
+fn nudge_n_merge_matches_cpu_on(g: &Gpu) {
     let mut rng = Rng::new(8);
     for (nq, width, gammas, k) in [
         (1, 1, 1, 1),
@@ -531,7 +597,12 @@ fn nudge_n_merge_matches_cpu() {
 
 #[test]
 fn update_m_matches_cpu() {
-    let Some(g) = gpu() else { return };
+    for g in gpus() {
+        update_m_matches_cpu_on(g);
+    }
+}
+
+fn update_m_matches_cpu_on(g: &Gpu) {
     let mut rng = Rng::new(9);
     for (rows, d) in [(1, 1), (9, 3), (70, 33), (4, 1024)] {
         let d0 = unit_rows(random(&mut rng, rows, d));
@@ -554,7 +625,12 @@ fn update_m_matches_cpu() {
 
 #[test]
 fn update_n_matches_cpu() {
-    let Some(g) = gpu() else { return };
+    for g in gpus() {
+        update_n_matches_cpu_on(g);
+    }
+}
+
+fn update_n_matches_cpu_on(g: &Gpu) {
     let mut rng = Rng::new(10);
     for (rows, d) in [(1, 1), (12, 3), (70, 33), (4, 1024)] {
         let d0 = unit_rows(random(&mut rng, rows, d));

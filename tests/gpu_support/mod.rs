@@ -8,11 +8,15 @@ use std::sync::OnceLock;
 use nudge::backend::gpu::{Gpu, GpuOptions, Precision};
 
 fn open(precision: Precision, packed_f16_only: bool) -> Option<Gpu> {
-    match Gpu::new(&GpuOptions {
-        adapter: None,
+    open_with(GpuOptions {
         precision,
         packed_f16_only,
-    }) {
+        ..Default::default()
+    })
+}
+
+fn open_with(opts: GpuOptions) -> Option<Gpu> {
+    match Gpu::new(&opts) {
         Ok(g) => Some(g),
         Err(e) => {
             if std::env::var("NUDGE_REQUIRE_GPU").as_deref() == Ok("1") {
@@ -31,6 +35,38 @@ fn open(precision: Precision, packed_f16_only: bool) -> Option<Gpu> {
 pub fn gpu() -> Option<&'static Gpu> {
     static GPU: OnceLock<Option<Gpu>> = OnceLock::new();
     GPU.get_or_init(|| open(Precision::F32, false)).as_ref()
+}
+
+/// A device whose buffers are capped at 8 KiB, so that small inputs take
+/// every path that splits inputs too large for one buffer.
+pub fn gpu_small() -> Option<&'static Gpu> {
+    static GPU: OnceLock<Option<Gpu>> = OnceLock::new();
+    GPU.get_or_init(|| {
+        open_with(GpuOptions {
+            buffer_limit: Some(8 << 10),
+            ..Default::default()
+        })
+    })
+    .as_ref()
+}
+
+/// A device whose buffers are capped at 128 KiB: the fixtures' queries
+/// still fit in one buffer, but every corpus is scanned in many pieces and
+/// the moved-set steps are split.
+pub fn gpu_128k() -> Option<&'static Gpu> {
+    static GPU: OnceLock<Option<Gpu>> = OnceLock::new();
+    GPU.get_or_init(|| {
+        open_with(GpuOptions {
+            buffer_limit: Some(128 << 10),
+            ..Default::default()
+        })
+    })
+    .as_ref()
+}
+
+/// The plain device and the 8 KiB-buffer one (none without an adapter).
+pub fn gpus() -> Vec<&'static Gpu> {
+    [gpu(), gpu_small()].into_iter().flatten().collect()
 }
 
 /// The same with the corpus chunk stored as f16.

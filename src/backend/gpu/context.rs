@@ -32,6 +32,10 @@ pub struct GpuOptions {
     /// Read f16 chunks as packed u32 pairs even where the adapter has
     /// `SHADER_F16` (so tests can cover both paths on one device).
     pub packed_f16_only: bool,
+    /// Cap every buffer at this many bytes, below the device's own limits.
+    /// Inputs larger than a buffer are split on the host; a tiny cap makes
+    /// tests walk those paths with small data.
+    pub buffer_limit: Option<u64>,
 }
 
 /// One adapter as `nudge devices` describes it.

@@ -33,6 +33,7 @@ pub struct Gpu {
     ctx: Context,
     k: Kernels,
     precision: Precision,
+    buffer_limit: u64,
 }
 
 impl Gpu {
@@ -44,6 +45,7 @@ impl Gpu {
             ctx,
             k,
             precision: opts.precision,
+            buffer_limit: opts.buffer_limit.unwrap_or(u64::MAX).max(256),
         })
     }
 
@@ -57,9 +59,14 @@ impl Gpu {
         self.k.gemm_f16_native.is_some()
     }
 
-    /// Bytes one buffer of a streamed step may use.
+    /// The largest buffer any kernel may bind.
+    pub fn max_binding(&self) -> u64 {
+        self.ctx.max_binding().min(self.buffer_limit)
+    }
+
+    /// Bytes one buffer of a streamed or split step may use.
     fn budget(&self) -> u64 {
-        self.ctx.max_binding().min(MAX_CHUNK_BYTES)
+        self.max_binding().min(MAX_CHUNK_BYTES)
     }
 }
 

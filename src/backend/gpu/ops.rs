@@ -60,7 +60,8 @@ pub(super) struct TopkParams {
 struct AggParams {
     segments: u32,
     d4: u32,
-    pad: [u32; 2],
+    carry: u32,
+    pad: u32,
 }
 
 #[repr(C)]
@@ -153,7 +154,7 @@ pub fn normalize(gpu: &Gpu, rows: &mut [f32], cols: usize, first_row: usize) -> 
     let n = rows.len() / cols;
     let w = d4(cols) * 4;
     let per = (gpu.budget() as usize / (w * 4)).max(1);
-    if w * 4 > ctx.max_binding() as usize {
+    if w * 4 > gpu.max_binding() as usize {
         return Err(too_big("one corpus row"));
     }
     for start in (0..n).step_by(per) {
@@ -284,16 +285,29 @@ pub fn aggregate(gpu: &Gpu, rows: &Matrix, seg: &Segments) -> Result<Matrix> {
     let all = direct.then(|| ctx.upload("rows", &pad_rows(&rows.data, d)));
     let max_nnz = if direct { budget / 4 } else { max_rows };
     let mut r0 = 0;
+    // Rows of segment r0 already summed, when it is too long for one piece.
+    let mut done = 0usize;
     while r0 < s {
-        let mut r1 = r0 + 1;
-        while r1 < s && r1 - r0 < max_rows && (off[r1 + 1] - off[r0]) as usize <= max_nnz {
-            r1 += 1;
-        }
-        let (o0, o1) = (off[r0] as usize, off[r1] as usize);
-        if o1 - o0 > max_nnz {
-            return Err(too_big("the training queries of one record"));
-        }
-        let local_off: Vec<u32> = off[r0..=r1].iter().map(|o| o - off[r0]).collect();
+        let left = off[r0 + 1] as usize - off[r0] as usize - done;
+        let (r1, o0, o1, carry) = if done == 0 && left <= max_nnz {
+            // As many whole segments as fit.
+            let mut r1 = r0 + 1;
+            while r1 < s && r1 - r0 < max_rows && (off[r1 + 1] - off[r0]) as usize <= max_nnz {
+                r1 += 1;
+            }
+            (r1, off[r0] as usize, off[r1] as usize, false)
+        } else {
+            // One long segment in pieces; each piece starts from the sum so
+            // far, so the additions keep their order and the result is the
+            // one-piece sum exactly.
+            let o0 = off[r0] as usize + done;
+            (r0 + 1, o0, o0 + left.min(max_nnz), done > 0)
+        };
+        let local_off: Vec<u32> = if r1 == r0 + 1 {
+            vec![0, (o1 - o0) as u32]
+        } else {
+            off[r0..=r1].iter().map(|o| o - off[r0]).collect()
+        };
         let (rbuf, idx): (Cow<wgpu::Buffer>, Vec<u32>) = match &all {
             Some(b) => (Cow::Borrowed(b), seg.indices[o0..o1].to_vec()),
             None => {
@@ -308,11 +322,16 @@ pub fn aggregate(gpu: &Gpu, rows: &Matrix, seg: &Segments) -> Result<Matrix> {
             }
         };
         let segs = r1 - r0;
-        let obuf = ctx.storage("sums", (segs * row_bytes) as u64);
+        let obuf = if carry {
+            ctx.upload("sums", &pad_rows(out.row(r0), d))
+        } else {
+            ctx.storage("sums", (segs * row_bytes) as u64)
+        };
         let params = ctx.uniform(&AggParams {
             segments: segs as u32,
             d4: w as u32,
-            pad: [0; 2],
+            carry: carry as u32,
+            pad: 0,
         });
         let obuf_off = ctx.upload("offsets", &local_off);
         let ibuf = ctx.upload("indices", &idx);
@@ -327,7 +346,12 @@ pub fn aggregate(gpu: &Gpu, rows: &Matrix, seg: &Segments) -> Result<Matrix> {
         for (i, src) in sums.chunks_exact(w * 4).enumerate() {
             out.row_mut(r0 + i).copy_from_slice(&src[..d]);
         }
-        r0 = r1;
+        if segs == 1 && o1 < off[r0 + 1] as usize {
+            done += o1 - o0;
+        } else {
+            done = 0;
+            r0 = r1;
+        }
     }
     Ok(out)
 }

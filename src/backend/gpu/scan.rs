@@ -63,7 +63,7 @@ impl<'a> GpuScan<'a> {
         let (q, d, k) = (spec.queries.rows, spec.queries.cols, spec.k);
         let w = d4(d).max(1);
         let budget = gpu.budget() as usize;
-        if q * w * 16 > ctx.max_binding() as usize {
+        if q * w * 16 > gpu.max_binding() as usize {
             return Err(Error::runtime(format!(
                 "{q} queries of dimension {d} do not fit in one GPU storage binding; use --device cpu"
             )));
@@ -77,7 +77,7 @@ impl<'a> GpuScan<'a> {
         let max_segs = (budget / per_list).max(1);
         let seg_len = SEG.max(cap.div_ceil(max_segs));
         let segs = cap.div_ceil(seg_len);
-        if q * segs * k * 4 > ctx.max_binding() as usize {
+        if q * segs * k * 4 > gpu.max_binding() as usize {
             return Err(Error::runtime(format!(
                 "top-{k} lists of {q} queries do not fit in GPU memory bindings; use --device cpu"
             )));
