@@ -11,6 +11,9 @@
 //! `device.limits()`: anything larger than one storage binding is split into
 //! pieces on the host.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
+
 pub mod context;
 pub mod kernel;
 mod ops;
@@ -34,6 +37,18 @@ pub struct Gpu {
     k: Kernels,
     precision: Precision,
     buffer_limit: u64,
+    /// One-shot steps run one at a time: they share the pooled buffers.
+    op: Mutex<()>,
+    pool: Mutex<Pool>,
+}
+
+/// Device buffers kept between calls of the one-shot steps, one per role
+/// ("a", "s0", ...), replaced by a larger one when a call needs more: a fit
+/// calls the same steps block after block with inputs of similar size.
+#[derive(Default)]
+struct Pool {
+    storage: HashMap<&'static str, wgpu::Buffer>,
+    staging: Option<wgpu::Buffer>,
 }
 
 impl Gpu {
@@ -46,6 +61,8 @@ impl Gpu {
             k,
             precision: opts.precision,
             buffer_limit: opts.buffer_limit.unwrap_or(u64::MAX).max(256),
+            op: Mutex::new(()),
+            pool: Mutex::new(Pool::default()),
         })
     }
 
@@ -62,6 +79,74 @@ impl Gpu {
     /// The largest buffer any kernel may bind.
     pub fn max_binding(&self) -> u64 {
         self.ctx.max_binding().min(self.buffer_limit)
+    }
+
+    /// Pool size for a request of `bytes`: some slack so that slightly
+    /// larger later calls reuse the buffer, never beyond a binding.
+    fn pool_size(&self, bytes: u64) -> u64 {
+        let want = bytes.max(256).next_multiple_of(16);
+        let slack = if want < (1 << 20) {
+            want.next_power_of_two()
+        } else {
+            want.next_multiple_of(1 << 20)
+        };
+        slack.min(self.ctx.max_binding() / 16 * 16).max(want)
+    }
+
+    /// The pooled storage buffer of `role`, at least `bytes` long.
+    fn scratch(&self, role: &'static str, bytes: u64) -> wgpu::Buffer {
+        let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(b) = pool.storage.get(role)
+            && b.size() >= bytes.max(16)
+        {
+            return b.clone();
+        }
+        let b = self.ctx.storage(role, self.pool_size(bytes));
+        pool.storage.insert(role, b.clone());
+        b
+    }
+
+    /// The pooled buffer of `role` holding `data` (queued writes land
+    /// before the next submission, after every earlier one).
+    fn put<T: bytemuck::Pod>(&self, role: &'static str, data: &[T]) -> wgpu::Buffer {
+        let bytes: &[u8] = bytemuck::cast_slice(data);
+        let b = self.scratch(role, bytes.len() as u64);
+        if !bytes.is_empty() {
+            self.ctx.queue.write_buffer(&b, 0, bytes);
+        }
+        b
+    }
+
+    /// Reads `len` bytes of `src` back through the pooled staging buffer.
+    fn read<T: bytemuck::Pod>(&self, src: &wgpu::Buffer, len: u64) -> Result<Vec<T>> {
+        if len == 0 {
+            return Ok(Vec::new());
+        }
+        let staging = {
+            let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
+            match &pool.staging {
+                Some(b) if b.size() >= len => b.clone(),
+                _ => {
+                    let b = self.ctx.staging(self.pool_size(len));
+                    pool.staging = Some(b.clone());
+                    b
+                }
+            }
+        };
+        let mut enc = self
+            .ctx
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
+        enc.copy_buffer_to_buffer(src, 0, &staging, 0, len.next_multiple_of(4));
+        let idx = self.ctx.queue.submit([enc.finish()]);
+        self.ctx.read_mapped(&staging, len, Some(idx))
+    }
+
+    /// Runs one one-shot step: alone (the pool is shared) and inside error
+    /// scopes.
+    fn one_shot<T>(&self, what: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        let _alone = self.op.lock().unwrap_or_else(|p| p.into_inner());
+        self.ctx.scoped(what, f)
     }
 
     /// Bytes one buffer of a streamed or split step may use.
@@ -114,8 +199,7 @@ impl Backend for Gpu {
     }
 
     fn normalize(&self, rows: &mut [f32], cols: usize, first_row: usize) -> Result<RowReport> {
-        self.ctx
-            .scoped("normalize", || ops::normalize(self, rows, cols, first_row))
+        self.one_shot("normalize", || ops::normalize(self, rows, cols, first_row))
     }
 
     fn scan<'a>(&'a self, spec: ScanSpec<'a>) -> Result<Box<dyn Scan + 'a>> {
@@ -125,13 +209,11 @@ impl Backend for Gpu {
     }
 
     fn similarity(&self, a: &Matrix, b: &Matrix) -> Result<Matrix> {
-        self.ctx
-            .scoped("similarity", || ops::similarity(self, a, b))
+        self.one_shot("similarity", || ops::similarity(self, a, b))
     }
 
     fn aggregate(&self, rows: &Matrix, segments: &Segments) -> Result<Matrix> {
-        self.ctx
-            .scoped("aggregate", || ops::aggregate(self, rows, segments))
+        self.one_shot("aggregate", || ops::aggregate(self, rows, segments))
     }
 
     fn nudge_m_bounds(
@@ -141,7 +223,7 @@ impl Backend for Gpu {
         pairs: &[Pair],
         bounds: &mut [Bounds],
     ) -> Result<()> {
-        self.ctx.scoped("nudge-m bounds", || {
+        self.one_shot("nudge-m bounds", || {
             ops::nudge_m_bounds(self, block, inv_norm, pairs, bounds)
         })
     }
@@ -152,19 +234,19 @@ impl Backend for Gpu {
         coef: &[(f32, f32)],
         tops: &mut [TopK],
     ) -> Result<()> {
-        self.ctx.scoped("nudge-n merge", || {
+        self.one_shot("nudge-n merge", || {
             ops::nudge_n_merge(self, block, coef, tops)
         })
     }
 
     fn update_m(&self, d: &mut Matrix, g: &Matrix, gamma: f32) -> Result<()> {
-        self.ctx.scoped("nudge-m update", || {
+        self.one_shot("nudge-m update", || {
             ops::update(self, d, g, ops::Update::M { gamma })
         })
     }
 
     fn update_n(&self, d: &mut Matrix, g: &Matrix, gamma: f64) -> Result<()> {
-        self.ctx.scoped("nudge-n update", || {
+        self.one_shot("nudge-n update", || {
             ops::update(self, d, g, ops::Update::N { gamma })
         })
     }

@@ -160,8 +160,8 @@ pub fn normalize(gpu: &Gpu, rows: &mut [f32], cols: usize, first_row: usize) -> 
     for start in (0..n).step_by(per) {
         let cnt = per.min(n - start);
         let slice = &mut rows[start * cols..(start + cnt) * cols];
-        let buf = ctx.upload("rows", &pad_rows(slice, cols));
-        let status = ctx.storage("status", cnt as u64 * 4);
+        let buf = gpu.put("rows", &pad_rows(slice, cols));
+        let status = gpu.scratch("status", cnt as u64 * 4);
         let params = ctx.uniform(&NormParams {
             rows: cnt as u32,
             cols: cols as u32,
@@ -172,8 +172,8 @@ pub fn normalize(gpu: &Gpu, rows: &mut [f32], cols: usize, first_row: usize) -> 
         let mut enc = encoder(gpu);
         gpu.k.normalize.record(&mut enc, &bg, grid(cnt));
         submit(gpu, enc);
-        let out: Vec<f32> = ctx.read(&buf, (cnt * w * 4) as u64)?;
-        let st: Vec<u32> = ctx.read(&status, cnt as u64 * 4)?;
+        let out: Vec<f32> = gpu.read(&buf, (cnt * w * 4) as u64)?;
+        let st: Vec<u32> = gpu.read(&status, cnt as u64 * 4)?;
         for (dst, src) in slice.chunks_exact_mut(cols).zip(out.chunks_exact(w)) {
             dst.copy_from_slice(&src[..cols]);
         }
@@ -225,7 +225,6 @@ pub fn similarity(gpu: &Gpu, a: &Matrix, b: &Matrix) -> Result<Matrix> {
     if m == 0 || n == 0 || d == 0 {
         return Ok(out);
     }
-    let ctx = &gpu.ctx;
     let w = d4(d);
     let budget = gpu.budget() as usize;
     let rows_fit = budget / (w * 16);
@@ -237,15 +236,15 @@ pub fn similarity(gpu: &Gpu, a: &Matrix, b: &Matrix) -> Result<Matrix> {
     let nb = n.min(rows_fit).min(budget / 4 / ma).min(MAX_GEMM_ROWS);
     for a0 in (0..m).step_by(ma) {
         let mc = ma.min(m - a0);
-        let abuf = ctx.upload("a", &pad_rows(&a.data[a0 * d..(a0 + mc) * d], d));
+        let abuf = gpu.put("a", &pad_rows(&a.data[a0 * d..(a0 + mc) * d], d));
         for b0 in (0..n).step_by(nb) {
             let nc = nb.min(n - b0);
-            let bbuf = ctx.upload("b", &pad_rows(&b.data[b0 * d..(b0 + nc) * d], d));
-            let cbuf = ctx.storage("c", (mc * nc * 4) as u64);
+            let bbuf = gpu.put("b", &pad_rows(&b.data[b0 * d..(b0 + nc) * d], d));
+            let cbuf = gpu.scratch("c", (mc * nc * 4) as u64);
             let mut enc = encoder(gpu);
             record_gemm(gpu, &mut enc, &abuf, &bbuf, &cbuf, (mc, nc, w), false);
             submit(gpu, enc);
-            let c: Vec<f32> = ctx.read(&cbuf, (mc * nc * 4) as u64)?;
+            let c: Vec<f32> = gpu.read(&cbuf, (mc * nc * 4) as u64)?;
             for i in 0..mc {
                 out.data[(a0 + i) * n + b0..(a0 + i) * n + b0 + nc]
                     .copy_from_slice(&c[i * nc..(i + 1) * nc]);
@@ -282,7 +281,7 @@ pub fn aggregate(gpu: &Gpu, rows: &Matrix, seg: &Segments) -> Result<Matrix> {
     // Rows that fit are uploaded once; otherwise each batch gathers the rows
     // it sums, in CSR order.
     let direct = rows.rows <= max_rows;
-    let all = direct.then(|| ctx.upload("rows", &pad_rows(&rows.data, d)));
+    let all = direct.then(|| gpu.put("rows", &pad_rows(&rows.data, d)));
     let max_nnz = if direct { budget / 4 } else { max_rows };
     let mut r0 = 0;
     // Rows of segment r0 already summed, when it is too long for one piece.
@@ -316,16 +315,16 @@ pub fn aggregate(gpu: &Gpu, rows: &Matrix, seg: &Segments) -> Result<Matrix> {
                     g.extend_from_slice(rows.row(i as usize));
                 }
                 (
-                    Cow::Owned(ctx.upload("gathered", &pad_rows(&g, d))),
+                    Cow::Owned(gpu.put("gathered", &pad_rows(&g, d))),
                     (0..(o1 - o0) as u32).collect(),
                 )
             }
         };
         let segs = r1 - r0;
         let obuf = if carry {
-            ctx.upload("sums", &pad_rows(out.row(r0), d))
+            gpu.put("sums", &pad_rows(out.row(r0), d))
         } else {
-            ctx.storage("sums", (segs * row_bytes) as u64)
+            gpu.scratch("sums", (segs * row_bytes) as u64)
         };
         let params = ctx.uniform(&AggParams {
             segments: segs as u32,
@@ -333,8 +332,8 @@ pub fn aggregate(gpu: &Gpu, rows: &Matrix, seg: &Segments) -> Result<Matrix> {
             carry: carry as u32,
             pad: 0,
         });
-        let obuf_off = ctx.upload("offsets", &local_off);
-        let ibuf = ctx.upload("indices", &idx);
+        let obuf_off = gpu.put("offsets", &local_off);
+        let ibuf = gpu.put("indices", &idx);
         let bg = gpu
             .k
             .aggregate
@@ -342,7 +341,7 @@ pub fn aggregate(gpu: &Gpu, rows: &Matrix, seg: &Segments) -> Result<Matrix> {
         let mut enc = encoder(gpu);
         gpu.k.aggregate.record(&mut enc, &bg, grid_items(segs * w));
         submit(gpu, enc);
-        let sums: Vec<f32> = ctx.read(&obuf, (segs * row_bytes) as u64)?;
+        let sums: Vec<f32> = gpu.read(&obuf, (segs * row_bytes) as u64)?;
         for (i, src) in sums.chunks_exact(w * 4).enumerate() {
             out.row_mut(r0 + i).copy_from_slice(&src[..d]);
         }
@@ -426,14 +425,14 @@ pub fn nudge_m_bounds(
                 pad: 0,
             })
             .collect();
-        let pbuf = ctx.upload("pairs", &gp);
-        let bbuf = ctx.upload("bounds", &gb);
+        let pbuf = gpu.put("pairs", &gp);
+        let bbuf = gpu.put("bounds", &gb);
         for c0 in (0..width).step_by(cols_fit) {
             let c1 = (c0 + cols_fit).min(width);
-            let s0 = ctx.upload("s0", &columns(block.s0, c0, c1));
-            let s1 = ctx.upload("s1", &columns(block.s1, c0, c1));
-            let inv = ctx.upload("inv_norm", &inv_norm[c0..c1]);
-            let rec = ctx.upload("records", &block.records[c0..c1]);
+            let s0 = gpu.put("s0", &columns(block.s0, c0, c1));
+            let s1 = gpu.put("s1", &columns(block.s1, c0, c1));
+            let inv = gpu.put("inv_norm", &inv_norm[c0..c1]);
+            let rec = gpu.put("records", &block.records[c0..c1]);
             let params = ctx.uniform(&BoundsParams {
                 pairs: (p1 - p0) as u32,
                 width: (c1 - c0) as u32,
@@ -450,7 +449,7 @@ pub fn nudge_m_bounds(
                 .record(&mut enc, &bg, grid_items(p1 - p0));
             submit(gpu, enc);
         }
-        let back: Vec<GpuBounds> = ctx.read(&bbuf, ((p1 - p0) * 16) as u64)?;
+        let back: Vec<GpuBounds> = gpu.read(&bbuf, ((p1 - p0) * 16) as u64)?;
         for (b, g) in bounds[p0..p1].iter_mut().zip(back) {
             *b = Bounds {
                 low: g.low,
@@ -498,20 +497,20 @@ pub fn nudge_n_merge(
     }
     let run_s: Vec<f32> = tops.iter().flat_map(|t| t.scores.iter().copied()).collect();
     let run_r: Vec<u32> = tops.iter().flat_map(|t| t.rows.iter().copied()).collect();
-    let rs = ctx.upload("run scores", &run_s);
-    let rr = ctx.upload("run rows", &run_r);
+    let rs = gpu.put("run scores", &run_s);
+    let rr = gpu.put("run rows", &run_r);
     let max_segs = (budget / (lists * k * 4)).max(1);
     let sub = cols_fit.min(width);
     let seg_len = SEG.max(sub.div_ceil(max_segs));
     let part_len = lists * sub.div_ceil(seg_len) * k * 4;
-    let ps = ctx.storage("part scores", part_len as u64);
-    let pr = ctx.storage("part rows", part_len as u64);
+    let ps = gpu.scratch("part scores", part_len as u64);
+    let pr = gpu.scratch("part rows", part_len as u64);
     for c0 in (0..width).step_by(cols_fit) {
         let c1 = (c0 + cols_fit).min(width);
         let cols = c1 - c0;
         let segs = cols.div_ceil(seg_len);
-        let s0 = ctx.upload("s0", &columns(block.s0, c0, c1));
-        let s1 = ctx.upload("s1", &columns(block.s1, c0, c1));
+        let s0 = gpu.put("s0", &columns(block.s0, c0, c1));
+        let s1 = gpu.put("s1", &columns(block.s1, c0, c1));
         let mut cf: Vec<[f32; 2]> = Vec::with_capacity(g * cols);
         for gi in 0..g {
             cf.extend(
@@ -520,8 +519,8 @@ pub fn nudge_n_merge(
                     .map(|c| [c.0, c.1]),
             );
         }
-        let cbuf = ctx.upload("coef", &cf);
-        let rec = ctx.upload("records", &block.records[c0..c1]);
+        let cbuf = gpu.put("coef", &cf);
+        let rec = gpu.put("records", &block.records[c0..c1]);
         let mp = ctx.uniform(&MergeParams {
             lists: lists as u32,
             queries: q as u32,
@@ -556,8 +555,8 @@ pub fn nudge_n_merge(
         gpu.k.topk_merge.record(&mut enc, &bg2, grid_items(lists));
         submit(gpu, enc);
     }
-    let back_s: Vec<f32> = ctx.read(&rs, (lists * k * 4) as u64)?;
-    let back_r: Vec<u32> = ctx.read(&rr, (lists * k * 4) as u64)?;
+    let back_s: Vec<f32> = gpu.read(&rs, (lists * k * 4) as u64)?;
+    let back_r: Vec<u32> = gpu.read(&rr, (lists * k * 4) as u64)?;
     for (i, t) in tops.iter_mut().enumerate() {
         t.scores
             .copy_from_slice(&back_s[i * q * k..(i + 1) * q * k]);
@@ -618,8 +617,8 @@ pub fn update(gpu: &Gpu, d: &mut Matrix, g: &Matrix, how: Update) -> Result<()> 
     for r0 in (0..rows).step_by(per) {
         let n = per.min(rows - r0);
         let range = r0 * cols..(r0 + n) * cols;
-        let dbuf = ctx.upload("d", &d.data[range.clone()]);
-        let gbuf = ctx.upload("g", &g.data[range.clone()]);
+        let dbuf = gpu.put("d", &d.data[range.clone()]);
+        let gbuf = gpu.put("g", &g.data[range.clone()]);
         let pbuf = ctx.uniform(&UpdateParams {
             rows: n as u32,
             ..params
@@ -628,7 +627,7 @@ pub fn update(gpu: &Gpu, d: &mut Matrix, g: &Matrix, how: Update) -> Result<()> 
         let mut enc = encoder(gpu);
         kernel.record(&mut enc, &bg, grid_items(n));
         submit(gpu, enc);
-        let out: Vec<f32> = ctx.read(&dbuf, (n * cols * 4) as u64)?;
+        let out: Vec<f32> = gpu.read(&dbuf, (n * cols * 4) as u64)?;
         d.data[range].copy_from_slice(&out);
     }
     Ok(())
