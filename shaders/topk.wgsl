@@ -110,7 +110,9 @@ fn partial(
         if is_nan(s) {
             continue;
         }
-        if p.use_skip != 0u && ((skip[row / 32u] >> (row % 32u)) & 1u) != 0u {
+        // Rows past the end of the mask are not masked.
+        if p.use_skip != 0u && row / 32u < arrayLength(&skip)
+            && ((skip[row / 32u] >> (row % 32u)) & 1u) != 0u {
             continue;
         }
         push_part(base, s, row);
