@@ -5,7 +5,8 @@
 //
 // A 16x16 workgroup computes a 64x64 output tile; each invocation keeps a
 // 4x4 register micro-tile. Each step stages a 64x16 slice of a and of b in
-// workgroup memory with one vec4 load per invocation per operand. Every
+// workgroup memory with one vec4 load per invocation per operand, and the
+// inner loop reads it back as vec4s. Every
 // output still sums its products in index order (k = 0, 1, 2, ...), so two
 // identical rows of b score bit-identically: exact ties stay ties, as on
 // the CPU.
@@ -30,21 +31,26 @@ struct Params {
 
 const T: u32 = 64u;
 const KT: u32 = 16u;
-// [KT][T]: k-major so the inner loop reads 4 values of a and 4 of b per k.
-var<workgroup> ta: array<f32, 1024>;
-var<workgroup> tb: array<f32, 1024>;
+// [KT][T/4] vec4s, k-major: entry (k, r) holds rows 4r..4r+3 at depth k, so
+// the inner loop reads the 4 rows of a micro-tile in one vec4 load.
+var<workgroup> ta: array<vec4<f32>, 256>;
+var<workgroup> tb: array<vec4<f32>, 256>;
 
+// Invocation li loaded 4 consecutive k of one row; each value goes to its
+// own (k, row) slot (distinct words per invocation, so no write races).
 fn stage(li: u32, va: vec4<f32>, vb: vec4<f32>) {
     let row = li / 4u;
     let k = (li % 4u) * 4u;
-    ta[(k + 0u) * T + row] = va.x;
-    ta[(k + 1u) * T + row] = va.y;
-    ta[(k + 2u) * T + row] = va.z;
-    ta[(k + 3u) * T + row] = va.w;
-    tb[(k + 0u) * T + row] = vb.x;
-    tb[(k + 1u) * T + row] = vb.y;
-    tb[(k + 2u) * T + row] = vb.z;
-    tb[(k + 3u) * T + row] = vb.w;
+    let r4 = row / 4u;
+    let c = row % 4u;
+    ta[(k + 0u) * 16u + r4][c] = va.x;
+    ta[(k + 1u) * 16u + r4][c] = va.y;
+    ta[(k + 2u) * 16u + r4][c] = va.z;
+    ta[(k + 3u) * 16u + r4][c] = va.w;
+    tb[(k + 0u) * 16u + r4][c] = vb.x;
+    tb[(k + 1u) * 16u + r4][c] = vb.y;
+    tb[(k + 2u) * 16u + r4][c] = vb.z;
+    tb[(k + 3u) * 16u + r4][c] = vb.w;
 }
 
 fn load_a(m0: u32, li: u32, ks: u32) -> vec4<f32> {
@@ -75,29 +81,26 @@ fn load_b16(n0: u32, li: u32, ks: u32) -> vec4<f32> {
     return vec4<f32>(0.0);
 }
 
-fn accumulate(lid: vec2<u32>, acc: ptr<function, array<f32, 16>>) {
+// Invocation (x, y) owns rows 4y..4y+3 and columns 4x..4x+3 of the tile:
+// acc[i][j] is (row 4y+i, column 4x+j). Two vec4 loads feed 16 products.
+fn accumulate(lid: vec2<u32>, acc: ptr<function, array<vec4<f32>, 4>>) {
     for (var kk = 0u; kk < KT; kk++) {
-        var ra: array<f32, 4>;
-        var rb: array<f32, 4>;
-        for (var i = 0u; i < 4u; i++) {
-            ra[i] = ta[kk * T + lid.y + 16u * i];
-            rb[i] = tb[kk * T + lid.x + 16u * i];
-        }
-        for (var i = 0u; i < 4u; i++) {
-            for (var j = 0u; j < 4u; j++) {
-                (*acc)[i * 4u + j] += ra[i] * rb[j];
-            }
-        }
+        let av = ta[kk * 16u + lid.y];
+        let bv = tb[kk * 16u + lid.x];
+        (*acc)[0] += av.x * bv;
+        (*acc)[1] += av.y * bv;
+        (*acc)[2] += av.z * bv;
+        (*acc)[3] += av.w * bv;
     }
 }
 
-fn store(m0: u32, n0: u32, lid: vec2<u32>, acc: ptr<function, array<f32, 16>>) {
+fn store(m0: u32, n0: u32, lid: vec2<u32>, acc: ptr<function, array<vec4<f32>, 4>>) {
     for (var i = 0u; i < 4u; i++) {
-        let row = m0 + lid.y + 16u * i;
+        let row = m0 + lid.y * 4u + i;
         for (var j = 0u; j < 4u; j++) {
-            let col = n0 + lid.x + 16u * j;
+            let col = n0 + lid.x * 4u + j;
             if row < p.m && col < p.n {
-                c[row * p.ldc + col] = (*acc)[i * 4u + j];
+                c[row * p.ldc + col] = (*acc)[i][j];
             }
         }
     }
@@ -111,7 +114,7 @@ fn main(
 ) {
     let m0 = wid.y * T;
     let n0 = wid.x * T;
-    var acc: array<f32, 16>;
+    var acc: array<vec4<f32>, 4>;
     let steps = (p.d4 + 3u) / 4u;
     for (var ks = 0u; ks < steps; ks++) {
         stage(li, load_a(m0, li, ks), load_b(n0, li, ks));
@@ -130,7 +133,7 @@ fn main_f16(
 ) {
     let m0 = wid.y * T;
     let n0 = wid.x * T;
-    var acc: array<f32, 16>;
+    var acc: array<vec4<f32>, 4>;
     let steps = (p.d4 + 3u) / 4u;
     for (var ks = 0u; ks < steps; ks++) {
         stage(li, load_a(m0, li, ks), load_b16(n0, li, ks));

@@ -27,7 +27,7 @@ fn main_f16_native(
 ) {
     let m0 = wid.y * T;
     let n0 = wid.x * T;
-    var acc: array<f32, 16>;
+    var acc: array<vec4<f32>, 4>;
     let steps = (p.d4 + 3u) / 4u;
     for (var ks = 0u; ks < steps; ks++) {
         stage(li, load_a(m0, li, ks), load_b16h(n0, li, ks));
