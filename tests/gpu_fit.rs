@@ -168,3 +168,86 @@ fn fits_with_small_buffers_split_the_work_and_still_match() {
         check_fixture(g, &dir);
     }
 }
+
+fn nudge_cli(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_nudge"))
+        .args(args)
+        .env("XDG_RUNTIME_DIR", std::env::temp_dir())
+        .output()
+        .expect("run nudge")
+}
+
+#[test]
+fn cli_fit_on_the_gpu_names_the_backend_and_adapter() {
+    if gpu().is_none() {
+        return;
+    }
+    let adapter = nudge::backend::gpu::list_adapters().remove(0).name;
+    let small = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/small");
+    let tmp = tempfile::tempdir().unwrap();
+    for precision in ["f32", "f16"] {
+        let report = tmp.path().join(format!("report-{precision}.json"));
+        let out = nudge_cli(&[
+            "fit",
+            "--dataset",
+            small.to_str().unwrap(),
+            "--method",
+            "nudge-n",
+            "--report",
+            report.to_str().unwrap(),
+            "--device",
+            "gpu",
+            "--gpu-precision",
+            precision,
+            "--adapter",
+            &adapter[..adapter.len().min(4)],
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let r: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+        assert_eq!(r["backend"], "gpu");
+        assert!(
+            r["device"].as_str().unwrap().contains(&adapter),
+            "{}",
+            r["device"]
+        );
+        assert_eq!(r["gamma"], 0.1);
+    }
+    // An adapter filter that matches nothing is a usage error (exit 2), also
+    // under --device auto: the user asked for something that is not there.
+    let out = nudge_cli(&[
+        "eval",
+        "--dataset",
+        small.to_str().unwrap(),
+        "--device",
+        "auto",
+        "--adapter",
+        "no such adapter 1234",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn cli_devices_lists_the_adapter() {
+    if gpu().is_none() {
+        return;
+    }
+    let out = nudge_cli(&["devices"]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    let first = &nudge::backend::gpu::list_adapters()[0];
+    assert!(text.contains(&first.name), "{text}");
+    for field in [
+        "backend",
+        "device type",
+        "max storage bind",
+        "shader f16",
+        "subgroups",
+    ] {
+        assert!(text.contains(field), "missing {field}: {text}");
+    }
+}
