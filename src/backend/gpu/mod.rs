@@ -186,7 +186,7 @@ impl Backend for Gpu {
             (Precision::F16, true) => ", f16 corpus",
             (Precision::F16, false) => ", packed f16 corpus",
         };
-        format!("{} ({:?}{p})", self.ctx.info.name, self.ctx.info.backend)
+        format!("{}{p}", self.ctx.info.name)
     }
 
     fn chunk_rows(&self, queries: usize, dim: usize) -> usize {

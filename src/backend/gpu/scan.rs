@@ -77,7 +77,7 @@ impl<'a> GpuScan<'a> {
         let max_segs = (budget / per_list).max(1);
         let seg_len = SEG.max(cap.div_ceil(max_segs));
         let segs = cap.div_ceil(seg_len);
-        if q * segs * k * 4 > gpu.max_binding() as usize {
+        if (q * segs * k * 4).max(q * k * 4) > gpu.max_binding() as usize {
             return Err(Error::runtime(format!(
                 "top-{k} lists of {q} queries do not fit in GPU memory bindings; use --device cpu"
             )));
@@ -121,7 +121,8 @@ impl<'a> GpuScan<'a> {
             return Ok(());
         }
         let ctx = &self.gpu.ctx;
-        // Outstanding chunks may still read the old buffers.
+        // Drain the queue so the new ring starts with no chunk in flight
+        // (the old buffers are freed once the device is done with them).
         ctx.wait(None)?;
         let w = d4(self.d).max(1);
         let segs = rows.div_ceil(self.seg_len);
