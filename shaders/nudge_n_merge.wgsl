@@ -2,7 +2,7 @@
 // moved record j after the update is `a_gj * S0[q,j] + b_gj * S1[q,j]`
 // (`nudge_n::coefficients`, computed on the host per record and gamma).
 // Twin: the CPU backend's `nudge_n_merge`. This pass keeps the best k of each
-// segment of block columns per (g, q) list; `topk.wgsl::merge` then folds
+// segment (every segs-th block column) per (g, q) list; `topk.wgsl::merge` then folds
 // them into the running lists, exactly as for the corpus scan.
 
 struct Params {
@@ -13,6 +13,7 @@ struct Params {
     width: u32,
     ld: u32,
     k: u32,
+    // Columns per segment (informational; segments interleave).
     seg_len: u32,
     segs: u32,
     neg_inf: f32,
@@ -71,9 +72,9 @@ fn main(
         part_s[base + i] = p.neg_inf;
         part_r[base + i] = EMPTY;
     }
-    let j0 = seg * p.seg_len;
-    let j1 = min(j0 + p.seg_len, p.width);
-    for (var j = j0; j < j1; j++) {
+    // Interleaved segments, as in topk.wgsl: neighbouring invocations read
+    // neighbouring columns.
+    for (var j = seg; j < p.width; j += p.segs) {
         let ab = coef[g * p.width + j];
         let s = ab.x * s0[q * p.ld + j] + ab.y * s1[q * p.ld + j];
         if is_nan(s) {

@@ -1,9 +1,9 @@
 // Running top-k of score blocks, in two passes so that a block of n scores
 // per list is searched by many invocations:
 //
-// - `partial`: one invocation per (list, segment of seg_len columns) keeps
-//   the best k of its segment (masked rows and NaN scores left out) in a
-//   scratch list;
+// - `partial`: one invocation per (list, segment) keeps the best k of its
+//   segment (every segs-th column; masked rows and NaN scores left out) in
+//   a scratch list;
 // - `merge`: one invocation per list offers every scratch entry to the
 //   running list, which stays on the device between chunks.
 //
@@ -19,6 +19,8 @@ struct Params {
     n: u32,
     ld: u32,
     k: u32,
+    // Columns per segment (n / segs rounded up; the host sizes the scratch
+    // lists with it).
     seg_len: u32,
     segs: u32,
     // Absolute row of column 0.
@@ -102,9 +104,10 @@ fn partial(
         part_s[base + i] = p.neg_inf;
         part_r[base + i] = EMPTY;
     }
-    let j0 = seg * p.seg_len;
-    let j1 = min(j0 + p.seg_len, p.n);
-    for (var j = j0; j < j1; j++) {
+    // Segment `seg` is every segs-th column from seg on: neighbouring
+    // invocations read neighbouring scores (coalesced), and as the order is
+    // total, which columns share a segment does not change the result.
+    for (var j = seg; j < p.n; j += p.segs) {
         let s = scores[list * p.ld + j];
         let row = p.first_row + j;
         if is_nan(s) {
