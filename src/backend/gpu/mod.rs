@@ -6,8 +6,8 @@
 //! interchangeable (every kernel has a CPU twin it is tested against).
 //!
 //! Layout: [`context`] opens the device and turns wgpu failures into errors,
-//! [`kernel`] builds the pipelines (once, here in [`Gpu::new`]), [`ops`] runs
-//! the one-shot steps, [`scan`] the streaming top-k. Buffers are sized from
+//! [`kernel`] builds the pipelines (once, here in [`Gpu::new`]), `ops` runs
+//! the one-shot steps, `scan` the streaming top-k. Buffers are sized from
 //! `device.limits()`: anything larger than one storage binding is split into
 //! pieces on the host.
 
