@@ -402,8 +402,10 @@ fn device_errors_become_runtime_errors() {
     let too_big = ctx.limits.max_buffer_size.saturating_add(1 << 20);
     let err = ctx
         .scoped("allocating", || {
-            let _b = ctx.storage("huge", too_big);
-            Ok(())
+            // Using the failed buffer must not panic either.
+            let b = ctx.storage("huge", too_big);
+            ctx.write(&b, &[0u8; 16]);
+            ctx.read::<f32>(&b, 16)
         })
         .unwrap_err();
     assert_eq!(err.kind, nudge::Kind::Runtime);
@@ -662,4 +664,21 @@ fn update_n_matches_cpu_on(g: &Gpu) {
             }
         }
     }
+}
+
+#[test]
+fn a_lost_device_is_an_error_not_a_panic() {
+    use nudge::backend::gpu::GpuOptions;
+    use nudge::backend::gpu::context::Context;
+    if gpu().is_none() {
+        return;
+    }
+    let ctx = Context::new(&GpuOptions::default()).unwrap();
+    ctx.device.destroy();
+    let r = ctx.scoped("reading after loss", || {
+        let b = ctx.upload("x", &[1.0f32; 4]);
+        ctx.read::<f32>(&b, 16)
+    });
+    let err = r.unwrap_err();
+    assert_eq!(err.kind, nudge::Kind::Runtime);
 }

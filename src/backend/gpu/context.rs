@@ -9,8 +9,6 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use wgpu::util::DeviceExt;
-
 use crate::error::{Error, Result};
 
 /// How the corpus chunk is stored on the device during a scan.
@@ -212,6 +210,9 @@ impl Context {
     /// Runs `f` inside error scopes so that an allocation failure or a
     /// validation error becomes an `Error` (wgpu reports both asynchronously).
     pub fn scoped<T>(&self, what: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        // A device that already failed (lost, or an error outside any scope)
+        // is not used again.
+        self.check()?;
         let oom = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let val = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let out = f();
@@ -245,40 +246,41 @@ impl Context {
     }
 
     /// A storage buffer holding `data` (at least 16 bytes, so that empty
-    /// inputs still bind).
+    /// inputs still bind). Written through the queue rather than mapped at
+    /// creation: wgpu's `create_buffer_init` panics when the buffer could not
+    /// be made (out of memory, lost device), a queued write only reports.
     pub fn upload<T: bytemuck::Pod>(&self, label: &str, data: &[T]) -> wgpu::Buffer {
         let bytes: &[u8] = bytemuck::cast_slice(data);
-        if bytes.len() >= 16 && bytes.len().is_multiple_of(4) {
-            return self
-                .device
-                .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                    label: Some(label),
-                    contents: bytes,
-                    usage: wgpu::BufferUsages::STORAGE
-                        | wgpu::BufferUsages::COPY_DST
-                        | wgpu::BufferUsages::COPY_SRC,
-                });
+        let b = self.storage(label, bytes.len() as u64);
+        self.write(&b, bytes);
+        b
+    }
+
+    /// Queues `bytes` into the start of `buf` (padded to 4 bytes).
+    pub fn write(&self, buf: &wgpu::Buffer, bytes: &[u8]) {
+        if bytes.is_empty() {
+            return;
         }
-        let mut padded = bytes.to_vec();
-        padded.resize(bytes.len().max(16).next_multiple_of(4), 0);
-        self.device
-            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: Some(label),
-                contents: &padded,
-                usage: wgpu::BufferUsages::STORAGE
-                    | wgpu::BufferUsages::COPY_DST
-                    | wgpu::BufferUsages::COPY_SRC,
-            })
+        if bytes.len().is_multiple_of(4) {
+            self.queue.write_buffer(buf, 0, bytes);
+        } else {
+            let mut padded = bytes.to_vec();
+            padded.resize(bytes.len().next_multiple_of(4), 0);
+            self.queue.write_buffer(buf, 0, &padded);
+        }
     }
 
     /// A uniform buffer holding one parameter block.
     pub fn uniform<T: bytemuck::Pod>(&self, value: &T) -> wgpu::Buffer {
-        self.device
-            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: Some("params"),
-                contents: bytemuck::bytes_of(value),
-                usage: wgpu::BufferUsages::UNIFORM,
-            })
+        let bytes = bytemuck::bytes_of(value);
+        let b = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("params"),
+            size: (bytes.len() as u64).max(16).next_multiple_of(16),
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        self.write(&b, bytes);
+        b
     }
 
     pub fn staging(&self, size: u64) -> wgpu::Buffer {

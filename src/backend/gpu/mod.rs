@@ -111,9 +111,7 @@ impl Gpu {
     fn put<T: bytemuck::Pod>(&self, role: &'static str, data: &[T]) -> wgpu::Buffer {
         let bytes: &[u8] = bytemuck::cast_slice(data);
         let b = self.scratch(role, bytes.len() as u64);
-        if !bytes.is_empty() {
-            self.ctx.queue.write_buffer(&b, 0, bytes);
-        }
+        self.ctx.write(&b, bytes);
         b
     }
 
