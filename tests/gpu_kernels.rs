@@ -593,6 +593,14 @@ fn nudge_n_merge_matches_cpu_on(g: &Gpu) {
         for gi in 0..gammas {
             // a*s0 + b*s1 may be fused into one FMA on the GPU: 1 ulp.
             assert_topk_close(&got[gi], &want[gi], 1e-6, &format!("gamma {gi} k={k}"));
+            // The tied records 7 and 9 (columns 1 and 2) rank lower row first.
+            for q in 0..nq {
+                let rows = got[gi].rows(q);
+                let pos = |r: u32| rows.iter().position(|&x| x == r);
+                if let (Some(a), Some(b)) = (pos(7), pos(9)) {
+                    assert_eq!(a + 1, b, "gamma {gi} query {q}: {rows:?}");
+                }
+            }
         }
     }
 }
