@@ -14,7 +14,8 @@ use crate::log;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
 pub enum Device {
-    /// A GPU adapter if there is one, else the CPU (with a notice).
+    /// A hardware GPU adapter if there is one, else the CPU (with a notice).
+    /// Software adapters (lavapipe) are used only when named by --adapter.
     #[default]
     Auto,
     /// The CPU path (rayon + gemm), the reference.
@@ -49,19 +50,40 @@ impl DeviceArgs {
         match self.device {
             Device::Cpu => Ok(Box::new(Cpu)),
             Device::Gpu => Ok(Box::new(Gpu::new(&self.options())?)),
-            Device::Auto if self.adapter.is_none() && list_adapters().is_empty() => {
-                log::notice("no GPU adapter found; running on the CPU (`nudge devices` explains)");
+            Device::Auto if self.adapter.is_none() => {
+                let list = list_adapters();
+                if list.is_empty() {
+                    log::notice(
+                        "no GPU adapter found; running on the CPU (`nudge devices` explains)",
+                    );
+                    return Ok(Box::new(Cpu));
+                }
+                // A software adapter (lavapipe) is many times slower than the
+                // CPU backend: `auto` takes it only when asked by name.
+                if list.iter().all(|a| a.software) {
+                    log::notice(format!(
+                        "only a software GPU adapter ({}) found; running on the CPU, which is faster (--device gpu uses it anyway)",
+                        list[0].name
+                    ));
+                    return Ok(Box::new(Cpu));
+                }
+                self.gpu_or_cpu()
+            }
+            Device::Auto => self.gpu_or_cpu(),
+        }
+    }
+
+    /// `auto` once an adapter is worth trying: the GPU, or the CPU if it
+    /// cannot be opened.
+    fn gpu_or_cpu(&self) -> Result<Box<dyn Backend>> {
+        match Gpu::new(&self.options()) {
+            Ok(gpu) => Ok(Box::new(gpu)),
+            // A bad --adapter is the user's to fix, not a reason to fall back.
+            Err(e) if e.kind == Kind::Usage => Err(e),
+            Err(e) => {
+                log::notice(format!("no usable GPU ({e}); running on the CPU"));
                 Ok(Box::new(Cpu))
             }
-            Device::Auto => match Gpu::new(&self.options()) {
-                Ok(gpu) => Ok(Box::new(gpu)),
-                // A bad --adapter is the user's to fix, not a reason to fall back.
-                Err(e) if e.kind == Kind::Usage => Err(e),
-                Err(e) => {
-                    log::notice(format!("no usable GPU ({e}); running on the CPU"));
-                    Ok(Box::new(Cpu))
-                }
-            },
         }
     }
 }

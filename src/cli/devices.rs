@@ -24,7 +24,14 @@ pub fn run(_args: DevicesArgs) -> Result<()> {
     for (i, a) in list.iter().enumerate() {
         println!("{i}: {}", a.name);
         println!("   backend          {}", a.backend);
-        println!("   device type      {}", a.device_type);
+        if a.software {
+            println!(
+                "   device type      {} (software: slower than the CPU backend; --device auto skips it)",
+                a.device_type
+            );
+        } else {
+            println!("   device type      {}", a.device_type);
+        }
         println!("   driver           {}", a.driver);
         println!("   max buffer       {}", mib(a.max_buffer_size));
         println!("   max storage bind {}", mib(a.max_storage_binding));

@@ -42,6 +42,9 @@ pub struct AdapterSummary {
     pub name: String,
     pub backend: String,
     pub device_type: String,
+    /// A rasteriser running on the CPU (lavapipe/llvmpipe, SwiftShader):
+    /// correct, but slower than the CPU backend.
+    pub software: bool,
     pub driver: String,
     pub max_buffer_size: u64,
     pub max_storage_binding: u64,
@@ -75,6 +78,7 @@ pub fn list_adapters() -> Vec<AdapterSummary> {
                 name: info.name.clone(),
                 backend: format!("{:?}", info.backend),
                 device_type: format!("{:?}", info.device_type),
+                software: info.device_type == wgpu::DeviceType::Cpu,
                 driver: format!("{} {}", info.driver, info.driver_info)
                     .trim()
                     .to_string(),
