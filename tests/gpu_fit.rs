@@ -217,6 +217,28 @@ fn cli_fit_on_the_gpu_names_the_backend_and_adapter() {
         );
         assert_eq!(r["gamma"], 0.1);
     }
+    // `auto` takes a hardware adapter, never a software one unless named.
+    let report = tmp.path().join("report-auto.json");
+    let out = nudge_cli(&[
+        "fit",
+        "--dataset",
+        small.to_str().unwrap(),
+        "--method",
+        "nudge-m",
+        "--report",
+        report.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    let all_software = nudge::backend::gpu::list_adapters()
+        .iter()
+        .all(|a| a.software);
+    assert_eq!(r["backend"], if all_software { "cpu" } else { "gpu" });
     // An adapter filter that matches nothing is a usage error (exit 2), also
     // under --device auto: the user asked for something that is not there.
     let out = nudge_cli(&[
