@@ -101,3 +101,61 @@ fn to_f16(
     let v = xv[i];
     packed[i] = vec2<u32>(pack2x16float(v.xy), pack2x16float(v.zw));
 }
+
+// f16 precision, when the host could upload the chunk as f16 (half the
+// bytes): `main` on packed halves, in place. Values are unpacked to f32, the
+// norm is summed in f32 and the normalised values are packed again.
+@group(0) @binding(5) var<storage, read_write> words: array<u32>;
+
+@compute @workgroup_size(64)
+fn main_f16(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let row = wid.y * nwg.x + wid.x;
+    // Two halves per word; padding words hold zeros.
+    let per_row = p.stride / 2u;
+    let base = row * per_row;
+    var ss = 0.0;
+    var b = 0u;
+    if row < p.rows {
+        for (var c = lid; c < per_row; c += WG) {
+            let v = unpack2x16float(words[base + c]);
+            ss += v.x * v.x + v.y * v.y;
+            if non_finite(v.x) || non_finite(v.y) {
+                b = 1u;
+            }
+        }
+    }
+    partial[lid] = ss;
+    bad[lid] = b;
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s >>= 1u) {
+        if lid < s {
+            partial[lid] += partial[lid + s];
+            bad[lid] |= bad[lid + s];
+        }
+        workgroupBarrier();
+    }
+    let norm = sqrt(partial[0]);
+    let any_bad = bad[0] != 0u || (p.check_only == 0u && non_finite(norm));
+    if row >= p.rows {
+        return;
+    }
+    if lid == 0u {
+        var st = 0u;
+        if any_bad {
+            st = 2u;
+        } else if norm == 0.0 {
+            st = 1u;
+        }
+        status[row] = st;
+    }
+    if p.check_only == 0u && norm > 0.0 {
+        for (var c = lid; c < per_row; c += WG) {
+            let v = unpack2x16float(words[base + c]);
+            words[base + c] = pack2x16float(v / norm);
+        }
+    }
+}

@@ -370,18 +370,34 @@ fn check_f16_scan(g: &dyn Backend) {
     let mut rng = Rng::new(5);
     let (nq, n, d, k) = (6, 400, 33, 5);
     let q = random(&mut rng, nq, d);
-    let corpus = rng.vec(n * d);
-    let (got, want, rg, rc) = both_scans(g, &q, &corpus, &[150, 250], k, true, None);
-    assert_eq!(rg, rc);
-    // f16 keeps 11 significant bits: each stored element is off by at most
-    // 2^-11 relative, so a score of a unit row is off by at most 2^-11 |q|.
-    let tol = (0..nq)
+    let mut corpus = rng.vec(n * d);
+    // The second chunk holds a value beyond the f16 range (and a tiny one
+    // that f16 flushes to zero), so it is uploaded as f32 and packed on the
+    // device; the first goes up as f16.
+    corpus[200 * d + 5] = 1e5;
+    corpus[300 * d + 7] = 1e-9;
+    let max_q = (0..nq)
         .map(|i| q.row(i).iter().map(|x| x * x).sum::<f32>().sqrt())
-        .fold(0.0f32, f32::max)
-        * 2f32.powi(-11);
-    assert_topk_close(&got, &want, tol, "f16");
-    // And the f16 storage is really in effect.
-    assert_ne!(got.scores, want.scores);
+        .fold(0.0f32, f32::max);
+    for normalize in [true, false] {
+        let (got, want, rg, rc) = both_scans(g, &q, &corpus, &[150, 250], k, normalize, None);
+        assert_eq!(rg, rc);
+        // f16 keeps 11 significant bits. A unit row is rounded twice (raw
+        // values on upload, normalised values after) and its norm comes
+        // from rounded values: each element is off by at most ~1.5 * 2^-11
+        // of itself, so a score by at most 1.5 * 2^-11 |q| (Cauchy-Schwarz);
+        // we allow 2^-10 |q|. Unnormalised rows (entries up to 1) are
+        // rounded once: 2^-11 |q| |x| <= 2^-11 |q| sqrt(d); the chunk with
+        // 1e5 in it is scored in f32 (it would overflow f16).
+        let tol = if normalize {
+            max_q * 2f32.powi(-10)
+        } else {
+            max_q * (d as f32).sqrt() * 2f32.powi(-11)
+        };
+        assert_topk_close(&got, &want, tol, &format!("f16 normalize={normalize}"));
+        // And the f16 storage is really in effect.
+        assert_ne!(got.scores, want.scores);
+    }
 }
 
 #[test]

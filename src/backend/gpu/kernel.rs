@@ -140,6 +140,7 @@ pub fn grid_items(items: usize) -> (u32, u32) {
 pub struct Kernels {
     pub normalize: Kernel,
     pub to_f16: Kernel,
+    pub normalize_f16: Kernel,
     pub gemm: Kernel,
     /// The packed-f16 GEMM (any adapter).
     pub gemm_f16: Kernel,
@@ -209,6 +210,12 @@ impl Kernels {
                     &normalize,
                     "main",
                     &[(0, Uniform), (1, Write), (2, Write)],
+                ),
+                normalize_f16: Kernel::new(
+                    ctx,
+                    &normalize,
+                    "main_f16",
+                    &[(0, Uniform), (2, Write), (5, Write)],
                 ),
                 to_f16: Kernel::new(
                     ctx,

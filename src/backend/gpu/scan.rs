@@ -10,6 +10,11 @@
 //! chunk i+1. Upload slots form a ring of two, and a slot is reused only
 //! once its previous submission is done, which bounds wgpu's staging memory.
 //! Only the top-k lists (and the small status arrays) are ever read back.
+//!
+//! With f16 precision the host converts each chunk to f16 before the upload
+//! (half the bytes over the bus, which bounds a scan on a fast GPU), and the
+//! chunk is normalised and scored as f16 with f32 sums. A chunk whose values
+//! f16 cannot hold goes up as f32 instead, so the row report never changes.
 
 use bytemuck::Zeroable;
 
@@ -163,21 +168,36 @@ impl<'a> GpuScan<'a> {
         if let Some(idx) = slot.last.take() {
             ctx.wait(Some(idx))?;
         }
-        ctx.queue
-            .write_buffer(&slot.chunk, 0, bytemuck::cast_slice(&pad_rows(chunk, d)));
-
-        // 1. Normalise (or check) and copy the row status out.
+        let padded = pad_rows(chunk, d);
         let np = ctx.uniform(&NormParams {
             rows: n as u32,
             cols: d as u32,
             stride: (w * 4) as u32,
             check_only: !self.normalize as u32,
         });
-        let bg = gpu.k.normalize.bind(ctx, &[&np, &slot.chunk, &slot.status]);
+        // f16: upload half the bytes when every value survives the trip
+        // (see `to_f16_exact`); otherwise upload f32 and pack on the device.
+        let halves = match &slot.packed {
+            Some(_) if self.f16 => to_f16_exact(&padded),
+            _ => None,
+        };
+
+        // 1. Normalise (or check) and copy the row status out.
         let mut enc = ctx
             .device
             .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
-        gpu.k.normalize.record(&mut enc, &bg, grid(n));
+        match (&halves, &slot.packed) {
+            (Some(h), Some(packed)) => {
+                ctx.write(packed, bytemuck::cast_slice(h));
+                let bg = gpu.k.normalize_f16.bind(ctx, &[&np, &slot.status, packed]);
+                gpu.k.normalize_f16.record(&mut enc, &bg, grid(n));
+            }
+            _ => {
+                ctx.write(&slot.chunk, bytemuck::cast_slice(&padded));
+                let bg = gpu.k.normalize.bind(ctx, &[&np, &slot.chunk, &slot.status]);
+                gpu.k.normalize.record(&mut enc, &bg, grid(n));
+            }
+        }
         enc.copy_buffer_to_buffer(
             &slot.status,
             0,
@@ -191,13 +211,17 @@ impl<'a> GpuScan<'a> {
         let mut enc = ctx
             .device
             .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
-        let b = match &slot.packed {
-            Some(packed) if self.f16 => {
+        // Which copy the GEMM reads. A chunk that could not go up as f16 is
+        // packed on the device once normalised (unit rows always fit f16);
+        // unnormalised, it is scored in f32 rather than overflow.
+        let (b, f16) = match &slot.packed {
+            Some(packed) if halves.is_some() => (packed, true),
+            Some(packed) if self.f16 && self.normalize => {
                 let bg = gpu.k.to_f16.bind(ctx, &[&np, &slot.chunk, packed]);
                 gpu.k.to_f16.record(&mut enc, &bg, grid_items(n * w));
-                packed
+                (packed, true)
             }
-            _ => &slot.chunk,
+            _ => (&slot.chunk, false),
         };
         if self.k > 0 && self.q > 0 {
             ops::record_gemm(
@@ -207,7 +231,7 @@ impl<'a> GpuScan<'a> {
                 b,
                 &bufs.scores,
                 (self.q, n, w),
-                self.f16,
+                f16,
             );
             let segs = n.div_ceil(self.seg_len);
             let tp = ctx.uniform(&TopkParams {
@@ -277,4 +301,18 @@ impl Scan for GpuScan<'_> {
         top.rows = ctx.read(&self.run_r, len)?;
         Ok(top)
     }
+}
+
+/// `data` as f16, or `None` if a value would not survive the conversion in
+/// a way that changes the row report: a finite value that overflows to
+/// infinity, or a non-zero one that flushes to zero. (Rounding within the
+/// f16 range is the precision the user asked for.)
+fn to_f16_exact(data: &[f32]) -> Option<Vec<half::f16>> {
+    use half::slice::HalfFloatSliceExt;
+    let mut out = vec![half::f16::ZERO; data.len()];
+    out.convert_from_f32_slice(data);
+    let lossy = data.iter().zip(&out).any(|(x, h)| {
+        (x.is_finite() && !h.is_finite()) || (*x != 0.0 && h.to_bits() & 0x7fff == 0)
+    });
+    (!lossy).then_some(out)
 }
