@@ -6,6 +6,7 @@
 //! GPU kernel can be tested against its twin on its own.
 
 pub mod cpu;
+pub mod gpu;
 pub mod topk;
 
 use crate::error::Result;

@@ -4,6 +4,7 @@
 pub mod bench;
 pub mod demo;
 pub mod device;
+pub mod devices;
 pub mod eval;
 pub mod fit;
 pub mod synth;
@@ -38,6 +39,8 @@ pub enum Command {
     Synth(synth::SynthArgs),
     /// Time fit and eval on the CPU path and the GPU path in one run.
     Bench(bench::BenchArgs),
+    /// List the GPU adapters nudge can use.
+    Devices(devices::DevicesArgs),
 }
 
 /// Where the data is: a dataset folder, explicit files, or both (explicit wins).
@@ -95,5 +98,6 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Demo(a) => demo::run(a),
         Command::Synth(a) => synth::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::Devices(a) => devices::run(a),
     }
 }

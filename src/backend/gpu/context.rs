@@ -1,0 +1,379 @@
+//! Instance, adapter and device setup, and the few primitives every kernel
+//! call needs (upload, bounded wait, read-back, error capture).
+//!
+//! It exists so that the rest of the GPU backend never touches a wgpu failure
+//! mode directly: no adapter, an allocation that fails, a lost device or a
+//! wait that never returns all surface here as `Error::runtime` instead of a
+//! panic (wgpu's default uncaptured-error handler panics) or a hang.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+
+/// How the corpus chunk is stored on the device during a scan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Precision {
+    /// 32-bit floats end to end.
+    #[default]
+    F32,
+    /// Corpus chunk stored as f16 (half the bandwidth), accumulated in f32.
+    F16,
+}
+
+/// What the user asked for when choosing a device.
+#[derive(Debug, Clone, Default)]
+pub struct GpuOptions {
+    /// Keep only adapters whose name contains this (case-insensitive).
+    pub adapter: Option<String>,
+    pub precision: Precision,
+    /// Read f16 chunks as packed u32 pairs even where the adapter has
+    /// `SHADER_F16` (so tests can cover both paths on one device).
+    pub packed_f16_only: bool,
+    /// Cap every buffer at this many bytes, below the device's own limits.
+    /// Inputs larger than a buffer are split on the host; a tiny cap makes
+    /// tests walk those paths with small data.
+    pub buffer_limit: Option<u64>,
+}
+
+/// One adapter as `nudge devices` describes it.
+#[derive(Debug, Clone)]
+pub struct AdapterSummary {
+    pub name: String,
+    pub backend: String,
+    pub device_type: String,
+    /// A rasteriser running on the CPU (lavapipe/llvmpipe, SwiftShader):
+    /// correct, but slower than the CPU backend.
+    pub software: bool,
+    pub driver: String,
+    pub max_buffer_size: u64,
+    pub max_storage_binding: u64,
+    pub max_workgroup_size: [u32; 3],
+    pub max_invocations: u32,
+    pub shader_f16: bool,
+    pub subgroups: bool,
+    pub subgroup_sizes: (u32, u32),
+}
+
+fn instance() -> wgpu::Instance {
+    let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
+    desc.backends = wgpu::Backends::all();
+    wgpu::Instance::new(desc)
+}
+
+fn adapters() -> Vec<wgpu::Adapter> {
+    pollster::block_on(instance().enumerate_adapters(wgpu::Backends::all()))
+}
+
+/// Every adapter wgpu can see, best first.
+pub fn list_adapters() -> Vec<AdapterSummary> {
+    let mut list = adapters();
+    list.sort_by_key(|a| rank(&a.get_info()));
+    list.iter()
+        .map(|a| {
+            let info = a.get_info();
+            let l = a.limits();
+            let f = a.features();
+            AdapterSummary {
+                name: info.name.clone(),
+                backend: format!("{:?}", info.backend),
+                device_type: format!("{:?}", info.device_type),
+                software: info.device_type == wgpu::DeviceType::Cpu,
+                driver: format!("{} {}", info.driver, info.driver_info)
+                    .trim()
+                    .to_string(),
+                max_buffer_size: l.max_buffer_size,
+                max_storage_binding: l.max_storage_buffer_binding_size,
+                max_workgroup_size: [
+                    l.max_compute_workgroup_size_x,
+                    l.max_compute_workgroup_size_y,
+                    l.max_compute_workgroup_size_z,
+                ],
+                max_invocations: l.max_compute_invocations_per_workgroup,
+                shader_f16: f.contains(wgpu::Features::SHADER_F16),
+                subgroups: f.contains(wgpu::Features::SUBGROUP),
+                subgroup_sizes: (info.subgroup_min_size, info.subgroup_max_size),
+            }
+        })
+        .collect()
+}
+
+/// Real GPUs before software rasterisers, so `auto` never picks lavapipe
+/// over a discrete card.
+fn rank(info: &wgpu::AdapterInfo) -> u8 {
+    match info.device_type {
+        wgpu::DeviceType::DiscreteGpu => 0,
+        wgpu::DeviceType::IntegratedGpu => 1,
+        wgpu::DeviceType::VirtualGpu => 2,
+        wgpu::DeviceType::Other => 3,
+        wgpu::DeviceType::Cpu => 4,
+    }
+}
+
+/// Errors wgpu reports outside an error scope (and device loss); kept here
+/// so the next wait turns them into an `Error` instead of a panic.
+#[derive(Default)]
+struct Faults {
+    first: Option<String>,
+}
+
+pub struct Context {
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub info: wgpu::AdapterInfo,
+    pub limits: wgpu::Limits,
+    /// `SHADER_F16` was requested (f16 precision on an adapter that has it).
+    pub native_f16: bool,
+    faults: Arc<Mutex<Faults>>,
+    timeout: Duration,
+}
+
+impl Context {
+    /// Opens the best adapter matching `opts`, or fails with a message that
+    /// says how to get one.
+    pub fn new(opts: &GpuOptions) -> Result<Context> {
+        let mut list = adapters();
+        if list.is_empty() {
+            return Err(Error::runtime(
+                "no GPU adapter found (wgpu saw no Vulkan device); install a GPU driver, or mesa-vulkan-drivers and libvulkan1 for the CPU-emulated lavapipe, or use --device cpu",
+            ));
+        }
+        if let Some(want) = &opts.adapter {
+            let w = want.to_lowercase();
+            let names: Vec<String> = list.iter().map(|a| a.get_info().name).collect();
+            list.retain(|a| a.get_info().name.to_lowercase().contains(&w));
+            if list.is_empty() {
+                return Err(Error::usage(format!(
+                    "--adapter {want:?}: no adapter name contains it; adapters: {}",
+                    names.join(", ")
+                )));
+            }
+        }
+        list.sort_by_key(|a| rank(&a.get_info()));
+        let adapter = list.swap_remove(0);
+        let info = adapter.get_info();
+        let native_f16 = opts.precision == Precision::F16
+            && !opts.packed_f16_only
+            && adapter.features().contains(wgpu::Features::SHADER_F16);
+        let mut features = wgpu::Features::empty();
+        if native_f16 {
+            features |= wgpu::Features::SHADER_F16;
+        }
+        // The adapter's own limits: the defaults cap buffers at 256 MiB.
+        let desc = wgpu::DeviceDescriptor {
+            label: Some("nudge"),
+            required_features: features,
+            required_limits: adapter.limits(),
+            ..Default::default()
+        };
+        let (device, queue) = pollster::block_on(adapter.request_device(&desc))
+            .map_err(|e| Error::runtime(format!("{}: cannot open the device: {e}", info.name)))?;
+        let faults = Arc::new(Mutex::new(Faults::default()));
+        let f = faults.clone();
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            let mut f = f.lock().unwrap_or_else(|p| p.into_inner());
+            f.first.get_or_insert_with(|| e.to_string());
+        }));
+        let f = faults.clone();
+        device.set_device_lost_callback(move |reason, msg| {
+            let mut f = f.lock().unwrap_or_else(|p| p.into_inner());
+            f.first
+                .get_or_insert_with(|| format!("device lost ({reason:?}): {msg}"));
+        });
+        let timeout = std::env::var("NUDGE_GPU_TIMEOUT_S")
+            .ok()
+            .and_then(|s| s.parse::<u64>().ok())
+            .unwrap_or(600);
+        Ok(Context {
+            limits: device.limits(),
+            device,
+            queue,
+            info,
+            native_f16,
+            faults,
+            timeout: Duration::from_secs(timeout),
+        })
+    }
+
+    /// The largest storage binding, also bounded by the buffer size limit.
+    pub fn max_binding(&self) -> u64 {
+        self.limits
+            .max_storage_buffer_binding_size
+            .min(self.limits.max_buffer_size)
+    }
+
+    /// Fails with the first error wgpu reported outside a scope, if any.
+    pub fn check(&self) -> Result<()> {
+        let f = self.faults.lock().unwrap_or_else(|p| p.into_inner());
+        match &f.first {
+            Some(msg) => Err(Error::runtime(format!("GPU {}: {msg}", self.info.name))),
+            None => Ok(()),
+        }
+    }
+
+    /// Runs `f` inside error scopes so that an allocation failure or a
+    /// validation error becomes an `Error` (wgpu reports both asynchronously).
+    pub fn scoped<T>(&self, what: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        // A device that already failed (lost, or an error outside any scope)
+        // is not used again.
+        self.check()?;
+        let oom = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let val = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let out = f();
+        let e_val = pollster::block_on(val.pop());
+        let e_oom = pollster::block_on(oom.pop());
+        if let Some(e) = e_oom {
+            return Err(Error::runtime(format!(
+                "GPU {}: out of device memory during {what}: {e}",
+                self.info.name
+            )));
+        }
+        if let Some(e) = e_val {
+            return Err(Error::runtime(format!(
+                "GPU {}: {what} failed: {e}",
+                self.info.name
+            )));
+        }
+        self.check()?;
+        out
+    }
+
+    pub fn storage(&self, label: &str, size: u64) -> wgpu::Buffer {
+        self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size: size.max(16).next_multiple_of(16),
+            usage: wgpu::BufferUsages::STORAGE
+                | wgpu::BufferUsages::COPY_DST
+                | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: false,
+        })
+    }
+
+    /// A storage buffer holding `data` (at least 16 bytes, so that empty
+    /// inputs still bind). Written through the queue rather than mapped at
+    /// creation: wgpu's `create_buffer_init` panics when the buffer could not
+    /// be made (out of memory, lost device), a queued write only reports.
+    pub fn upload<T: bytemuck::Pod>(&self, label: &str, data: &[T]) -> wgpu::Buffer {
+        let bytes: &[u8] = bytemuck::cast_slice(data);
+        let b = self.storage(label, bytes.len() as u64);
+        self.write(&b, bytes);
+        b
+    }
+
+    /// Queues `bytes` into the start of `buf` (padded to 4 bytes).
+    pub fn write(&self, buf: &wgpu::Buffer, bytes: &[u8]) {
+        if bytes.is_empty() {
+            return;
+        }
+        if bytes.len().is_multiple_of(4) {
+            self.queue.write_buffer(buf, 0, bytes);
+        } else {
+            let mut padded = bytes.to_vec();
+            padded.resize(bytes.len().next_multiple_of(4), 0);
+            self.queue.write_buffer(buf, 0, &padded);
+        }
+    }
+
+    /// A uniform buffer holding one parameter block.
+    pub fn uniform<T: bytemuck::Pod>(&self, value: &T) -> wgpu::Buffer {
+        let bytes = bytemuck::bytes_of(value);
+        let b = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("params"),
+            size: (bytes.len() as u64).max(16).next_multiple_of(16),
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        self.write(&b, bytes);
+        b
+    }
+
+    pub fn staging(&self, size: u64) -> wgpu::Buffer {
+        self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("read-back"),
+            size: size.max(16).next_multiple_of(16),
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        })
+    }
+
+    /// Waits (bounded) until `index` has executed, then fails on any fault
+    /// reported meanwhile.
+    pub fn wait(&self, index: Option<wgpu::SubmissionIndex>) -> Result<()> {
+        let r = self.device.poll(wgpu::PollType::Wait {
+            submission_index: index,
+            timeout: Some(self.timeout),
+        });
+        self.check()?;
+        r.map(|_| ()).map_err(|e| {
+            Error::runtime(format!(
+                "GPU {}: waiting for the device failed after at most {} s (set NUDGE_GPU_TIMEOUT_S to wait longer): {e}",
+                self.info.name,
+                self.timeout.as_secs()
+            ))
+        })
+    }
+
+    /// Maps `staging` (already filled by a submitted copy) and returns its
+    /// first `len` bytes as `T`s.
+    pub fn read_mapped<T: bytemuck::Pod>(
+        &self,
+        staging: &wgpu::Buffer,
+        len: u64,
+        index: Option<wgpu::SubmissionIndex>,
+    ) -> Result<Vec<T>> {
+        let mapped = Arc::new(Mutex::new(None));
+        let m = mapped.clone();
+        let size = len.max(4).next_multiple_of(4);
+        staging.map_async(wgpu::MapMode::Read, ..size, move |r| {
+            *m.lock().unwrap_or_else(|p| p.into_inner()) = Some(r);
+        });
+        self.wait(index)?;
+        // The map callback runs after the submission it waits on; one more
+        // poll makes sure it has fired.
+        let state = mapped.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let state = match state {
+            Some(s) => s,
+            None => {
+                self.wait(None)?;
+                mapped
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .take()
+                    .ok_or_else(|| {
+                        Error::runtime(format!("GPU {}: read-back never completed", self.info.name))
+                    })?
+            }
+        };
+        state.map_err(|e| {
+            Error::runtime(format!(
+                "GPU {}: cannot map a read-back buffer: {e}",
+                self.info.name
+            ))
+        })?;
+        let out = {
+            let view = staging.get_mapped_range(..size).map_err(|e| {
+                Error::runtime(format!("GPU {}: cannot read back: {e}", self.info.name))
+            })?;
+            let n = len as usize / std::mem::size_of::<T>();
+            let mut out = vec![T::zeroed(); n];
+            bytemuck::cast_slice_mut::<T, u8>(&mut out).copy_from_slice(&view[..len as usize]);
+            out
+        };
+        staging.unmap();
+        Ok(out)
+    }
+
+    /// Copies `len` bytes of `src` back to the host.
+    pub fn read<T: bytemuck::Pod>(&self, src: &wgpu::Buffer, len: u64) -> Result<Vec<T>> {
+        if len == 0 {
+            return Ok(Vec::new());
+        }
+        let staging = self.staging(len);
+        let mut enc = self
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
+        enc.copy_buffer_to_buffer(src, 0, &staging, 0, len.next_multiple_of(4));
+        let idx = self.queue.submit([enc.finish()]);
+        self.read_mapped(&staging, len, Some(idx))
+    }
+}

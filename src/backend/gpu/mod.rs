@@ -1,0 +1,251 @@
+//! The GPU backend: the [`Backend`] steps as WGSL kernels run through wgpu.
+//!
+//! It exists to run the O(n) part of a fit (normalise + score + top-k over a
+//! streamed corpus) and the dense moved-set steps on a GPU, and to do so with
+//! results that match the CPU reference closely enough that the two are
+//! interchangeable (every kernel has a CPU twin it is tested against).
+//!
+//! Layout: [`context`] opens the device and turns wgpu failures into errors,
+//! [`kernel`] builds the pipelines (once, here in [`Gpu::new`]), `ops` runs
+//! the one-shot steps, `scan` the streaming top-k. Buffers are sized from
+//! `device.limits()`: anything larger than one storage binding is split into
+//! pieces on the host.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+pub mod context;
+pub mod kernel;
+mod ops;
+mod scan;
+
+use super::{Backend, Bounds, MovedBlock, Pair, RowReport, Scan, ScanSpec, Segments, TopK};
+use crate::error::Result;
+use crate::matrix::Matrix;
+use context::Context;
+pub use context::{AdapterSummary, GpuOptions, Precision, list_adapters};
+use kernel::Kernels;
+
+/// No single buffer of a streamed step grows beyond this, whatever the
+/// device allows: larger ones gain nothing and cost memory.
+const MAX_CHUNK_BYTES: u64 = 256 << 20;
+/// Corpus bytes per streamed chunk.
+const CHUNK_BYTES: u64 = 64 << 20;
+
+pub struct Gpu {
+    ctx: Context,
+    k: Kernels,
+    precision: Precision,
+    buffer_limit: u64,
+    /// One-shot steps run one at a time: they share the pooled buffers.
+    op: Mutex<()>,
+    pool: Mutex<Pool>,
+}
+
+/// Device buffers kept between calls of the one-shot steps, one per role
+/// ("a", "s0", ...), replaced by a larger one when a call needs more: a fit
+/// calls the same steps block after block with inputs of similar size.
+#[derive(Default)]
+struct Pool {
+    storage: HashMap<&'static str, wgpu::Buffer>,
+    staging: Option<wgpu::Buffer>,
+}
+
+impl Gpu {
+    /// Opens an adapter (see [`GpuOptions`]) and compiles every kernel.
+    pub fn new(opts: &GpuOptions) -> Result<Gpu> {
+        let ctx = Context::new(opts)?;
+        let k = Kernels::new(&ctx)?;
+        Ok(Gpu {
+            ctx,
+            k,
+            precision: opts.precision,
+            buffer_limit: opts.buffer_limit.unwrap_or(u64::MAX).max(256),
+            op: Mutex::new(()),
+            pool: Mutex::new(Pool::default()),
+        })
+    }
+
+    pub fn precision(&self) -> Precision {
+        self.precision
+    }
+
+    /// f16 chunks are read as native `f16` (the device has `SHADER_F16`)
+    /// rather than unpacked from u32 pairs.
+    pub fn native_f16(&self) -> bool {
+        self.k.gemm_f16_native.is_some()
+    }
+
+    /// The largest buffer any kernel may bind.
+    pub fn max_binding(&self) -> u64 {
+        self.ctx.max_binding().min(self.buffer_limit)
+    }
+
+    /// Pool size for a request of `bytes`: some slack so that slightly
+    /// larger later calls reuse the buffer, never beyond a binding.
+    fn pool_size(&self, bytes: u64) -> u64 {
+        let want = bytes.max(256).next_multiple_of(16);
+        let slack = if want < (1 << 20) {
+            want.next_power_of_two()
+        } else {
+            want.next_multiple_of(1 << 20)
+        };
+        slack.min(self.ctx.max_binding() / 16 * 16).max(want)
+    }
+
+    /// The pooled storage buffer of `role`, at least `bytes` long.
+    fn scratch(&self, role: &'static str, bytes: u64) -> wgpu::Buffer {
+        let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(b) = pool.storage.get(role)
+            && b.size() >= bytes.max(16)
+        {
+            return b.clone();
+        }
+        let b = self.ctx.storage(role, self.pool_size(bytes));
+        pool.storage.insert(role, b.clone());
+        b
+    }
+
+    /// The pooled buffer of `role` holding `data` (queued writes land
+    /// before the next submission, after every earlier one).
+    fn put<T: bytemuck::Pod>(&self, role: &'static str, data: &[T]) -> wgpu::Buffer {
+        let bytes: &[u8] = bytemuck::cast_slice(data);
+        let b = self.scratch(role, bytes.len() as u64);
+        self.ctx.write(&b, bytes);
+        b
+    }
+
+    /// Reads `len` bytes of `src` back through the pooled staging buffer.
+    fn read<T: bytemuck::Pod>(&self, src: &wgpu::Buffer, len: u64) -> Result<Vec<T>> {
+        if len == 0 {
+            return Ok(Vec::new());
+        }
+        let staging = {
+            let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
+            match &pool.staging {
+                Some(b) if b.size() >= len => b.clone(),
+                _ => {
+                    let b = self.ctx.staging(self.pool_size(len));
+                    pool.staging = Some(b.clone());
+                    b
+                }
+            }
+        };
+        let mut enc = self
+            .ctx
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
+        enc.copy_buffer_to_buffer(src, 0, &staging, 0, len.next_multiple_of(4));
+        let idx = self.ctx.queue.submit([enc.finish()]);
+        self.ctx.read_mapped(&staging, len, Some(idx))
+    }
+
+    /// Runs one one-shot step: alone (the pool is shared) and inside error
+    /// scopes.
+    fn one_shot<T>(&self, what: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        let _alone = self.op.lock().unwrap_or_else(|p| p.into_inner());
+        self.ctx.scoped(what, f)
+    }
+
+    /// Bytes one buffer of a streamed or split step may use.
+    fn budget(&self) -> u64 {
+        self.max_binding().min(MAX_CHUNK_BYTES)
+    }
+}
+
+/// vec4s per row once `cols` floats are padded to a multiple of 4.
+pub(crate) fn d4(cols: usize) -> usize {
+    cols.div_ceil(4)
+}
+
+/// Rows of `cols` floats padded with zeros to `d4(cols) * 4` floats (zeros
+/// change neither dot products nor norms); borrowed when already aligned.
+pub(crate) fn pad_rows(data: &[f32], cols: usize) -> std::borrow::Cow<'_, [f32]> {
+    let w = d4(cols) * 4;
+    if w == cols {
+        return std::borrow::Cow::Borrowed(data);
+    }
+    let rows = data.len() / cols.max(1);
+    let mut out = vec![0.0f32; rows * w];
+    for (o, r) in out.chunks_exact_mut(w).zip(data.chunks_exact(cols)) {
+        o[..cols].copy_from_slice(r);
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+impl Backend for Gpu {
+    fn name(&self) -> &'static str {
+        "gpu"
+    }
+
+    fn device_name(&self) -> String {
+        let p = match (self.precision, self.native_f16()) {
+            (Precision::F32, _) => "",
+            (Precision::F16, true) => ", f16 corpus",
+            (Precision::F16, false) => ", packed f16 corpus",
+        };
+        format!("{}{p}", self.ctx.info.name)
+    }
+
+    fn chunk_rows(&self, queries: usize, dim: usize) -> usize {
+        // Chunks of at most 64 MiB: big enough to fill any GPU, small enough
+        // that reading chunk i+1 on the host overlaps the GEMM of chunk i
+        // many times per corpus. The score block may be larger.
+        let by_chunk = self.budget().min(CHUNK_BYTES) / (d4(dim).max(1) as u64 * 16);
+        let by_scores = self.budget() / (queries.max(1) as u64 * 4);
+        by_chunk.min(by_scores).clamp(1, 1 << 20) as usize
+    }
+
+    fn normalize(&self, rows: &mut [f32], cols: usize, first_row: usize) -> Result<RowReport> {
+        self.one_shot("normalize", || ops::normalize(self, rows, cols, first_row))
+    }
+
+    fn scan<'a>(&'a self, spec: ScanSpec<'a>) -> Result<Box<dyn Scan + 'a>> {
+        Ok(Box::new(self.ctx.scoped("starting a scan", || {
+            scan::GpuScan::new(self, spec)
+        })?))
+    }
+
+    fn similarity(&self, a: &Matrix, b: &Matrix) -> Result<Matrix> {
+        self.one_shot("similarity", || ops::similarity(self, a, b))
+    }
+
+    fn aggregate(&self, rows: &Matrix, segments: &Segments) -> Result<Matrix> {
+        self.one_shot("aggregate", || ops::aggregate(self, rows, segments))
+    }
+
+    fn nudge_m_bounds(
+        &self,
+        block: &MovedBlock,
+        inv_norm: &[f32],
+        pairs: &[Pair],
+        bounds: &mut [Bounds],
+    ) -> Result<()> {
+        self.one_shot("nudge-m bounds", || {
+            ops::nudge_m_bounds(self, block, inv_norm, pairs, bounds)
+        })
+    }
+
+    fn nudge_n_merge(
+        &self,
+        block: &MovedBlock,
+        coef: &[(f32, f32)],
+        tops: &mut [TopK],
+    ) -> Result<()> {
+        self.one_shot("nudge-n merge", || {
+            ops::nudge_n_merge(self, block, coef, tops)
+        })
+    }
+
+    fn update_m(&self, d: &mut Matrix, g: &Matrix, gamma: f32) -> Result<()> {
+        self.one_shot("nudge-m update", || {
+            ops::update(self, d, g, ops::Update::M { gamma })
+        })
+    }
+
+    fn update_n(&self, d: &mut Matrix, g: &Matrix, gamma: f64) -> Result<()> {
+        self.one_shot("nudge-n update", || {
+            ops::update(self, d, g, ops::Update::N { gamma })
+        })
+    }
+}

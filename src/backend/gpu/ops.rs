@@ -1,0 +1,634 @@
+//! The one-shot steps (normalize, similarity, aggregate, NUDGE-M bounds,
+//! NUDGE-N merge, updates): upload, dispatch, read back.
+//!
+//! Each input larger than one storage binding is cut into pieces here, in a
+//! way that cannot change the result (row blocks for row-wise steps, column
+//! sub-blocks for the order-free bound and top-k reductions), so the kernels
+//! never see more than `device.limits()` allows.
+
+use std::borrow::Cow;
+
+use bytemuck::{Pod, Zeroable};
+
+use super::kernel::{grid, grid_items};
+use super::{Gpu, d4, pad_rows};
+use crate::backend::{Bounds, MovedBlock, Pair, RowReport, Segments, TopK};
+use crate::error::{Error, Result};
+use crate::matrix::Matrix;
+
+/// Top-k segment length: long enough that the partial lists stay small,
+/// short enough that a chunk is spread over many invocations.
+pub(super) const SEG: usize = 128;
+/// Output tile side of `similarity.wgsl`.
+pub(super) const TILE: usize = 64;
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+pub(super) struct NormParams {
+    pub rows: u32,
+    pub cols: u32,
+    pub stride: u32,
+    pub check_only: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+pub(super) struct GemmParams {
+    pub m: u32,
+    pub n: u32,
+    pub d4: u32,
+    pub ldc: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+pub(super) struct TopkParams {
+    pub lists: u32,
+    pub n: u32,
+    pub ld: u32,
+    pub k: u32,
+    pub seg_len: u32,
+    pub segs: u32,
+    pub first_row: u32,
+    pub use_skip: u32,
+    pub neg_inf: f32,
+    pub pad: [u32; 3],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct AggParams {
+    segments: u32,
+    d4: u32,
+    carry: u32,
+    pad: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct BoundsParams {
+    pairs: u32,
+    width: u32,
+    ld: u32,
+    pad: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct MergeParams {
+    lists: u32,
+    queries: u32,
+    width: u32,
+    ld: u32,
+    k: u32,
+    seg_len: u32,
+    segs: u32,
+    neg_inf: f32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct UpdateParams {
+    rows: u32,
+    cols: u32,
+    gamma: f32,
+    sin_t: f32,
+    cos_t: f32,
+    clamp_at: f32,
+    pad: [u32; 2],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct GpuPair {
+    query: u32,
+    record: u32,
+    s: f32,
+    t: f32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct GpuBounds {
+    low: f32,
+    high: f32,
+    dropped: u32,
+    pad: u32,
+}
+
+fn too_big(what: &str) -> Error {
+    Error::runtime(format!(
+        "{what} does not fit in one GPU storage binding on this device; use --device cpu"
+    ))
+}
+
+/// The status codes of `normalize.wgsl` as a report.
+pub(super) fn report_from_status(status: &[u32], first_row: usize, zero_counts: bool) -> RowReport {
+    let mut r = RowReport::default();
+    for (i, &s) in status.iter().enumerate() {
+        match s {
+            2 => r.non_finite.push(first_row + i),
+            1 if zero_counts => r.zero.push(first_row + i),
+            _ => {}
+        }
+    }
+    r
+}
+
+fn submit(gpu: &Gpu, enc: wgpu::CommandEncoder) -> wgpu::SubmissionIndex {
+    gpu.ctx.queue.submit([enc.finish()])
+}
+
+fn encoder(gpu: &Gpu) -> wgpu::CommandEncoder {
+    gpu.ctx
+        .device
+        .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None })
+}
+
+pub fn normalize(gpu: &Gpu, rows: &mut [f32], cols: usize, first_row: usize) -> Result<RowReport> {
+    let mut report = RowReport::default();
+    if cols == 0 || rows.is_empty() {
+        return Ok(report);
+    }
+    let ctx = &gpu.ctx;
+    let n = rows.len() / cols;
+    let w = d4(cols) * 4;
+    let per = (gpu.budget() as usize / (w * 4)).max(1);
+    if w * 4 > gpu.max_binding() as usize {
+        return Err(too_big("one corpus row"));
+    }
+    for start in (0..n).step_by(per) {
+        let cnt = per.min(n - start);
+        let slice = &mut rows[start * cols..(start + cnt) * cols];
+        let buf = gpu.put("rows", &pad_rows(slice, cols));
+        let status = gpu.scratch("status", cnt as u64 * 4);
+        let params = ctx.uniform(&NormParams {
+            rows: cnt as u32,
+            cols: cols as u32,
+            stride: w as u32,
+            check_only: 0,
+        });
+        let bg = gpu.k.normalize.bind(ctx, &[&params, &buf, &status]);
+        let mut enc = encoder(gpu);
+        gpu.k.normalize.record(&mut enc, &bg, grid(cnt));
+        submit(gpu, enc);
+        let out: Vec<f32> = gpu.read(&buf, (cnt * w * 4) as u64)?;
+        let st: Vec<u32> = gpu.read(&status, cnt as u64 * 4)?;
+        for (dst, src) in slice.chunks_exact_mut(cols).zip(out.chunks_exact(w)) {
+            dst.copy_from_slice(&src[..cols]);
+        }
+        report.extend(report_from_status(&st, first_row + start, true));
+    }
+    Ok(report)
+}
+
+/// Records one GEMM `c = a . b^T` of `m x n` (rows padded to `w4` vec4s).
+pub(super) fn record_gemm(
+    gpu: &Gpu,
+    enc: &mut wgpu::CommandEncoder,
+    a: &wgpu::Buffer,
+    b: &wgpu::Buffer,
+    c: &wgpu::Buffer,
+    (m, n, w4): (usize, usize, usize),
+    f16: bool,
+) {
+    let params = gpu.ctx.uniform(&GemmParams {
+        m: m as u32,
+        n: n as u32,
+        d4: w4 as u32,
+        ldc: n as u32,
+    });
+    let groups = (n.div_ceil(TILE) as u32, m.div_ceil(TILE) as u32);
+    if f16 {
+        let k = gpu.k.gemm_f16_native.as_ref().unwrap_or(&gpu.k.gemm_f16);
+        let bg = k.bind(&gpu.ctx, &[&params, a, c, b]);
+        k.record(enc, &bg, groups);
+    } else {
+        let bg = gpu.k.gemm.bind(&gpu.ctx, &[&params, a, b, c]);
+        gpu.k.gemm.record(enc, &bg, groups);
+    }
+}
+
+/// Most rows one GEMM dispatch may cover in either operand (the workgroup
+/// grid is at most 65535 tiles per dimension).
+pub(super) const MAX_GEMM_ROWS: usize = 65535 * TILE;
+
+pub fn similarity(gpu: &Gpu, a: &Matrix, b: &Matrix) -> Result<Matrix> {
+    if a.cols != b.cols {
+        return Err(Error::runtime(format!(
+            "similarity of {}-column and {}-column matrices",
+            a.cols, b.cols
+        )));
+    }
+    let (m, n, d) = (a.rows, b.rows, a.cols);
+    let mut out = Matrix::zeros(m, n);
+    if m == 0 || n == 0 || d == 0 {
+        return Ok(out);
+    }
+    let w = d4(d);
+    let budget = gpu.budget() as usize;
+    let rows_fit = budget / (w * 16);
+    if rows_fit == 0 {
+        return Err(too_big("one embedding row"));
+    }
+    let ma = m.min(rows_fit).min(MAX_GEMM_ROWS);
+    // budget / 4 / ma >= 4 since ma <= rows_fit.
+    let nb = n.min(rows_fit).min(budget / 4 / ma).min(MAX_GEMM_ROWS);
+    for a0 in (0..m).step_by(ma) {
+        let mc = ma.min(m - a0);
+        let abuf = gpu.put("a", &pad_rows(&a.data[a0 * d..(a0 + mc) * d], d));
+        for b0 in (0..n).step_by(nb) {
+            let nc = nb.min(n - b0);
+            let bbuf = gpu.put("b", &pad_rows(&b.data[b0 * d..(b0 + nc) * d], d));
+            let cbuf = gpu.scratch("c", (mc * nc * 4) as u64);
+            let mut enc = encoder(gpu);
+            record_gemm(gpu, &mut enc, &abuf, &bbuf, &cbuf, (mc, nc, w), false);
+            submit(gpu, enc);
+            let c: Vec<f32> = gpu.read(&cbuf, (mc * nc * 4) as u64)?;
+            for i in 0..mc {
+                out.data[(a0 + i) * n + b0..(a0 + i) * n + b0 + nc]
+                    .copy_from_slice(&c[i * nc..(i + 1) * nc]);
+            }
+        }
+    }
+    Ok(out)
+}
+
+pub fn aggregate(gpu: &Gpu, rows: &Matrix, seg: &Segments) -> Result<Matrix> {
+    let d = rows.cols;
+    let s = seg.len();
+    let mut out = Matrix::zeros(s, d);
+    if d == 0 || s == 0 {
+        return Ok(out);
+    }
+    let off = &seg.offsets;
+    if off.windows(2).any(|w| w[0] > w[1]) || off[s] as usize > seg.indices.len() {
+        return Err(Error::runtime(
+            "aggregate: segment offsets are not ascending",
+        ));
+    }
+    if seg.indices.iter().any(|&i| i as usize >= rows.rows) {
+        return Err(Error::runtime("aggregate: a segment index is out of range"));
+    }
+    let ctx = &gpu.ctx;
+    let w = d4(d);
+    let row_bytes = w * 16;
+    let budget = gpu.budget() as usize;
+    let max_rows = budget / row_bytes;
+    if max_rows == 0 {
+        return Err(too_big("one embedding row"));
+    }
+    // Rows that fit are uploaded once; otherwise each batch gathers the rows
+    // it sums, in CSR order.
+    let direct = rows.rows <= max_rows;
+    let all = direct.then(|| gpu.put("rows", &pad_rows(&rows.data, d)));
+    let max_nnz = if direct { budget / 4 } else { max_rows };
+    let mut r0 = 0;
+    // Rows of segment r0 already summed, when it is too long for one piece.
+    let mut done = 0usize;
+    while r0 < s {
+        let left = off[r0 + 1] as usize - off[r0] as usize - done;
+        let (r1, o0, o1, carry) = if done == 0 && left <= max_nnz {
+            // As many whole segments as fit.
+            let mut r1 = r0 + 1;
+            while r1 < s && r1 - r0 < max_rows && (off[r1 + 1] - off[r0]) as usize <= max_nnz {
+                r1 += 1;
+            }
+            (r1, off[r0] as usize, off[r1] as usize, false)
+        } else {
+            // One long segment in pieces; each piece starts from the sum so
+            // far, so the additions keep their order and the result is the
+            // one-piece sum exactly.
+            let o0 = off[r0] as usize + done;
+            (r0 + 1, o0, o0 + left.min(max_nnz), done > 0)
+        };
+        let local_off: Vec<u32> = if r1 == r0 + 1 {
+            vec![0, (o1 - o0) as u32]
+        } else {
+            off[r0..=r1].iter().map(|o| o - off[r0]).collect()
+        };
+        let (rbuf, idx): (Cow<wgpu::Buffer>, Vec<u32>) = match &all {
+            Some(b) => (Cow::Borrowed(b), seg.indices[o0..o1].to_vec()),
+            None => {
+                let mut g = Vec::with_capacity((o1 - o0) * d);
+                for &i in &seg.indices[o0..o1] {
+                    g.extend_from_slice(rows.row(i as usize));
+                }
+                (
+                    Cow::Owned(gpu.put("gathered", &pad_rows(&g, d))),
+                    (0..(o1 - o0) as u32).collect(),
+                )
+            }
+        };
+        let segs = r1 - r0;
+        let obuf = if carry {
+            gpu.put("sums", &pad_rows(out.row(r0), d))
+        } else {
+            gpu.scratch("sums", (segs * row_bytes) as u64)
+        };
+        let params = ctx.uniform(&AggParams {
+            segments: segs as u32,
+            d4: w as u32,
+            carry: carry as u32,
+            pad: 0,
+        });
+        let obuf_off = gpu.put("offsets", &local_off);
+        let ibuf = gpu.put("indices", &idx);
+        let bg = gpu
+            .k
+            .aggregate
+            .bind(ctx, &[&params, &rbuf, &obuf_off, &ibuf, &obuf]);
+        let mut enc = encoder(gpu);
+        gpu.k.aggregate.record(&mut enc, &bg, grid_items(segs * w));
+        submit(gpu, enc);
+        let sums: Vec<f32> = gpu.read(&obuf, (segs * row_bytes) as u64)?;
+        for (i, src) in sums.chunks_exact(w * 4).enumerate() {
+            out.row_mut(r0 + i).copy_from_slice(&src[..d]);
+        }
+        if segs == 1 && o1 < off[r0 + 1] as usize {
+            done += o1 - o0;
+        } else {
+            done = 0;
+            r0 = r1;
+        }
+    }
+    Ok(out)
+}
+
+/// Columns `c0..c1` of a row-major matrix, borrowed when that is all of it.
+fn columns(m: &Matrix, c0: usize, c1: usize) -> Cow<'_, [f32]> {
+    if c0 == 0 && c1 == m.cols {
+        return Cow::Borrowed(&m.data);
+    }
+    let mut out = Vec::with_capacity(m.rows * (c1 - c0));
+    for r in 0..m.rows {
+        out.extend_from_slice(&m.row(r)[c0..c1]);
+    }
+    Cow::Owned(out)
+}
+
+fn check_block(block: &MovedBlock) -> Result<()> {
+    let w = block.records.len();
+    if block.s0.cols != w || block.s1.cols != w || block.s0.rows != block.s1.rows {
+        return Err(Error::runtime(
+            "moved block: S0, S1 and the record list disagree in shape",
+        ));
+    }
+    Ok(())
+}
+
+pub fn nudge_m_bounds(
+    gpu: &Gpu,
+    block: &MovedBlock,
+    inv_norm: &[f32],
+    pairs: &[Pair],
+    bounds: &mut [Bounds],
+) -> Result<()> {
+    check_block(block)?;
+    let width = block.records.len();
+    let q = block.s0.rows;
+    if width == 0 || pairs.is_empty() {
+        return Ok(());
+    }
+    if inv_norm.len() < width || bounds.len() != pairs.len() {
+        return Err(Error::runtime("nudge-m bounds: argument lengths disagree"));
+    }
+    if pairs.iter().any(|p| p.query as usize >= q) {
+        return Err(Error::runtime(
+            "nudge-m bounds: a pair's query is out of range",
+        ));
+    }
+    let ctx = &gpu.ctx;
+    let budget = gpu.budget() as usize;
+    let cols_fit = budget / (q * 4);
+    if cols_fit == 0 {
+        return Err(too_big("one row of S0"));
+    }
+    let max_pairs = budget / 16;
+    for p0 in (0..pairs.len()).step_by(max_pairs) {
+        let p1 = (p0 + max_pairs).min(pairs.len());
+        let gp: Vec<GpuPair> = pairs[p0..p1]
+            .iter()
+            .map(|p| GpuPair {
+                query: p.query,
+                record: p.record,
+                s: p.s,
+                t: p.t,
+            })
+            .collect();
+        let gb: Vec<GpuBounds> = bounds[p0..p1]
+            .iter()
+            .map(|b| GpuBounds {
+                low: b.low,
+                high: b.high,
+                dropped: b.dropped as u32,
+                pad: 0,
+            })
+            .collect();
+        let pbuf = gpu.put("pairs", &gp);
+        let bbuf = gpu.put("bounds", &gb);
+        for c0 in (0..width).step_by(cols_fit) {
+            let c1 = (c0 + cols_fit).min(width);
+            let s0 = gpu.put("s0", &columns(block.s0, c0, c1));
+            let s1 = gpu.put("s1", &columns(block.s1, c0, c1));
+            let inv = gpu.put("inv_norm", &inv_norm[c0..c1]);
+            let rec = gpu.put("records", &block.records[c0..c1]);
+            let params = ctx.uniform(&BoundsParams {
+                pairs: (p1 - p0) as u32,
+                width: (c1 - c0) as u32,
+                ld: (c1 - c0) as u32,
+                pad: 0,
+            });
+            let bg = gpu
+                .k
+                .nudge_m_bounds
+                .bind(ctx, &[&params, &pbuf, &s0, &s1, &inv, &rec, &bbuf]);
+            let mut enc = encoder(gpu);
+            gpu.k
+                .nudge_m_bounds
+                .record(&mut enc, &bg, grid_items(p1 - p0));
+            submit(gpu, enc);
+        }
+        let back: Vec<GpuBounds> = gpu.read(&bbuf, ((p1 - p0) * 16) as u64)?;
+        for (b, g) in bounds[p0..p1].iter_mut().zip(back) {
+            *b = Bounds {
+                low: g.low,
+                high: g.high,
+                dropped: g.dropped != 0,
+            };
+        }
+    }
+    Ok(())
+}
+
+pub fn nudge_n_merge(
+    gpu: &Gpu,
+    block: &MovedBlock,
+    coef: &[(f32, f32)],
+    tops: &mut [TopK],
+) -> Result<()> {
+    check_block(block)?;
+    let g = tops.len();
+    let width = block.records.len();
+    if g == 0 || width == 0 {
+        return Ok(());
+    }
+    let (q, k) = (tops[0].queries, tops[0].k);
+    if tops.iter().any(|t| t.queries != q || t.k != k) || coef.len() < g * width {
+        return Err(Error::runtime("nudge-n merge: argument shapes disagree"));
+    }
+    if q != block.s0.rows {
+        return Err(Error::runtime(
+            "nudge-n merge: the lists and S0 have different query counts",
+        ));
+    }
+    if q == 0 || k == 0 {
+        return Ok(());
+    }
+    let ctx = &gpu.ctx;
+    let budget = gpu.budget() as usize;
+    let lists = g * q;
+    if lists * k * 4 > budget {
+        return Err(too_big("the NUDGE-N top-k lists"));
+    }
+    let cols_fit = (budget / (q * 4)).min(budget / (g * 8));
+    if cols_fit == 0 {
+        return Err(too_big("one row of S0"));
+    }
+    let run_s: Vec<f32> = tops.iter().flat_map(|t| t.scores.iter().copied()).collect();
+    let run_r: Vec<u32> = tops.iter().flat_map(|t| t.rows.iter().copied()).collect();
+    let rs = gpu.put("run scores", &run_s);
+    let rr = gpu.put("run rows", &run_r);
+    let max_segs = (budget / (lists * k * 4)).max(1);
+    let sub = cols_fit.min(width);
+    let seg_len = SEG.max(sub.div_ceil(max_segs));
+    let part_len = lists * sub.div_ceil(seg_len) * k * 4;
+    let ps = gpu.scratch("part scores", part_len as u64);
+    let pr = gpu.scratch("part rows", part_len as u64);
+    for c0 in (0..width).step_by(cols_fit) {
+        let c1 = (c0 + cols_fit).min(width);
+        let cols = c1 - c0;
+        let segs = cols.div_ceil(seg_len);
+        let s0 = gpu.put("s0", &columns(block.s0, c0, c1));
+        let s1 = gpu.put("s1", &columns(block.s1, c0, c1));
+        let mut cf: Vec<[f32; 2]> = Vec::with_capacity(g * cols);
+        for gi in 0..g {
+            cf.extend(
+                coef[gi * width + c0..gi * width + c1]
+                    .iter()
+                    .map(|c| [c.0, c.1]),
+            );
+        }
+        let cbuf = gpu.put("coef", &cf);
+        let rec = gpu.put("records", &block.records[c0..c1]);
+        let mp = ctx.uniform(&MergeParams {
+            lists: lists as u32,
+            queries: q as u32,
+            width: cols as u32,
+            ld: cols as u32,
+            k: k as u32,
+            seg_len: seg_len as u32,
+            segs: segs as u32,
+            neg_inf: f32::NEG_INFINITY,
+        });
+        let tp = ctx.uniform(&TopkParams {
+            lists: lists as u32,
+            n: cols as u32,
+            ld: cols as u32,
+            k: k as u32,
+            seg_len: seg_len as u32,
+            segs: segs as u32,
+            first_row: 0,
+            use_skip: 0,
+            neg_inf: f32::NEG_INFINITY,
+            pad: [0; 3],
+        });
+        let bg1 = gpu
+            .k
+            .nudge_n_partial
+            .bind(ctx, &[&mp, &s0, &s1, &cbuf, &rec, &ps, &pr]);
+        let bg2 = gpu.k.topk_merge.bind(ctx, &[&tp, &ps, &pr, &rs, &rr]);
+        let mut enc = encoder(gpu);
+        gpu.k
+            .nudge_n_partial
+            .record(&mut enc, &bg1, grid_items(lists * segs));
+        gpu.k.topk_merge.record(&mut enc, &bg2, grid_items(lists));
+        submit(gpu, enc);
+    }
+    let back_s: Vec<f32> = gpu.read(&rs, (lists * k * 4) as u64)?;
+    let back_r: Vec<u32> = gpu.read(&rr, (lists * k * 4) as u64)?;
+    for (i, t) in tops.iter_mut().enumerate() {
+        t.scores
+            .copy_from_slice(&back_s[i * q * k..(i + 1) * q * k]);
+        t.rows.copy_from_slice(&back_r[i * q * k..(i + 1) * q * k]);
+    }
+    Ok(())
+}
+
+pub enum Update {
+    M { gamma: f32 },
+    N { gamma: f64 },
+}
+
+pub fn update(gpu: &Gpu, d: &mut Matrix, g: &Matrix, how: Update) -> Result<()> {
+    let (rows, cols) = (d.rows, d.cols);
+    if g.rows != rows || g.cols != cols {
+        return Err(Error::runtime("update: D and G differ in shape"));
+    }
+    if rows == 0 || cols == 0 {
+        return Ok(());
+    }
+    let ctx = &gpu.ctx;
+    let per = gpu.budget() as usize / (cols * 4);
+    if per == 0 {
+        return Err(too_big("one embedding row"));
+    }
+    let (kernel, params) = match how {
+        Update::M { gamma } => (
+            &gpu.k.update_m,
+            UpdateParams {
+                rows: 0,
+                cols: cols as u32,
+                gamma,
+                sin_t: 0.0,
+                cos_t: 1.0,
+                clamp_at: 0.0,
+                pad: [0; 2],
+            },
+        ),
+        Update::N { gamma } => {
+            // `nudge_n::coefficients`: what depends on gamma alone, in f64.
+            let theta = 2.0 * (gamma.sqrt() / 2.0).asin();
+            let (sin, cos) = theta.sin_cos();
+            (
+                &gpu.k.update_n,
+                UpdateParams {
+                    rows: 0,
+                    cols: cols as u32,
+                    gamma: gamma as f32,
+                    sin_t: sin as f32,
+                    cos_t: cos as f32,
+                    clamp_at: (1.0 - gamma / 2.0) as f32,
+                    pad: [0; 2],
+                },
+            )
+        }
+    };
+    for r0 in (0..rows).step_by(per) {
+        let n = per.min(rows - r0);
+        let range = r0 * cols..(r0 + n) * cols;
+        let dbuf = gpu.put("d", &d.data[range.clone()]);
+        let gbuf = gpu.put("g", &g.data[range.clone()]);
+        let pbuf = ctx.uniform(&UpdateParams {
+            rows: n as u32,
+            ..params
+        });
+        let bg = kernel.bind(ctx, &[&pbuf, &dbuf, &gbuf]);
+        let mut enc = encoder(gpu);
+        kernel.record(&mut enc, &bg, grid_items(n));
+        submit(gpu, enc);
+        let out: Vec<f32> = gpu.read(&dbuf, (n * cols * 4) as u64)?;
+        d.data[range].copy_from_slice(&out);
+    }
+    Ok(())
+}

@@ -1,0 +1,318 @@
+//! The streaming top-k scan on the GPU: per pushed chunk, normalise (or only
+//! check) the rows, score them against the resident queries, and fold the
+//! scores into running top-k lists that stay on the device until `finish`.
+//!
+//! Why it is shaped this way: `Scan::push` must return the chunk's row
+//! report, but should not wait for the chunk's GEMM. So each push submits
+//! twice: first the normalisation (whose per-row status is copied to a
+//! mappable buffer), then GEMM + top-k. The push waits only for the first
+//! submission; the GEMM of chunk i runs while the host reads and uploads
+//! chunk i+1. Upload slots form a ring of two, and a slot is reused only
+//! once its previous submission is done, which bounds wgpu's staging memory.
+//! Only the top-k lists (and the small status arrays) are ever read back.
+//!
+//! With f16 precision the host converts each chunk to f16 before the upload
+//! (half the bytes over the bus, which bounds a scan on a fast GPU), and the
+//! chunk is normalised and scored as f16 with f32 sums. A chunk whose values
+//! f16 cannot hold goes up as f32 instead, so the row report never changes.
+
+use bytemuck::Zeroable;
+
+use super::kernel::{grid, grid_items};
+use super::ops::{self, NormParams, SEG, TopkParams};
+use super::{Gpu, Precision, d4, pad_rows};
+use crate::backend::Backend;
+use crate::backend::{RowReport, Scan, ScanSpec, TopK};
+use crate::error::{Error, Result};
+
+struct Slot {
+    chunk: wgpu::Buffer,
+    packed: Option<wgpu::Buffer>,
+    status: wgpu::Buffer,
+    staging: wgpu::Buffer,
+    last: Option<wgpu::SubmissionIndex>,
+}
+
+pub struct GpuScan<'a> {
+    gpu: &'a Gpu,
+    q: usize,
+    d: usize,
+    k: usize,
+    normalize: bool,
+    f16: bool,
+    /// Most rows per slot; larger pushes are split.
+    cap: usize,
+    seg_len: usize,
+    queries: wgpu::Buffer,
+    skip: wgpu::Buffer,
+    use_skip: bool,
+    run_s: wgpu::Buffer,
+    run_r: wgpu::Buffer,
+    /// Per-chunk buffers, sized by the largest chunk pushed so far (a small
+    /// corpus never pays for a `cap`-row chunk).
+    bufs: Option<ChunkBuffers>,
+    next: usize,
+}
+
+struct ChunkBuffers {
+    rows: usize,
+    scores: wgpu::Buffer,
+    part_s: wgpu::Buffer,
+    part_r: wgpu::Buffer,
+    slots: Vec<Slot>,
+}
+
+impl<'a> GpuScan<'a> {
+    pub fn new(gpu: &'a Gpu, spec: ScanSpec<'a>) -> Result<GpuScan<'a>> {
+        let ctx = &gpu.ctx;
+        let (q, d, k) = (spec.queries.rows, spec.queries.cols, spec.k);
+        let w = d4(d).max(1);
+        let budget = gpu.budget() as usize;
+        if q * w * 16 > gpu.max_binding() as usize {
+            return Err(Error::runtime(format!(
+                "{q} queries of dimension {d} do not fit in one GPU storage binding; use --device cpu"
+            )));
+        }
+        let cap = gpu
+            .chunk_rows(q, d)
+            .min(ops::MAX_GEMM_ROWS)
+            .min(u32::MAX as usize / w);
+        // Scratch lists of the partial top-k: q * segs * k entries.
+        let per_list = (q * k.max(1) * 4).max(1);
+        let max_segs = (budget / per_list).max(1);
+        let seg_len = SEG.max(cap.div_ceil(max_segs));
+        let segs = cap.div_ceil(seg_len);
+        if (q * segs * k * 4).max(q * k * 4) > gpu.max_binding() as usize {
+            return Err(Error::runtime(format!(
+                "top-{k} lists of {q} queries do not fit in GPU memory bindings; use --device cpu"
+            )));
+        }
+        let queries = ctx.upload("queries", &pad_rows(&spec.queries.data, d));
+        let (skip, use_skip) = match spec.skip {
+            Some(mask) => {
+                let mut bits = vec![0u32; mask.len().div_ceil(32).max(1)];
+                for (i, &m) in mask.iter().enumerate() {
+                    if m {
+                        bits[i / 32] |= 1 << (i % 32);
+                    }
+                }
+                (ctx.upload("skip", &bits), true)
+            }
+            None => (ctx.upload("skip", &[0u32]), false),
+        };
+        let top = TopK::new(q, k);
+        Ok(GpuScan {
+            gpu,
+            q,
+            d,
+            k,
+            normalize: spec.normalize,
+            f16: gpu.precision == Precision::F16,
+            cap,
+            seg_len,
+            queries,
+            skip,
+            use_skip,
+            run_s: ctx.upload("run scores", &top.scores),
+            run_r: ctx.upload("run rows", &top.rows),
+            bufs: None,
+            next: 0,
+        })
+    }
+
+    /// Makes the per-chunk buffers hold at least `rows` rows.
+    fn ensure(&mut self, rows: usize) -> Result<()> {
+        if self.bufs.as_ref().is_some_and(|b| b.rows >= rows) {
+            return Ok(());
+        }
+        let ctx = &self.gpu.ctx;
+        // Drain the queue so the new ring starts with no chunk in flight
+        // (the old buffers are freed once the device is done with them).
+        ctx.wait(None)?;
+        let w = d4(self.d).max(1);
+        let segs = rows.div_ceil(self.seg_len);
+        let slot = || Slot {
+            chunk: ctx.storage("chunk", (rows * w * 16) as u64),
+            packed: self
+                .f16
+                .then(|| ctx.storage("chunk f16", (rows * w * 8) as u64)),
+            status: ctx.storage("status", rows as u64 * 4),
+            staging: ctx.staging(rows as u64 * 4),
+            last: None,
+        };
+        self.bufs = Some(ChunkBuffers {
+            rows,
+            scores: ctx.storage("scores", (self.q * rows * 4) as u64),
+            part_s: ctx.storage("part scores", (self.q * segs * self.k * 4) as u64),
+            part_r: ctx.storage("part rows", (self.q * segs * self.k * 4) as u64),
+            slots: vec![slot(), slot()],
+        });
+        Ok(())
+    }
+
+    fn push_piece(&mut self, chunk: &[f32], first_row: usize) -> Result<RowReport> {
+        let gpu = self.gpu;
+        let ctx = &gpu.ctx;
+        let d = self.d;
+        let n = chunk.len() / d;
+        let w = d4(d);
+        self.ensure(n)?;
+        let bufs = self
+            .bufs
+            .as_mut()
+            .ok_or_else(|| Error::runtime("GPU scan: chunk buffers missing"))?;
+        let slot = &mut bufs.slots[self.next];
+        self.next = (self.next + 1) % 2;
+        // Ring full: the slot's previous chunk must be consumed before its
+        // buffer is overwritten (and wgpu's staging copy released).
+        if let Some(idx) = slot.last.take() {
+            ctx.wait(Some(idx))?;
+        }
+        let padded = pad_rows(chunk, d);
+        let np = ctx.uniform(&NormParams {
+            rows: n as u32,
+            cols: d as u32,
+            stride: (w * 4) as u32,
+            check_only: !self.normalize as u32,
+        });
+        // f16: upload half the bytes when every value survives the trip
+        // (see `to_f16_exact`); otherwise upload f32 and pack on the device.
+        let halves = match &slot.packed {
+            Some(_) if self.f16 => to_f16_exact(&padded),
+            _ => None,
+        };
+
+        // 1. Normalise (or check) and copy the row status out.
+        let mut enc = ctx
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
+        match (&halves, &slot.packed) {
+            (Some(h), Some(packed)) => {
+                ctx.write(packed, bytemuck::cast_slice(h));
+                let bg = gpu.k.normalize_f16.bind(ctx, &[&np, &slot.status, packed]);
+                gpu.k.normalize_f16.record(&mut enc, &bg, grid(n));
+            }
+            _ => {
+                ctx.write(&slot.chunk, bytemuck::cast_slice(&padded));
+                let bg = gpu.k.normalize.bind(ctx, &[&np, &slot.chunk, &slot.status]);
+                gpu.k.normalize.record(&mut enc, &bg, grid(n));
+            }
+        }
+        enc.copy_buffer_to_buffer(
+            &slot.status,
+            0,
+            &slot.staging,
+            0,
+            (n as u64 * 4).next_multiple_of(4),
+        );
+        let status_idx = ctx.queue.submit([enc.finish()]);
+
+        // 2. Scores and top-k, not waited for.
+        let mut enc = ctx
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
+        // Which copy the GEMM reads. A chunk that could not go up as f16 is
+        // packed on the device once normalised (unit rows always fit f16);
+        // unnormalised, it is scored in f32 rather than overflow.
+        let (b, f16) = match &slot.packed {
+            Some(packed) if halves.is_some() => (packed, true),
+            Some(packed) if self.f16 && self.normalize => {
+                let bg = gpu.k.to_f16.bind(ctx, &[&np, &slot.chunk, packed]);
+                gpu.k.to_f16.record(&mut enc, &bg, grid_items(n * w));
+                (packed, true)
+            }
+            _ => (&slot.chunk, false),
+        };
+        if self.k > 0 && self.q > 0 {
+            ops::record_gemm(
+                gpu,
+                &mut enc,
+                &self.queries,
+                b,
+                &bufs.scores,
+                (self.q, n, w),
+                f16,
+            );
+            let segs = n.div_ceil(self.seg_len);
+            let tp = ctx.uniform(&TopkParams {
+                lists: self.q as u32,
+                n: n as u32,
+                ld: n as u32,
+                k: self.k as u32,
+                seg_len: self.seg_len as u32,
+                segs: segs as u32,
+                first_row: first_row as u32,
+                use_skip: self.use_skip as u32,
+                neg_inf: f32::NEG_INFINITY,
+                ..TopkParams::zeroed()
+            });
+            let bg1 = gpu.k.topk_partial.bind(
+                ctx,
+                &[&tp, &bufs.scores, &self.skip, &bufs.part_s, &bufs.part_r],
+            );
+            let bg2 = gpu.k.topk_merge.bind(
+                ctx,
+                &[&tp, &bufs.part_s, &bufs.part_r, &self.run_s, &self.run_r],
+            );
+            gpu.k
+                .topk_partial
+                .record(&mut enc, &bg1, grid_items(self.q * segs));
+            gpu.k.topk_merge.record(&mut enc, &bg2, grid_items(self.q));
+        }
+        slot.last = Some(ctx.queue.submit([enc.finish()]));
+
+        let status: Vec<u32> = ctx.read_mapped(&slot.staging, n as u64 * 4, Some(status_idx))?;
+        Ok(ops::report_from_status(&status, first_row, self.normalize))
+    }
+}
+
+impl Scan for GpuScan<'_> {
+    fn push(&mut self, chunk: &[f32], first_row: usize) -> Result<RowReport> {
+        let mut report = RowReport::default();
+        if self.d == 0 || chunk.is_empty() {
+            return Ok(report);
+        }
+        let n = chunk.len() / self.d;
+        if first_row + n > u32::MAX as usize {
+            return Err(Error::runtime(
+                "corpus rows beyond 2^32 cannot be ranked on the GPU",
+            ));
+        }
+        let gpu = self.gpu;
+        gpu.ctx.scoped("scanning a chunk", || {
+            for start in (0..n).step_by(self.cap) {
+                let cnt = self.cap.min(n - start);
+                let piece = &chunk[start * self.d..(start + cnt) * self.d];
+                report.extend(self.push_piece(piece, first_row + start)?);
+            }
+            Ok(())
+        })?;
+        Ok(report)
+    }
+
+    fn finish(self: Box<Self>) -> Result<TopK> {
+        let ctx = &self.gpu.ctx;
+        let mut top = TopK::new(self.q, self.k);
+        if self.q * self.k == 0 {
+            return Ok(top);
+        }
+        let len = (self.q * self.k * 4) as u64;
+        top.scores = ctx.read(&self.run_s, len)?;
+        top.rows = ctx.read(&self.run_r, len)?;
+        Ok(top)
+    }
+}
+
+/// `data` as f16, or `None` if a value would not survive the conversion in
+/// a way that changes the row report: a finite value that overflows to
+/// infinity, or a non-zero one that flushes to zero. (Rounding within the
+/// f16 range is the precision the user asked for.)
+fn to_f16_exact(data: &[f32]) -> Option<Vec<half::f16>> {
+    use half::slice::HalfFloatSliceExt;
+    let mut out = vec![half::f16::ZERO; data.len()];
+    out.convert_from_f32_slice(data);
+    let lossy = data.iter().zip(&out).any(|(x, h)| {
+        (x.is_finite() && !h.is_finite()) || (*x != 0.0 && h.to_bits() & 0x7fff == 0)
+    });
+    (!lossy).then_some(out)
+}

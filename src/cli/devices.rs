@@ -1,0 +1,63 @@
+//! `nudge devices`: the GPU adapters wgpu can see, with the facts that decide
+//! whether and how nudge uses them (buffer limits, f16, subgroups).
+
+use clap::Args;
+
+use crate::backend::gpu::list_adapters;
+use crate::error::Result;
+
+#[derive(Args, Debug)]
+pub struct DevicesArgs {}
+
+fn mib(bytes: u64) -> String {
+    format!("{} MiB", bytes >> 20)
+}
+
+pub fn run(_args: DevicesArgs) -> Result<()> {
+    let list = list_adapters();
+    if list.is_empty() {
+        println!(
+            "no GPU adapters found; fits run on the CPU. For a CPU-emulated Vulkan device install mesa-vulkan-drivers and libvulkan1"
+        );
+        return Ok(());
+    }
+    for (i, a) in list.iter().enumerate() {
+        println!("{i}: {}", a.name);
+        println!("   backend          {}", a.backend);
+        if a.software {
+            println!(
+                "   device type      {} (software: slower than the CPU backend; --device auto skips it)",
+                a.device_type
+            );
+        } else {
+            println!("   device type      {}", a.device_type);
+        }
+        println!("   driver           {}", a.driver);
+        println!("   max buffer       {}", mib(a.max_buffer_size));
+        println!("   max storage bind {}", mib(a.max_storage_binding));
+        println!(
+            "   max workgroup    {} x {} x {} ({} invocations)",
+            a.max_workgroup_size[0],
+            a.max_workgroup_size[1],
+            a.max_workgroup_size[2],
+            a.max_invocations
+        );
+        println!(
+            "   shader f16       {}",
+            if a.shader_f16 {
+                "yes"
+            } else {
+                "no (packed f16 is used)"
+            }
+        );
+        if a.subgroups {
+            println!(
+                "   subgroups        yes ({}-{})",
+                a.subgroup_sizes.0, a.subgroup_sizes.1
+            );
+        } else {
+            println!("   subgroups        no");
+        }
+    }
+    Ok(())
+}
