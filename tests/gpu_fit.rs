@@ -119,7 +119,7 @@ fn check_fixture(backend: &dyn Backend, dir: &Path) {
             (want.rows(), want.cols()),
             "{what}"
         );
-        let (g, w) = (got.read_all(), want.read_all());
+        let (g, w) = (got.read_all().unwrap(), want.read_all().unwrap());
         let worst = g
             .iter()
             .zip(&w)
