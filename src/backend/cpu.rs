@@ -55,6 +55,18 @@ pub fn gemm_nt(a: &[f32], b: &[f32], m: usize, n: usize, k: usize, out: &mut [f3
     }
 }
 
+/// `NUDGE_CHUNK_ROWS`: a hidden override of the rows per streamed chunk (the
+/// corpus scan and the output pass), so tests can force many small chunks and
+/// check that the result does not depend on the chunking.
+pub fn chunk_rows_override() -> Option<usize> {
+    std::env::var("NUDGE_CHUNK_ROWS")
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+        .filter(|&n: &usize| n > 0)
+}
+
 /// L2-normalises one row in place (x / |x|, the way torch's `normalize`
 /// divides); returns the norm. A zero row stays zero.
 #[inline]
@@ -172,6 +184,9 @@ impl Backend for Cpu {
     }
 
     fn chunk_rows(&self, queries: usize, dim: usize) -> usize {
+        if let Some(rows) = chunk_rows_override() {
+            return rows;
+        }
         // Keep the score block (queries x rows) and the chunk near 32 MiB each
         // so both stay cache-friendly and memory stays bounded.
         let by_scores = (8 << 20) / queries.max(1);

@@ -80,8 +80,21 @@ pub fn run(args: FitArgs) -> Result<()> {
         return Err(Error::usage("--val-k must be at least 1"));
     }
     let paths = args.data.paths()?;
-    for out in [&args.out, &args.report].into_iter().flatten() {
+    let mut outputs: Vec<PathBuf> = [&args.out, &args.report]
+        .into_iter()
+        .flatten()
+        .cloned()
+        .collect();
+    if let Some(dir) = &args.delta {
+        outputs.push(dir.join("vectors.npy"));
+        outputs.push(dir.join("ids.txt"));
+    }
+    for out in &outputs {
         refuse_overwriting_input(out, &paths)?;
+    }
+    // Fail before the fit, not after it, when an output cannot be written.
+    for out in [&args.out, &args.report].into_iter().flatten() {
+        check_writable(out)?;
     }
     let ds = Dataset::open(paths)?;
     let skip = args.data.skip_unknown_ids;
@@ -152,11 +165,49 @@ pub fn run(args: FitArgs) -> Result<()> {
     Ok(())
 }
 
+/// Whether a file can be created next to `path`: creates and removes a
+/// temporary file there, as the real write will. A runtime error (exit 4)
+/// naming the directory otherwise.
+pub fn check_writable(path: &Path) -> Result<()> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    if path.is_dir() {
+        return Err(Error::usage(format!(
+            "{}: is a directory; expected a file path",
+            path.display()
+        )));
+    }
+    tempfile::Builder::new()
+        .prefix(".nudge-partial-")
+        .tempfile_in(dir)
+        .map(drop)
+        .map_err(|e| {
+            Error::runtime(format!(
+                "{}: cannot write in {}: {e}",
+                path.display(),
+                dir.display()
+            ))
+        })
+}
+
 /// An output that would replace one of the inputs is refused: the input is
-/// memory-mapped while the output is written.
+/// memory-mapped while the output is written. Symbolic and hard links to an
+/// input count as the input.
 pub fn refuse_overwriting_input(out: &Path, paths: &crate::data::dataset::Paths) -> Result<()> {
     let canon = |p: &Path| std::fs::canonicalize(p).ok();
     let Some(o) = canon(out) else { return Ok(()) };
+    #[cfg(unix)]
+    let same_file = |p: &Path| {
+        use std::os::unix::fs::MetadataExt;
+        match (std::fs::metadata(&o), std::fs::metadata(p)) {
+            (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+            _ => false,
+        }
+    };
+    #[cfg(not(unix))]
+    let same_file = |_: &Path| false;
     let inputs = [
         &paths.corpus,
         &paths.queries,
@@ -167,7 +218,7 @@ pub fn refuse_overwriting_input(out: &Path, paths: &crate::data::dataset::Paths)
         &paths.test_qrels,
     ];
     for p in inputs.into_iter().flatten() {
-        if canon(p).as_ref() == Some(&o) {
+        if canon(p).as_ref() == Some(&o) || same_file(p) {
             return Err(Error::usage(format!(
                 "{}: refusing to overwrite an input file; choose another output path",
                 out.display()

@@ -99,12 +99,12 @@ pub fn parse_header(bytes: &[u8]) -> std::result::Result<Header, String> {
         "<f8" | "=f8" => Dtype::F64,
         ">f4" | ">f2" | ">f8" => {
             return Err(format!(
-                "big-endian dtype {descr:?} is not supported (expected little-endian float32 or float16; convert with arr.astype('<f4'))"
+                "big-endian dtype '{descr}' is not supported (expected little-endian float32 or float16; convert with arr.astype('<f4'))"
             ));
         }
         other => {
             return Err(format!(
-                "dtype {other:?} is not supported (expected float32 '<f4' or float16 '<f2'; integer embeddings are refused)"
+                "dtype '{other}' is not supported (expected float32 '<f4' or float16 '<f2', or float64 '<f8' which is converted; integer embeddings are refused)"
             ));
         }
     };
@@ -218,6 +218,12 @@ impl NpyMatrix {
                 need - header.data_offset,
                 map.len() - header.data_offset
             )));
+        }
+        if header.dtype == Dtype::F64 {
+            crate::log::notice(format!(
+                "note: {}: float64 data is converted to float32 as it is read",
+                path.display()
+            ));
         }
         let _ = map.advise(memmap2::Advice::Sequential);
         Ok(NpyMatrix {
@@ -421,7 +427,7 @@ mod tests {
         let h = parse_header(&npy_bytes("<f4", false, "(3, 2)", &[])).unwrap();
         assert_eq!(
             (h.dtype, h.rows, h.cols, h.data_offset),
-            (Dtype::F32, 3, 2, 64)
+            (Dtype::F32, 3, 2, 128)
         );
         let h = parse_header(&npy_bytes("<f2", false, "(10, 7)", &[])).unwrap();
         assert_eq!((h.dtype, h.rows, h.cols), (Dtype::F16, 10, 7));

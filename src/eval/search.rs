@@ -22,6 +22,7 @@ pub fn scan_corpus(
     let progress = Progress::new("scanning corpus", n as u64, "rows");
     let mut start = 0;
     while start < n {
+        crate::interrupt::check()?;
         let count = chunk.min(n - start);
         corpus.read_rows(start, count, &mut buf);
         on_chunk(&buf, start);
@@ -39,11 +40,21 @@ pub fn check_finite(report: &RowReport, corpus: &NpyMatrix) -> Result<()> {
         return Ok(());
     }
     Err(Error::data(format!(
-        "{}: {} rows hold NaN or infinity (rows {}); every corpus embedding must be finite",
+        "{}: {} NaN or infinity ({} {}); every corpus embedding must be finite",
         corpus.path().display(),
-        report.non_finite.len(),
+        rows_hold(report.non_finite.len()),
+        if report.non_finite.len() == 1 { "row" } else { "rows" },
         list_rows(&report.non_finite)
     )))
+}
+
+/// "1 row holds" / "3 rows hold".
+pub fn rows_hold(n: usize) -> String {
+    if n == 1 {
+        "1 row holds".to_string()
+    } else {
+        format!("{n} rows hold")
+    }
 }
 
 /// "3, 17, 40 and 12 more".

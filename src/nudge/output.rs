@@ -19,13 +19,17 @@ pub fn write_corpus(
     dtype: OutDtype,
 ) -> Result<()> {
     let (n, d) = (corpus.rows(), corpus.cols());
-    let chunk = ((16usize << 20) / (4 * d.max(1))).max(1);
+    let chunk = crate::backend::cpu::chunk_rows_override()
+        .unwrap_or((16usize << 20) / (4 * d.max(1)))
+        .max(1);
     let mut w = NpyWriter::create(path, n, d, dtype)?;
     let mut buf = Vec::new();
     let mut next = 0;
     let progress = Progress::new("writing", n as u64, "rows");
     let mut start = 0;
     while start < n {
+        // Returning drops the writer, which removes its temporary file.
+        crate::interrupt::check()?;
         let count = chunk.min(n - start);
         corpus.read_rows(start, count, &mut buf);
         normalize_rows(&mut buf, d, start);

@@ -1,0 +1,383 @@
+//! No failure leaves a partial output, results are deterministic, and a fit
+//! that cannot judge its own result says so.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn report(case: &Case) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(case.out().join("report.json")).unwrap()).unwrap()
+}
+
+fn qrels(lines: &[(usize, usize)]) -> String {
+    let mut s = "query-id\tcorpus-id\tscore\n".to_string();
+    for (q, r) in lines {
+        s.push_str(&format!("{q}\t{r}\t1\n"));
+    }
+    s
+}
+
+// ---- the silent failure ---------------------------------------------------
+
+/// Four unit records on the axes; train query 0 answers record 0, dev
+/// query 1 answers record 1, which no training query moves.
+fn unjudgeable(case: &Case, corpus: &[f32]) {
+    write_f32(&case.file("corpus.npy"), corpus.len() / 2, 2, corpus);
+    write_f32(&case.file("queries.npy"), 2, 2, &[0.9, 0.1, 0.1, 0.9]);
+    case.write("qrels/train.tsv", qrels(&[(0, 0)]));
+    case.write("qrels/dev.tsv", qrels(&[(1, 1)]));
+}
+
+#[test]
+fn dev_answers_that_nothing_moved_are_reported() {
+    let case = Case::empty();
+    unjudgeable(&case, &[1.0, 0.0, 0.0, 1.0, -1.0, 0.0, 0.0, -1.0]);
+    for method in ["nudge-m", "nudge-n"] {
+        let out = case.fit(method, &[]);
+        let why = "no dev query has an answer that a training query moved";
+        expect(&out, 0, &["warning", why]);
+        let r = report(&case);
+        assert_eq!(r["gamma"], 0.0, "{method}");
+        assert!(
+            r["gamma_reason"].as_str().unwrap().contains(why),
+            "{method}: {r}"
+        );
+    }
+}
+
+#[test]
+fn an_empty_moved_set_is_reported() {
+    // The only training answer is a zero row, kept unmoved by --allow-zero-rows.
+    let case = Case::empty();
+    unjudgeable(&case, &[0.0, 0.0, 0.0, 1.0, -1.0, 0.0, 0.0, -1.0]);
+    for method in ["nudge-m", "nudge-n"] {
+        let out = case.fit(method, &["--allow-zero-rows"]);
+        let why = "none of the 1 records that answer a training query can move";
+        expect(&out, 0, &["warning", why]);
+        let r = report(&case);
+        assert_eq!(r["gamma"], 0.0);
+        assert!(r["gamma_reason"].as_str().unwrap().contains(why), "{r}");
+        let (_, _, written) = read_f32(&case.out().join("out.npy"));
+        assert_eq!(written, vec![0.0, 0.0, 0.0, 1.0, -1.0, 0.0, 0.0, -1.0]);
+    }
+}
+
+// ---- output safety --------------------------------------------------------
+
+#[test]
+fn writing_onto_an_input_is_refused() {
+    let case = Case::new("small");
+    let corpus = std::fs::read(case.file("corpus.npy")).unwrap();
+    let data = case.data();
+    let d = data.to_str().unwrap();
+    let args = |out_flag: &str, out: &Path| {
+        let mut v = vec![
+            "fit".to_string(),
+            "--dataset".into(),
+            d.into(),
+            "--method".into(),
+            "nudge-m".into(),
+            out_flag.into(),
+            out.to_str().unwrap().into(),
+        ];
+        v.push("--device".into());
+        v.push("cpu".into());
+        v
+    };
+    let run = |a: Vec<String>| {
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        nudge(&a, &[])
+    };
+    let out = run(args("--out", &case.file("corpus.npy")));
+    expect_failure(&case, &out, 2, &["corpus.npy", "refusing to overwrite an input"]);
+    let out = run(args("--report", &case.file("qrels/train.tsv")));
+    expect_failure(&case, &out, 2, &["train.tsv", "refusing to overwrite an input"]);
+    // The same path spelled differently.
+    let out = run(args("--out", &case.data().join("qrels/../corpus.npy")));
+    expect_failure(&case, &out, 2, &["refusing to overwrite an input"]);
+
+    // Links to an input are the input.
+    std::fs::hard_link(case.file("corpus.npy"), case.out().join("hard.npy")).unwrap();
+    std::os::unix::fs::symlink(case.file("queries.npy"), case.out().join("soft.npy")).unwrap();
+    for link in ["hard.npy", "soft.npy"] {
+        let out = run(args("--out", &case.out().join(link)));
+        expect(&out, 2, &[link, "refusing to overwrite an input"]);
+    }
+    // --delta DIR writes DIR/vectors.npy and DIR/ids.txt.
+    std::fs::copy(case.file("corpus.npy"), case.file("vectors.npy")).unwrap();
+    let out = nudge(
+        &[
+            "fit",
+            "--dataset",
+            d,
+            "--corpus",
+            case.file("vectors.npy").to_str().unwrap(),
+            "--method",
+            "nudge-n",
+            "--delta",
+            d,
+        ],
+        &[],
+    );
+    expect(&out, 2, &["vectors.npy", "refusing to overwrite an input"]);
+
+    assert_eq!(std::fs::read(case.file("corpus.npy")).unwrap(), corpus);
+    assert_eq!(list(&case.out()), vec!["hard.npy", "soft.npy"]);
+}
+
+#[test]
+fn unwritable_output_directory() {
+    let case = Case::new("small");
+    let d = case.data();
+    let fit_to = |out: &str| {
+        nudge(
+            &[
+                "fit",
+                "--dataset",
+                d.to_str().unwrap(),
+                "--method",
+                "nudge-m",
+                "--out",
+                out,
+            ],
+            &[],
+        )
+    };
+    // Under a regular file, in a directory that does not exist, in /proc.
+    std::fs::write(case.out().join("plain"), b"").unwrap();
+    let under_file = case.out().join("plain/out.npy");
+    let missing = case.out().join("no/such/dir/out.npy");
+    for p in [
+        under_file.to_str().unwrap(),
+        missing.to_str().unwrap(),
+        "/proc/nudge-test-out.npy",
+    ] {
+        let out = fit_to(p);
+        expect(&out, 4, &[p, "cannot write"]);
+    }
+    // An existing directory as the output file.
+    let out = fit_to(case.out().to_str().unwrap());
+    expect(&out, 2, &["is a directory"]);
+    assert_eq!(list(&case.out()), vec!["plain"]);
+}
+
+/// A 64 KiB tmpfs: the output fills it mid-write. Needs root and a kernel
+/// that lets this process mount; skipped otherwise.
+#[test]
+fn a_full_disk_leaves_no_partial_file() {
+    let case = Case::new("small");
+    let mnt = case.out().join("tiny");
+    std::fs::create_dir(&mnt).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=64k", "tmpfs"])
+        .arg(&mnt)
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        eprintln!("skipped: cannot mount a tmpfs here");
+        return;
+    }
+    struct Unmount<'a>(&'a Path);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(self.0).status();
+        }
+    }
+    let _guard = Unmount(&mnt);
+    std::fs::write(mnt.join("out.npy"), b"old output").unwrap();
+    // 1000 x 32 f32 is 128 KiB: more than the filesystem holds.
+    let out = nudge(
+        &[
+            "fit",
+            "--dataset",
+            case.data().to_str().unwrap(),
+            "--method",
+            "nudge-n",
+            "--out",
+            mnt.join("out.npy").to_str().unwrap(),
+            "--report",
+            mnt.join("report.json").to_str().unwrap(),
+        ],
+        &[],
+    );
+    expect(&out, 4, &["out.npy", "No space left"]);
+    assert_eq!(list(&mnt), vec!["out.npy"]);
+    assert_eq!(std::fs::read(mnt.join("out.npy")).unwrap(), b"old output");
+}
+
+#[test]
+fn an_existing_output_is_replaced_only_when_the_new_one_is_complete() {
+    let case = Case::new("small");
+    let out_path = case.out().join("out.npy");
+    std::fs::write(&out_path, b"old output").unwrap();
+    std::fs::write(case.out().join("report.json"), b"old report").unwrap();
+    // A failing fit (bad data found during the corpus scan) keeps the old files.
+    let (n, d, mut data) = read_f32(&case.file("corpus.npy"));
+    data[999 * d] = f32::NAN;
+    write_f32(&case.file("corpus.npy"), n, d, &data);
+    let out = case.fit("nudge-m", &[]);
+    expect(&out, 3, &["row 999"]);
+    assert_eq!(std::fs::read(&out_path).unwrap(), b"old output");
+    assert_eq!(
+        std::fs::read(case.out().join("report.json")).unwrap(),
+        b"old report"
+    );
+    assert_eq!(list(&case.out()), vec!["out.npy", "report.json"]);
+    // A good fit replaces them.
+    data[999 * d] = 0.5;
+    write_f32(&case.file("corpus.npy"), n, d, &data);
+    let out = case.fit("nudge-m", &[]);
+    expect(&out, 0, &[]);
+    assert_eq!(read_f32(&out_path).0, 1000);
+    assert!(report(&case)["gamma"].is_number());
+    assert_eq!(list(&case.out()), vec!["out.npy", "report.json"]);
+}
+
+// ---- interruption ---------------------------------------------------------
+
+/// A 200k x 64 corpus with 300 queries: big enough that writing the output
+/// takes a while with small chunks.
+fn large_case() -> Case {
+    let case = Case::empty();
+    let (n, d) = (200_000usize, 64usize);
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+    };
+    let corpus: Vec<f32> = (0..n * d).map(|_| next()).collect();
+    write_f32(&case.file("corpus.npy"), n, d, &corpus);
+    let queries: Vec<f32> = (0..300 * d).map(|_| next()).collect();
+    write_f32(&case.file("queries.npy"), 300, d, &queries);
+    let train: Vec<(usize, usize)> = (0..200).map(|q| (q, (q * 7919) % n)).collect();
+    let dev: Vec<(usize, usize)> = (200..300).map(|q| (q, ((q - 200) * 7919) % n)).collect();
+    case.write("qrels/train.tsv", qrels(&train));
+    case.write("qrels/dev.tsv", qrels(&dev));
+    case
+}
+
+fn interrupt_while_writing(case: &Case, signal: &str) -> bool {
+    let out_path = case.out().join("out.npy");
+    let mut child = Command::new(bin())
+        .args([
+            "fit",
+            "--dataset",
+            case.data().to_str().unwrap(),
+            "--method",
+            "nudge-m",
+            "--device",
+            "cpu",
+            "--out",
+            out_path.to_str().unwrap(),
+            "--report",
+            case.out().join("report.json").to_str().unwrap(),
+        ])
+        .env("NUDGE_CHUNK_ROWS", "64")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the output's temporary file exists, then interrupt.
+    let start = Instant::now();
+    let mut sent = false;
+    while start.elapsed() < Duration::from_secs(60) {
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        let writing = list(&case.out())
+            .iter()
+            .any(|n| n.starts_with(".nudge-partial-") && n.ends_with(".npy"));
+        if writing {
+            let ok = Command::new("kill")
+                .args([signal, &child.id().to_string()])
+                .status()
+                .unwrap();
+            assert!(ok.success());
+            sent = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_micros(300));
+    }
+    let out = child.wait_with_output().unwrap();
+    if !sent || out.status.code() == Some(0) {
+        // The fit finished before the signal was seen: try again.
+        std::fs::write(&out_path, b"old output").unwrap();
+        let _ = std::fs::remove_file(case.out().join("report.json"));
+        return false;
+    }
+    expect(&out, 130, &["interrupted"]);
+    assert_eq!(list(&case.out()), vec!["out.npy"], "{signal}");
+    assert_eq!(std::fs::read(&out_path).unwrap(), b"old output");
+    true
+}
+
+#[test]
+fn an_interrupted_fit_leaves_no_partial_file() {
+    let case = large_case();
+    std::fs::write(case.out().join("out.npy"), b"old output").unwrap();
+    for signal in ["-INT", "-TERM"] {
+        assert!(
+            (0..5).any(|_| interrupt_while_writing(&case, signal)),
+            "never caught the fit while it was writing ({signal})"
+        );
+    }
+}
+
+// ---- determinism ----------------------------------------------------------
+
+#[test]
+fn output_does_not_depend_on_threads_or_chunking() {
+    for fixture in ["small", "rawnorms-stringids", "f16", "edge"] {
+        let case = Case::new(fixture);
+        let rows = read_f32(&case.file("corpus.npy")).0;
+        let tail_of_one = (rows - 1).to_string();
+        let third = (rows / 3).to_string();
+        for method in ["nudge-m", "nudge-n"] {
+            let mut first: Option<Vec<u8>> = None;
+            for (threads, chunk) in [
+                ("2", ""),
+                ("1", ""),
+                ("2", "7"),
+                ("1", "1"),
+                ("2", tail_of_one.as_str()),
+                ("2", third.as_str()),
+            ] {
+                let out_path = case.out().join("out.npy");
+                let mut envs = vec![("RAYON_NUM_THREADS", threads)];
+                if !chunk.is_empty() {
+                    envs.push(("NUDGE_CHUNK_ROWS", chunk));
+                }
+                let out = nudge(
+                    &[
+                        "fit",
+                        "--dataset",
+                        case.data().to_str().unwrap(),
+                        "--method",
+                        method,
+                        "--device",
+                        "cpu",
+                        "--out",
+                        out_path.to_str().unwrap(),
+                    ],
+                    &envs,
+                );
+                expect(&out, 0, &[]);
+                let bytes = std::fs::read(&out_path).unwrap();
+                match &first {
+                    None => first = Some(bytes),
+                    Some(want) => assert!(
+                        *want == bytes,
+                        "{fixture} {method}: output differs with RAYON_NUM_THREADS={threads} NUDGE_CHUNK_ROWS={chunk}"
+                    ),
+                }
+            }
+        }
+    }
+}
