@@ -130,7 +130,13 @@ fn dimension_mismatch() {
         &case,
         &out,
         3,
-        &["dimension mismatch", "corpus.npy", "32-d", "queries.npy", "16-d"],
+        &[
+            "dimension mismatch",
+            "corpus.npy",
+            "32-d",
+            "queries.npy",
+            "16-d",
+        ],
     );
 }
 
@@ -281,7 +287,11 @@ fn qrels_missing_or_wrong_header() {
         &case,
         &out,
         3,
-        &["train.tsv:1", "missing header", "query-id<TAB>corpus-id<TAB>score"],
+        &[
+            "train.tsv:1",
+            "missing header",
+            "query-id<TAB>corpus-id<TAB>score",
+        ],
     );
 
     case.write(
@@ -304,11 +314,17 @@ fn qrels_wrong_column_count() {
         &case,
         &out,
         3,
-        &[&format!("dev.tsv:{line}"), "2 tab-separated columns", "expected 3"],
+        &[
+            &format!("dev.tsv:{line}"),
+            "2 tab-separated columns",
+            "expected 3",
+        ],
     );
 
     // Space-separated lines get a hint.
-    let text = case.read("qrels/dev.tsv").replace("300\t950\n", "300 950 1\n");
+    let text = case
+        .read("qrels/dev.tsv")
+        .replace("300\t950\n", "300 950 1\n");
     case.write("qrels/dev.tsv", &text);
     let out = case.fit("nudge-m", &[]);
     expect_failure(&case, &out, 3, &[&format!("dev.tsv:{line}"), "not spaces"]);
@@ -327,7 +343,11 @@ fn qrels_non_numeric_score() {
             &case,
             &out,
             3,
-            &["test.tsv:4", &format!("score {score:?}"), "not a finite number"],
+            &[
+                "test.tsv:4",
+                &format!("score {score:?}"),
+                "not a finite number",
+            ],
         );
     }
 }
@@ -352,14 +372,21 @@ fn qrels_unknown_ids_fail_or_are_skipped() {
     );
 
     let out = case.fit("nudge-m", &["--skip-unknown-ids"]);
-    expect(&out, 0, &["warning", "train.tsv", "skipped 2 lines with unknown ids"]);
+    expect(
+        &out,
+        0,
+        &["warning", "train.tsv", "skipped 2 lines with unknown ids"],
+    );
     assert!(case.out().join("out.npy").exists());
 
     // Row-number ids are canonical: "0007" is not row 7.
     let case = Case::empty();
     write_f32(&case.file("corpus.npy"), 10, 2, &[1.0; 20]);
     write_f32(&case.file("queries.npy"), 3, 2, &[1.0; 6]);
-    case.write("qrels/train.tsv", "query-id\tcorpus-id\tscore\n0\t0007\t1\n");
+    case.write(
+        "qrels/train.tsv",
+        "query-id\tcorpus-id\tscore\n0\t0007\t1\n",
+    );
     case.write("qrels/dev.tsv", "query-id\tcorpus-id\tscore\n1\t1\t1\n");
     let out = case.fit("nudge-m", &[]);
     expect_failure(

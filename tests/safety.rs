@@ -93,9 +93,19 @@ fn writing_onto_an_input_is_refused() {
         nudge(&a, &[])
     };
     let out = run(args("--out", &case.file("corpus.npy")));
-    expect_failure(&case, &out, 2, &["corpus.npy", "refusing to overwrite an input"]);
+    expect_failure(
+        &case,
+        &out,
+        2,
+        &["corpus.npy", "refusing to overwrite an input"],
+    );
     let out = run(args("--report", &case.file("qrels/train.tsv")));
-    expect_failure(&case, &out, 2, &["train.tsv", "refusing to overwrite an input"]);
+    expect_failure(
+        &case,
+        &out,
+        2,
+        &["train.tsv", "refusing to overwrite an input"],
+    );
     // The same path spelled differently.
     let out = run(args("--out", &case.data().join("qrels/../corpus.npy")));
     expect_failure(&case, &out, 2, &["refusing to overwrite an input"]);
@@ -378,6 +388,63 @@ fn output_does_not_depend_on_threads_or_chunking() {
                     ),
                 }
             }
+        }
+    }
+}
+
+/// The scan's top-k scores, bit for bit, whatever the chunks pushed and the
+/// number of threads.
+#[test]
+fn scan_scores_do_not_depend_on_chunks_or_threads() {
+    use nudge::backend::{Backend, ScanSpec, cpu::Cpu};
+    use nudge::matrix::Matrix;
+    let (n, d, q) = (1500usize, 48usize, 37usize);
+    let corpus: Vec<f32> = (0..n * d)
+        .map(|i| ((i * 7919) % 1009) as f32 / 1009.0 - 0.5)
+        .collect();
+    let queries = Matrix::new(
+        q,
+        d,
+        (0..q * d)
+            .map(|i| ((i * 104_729) % 997) as f32 / 997.0 - 0.5)
+            .collect(),
+    );
+    let scan = |chunk: usize| {
+        let cpu = Cpu;
+        let mut s = cpu
+            .scan(ScanSpec {
+                queries: &queries,
+                k: 5,
+                normalize: true,
+                skip: None,
+            })
+            .unwrap();
+        let mut start = 0;
+        while start < n {
+            let c = chunk.min(n - start);
+            s.push(&corpus[start * d..(start + c) * d], start).unwrap();
+            start += c;
+        }
+        let top = s.finish().unwrap();
+        (0..q)
+            .flat_map(|i| {
+                top.entries(i)
+                    .map(|(s, r)| (s.to_bits(), r))
+                    .collect::<Vec<_>>()
+            })
+            .collect::<Vec<_>>()
+    };
+    let want = scan(n);
+    for threads in [1, 2] {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        for chunk in [1, 7, 512, 1499] {
+            assert!(
+                pool.install(|| scan(chunk)) == want,
+                "chunk {chunk}, {threads} threads"
+            );
         }
     }
 }

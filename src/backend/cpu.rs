@@ -12,7 +12,19 @@ use crate::nudge::{nudge_m, nudge_n};
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Cpu;
 
+/// Columns of the output (rows of `b`) per `gemm` call in [`gemm_nt`].
+const GEMM_BLOCK: usize = 512;
+
 /// `out = a . b^T` with `a` m x k and `b` n x k, row-major.
+///
+/// Deterministic: every element comes out bit for bit the same whatever `n`,
+/// the position of its row in `b`, or the rayon thread count. The `gemm`
+/// crate alone does not give that: it picks its k-blocking and kernels (gemv
+/// for one row, a small-matrix path, its own thread split) from the shape, so
+/// the same dot product rounds differently in a 1-row corpus chunk than in a
+/// 1000-row one. Here `b` is cut into blocks of [`GEMM_BLOCK`] rows, the last
+/// one zero-padded, and each block is one single-threaded `gemm` call of the
+/// same shape; the blocks run in parallel.
 pub fn gemm_nt(a: &[f32], b: &[f32], m: usize, n: usize, k: usize, out: &mut [f32]) {
     assert!(a.len() >= m * k && b.len() >= n * k && out.len() >= m * n);
     if m == 0 || n == 0 {
@@ -22,27 +34,74 @@ pub fn gemm_nt(a: &[f32], b: &[f32], m: usize, n: usize, k: usize, out: &mut [f3
         out[..m * n].fill(0.0);
         return;
     }
-    let parallelism = if m * n * k > 1 << 18 && rayon::current_num_threads() > 1 {
-        gemm::Parallelism::Rayon(0)
-    } else {
-        gemm::Parallelism::None
+    let blocks = n.div_ceil(GEMM_BLOCK);
+    let dst = SendPtr(out.as_mut_ptr());
+    let block = |jb: usize| {
+        let j0 = jb * GEMM_BLOCK;
+        let w = GEMM_BLOCK.min(n - j0);
+        if w == GEMM_BLOCK {
+            // SAFETY: columns j0..j0+GEMM_BLOCK of the m x n output, row
+            // stride n; blocks write disjoint columns.
+            unsafe { gemm_block(a, &b[j0 * k..(j0 + w) * k], m, k, dst.at(j0), n) };
+        } else {
+            let mut rhs = vec![0.0f32; GEMM_BLOCK * k];
+            rhs[..w * k].copy_from_slice(&b[j0 * k..(j0 + w) * k]);
+            let mut tmp = vec![0.0f32; m * GEMM_BLOCK];
+            // SAFETY: tmp is m x GEMM_BLOCK with row stride GEMM_BLOCK.
+            unsafe { gemm_block(a, &rhs, m, k, tmp.as_mut_ptr(), GEMM_BLOCK) };
+            for i in 0..m {
+                // SAFETY: row i, columns j0..j0+w of the output, which only
+                // this block writes.
+                let row = unsafe { std::slice::from_raw_parts_mut(dst.at(i * n + j0), w) };
+                row.copy_from_slice(&tmp[i * GEMM_BLOCK..i * GEMM_BLOCK + w]);
+            }
+        }
     };
-    // SAFETY: the asserts above keep every strided access inside the slices:
-    // dst is m x n (row stride n), lhs m x k (row stride k), rhs is b viewed
-    // as k x n with column stride k.
+    if blocks == 1 || m * n * k <= 1 << 18 {
+        (0..blocks).for_each(block);
+    } else {
+        (0..blocks).into_par_iter().for_each(block);
+    }
+}
+
+#[derive(Clone, Copy)]
+struct SendPtr(*mut f32);
+// SAFETY: used only to hand disjoint parts of one output to rayon workers.
+unsafe impl Send for SendPtr {}
+unsafe impl Sync for SendPtr {}
+impl SendPtr {
+    /// The pointer `offset` elements in (a method, so closures capture the
+    /// whole Send wrapper rather than the raw pointer field).
+    fn at(self, offset: usize) -> *mut f32 {
+        // SAFETY: callers stay inside the output slice.
+        unsafe { self.0.add(offset) }
+    }
+}
+
+/// One single-threaded `gemm` of `a` (m x k) by a block of [`GEMM_BLOCK`]
+/// rows of b (`rhs`, GEMM_BLOCK x k) into `dst` (m x GEMM_BLOCK, row stride
+/// `dst_rs`).
+///
+/// # Safety
+/// `dst` must be valid for writes at `i * dst_rs + j` for every `i < m`,
+/// `j < GEMM_BLOCK`, and no one else may access those elements meanwhile.
+unsafe fn gemm_block(a: &[f32], rhs: &[f32], m: usize, k: usize, dst: *mut f32, dst_rs: usize) {
+    debug_assert!(a.len() >= m * k && rhs.len() >= GEMM_BLOCK * k);
+    // SAFETY: lhs m x k (row stride k), rhs viewed as k x GEMM_BLOCK with
+    // column stride k, dst as the caller promises.
     unsafe {
         gemm::gemm(
             m,
-            n,
+            GEMM_BLOCK,
             k,
-            out.as_mut_ptr(),
+            dst,
             1,
-            n as isize,
+            dst_rs as isize,
             false,
             a.as_ptr(),
             1,
             k as isize,
-            b.as_ptr(),
+            rhs.as_ptr(),
             k as isize,
             1,
             0.0f32,
@@ -50,7 +109,7 @@ pub fn gemm_nt(a: &[f32], b: &[f32], m: usize, n: usize, k: usize, out: &mut [f3
             false,
             false,
             false,
-            parallelism,
+            gemm::Parallelism::None,
         );
     }
 }
@@ -191,7 +250,9 @@ impl Backend for Cpu {
         // so both stay cache-friendly and memory stays bounded.
         let by_scores = (8 << 20) / queries.max(1);
         let by_rows = (8 << 20) / dim.max(1);
-        by_scores.min(by_rows).clamp(256, 65536)
+        // Whole gemm blocks: a partial block is computed zero-padded.
+        let rows = by_scores.min(by_rows).clamp(GEMM_BLOCK, 65536);
+        rows / GEMM_BLOCK * GEMM_BLOCK
     }
 
     fn normalize(&self, rows: &mut [f32], cols: usize, first_row: usize) -> Result<RowReport> {
@@ -308,6 +369,36 @@ mod tests {
             for j in 0..n {
                 let want: f32 = (0..k).map(|t| a[i * k + t] * b[j * k + t]).sum();
                 assert!((out[i * n + j] - want).abs() < 1e-5);
+            }
+        }
+    }
+
+    #[test]
+    fn gemm_nt_does_not_depend_on_the_split_of_b() {
+        // gemm alone rounds the same dot product differently for a 1-row b
+        // (its gemv path) or a small one; gemm_nt must not.
+        let (m, n, k) = (7, 1100, 48);
+        let a: Vec<f32> = (0..m * k).map(|i| (i as f32 * 0.37).sin()).collect();
+        let b: Vec<f32> = (0..n * k).map(|i| (i as f32 * 0.11).cos()).collect();
+        let mut whole = vec![0.0; m * n];
+        gemm_nt(&a, &b, m, n, k, &mut whole);
+        for split in [1, 3, 64, 513, 1099] {
+            let mut start = 0;
+            while start < n {
+                let w = split.min(n - start);
+                let mut part = vec![0.0; m * w];
+                gemm_nt(&a, &b[start * k..(start + w) * k], m, w, k, &mut part);
+                for i in 0..m {
+                    for j in 0..w {
+                        assert_eq!(
+                            part[i * w + j].to_bits(),
+                            whole[i * n + start + j].to_bits(),
+                            "split {split}, query {i}, row {}",
+                            start + j
+                        );
+                    }
+                }
+                start += w;
             }
         }
     }

@@ -43,7 +43,11 @@ pub fn check_finite(report: &RowReport, corpus: &NpyMatrix) -> Result<()> {
         "{}: {} NaN or infinity ({} {}); every corpus embedding must be finite",
         corpus.path().display(),
         rows_hold(report.non_finite.len()),
-        if report.non_finite.len() == 1 { "row" } else { "rows" },
+        if report.non_finite.len() == 1 {
+            "row"
+        } else {
+            "rows"
+        },
         list_rows(&report.non_finite)
     )))
 }

@@ -208,11 +208,7 @@ pub fn fit(backend: &dyn Backend, inp: &Inputs, opts: &FitOptions) -> Result<Fit
     let movable: Vec<bool> = (0..plan.moved.len())
         .map(|i| g.row(i).iter().any(|x| *x != 0.0))
         .collect();
-    let is_movable = |row: u32| {
-        plan.moved
-            .binary_search(&row)
-            .is_ok_and(|i| movable[i])
-    };
+    let is_movable = |row: u32| plan.moved.binary_search(&row).is_ok_and(|i| movable[i]);
     clock.lap("aggregate");
 
     // 3. Gamma.
