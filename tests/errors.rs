@@ -151,7 +151,10 @@ fn zero_dimensions() {
 
 #[test]
 fn non_finite_corpus_rows_are_named() {
-    for (method, bad) in [("nudge-m", f32::NAN), ("nudge-n", f32::INFINITY)] {
+    for (method, bad, shown) in [
+        ("nudge-m", f32::NAN, "row 17 column 3 is NaN"),
+        ("nudge-n", f32::INFINITY, "row 17 column 3 is inf"),
+    ] {
         let case = Case::new("small");
         let (n, d, mut data) = corpus(&case);
         data[17 * d + 3] = bad;
@@ -162,9 +165,32 @@ fn non_finite_corpus_rows_are_named() {
             &case,
             &out,
             3,
-            &["corpus.npy", "2 rows hold NaN or infinity", "rows 17, 640"],
+            &[
+                "corpus.npy",
+                "2 rows hold NaN or infinity",
+                "rows 17, 640",
+                shown,
+            ],
         );
     }
+}
+
+#[test]
+fn corpus_rows_whose_norm_overflows_are_named() {
+    let case = Case::new("small");
+    let (n, d, mut data) = corpus(&case);
+    data[5 * d..6 * d].fill(1e20);
+    write_f32(&case.file("corpus.npy"), n, d, &data);
+    let out = case.fit("nudge-m", &[]);
+    expect_failure(
+        &case,
+        &out,
+        3,
+        &[
+            "corpus.npy",
+            "row 5 has values so large that its norm overflows",
+        ],
+    );
 }
 
 #[test]
@@ -300,6 +326,25 @@ fn qrels_missing_or_wrong_header() {
     );
     let out = case.fit("nudge-m", &[]);
     expect_failure(&case, &out, 3, &["train.tsv:1", "bad header"]);
+}
+
+#[test]
+fn byte_order_marks_are_ignored() {
+    let case = Case::new("small");
+    let out = case.fit("nudge-m", &[]);
+    expect(&out, 0, &[]);
+    let want = std::fs::read(case.out().join("out.npy")).unwrap();
+    for f in [
+        "qrels/train.tsv",
+        "qrels/dev.tsv",
+        "corpus_ids.txt",
+        "query_ids.txt",
+    ] {
+        case.write(f, format!("\u{feff}{}", case.read(f)));
+    }
+    let out = case.fit("nudge-m", &[]);
+    expect(&out, 0, &[]);
+    assert_eq!(std::fs::read(case.out().join("out.npy")).unwrap(), want);
 }
 
 #[test]
@@ -506,6 +551,23 @@ fn exit_codes() {
     expect_failure(&case, &out, 2, &["--gamma 5"]);
     let out = nudge(&["fit", "--method", "nudge-m", "--dataset", "x"], &[]);
     expect(&out, 2, &["nothing to write"]);
+    let same = case.out().join("x.npy");
+    let same = same.to_str().unwrap();
+    let out = nudge(
+        &[
+            "fit",
+            "--dataset",
+            case.data().to_str().unwrap(),
+            "--method",
+            "nudge-m",
+            "--out",
+            same,
+            "--report",
+            same,
+        ],
+        &[],
+    );
+    expect_failure(&case, &out, 2, &["--out and --report both name", "x.npy"]);
 
     // 3: input data.
     case.write("qrels/dev.tsv", "query-id\tcorpus-id\tscore\n300\t950\tx\n");

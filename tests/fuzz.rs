@@ -186,7 +186,8 @@ proptest! {
 
     #[test]
     fn ids_round_trip(
-        names in proptest::collection::hash_set("[^\r\n]{1,10}", 0..40),
+        // A leading byte-order mark is dropped, so no id starts with one.
+        names in proptest::collection::hash_set("[^\r\n\u{feff}][^\r\n]{0,9}", 0..40),
         crlf in any::<bool>(),
         trailing in any::<bool>(),
     ) {

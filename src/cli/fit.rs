@@ -92,6 +92,16 @@ pub fn run(args: FitArgs) -> Result<()> {
     for out in &outputs {
         refuse_overwriting_input(out, &paths)?;
     }
+    if let (Some(o), Some(r)) = (&args.out, &args.report) {
+        let o = std::path::absolute(o).unwrap_or_else(|_| o.clone());
+        let r = std::path::absolute(r).unwrap_or_else(|_| r.clone());
+        if o == r {
+            return Err(Error::usage(format!(
+                "--out and --report both name {}; give them different paths",
+                o.display()
+            )));
+        }
+    }
     // Fail before the fit, not after it, when an output cannot be written.
     for out in [&args.out, &args.report].into_iter().flatten() {
         check_writable(out)?;

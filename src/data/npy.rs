@@ -396,7 +396,7 @@ impl NpyWriter {
 
 /// Writes a whole matrix atomically.
 pub fn write_matrix(path: &Path, data: &[f32], cols: usize, dtype: OutDtype) -> Result<()> {
-    let rows = if cols == 0 { 0 } else { data.len() / cols };
+    let rows = data.len().checked_div(cols).unwrap_or(0);
     let mut w = NpyWriter::create(path, rows, cols, dtype)?;
     w.write_rows(data)?;
     w.finish()

@@ -18,6 +18,8 @@ pub struct Judgement {
 
 /// Parses the text of a qrels file; `path` only names it in errors.
 pub fn parse(text: &str, path: &Path) -> Result<Vec<Judgement>> {
+    // A byte-order mark (some Windows tools write one) is not part of the header.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut lines = text.lines().enumerate();
     let expected = "expected the header 'query-id<TAB>corpus-id<TAB>score'";
     let header = loop {

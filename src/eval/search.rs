@@ -39,8 +39,17 @@ pub fn check_finite(report: &RowReport, corpus: &NpyMatrix) -> Result<()> {
     if report.non_finite.is_empty() {
         return Ok(());
     }
+    // Say what is wrong with the first one: a NaN or infinity in a column, or
+    // finite values so large that the squared norm overflows f32.
+    let first = report.non_finite[0];
+    let mut row = Vec::new();
+    corpus.read_rows(first, 1, &mut row);
+    let detail = match NpyMatrix::first_non_finite(&row, row.len().max(1)) {
+        Some((_, c)) => format!("row {first} column {c} is {}", row[c]),
+        None => format!("row {first} has values so large that its norm overflows float32"),
+    };
     Err(Error::data(format!(
-        "{}: {} NaN or infinity ({} {}); every corpus embedding must be finite",
+        "{}: {} NaN or infinity ({} {}; {detail}); every corpus embedding must be finite",
         corpus.path().display(),
         rows_hold(report.non_finite.len()),
         if report.non_finite.len() == 1 {
