@@ -2,9 +2,9 @@
 //! (2 usage, 3 data, 4 runtime), stderr names the file and the row, line or
 //! id, and a failed run leaves no output (nor a `.nudge-partial-*` file).
 
-mod common;
+mod robust_support;
 
-use common::*;
+use robust_support::*;
 
 /// The small fixture's corpus as f32: (rows, cols, data).
 fn corpus(case: &Case) -> (usize, usize, Vec<f32>) {
