@@ -246,13 +246,13 @@ impl Backend for Cpu {
         if let Some(rows) = chunk_rows_override() {
             return rows;
         }
-        // Keep the score block (queries x rows) and the chunk near 32 MiB each
-        // so both stay cache-friendly and memory stays bounded.
-        let by_scores = (8 << 20) / queries.max(1);
-        let by_rows = (8 << 20) / dim.max(1);
+        // A score block of ~4 MiB stays in cache while the top-k reads it,
+        // and reused buffers avoid fresh page faults on every chunk.
+        let by_scores = (1 << 20) / queries.max(1);
+        let by_rows = (4 << 20) / dim.max(1);
+        let rows = by_scores.min(by_rows).clamp(1024, 65536);
         // Whole gemm blocks: a partial block is computed zero-padded.
-        let rows = by_scores.min(by_rows).clamp(GEMM_BLOCK, 65536);
-        rows / GEMM_BLOCK * GEMM_BLOCK
+        (rows / GEMM_BLOCK * GEMM_BLOCK).max(GEMM_BLOCK)
     }
 
     fn normalize(&self, rows: &mut [f32], cols: usize, first_row: usize) -> Result<RowReport> {
@@ -299,18 +299,26 @@ impl Backend for Cpu {
         pairs: &[Pair],
         bounds: &mut [Bounds],
     ) -> Result<()> {
+        let width = block.records.len();
+        // Slopes once per block rather than once per pair.
+        let mut t = block.s1.clone();
+        t.data
+            .par_chunks_mut(width.max(1))
+            .for_each(|row| row.iter_mut().zip(inv_norm).for_each(|(x, n)| *x *= n));
         pairs
             .par_iter()
             .zip(bounds.par_iter_mut())
             .for_each(|(p, b)| {
-                let s0 = block.s0.row(p.query as usize);
-                let s1 = block.s1.row(p.query as usize);
-                for j in 0..block.records.len() {
-                    if block.records[j] == p.record {
-                        continue;
-                    }
-                    nudge_m::tighten(b, p.s, p.t, s0[j], s1[j] * inv_norm[j]);
-                }
+                let (s0, t) = (block.s0.row(p.query as usize), t.row(p.query as usize));
+                // The pair's own record is no competitor: tighten over the
+                // columns before and after it.
+                let own = block.records.binary_search(&p.record);
+                let (before, after) = match own {
+                    Ok(j) => (j, j + 1),
+                    Err(_) => (width, width),
+                };
+                tighten_all(b, p.s, p.t, &s0[..before], &t[..before]);
+                tighten_all(b, p.s, p.t, &s0[after..], &t[after..]);
             });
         Ok(())
     }
@@ -324,11 +332,19 @@ impl Backend for Cpu {
         let width = block.records.len();
         tops.par_iter_mut().enumerate().for_each(|(g, top)| {
             let coef = &coef[g * width..(g + 1) * width];
+            let mut scores = vec![0.0f32; width];
+            let k = top.k;
             for q in 0..top.queries {
                 let (s0, s1) = (block.s0.row(q), block.s1.row(q));
-                for j in 0..width {
-                    let (a, b) = coef[j];
-                    top.push(q, a * s0[j] + b * s1[j], block.records[j]);
+                for (j, s) in scores.iter_mut().enumerate() {
+                    *s = coef[j].0 * s0[j] + coef[j].1 * s1[j];
+                }
+                let ts = &mut top.scores[q * k..(q + 1) * k];
+                let tr = &mut top.rows[q * k..(q + 1) * k];
+                for (j, &s) in scores.iter().enumerate() {
+                    if s >= ts[k - 1] {
+                        topk::push_into(ts, tr, s, block.records[j]);
+                    }
                 }
             }
         });
@@ -351,6 +367,35 @@ impl Backend for Cpu {
             .zip(g.data.par_chunks(cols))
             .for_each(|(d, g)| nudge_n::rotate(d, g, gamma));
         Ok(())
+    }
+}
+
+/// [`nudge_m::tighten`] over a run of competitors, written lane-wise so the
+/// compiler vectorises it. Max, min and "or" do not depend on the order in
+/// which they are taken, so this equals the sequential rule bit for bit.
+fn tighten_all(b: &mut Bounds, s_x: f32, t_x: f32, s: &[f32], t: &[f32]) {
+    const L: usize = 16;
+    let mut low = [b.low; L];
+    let mut high = [b.high; L];
+    let mut dropped = [false; L];
+    let lanes = s.len() / L * L;
+    for (sc, tc) in s[..lanes].chunks_exact(L).zip(t[..lanes].chunks_exact(L)) {
+        for l in 0..L {
+            let g = t_x - tc[l];
+            let d = sc[l] - s_x;
+            let a = d / (g + nudge_m::EPS);
+            low[l] = if g > 0.0 && a > low[l] { a } else { low[l] };
+            high[l] = if g < 0.0 && a < high[l] { a } else { high[l] };
+            dropped[l] |= g == 0.0 && d > 0.0;
+        }
+    }
+    for l in 0..L {
+        b.low = b.low.max(low[l]);
+        b.high = b.high.min(high[l]);
+        b.dropped |= dropped[l];
+    }
+    for j in lanes..s.len() {
+        nudge_m::tighten(b, s_x, t_x, s[j], t[j]);
     }
 }
 
@@ -400,6 +445,27 @@ mod tests {
                 }
                 start += w;
             }
+        }
+    }
+
+    #[test]
+    fn lane_wise_tighten_equals_the_sequential_rule() {
+        let n = 103;
+        let s: Vec<f32> = (0..n)
+            .map(|i| ((i * 37 % 101) as f32 * 0.013).sin())
+            .collect();
+        let mut t: Vec<f32> = (0..n)
+            .map(|i| ((i * 17 % 89) as f32 * 0.021).cos() * 0.3)
+            .collect();
+        t[40] = 0.1; // a zero slope difference with a higher score: dropped
+        for (sx, tx) in [(0.2f32, 0.1f32), (0.9, -0.2), (-0.5, 0.35)] {
+            let mut want = Bounds::OPEN;
+            for j in 0..n {
+                nudge_m::tighten(&mut want, sx, tx, s[j], t[j]);
+            }
+            let mut got = Bounds::OPEN;
+            tighten_all(&mut got, sx, tx, &s, &t);
+            assert_eq!(got, want);
         }
     }
 

@@ -170,7 +170,7 @@ impl Dataset {
                 corpus_path.display()
             )));
         }
-        let queries = Matrix::new(qm.rows(), qm.cols(), qm.read_all());
+        let queries = Matrix::new(qm.rows(), qm.cols(), qm.read_all()?);
         if let Some((r, c)) = NpyMatrix::first_non_finite(&queries.data, queries.cols) {
             return Err(Error::data(format!(
                 "{}: row {r} (column {c}) is NaN or infinite; every query embedding must be finite",

@@ -9,6 +9,7 @@
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
@@ -99,12 +100,12 @@ pub fn parse_header(bytes: &[u8]) -> std::result::Result<Header, String> {
         "<f8" | "=f8" => Dtype::F64,
         ">f4" | ">f2" | ">f8" => {
             return Err(format!(
-                "big-endian dtype '{descr}' is not supported (expected little-endian float32 or float16; convert with arr.astype('<f4'))"
+                "big-endian dtype {descr:?} is not supported (expected little-endian float32 or float16; convert with arr.astype('<f4'))"
             ));
         }
         other => {
             return Err(format!(
-                "dtype '{other}' is not supported (expected float32 '<f4' or float16 '<f2', or float64 '<f8' which is converted; integer embeddings are refused)"
+                "dtype {other:?} is not supported (expected float32 '<f4' or float16 '<f2', or float64 '<f8' which is converted; integer embeddings are refused)"
             ));
         }
     };
@@ -170,11 +171,16 @@ fn parse_shape(s: &str) -> Option<Vec<usize>> {
     Some(dims)
 }
 
-/// A memory-mapped `.npy` matrix, read in row ranges.
+/// An `.npy` matrix on disk, read in row ranges.
+///
+/// Positional reads into a reusable buffer rather than a memory map: pages of
+/// a mapped file count towards the process's resident memory, and a fit must
+/// stay within a bounded footprint however large the corpus is.
 pub struct NpyMatrix {
     path: PathBuf,
     header: Header,
-    map: memmap2::Mmap,
+    file: File,
+    len: u64,
 }
 
 impl NpyMatrix {
@@ -193,13 +199,11 @@ impl NpyMatrix {
                 path.display()
             )));
         }
-        // SAFETY: the map is read-only; nudge never writes to its inputs (an
-        // output path equal to an input is refused), so the only hazard is
-        // another process truncating the file while we read it.
-        let map =
-            unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, "memory-map", e))?;
+        let mut head = vec![0u8; len.min(1 << 16) as usize];
+        file.read_exact_at(&mut head, 0)
+            .map_err(|e| Error::io(path, "read", e))?;
         let header =
-            parse_header(&map).map_err(|e| Error::data(format!("{}: {e}", path.display())))?;
+            parse_header(&head).map_err(|e| Error::data(format!("{}: {e}", path.display())))?;
         let need = header
             .rows
             .checked_mul(header.cols)
@@ -208,7 +212,7 @@ impl NpyMatrix {
             .ok_or_else(|| {
                 Error::data(format!("{}: shape in header is too large", path.display()))
             })?;
-        if (map.len()) < need {
+        if len < need as u64 {
             return Err(Error::data(format!(
                 "{}: truncated: header says {} x {} {} ({} bytes of data) but the file holds only {} bytes of data",
                 path.display(),
@@ -216,7 +220,7 @@ impl NpyMatrix {
                 header.cols,
                 header.dtype.descr(),
                 need - header.data_offset,
-                map.len() - header.data_offset
+                len - header.data_offset as u64
             )));
         }
         if header.dtype == Dtype::F64 {
@@ -225,11 +229,11 @@ impl NpyMatrix {
                 path.display()
             ));
         }
-        let _ = map.advise(memmap2::Advice::Sequential);
         Ok(NpyMatrix {
             path: path.to_path_buf(),
             header,
-            map,
+            file,
+            len,
         })
     }
 
@@ -247,11 +251,31 @@ impl NpyMatrix {
     }
 
     /// Converts rows `start..start+count` to f32 into `out` (resized to fit).
-    pub fn read_rows(&self, start: usize, count: usize, out: &mut Vec<f32>) {
+    pub fn read_rows(&self, start: usize, count: usize, out: &mut Vec<f32>) -> Result<()> {
+        let mut raw = Vec::new();
+        self.read_rows_with(start, count, &mut raw, out)
+    }
+
+    /// As [`NpyMatrix::read_rows`], reusing `raw` as the byte buffer.
+    pub fn read_rows_with(
+        &self,
+        start: usize,
+        count: usize,
+        raw: &mut Vec<u8>,
+        out: &mut Vec<f32>,
+    ) -> Result<()> {
         let cols = self.header.cols;
         let size = self.header.dtype.size();
         let begin = self.header.data_offset + start * cols * size;
-        let bytes = &self.map[begin..begin + count * cols * size];
+        raw.resize(count * cols * size, 0);
+        self.file.read_exact_at(raw, begin as u64).map_err(|e| {
+            Error::runtime(format!(
+                "{}: cannot read rows {start}..{}: {e}",
+                self.path.display(),
+                start + count
+            ))
+        })?;
+        let bytes = &raw[..];
         out.clear();
         out.reserve(count * cols);
         match self.header.dtype {
@@ -271,13 +295,19 @@ impl NpyMatrix {
                     .map(|b| f64::from_le_bytes(b.try_into().unwrap()) as f32),
             ),
         }
+        Ok(())
     }
 
     /// The whole matrix as f32; for the (small) query matrix.
-    pub fn read_all(&self) -> Vec<f32> {
+    pub fn read_all(&self) -> Result<Vec<f32>> {
         let mut out = Vec::new();
-        self.read_rows(0, self.rows(), &mut out);
-        out
+        self.read_rows(0, self.rows(), &mut out)?;
+        Ok(out)
+    }
+
+    /// File size in bytes.
+    pub fn file_len(&self) -> u64 {
+        self.len
     }
 
     /// Index of the first row holding a NaN or infinity, with its column.
@@ -424,11 +454,13 @@ mod tests {
 
     #[test]
     fn parses_a_numpy_written_header() {
-        let h = parse_header(&npy_bytes("<f4", false, "(3, 2)", &[])).unwrap();
+        let bytes = npy_bytes("<f4", false, "(3, 2)", &[]);
+        let h = parse_header(&bytes).unwrap();
         assert_eq!(
             (h.dtype, h.rows, h.cols, h.data_offset),
-            (Dtype::F32, 3, 2, 128)
+            (Dtype::F32, 3, 2, bytes.len())
         );
+        assert_eq!(h.data_offset % 64, 0);
         let h = parse_header(&npy_bytes("<f2", false, "(10, 7)", &[])).unwrap();
         assert_eq!((h.dtype, h.rows, h.cols), (Dtype::F16, 10, 7));
     }
@@ -437,7 +469,7 @@ mod tests {
     fn refuses_what_nudge_cannot_read() {
         let err = |b: Vec<u8>| parse_header(&b).unwrap_err();
         assert!(err(npy_bytes("<f4", true, "(3, 2)", &[])).contains("Fortran"));
-        assert!(err(npy_bytes("<i8", false, "(3, 2)", &[])).contains("'<i8' is not supported"));
+        assert!(err(npy_bytes("<i8", false, "(3, 2)", &[])).contains("\"<i8\" is not supported"));
         assert!(err(npy_bytes(">f4", false, "(3, 2)", &[])).contains("big-endian"));
         assert!(err(npy_bytes("<f4", false, "(6,)", &[])).contains("rank 1"));
         assert!(err(npy_bytes("<f4", false, "(1, 2, 3)", &[])).contains("rank 3"));
@@ -457,10 +489,10 @@ mod tests {
         let m = NpyMatrix::open(&p).unwrap();
         assert_eq!((m.rows(), m.cols()), (3, 4));
         let mut rows = Vec::new();
-        m.read_rows(1, 2, &mut rows);
+        m.read_rows(1, 2, &mut rows).unwrap();
         assert_eq!(rows, &data[4..]);
         write_matrix(&p, &data, 4, OutDtype::F16).unwrap();
-        assert_eq!(NpyMatrix::open(&p).unwrap().read_all(), data);
+        assert_eq!(NpyMatrix::open(&p).unwrap().read_all().unwrap(), data);
 
         let bytes = std::fs::read(&p).unwrap();
         std::fs::write(&p, &bytes[..bytes.len() - 3]).unwrap();
@@ -483,7 +515,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("d.npy");
         std::fs::write(&p, npy_bytes("<f8", false, "(1, 2)", &data)).unwrap();
-        assert_eq!(NpyMatrix::open(&p).unwrap().read_all(), vec![1.5, -2.0]);
+        assert_eq!(
+            NpyMatrix::open(&p).unwrap().read_all().unwrap(),
+            vec![1.5, -2.0]
+        );
     }
 
     #[test]

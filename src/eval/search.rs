@@ -18,13 +18,13 @@ pub fn scan_corpus(
     let chunk = backend.chunk_rows(spec.queries.rows, corpus.cols()).max(1);
     let mut scan = backend.scan(spec)?;
     let mut report = RowReport::default();
-    let mut buf = Vec::new();
+    let (mut buf, mut raw) = (Vec::new(), Vec::new());
     let progress = Progress::new("scanning corpus", n as u64, "rows");
     let mut start = 0;
     while start < n {
         crate::interrupt::check()?;
         let count = chunk.min(n - start);
-        corpus.read_rows(start, count, &mut buf);
+        corpus.read_rows_with(start, count, &mut raw, &mut buf)?;
         on_chunk(&buf, start);
         report.extend(scan.push(&buf, start)?);
         start += count;
@@ -43,7 +43,7 @@ pub fn check_finite(report: &RowReport, corpus: &NpyMatrix) -> Result<()> {
     // finite values so large that the squared norm overflows f32.
     let first = report.non_finite[0];
     let mut row = Vec::new();
-    corpus.read_rows(first, 1, &mut row);
+    corpus.read_rows(first, 1, &mut row)?;
     let detail = match NpyMatrix::first_non_finite(&row, row.len().max(1)) {
         Some((_, c)) => format!("row {first} column {c} is {}", row[c]),
         None => format!("row {first} has values so large that its norm overflows float32"),

@@ -124,9 +124,11 @@ mod tests {
 
     #[test]
     fn sweep_ties_lows_before_highs_and_first_maximum_wins() {
-        // [0.1,0.2) and [0.2,0.3): at 0.2 the low is counted before the high,
-        // so the count touches 2 there.
-        assert_eq!(sweep(&[(0.1, 0.2), (0.2, 0.3)]), (0.2, 2));
+        // [0.1,0.2) and [0.2,0.3): the low and the high at 0.2 form one group
+        // and cancel, so the count never exceeds 1 and the first point wins.
+        assert_eq!(sweep(&[(0.1, 0.2), (0.2, 0.3)]), (0.1, 1));
+        // [0.1,0.3) and [0.2,0.25): depth 2 from 0.2.
+        assert_eq!(sweep(&[(0.1, 0.3), (0.2, 0.25)]), (0.2, 2));
         // Two disjoint groups of equal depth: the lower one wins.
         assert_eq!(
             sweep(&[(0.5, 0.6), (0.5, 0.7), (0.1, 0.2), (0.1, 0.3)]),
@@ -137,8 +139,9 @@ mod tests {
     }
 
     #[test]
-    fn empty_interval_at_a_point_counts() {
-        // low == high is kept by `finish` and counts at that point.
+    fn empty_interval_survives_but_never_counts() {
+        // low == high is kept by `finish` (the reference keeps high >= low),
+        // but its low and high form one group in the sweep and cancel.
         assert_eq!(
             finish(Bounds {
                 low: 0.3,
@@ -147,7 +150,8 @@ mod tests {
             }),
             Some((0.3, 0.3))
         );
-        assert_eq!(sweep(&[(0.3, 0.3)]), (0.3, 1));
+        assert_eq!(sweep(&[(0.3, 0.3)]), (0.0, 0));
+        assert_eq!(sweep(&[(0.3, 0.3), (0.1, 0.5)]), (0.1, 1));
         assert_eq!(
             finish(Bounds {
                 low: 0.4,

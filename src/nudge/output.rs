@@ -23,7 +23,7 @@ pub fn write_corpus(
         .unwrap_or((16usize << 20) / (4 * d.max(1)))
         .max(1);
     let mut w = NpyWriter::create(path, n, d, dtype)?;
-    let mut buf = Vec::new();
+    let (mut buf, mut raw) = (Vec::new(), Vec::new());
     let mut next = 0;
     let progress = Progress::new("writing", n as u64, "rows");
     let mut start = 0;
@@ -31,7 +31,7 @@ pub fn write_corpus(
         // Returning drops the writer, which removes its temporary file.
         crate::interrupt::check()?;
         let count = chunk.min(n - start);
-        corpus.read_rows(start, count, &mut buf);
+        corpus.read_rows_with(start, count, &mut raw, &mut buf)?;
         normalize_rows(&mut buf, d, start);
         while next < moved.len() && (moved[next] as usize) < start + count {
             let r = moved[next] as usize - start;

@@ -39,7 +39,7 @@ pub fn write_f32(path: &Path, rows: usize, cols: usize, data: &[f32]) {
 /// Reads a float32 `.npy` (as nudge writes it) back: (rows, cols, data).
 pub fn read_f32(path: &Path) -> (usize, usize, Vec<f32>) {
     let m = nudge::data::npy::NpyMatrix::open(path).unwrap();
-    (m.rows(), m.cols(), m.read_all())
+    (m.rows(), m.cols(), m.read_all().unwrap())
 }
 
 pub fn fixture(name: &str) -> PathBuf {

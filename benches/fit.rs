@@ -1,0 +1,40 @@
+//! Whole fits of both methods on SciFact (bundled) and, when `../shared` is
+//! there, nfcorpus: `cargo bench --bench fit`.
+
+use std::path::{Path, PathBuf};
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use nudge::backend::cpu::Cpu;
+use nudge::data::dataset::{Dataset, Paths, SplitName};
+use nudge::nudge::{FitOptions, Inputs, Method, fit};
+
+fn datasets() -> Vec<(&'static str, PathBuf)> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut v = vec![("scifact", root.join("tests/fixtures/scifact-f32"))];
+    let nf = root.join("../shared/datasets/nfcorpus");
+    if nf.is_dir() {
+        v.push(("nfcorpus", nf));
+    }
+    v
+}
+
+fn fits(c: &mut Criterion) {
+    let mut g = c.benchmark_group("fit");
+    g.sample_size(20);
+    for (name, dir) in datasets() {
+        let ds = Dataset::open(Paths::default().with_folder(Some(&dir)).unwrap()).unwrap();
+        let train = ds.required_split(SplitName::Train, false).unwrap();
+        let dev = ds.required_split(SplitName::Dev, false).unwrap();
+        let test = ds.split(SplitName::Test, false).unwrap();
+        let inputs = Inputs { corpus: &ds.corpus, queries: &ds.queries, train: &train, dev: &dev, test: test.as_ref() };
+        for method in [Method::NudgeM, Method::NudgeN] {
+            g.bench_function(format!("{name}/{}", method.as_str()), |b| {
+                b.iter(|| fit(&Cpu, &inputs, &FitOptions::new(method)).unwrap())
+            });
+        }
+    }
+    g.finish();
+}
+
+criterion_group!(benches, fits);
+criterion_main!(benches);
