@@ -175,30 +175,41 @@ fn unwritable_output_directory() {
     assert_eq!(list(&case.out()), vec!["plain"]);
 }
 
+/// Unmounts on drop.
+struct Mounted(std::path::PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// Mounts a tmpfs of `size` at `dir`; `None` where this process may not
+/// mount (the test is then skipped).
+fn tmpfs(dir: &Path, size: &str) -> Option<Mounted> {
+    std::fs::create_dir_all(dir).unwrap();
+    let ok = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+        .arg(dir)
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        eprintln!("skipped: cannot mount a tmpfs here");
+        return None;
+    }
+    Some(Mounted(dir.to_path_buf()))
+}
+
 /// A 64 KiB tmpfs: the output fills it mid-write. Needs root and a kernel
 /// that lets this process mount; skipped otherwise.
 #[test]
 fn a_full_disk_leaves_no_partial_file() {
     let case = Case::new("small");
     let mnt = case.out().join("tiny");
-    std::fs::create_dir(&mnt).unwrap();
-    let mounted = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=64k", "tmpfs"])
-        .arg(&mnt)
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !mounted {
-        eprintln!("skipped: cannot mount a tmpfs here");
+    let Some(_guard) = tmpfs(&mnt, "64k") else {
         return;
-    }
-    struct Unmount<'a>(&'a Path);
-    impl Drop for Unmount<'_> {
-        fn drop(&mut self) {
-            let _ = Command::new("umount").arg(self.0).status();
-        }
-    }
-    let _guard = Unmount(&mnt);
+    };
     std::fs::write(mnt.join("out.npy"), b"old output").unwrap();
     // 1000 x 32 f32 is 128 KiB: more than the filesystem holds.
     let out = nudge(
@@ -218,6 +229,88 @@ fn a_full_disk_leaves_no_partial_file() {
     expect(&out, 4, &["out.npy", "No space left"]);
     assert_eq!(list(&mnt), vec!["out.npy"]);
     assert_eq!(std::fs::read(mnt.join("out.npy")).unwrap(), b"old output");
+}
+
+/// --out fits on a one-page tmpfs, --delta does not: neither appears.
+#[test]
+fn outputs_appear_together_or_not_at_all() {
+    let case = Case::new("edge");
+    let mnt = case.out().join("page");
+    let Some(_guard) = tmpfs(&mnt, "4k") else {
+        return;
+    };
+    let args = |delta: &Path| {
+        nudge(
+            &[
+                "fit",
+                "--dataset",
+                case.data().to_str().unwrap(),
+                "--method",
+                "nudge-m",
+                "--out",
+                mnt.join("out.npy").to_str().unwrap(),
+                "--delta",
+                delta.to_str().unwrap(),
+                "--report",
+                mnt.join("report.json").to_str().unwrap(),
+            ],
+            &[],
+        )
+    };
+    let out = args(&mnt.join("delta"));
+    expect(&out, 4, &["vectors.npy", "No space left"]);
+    assert_eq!(list(&mnt), Vec::<String>::new());
+
+    // With room, all three appear.
+    let _ = std::fs::remove_dir_all(mnt.join("delta"));
+    let roomy = case.out().join("roomy");
+    std::fs::create_dir(&roomy).unwrap();
+    let out = nudge(
+        &[
+            "fit",
+            "--dataset",
+            case.data().to_str().unwrap(),
+            "--method",
+            "nudge-m",
+            "--out",
+            roomy.join("out.npy").to_str().unwrap(),
+            "--delta",
+            roomy.join("delta").to_str().unwrap(),
+            "--report",
+            roomy.join("report.json").to_str().unwrap(),
+        ],
+        &[],
+    );
+    expect(&out, 0, &[]);
+    assert_eq!(list(&roomy), vec!["delta", "out.npy", "report.json"]);
+    assert_eq!(list(&roomy.join("delta")), vec!["ids.txt", "vectors.npy"]);
+}
+
+#[test]
+fn an_unwritable_delta_directory_fails_before_the_fit() {
+    let case = Case::new("small");
+    std::fs::write(case.out().join("plain"), b"").unwrap();
+    let run = |delta: &Path| {
+        nudge(
+            &[
+                "fit",
+                "--dataset",
+                case.data().to_str().unwrap(),
+                "--method",
+                "nudge-n",
+                "--out",
+                case.out().join("out.npy").to_str().unwrap(),
+                "--delta",
+                delta.to_str().unwrap(),
+            ],
+            &[],
+        )
+    };
+    let out = run(&case.out().join("plain/delta/deeper"));
+    expect(&out, 4, &["--delta", "plain", "not a writable directory"]);
+    let out = run(&case.out().join("plain"));
+    expect(&out, 2, &["--delta", "plain", "is not a directory"]);
+    assert_eq!(list(&case.out()), vec!["plain"]);
 }
 
 #[test]

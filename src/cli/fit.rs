@@ -106,6 +106,9 @@ pub fn run(args: FitArgs) -> Result<()> {
     for out in [&args.out, &args.report].into_iter().flatten() {
         check_writable(out)?;
     }
+    if let Some(dir) = &args.delta {
+        check_delta_dir(dir)?;
+    }
     let ds = Dataset::open(paths)?;
     let skip = args.data.skip_unknown_ids;
     let train = ds.required_split(SplitName::Train, skip)?;
@@ -131,18 +134,22 @@ pub fn run(args: FitArgs) -> Result<()> {
         OutType::F32 => OutDtype::F32,
         OutType::F16 => OutDtype::F16,
     };
+    // Every output is staged in a temporary file and all are renamed into
+    // place together at the end: a failure (or Ctrl-C) on the way leaves
+    // none of them, and files already at those paths stay as they were.
     let t = Instant::now();
-    if let Some(out) = &args.out {
-        output::write_corpus(&ds.corpus, &fit.moved, &fit.updated, out, dtype)?;
-    }
-    if let Some(dir) = &args.delta {
-        let names: Vec<String> = fit
-            .moved
-            .iter()
-            .map(|&r| ds.corpus_ids.name(r as usize))
-            .collect();
-        output::write_delta(dir, &names, &fit.updated, dtype)?;
-    }
+    let delta_dir_is_new = args.delta.as_ref().is_some_and(|d| !d.exists());
+    let staged = stage_outputs(&args, &ds, &fit, dtype);
+    let mut staged = match staged {
+        Ok(s) => s,
+        Err(e) => {
+            if delta_dir_is_new {
+                // Only removes it if empty; nothing was committed inside.
+                let _ = std::fs::remove_dir(args.delta.as_ref().expect("delta"));
+            }
+            return Err(e);
+        }
+    };
     let write_s = t.elapsed().as_secs_f64();
 
     let mut timings = Map::new();
@@ -163,8 +170,12 @@ pub fn run(args: FitArgs) -> Result<()> {
             timings,
         );
         let text = serde_json::to_string_pretty(&report).expect("report serialises");
-        crate::data::atomic_write(path, format!("{text}\n").as_bytes())?;
+        staged.push(crate::data::stage_write(
+            path,
+            format!("{text}\n").as_bytes(),
+        )?);
     }
+    crate::data::commit_all(staged)?;
     summary(
         &fit,
         &ds,
@@ -173,6 +184,34 @@ pub fn run(args: FitArgs) -> Result<()> {
         start.elapsed().as_secs_f64(),
     );
     Ok(())
+}
+
+/// Writes `--out` and `--delta` to temporary files, uncommitted.
+fn stage_outputs(
+    args: &FitArgs,
+    ds: &Dataset,
+    fit: &Fit,
+    dtype: OutDtype,
+) -> Result<Vec<crate::data::Pending>> {
+    let mut staged = Vec::new();
+    if let Some(out) = &args.out {
+        staged.push(output::stage_corpus(
+            &ds.corpus,
+            &fit.moved,
+            &fit.updated,
+            out,
+            dtype,
+        )?);
+    }
+    if let Some(dir) = &args.delta {
+        let names: Vec<String> = fit
+            .moved
+            .iter()
+            .map(|&r| ds.corpus_ids.name(r as usize))
+            .collect();
+        staged.extend(output::stage_delta(dir, &names, &fit.updated, dtype)?);
+    }
+    Ok(staged)
 }
 
 /// Whether a file can be created next to `path`: creates and removes a
@@ -200,6 +239,39 @@ pub fn check_writable(path: &Path) -> Result<()> {
                 dir.display()
             ))
         })
+}
+
+/// Whether `--delta DIR` can be written: DIR is a directory, or the nearest
+/// existing folder above it is one that files can be created in.
+fn check_delta_dir(dir: &Path) -> Result<()> {
+    if dir.exists() {
+        if !dir.is_dir() {
+            return Err(Error::usage(format!(
+                "--delta {}: is not a directory",
+                dir.display()
+            )));
+        }
+        return check_writable(&dir.join("vectors.npy"));
+    }
+    let mut above = dir;
+    while let Some(parent) = above.parent() {
+        let parent = if parent.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            parent
+        };
+        if parent.exists() {
+            return check_writable(&parent.join("x")).map_err(|_| {
+                Error::runtime(format!(
+                    "--delta {}: cannot create it: {} is not a writable directory",
+                    dir.display(),
+                    parent.display()
+                ))
+            });
+        }
+        above = parent;
+    }
+    Ok(())
 }
 
 /// An output that would replace one of the inputs is refused: the input is

@@ -403,6 +403,12 @@ impl NpyWriter {
 
     /// Flushes, syncs and renames the file into place.
     pub fn finish(self) -> Result<()> {
+        self.finish_staged()?.commit()
+    }
+
+    /// Flushes and syncs the file but leaves it at its temporary path, for a
+    /// command that commits several outputs together.
+    pub fn finish_staged(self) -> Result<crate::data::Pending> {
         if self.written != self.rows {
             return Err(Error::runtime(format!(
                 "{}: internal error: wrote {} rows, header says {}",
@@ -415,21 +421,26 @@ impl NpyWriter {
             .out
             .into_inner()
             .map_err(|e| Error::io(&self.path, "write", e.into_error()))?;
-        tmp.as_file()
-            .sync_all()
-            .map_err(|e| Error::io(&self.path, "sync", e))?;
-        tmp.persist(&self.path)
-            .map_err(|e| Error::io(&self.path, "rename the finished file into place", e.error))?;
-        Ok(())
+        crate::data::Pending::new(&self.path, tmp)
     }
 }
 
 /// Writes a whole matrix atomically.
 pub fn write_matrix(path: &Path, data: &[f32], cols: usize, dtype: OutDtype) -> Result<()> {
+    stage_matrix(path, data, cols, dtype)?.commit()
+}
+
+/// Writes a whole matrix to a temporary file next to `path`, to be committed.
+pub fn stage_matrix(
+    path: &Path,
+    data: &[f32],
+    cols: usize,
+    dtype: OutDtype,
+) -> Result<crate::data::Pending> {
     let rows = data.len().checked_div(cols).unwrap_or(0);
     let mut w = NpyWriter::create(path, rows, cols, dtype)?;
     w.write_rows(data)?;
-    w.finish()
+    w.finish_staged()
 }
 
 #[cfg(test)]
