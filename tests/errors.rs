@@ -509,6 +509,12 @@ fn missing_train_or_dev_split() {
 #[test]
 fn missing_dataset_folder_and_files() {
     let case = Case::new("small");
+    let out = case.fit("nudge-m", &["--corpus", case.data().to_str().unwrap()]);
+    expect_failure(&case, &out, 3, &["is a directory; expected a .npy file"]);
+    let qrels_dir = case.file("qrels");
+    let out = case.fit("nudge-m", &["--train-qrels", qrels_dir.to_str().unwrap()]);
+    expect_failure(&case, &out, 3, &["qrels", "cannot read qrels file"]);
+
     std::fs::remove_file(case.file("queries.npy")).unwrap();
     let out = case.fit("nudge-m", &[]);
     expect_failure(&case, &out, 3, &["queries.npy", "cannot open"]);
@@ -592,4 +598,31 @@ fn exit_codes() {
     );
     expect(&out, 4, &["file/out.npy", "cannot write"]);
     assert_eq!(list(&case.out()), vec!["file".to_string()]);
+}
+
+#[test]
+fn eval_reports_input_errors_the_same_way() {
+    let case = Case::new("small");
+    let (n, d, mut data) = corpus(&case);
+    data[77 * d + 1] = f32::NAN;
+    let bad = case.out().join("bad.npy");
+    write_f32(&bad, n, d, &data);
+    let data = case.data();
+    let eval = |extra: &[&str]| {
+        let mut args = vec!["eval", "--dataset", data.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        nudge(&args, &[])
+    };
+    let out = eval(&["--corpus", bad.to_str().unwrap()]);
+    expect(&out, 3, &["bad.npy", "row 77 column 1 is NaN"]);
+    let out = eval(&["--split", "dev", "--k", "0"]);
+    expect(&out, 2, &["--k"]);
+    case.write(
+        "qrels/test.tsv",
+        "query-id\tcorpus-id\tscore\n400\t5000\t1\n",
+    );
+    let out = eval(&[]);
+    expect(&out, 3, &["test.tsv:2", "unknown corpus id \"5000\""]);
+    let out = eval(&["--skip-unknown-ids"]);
+    expect(&out, 3, &["test.tsv", "test split has no query"]);
 }

@@ -189,10 +189,14 @@ impl NpyMatrix {
     pub fn open(path: &Path) -> Result<NpyMatrix> {
         let file = File::open(path)
             .map_err(|e| Error::data(format!("{}: cannot open: {e}", path.display())))?;
-        let len = file
-            .metadata()
-            .map_err(|e| Error::io(path, "stat", e))?
-            .len();
+        let meta = file.metadata().map_err(|e| Error::io(path, "stat", e))?;
+        if meta.is_dir() {
+            return Err(Error::data(format!(
+                "{}: is a directory; expected a .npy file",
+                path.display()
+            )));
+        }
+        let len = meta.len();
         if len == 0 {
             return Err(Error::data(format!(
                 "{}: file is empty; expected a .npy matrix",
