@@ -26,7 +26,13 @@ fn fits(c: &mut Criterion) {
         let train = ds.required_split(SplitName::Train, false).unwrap();
         let dev = ds.required_split(SplitName::Dev, false).unwrap();
         let test = ds.split(SplitName::Test, false).unwrap();
-        let inputs = Inputs { corpus: &ds.corpus, queries: &ds.queries, train: &train, dev: &dev, test: test.as_ref() };
+        let inputs = Inputs {
+            corpus: &ds.corpus,
+            queries: &ds.queries,
+            train: &train,
+            dev: &dev,
+            test: test.as_ref(),
+        };
         for method in [Method::NudgeM, Method::NudgeN] {
             g.bench_function(format!("{name}/{}", method.as_str()), |b| {
                 b.iter(|| fit(&Cpu, &inputs, &FitOptions::new(method)).unwrap())

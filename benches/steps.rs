@@ -11,10 +11,14 @@ use nudge::backend::{Backend, Bounds, MovedBlock, Pair, ScanSpec, Segments, TopK
 use nudge::matrix::Matrix;
 
 fn random(rows: usize, cols: usize, seed: u64) -> Matrix {
-    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut s = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     let data = (0..rows * cols)
         .map(|_| {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             ((s >> 40) as f32 / (1u64 << 24) as f32) - 0.5
         })
         .collect();
@@ -67,7 +71,12 @@ fn scan(c: &mut Criterion) {
         g.throughput(Throughput::Elements((2 * nq * n * 384) as u64));
         g.bench_function(format!("{nq}q_{n}rows_k{k}"), |b| {
             b.iter(|| {
-                let spec = ScanSpec { queries: &q, k, normalize: true, skip: Some(&skip) };
+                let spec = ScanSpec {
+                    queries: &q,
+                    k,
+                    normalize: true,
+                    skip: Some(&skip),
+                };
                 let mut s = Cpu.scan(spec).unwrap();
                 s.push(&corpus.data, 0).unwrap();
                 s.finish().unwrap()
@@ -80,14 +89,19 @@ fn scan(c: &mut Criterion) {
 fn aggregate(c: &mut Criterion) {
     let q = random(10_000, 384, 5);
     let m = 8000;
-    let mut seg = Segments { offsets: vec![0], indices: Vec::new() };
+    let mut seg = Segments {
+        offsets: vec![0],
+        indices: Vec::new(),
+    };
     for r in 0..m {
         for t in 0..(1 + r % 3) {
             seg.indices.push(((r * 7 + t * 13) % 10_000) as u32);
         }
         seg.offsets.push(seg.indices.len() as u32);
     }
-    c.bench_function("aggregate_10k_queries_8k_records", |b| b.iter(|| Cpu.aggregate(&q, &seg).unwrap()));
+    c.bench_function("aggregate_10k_queries_8k_records", |b| {
+        b.iter(|| Cpu.aggregate(&q, &seg).unwrap())
+    });
 }
 
 fn updates(c: &mut Criterion) {
@@ -114,18 +128,31 @@ fn gamma_scoring(c: &mut Criterion) {
     let s0 = random(dev, width, 8);
     let s1 = random(dev, width, 9);
     let records: Vec<u32> = (0..width as u32).map(|j| j * 3).collect();
-    let block = MovedBlock { records: &records, s0: &s0, s1: &s1 };
+    let block = MovedBlock {
+        records: &records,
+        s0: &s0,
+        s1: &s1,
+    };
     let inv: Vec<f32> = vec![1.0; width];
-    let pairs: Vec<Pair> =
-        (0..dev * 3).map(|i| Pair { query: (i / 3) as u32, record: (i * 5) as u32, s: 0.1, t: 0.05 }).collect();
+    let pairs: Vec<Pair> = (0..dev * 3)
+        .map(|i| Pair {
+            query: (i / 3) as u32,
+            record: (i * 5) as u32,
+            s: 0.1,
+            t: 0.05,
+        })
+        .collect();
     c.bench_function("nudge_m_bounds_3k_pairs_x_4k", |b| {
         b.iter(|| {
             let mut bounds = vec![Bounds::OPEN; pairs.len()];
-            Cpu.nudge_m_bounds(&block, &inv, &pairs, &mut bounds).unwrap();
+            Cpu.nudge_m_bounds(&block, &inv, &pairs, &mut bounds)
+                .unwrap();
             bounds
         })
     });
-    let coef: Vec<(f32, f32)> = (0..25 * width).map(|i| (1.0 - (i % 7) as f32 * 0.01, 0.01)).collect();
+    let coef: Vec<(f32, f32)> = (0..25 * width)
+        .map(|i| (1.0 - (i % 7) as f32 * 0.01, 0.01))
+        .collect();
     c.bench_function("nudge_n_merge_25_gammas_1k_x_4k", |b| {
         b.iter(|| {
             let mut tops = vec![TopK::new(dev, 1); 25];
@@ -135,5 +162,12 @@ fn gamma_scoring(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, gemm_choice, scan, aggregate, updates, gamma_scoring);
+criterion_group!(
+    benches,
+    gemm_choice,
+    scan,
+    aggregate,
+    updates,
+    gamma_scoring
+);
 criterion_main!(benches);

@@ -9,7 +9,10 @@ use std::process::{Command, Output};
 use common::*;
 
 fn nudge(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_nudge")).args(args).output().expect("run nudge")
+    Command::new(env!("CARGO_BIN_EXE_nudge"))
+        .args(args)
+        .output()
+        .expect("run nudge")
 }
 
 fn stderr(o: &Output) -> String {
@@ -27,14 +30,37 @@ fn fit_writes_corpus_and_report_that_eval_agrees_with() {
     for method in ["nudge-m", "nudge-n"] {
         let out = dir.path().join(format!("{method}.npy"));
         let report = dir.path().join(format!("{method}.json"));
-        let o = nudge(&["fit", "--dataset", s(&data), "--method", method, "--out", s(&out), "--report", s(&report)]);
+        let o = nudge(&[
+            "fit",
+            "--dataset",
+            s(&data),
+            "--method",
+            method,
+            "--out",
+            s(&out),
+            "--report",
+            s(&report),
+        ]);
         assert!(o.status.success(), "{}", stderr(&o));
         // The human output ends with the before -> after table.
         let err = stderr(&o);
-        assert!(err.trim_end().lines().last().unwrap().contains("recall@10"), "{err}");
+        assert!(
+            err.trim_end().lines().last().unwrap().contains("recall@10"),
+            "{err}"
+        );
 
-        let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
-        for key in ["method", "gamma", "backend", "moved_records", "dev_scores", "timings", "before", "after"] {
+        let r: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+        for key in [
+            "method",
+            "gamma",
+            "backend",
+            "moved_records",
+            "dev_scores",
+            "timings",
+            "before",
+            "after",
+        ] {
             assert!(r.get(key).is_some(), "report lacks {key}: {r}");
         }
         assert_eq!(r["method"], method);
@@ -49,22 +75,39 @@ fn fit_writes_corpus_and_report_that_eval_agrees_with() {
 
         // `nudge eval` of the written corpus reproduces the report's "after",
         // by dot product as NUDGE-M output must be searched.
-        let o = nudge(&["eval", "--dataset", s(&data), "--corpus", s(&out), "--k", "10", "--k", "1", "--json"]);
+        let o = nudge(&[
+            "eval",
+            "--dataset",
+            s(&data),
+            "--corpus",
+            s(&out),
+            "--k",
+            "10",
+            "--k",
+            "1",
+            "--json",
+        ]);
         assert!(o.status.success(), "{}", stderr(&o));
         let e: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
         assert_eq!(e["queries"], 100);
         assert!(e.get("recall@1").is_some());
         for key in ["recall@10", "ndcg@10"] {
             let (a, b) = (e[key].as_f64().unwrap(), r["after"][key].as_f64().unwrap());
-            assert!((a - b).abs() < 1e-12, "{method} {key}: eval {a} vs report {b}");
+            assert!(
+                (a - b).abs() < 1e-12,
+                "{method} {key}: eval {a} vs report {b}"
+            );
         }
     }
     // Without --corpus, eval scores the untuned (normalised) dataset corpus:
     // the report's "before".
     let o = nudge(&["eval", "--dataset", s(&data), "--json", "--quiet"]);
     let e: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.path().join("nudge-n.json")).unwrap()).unwrap();
-    assert!((e["ndcg@10"].as_f64().unwrap() - r["before"]["ndcg@10"].as_f64().unwrap()).abs() < 1e-12);
+    let r: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("nudge-n.json")).unwrap()).unwrap();
+    assert!(
+        (e["ndcg@10"].as_f64().unwrap() - r["before"]["ndcg@10"].as_f64().unwrap()).abs() < 1e-12
+    );
 }
 
 #[test]
@@ -109,12 +152,25 @@ fn delta_holds_only_the_moved_records() {
     let dir = tempfile::tempdir().unwrap();
     let data = fixture("rawnorms-stringids");
     let delta = dir.path().join("delta");
-    let o = nudge(&["fit", "--dataset", s(&data), "--method", "nudge-n", "--delta", s(&delta), "-q"]);
+    let o = nudge(&[
+        "fit",
+        "--dataset",
+        s(&data),
+        "--method",
+        "nudge-n",
+        "--delta",
+        s(&delta),
+        "-q",
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let ids = std::fs::read_to_string(delta.join("ids.txt")).unwrap();
     let vectors = read_npy(&delta.join("vectors.npy"));
     let full = read_npy(&data.join("reference/nudge-n.npy"));
-    let names: Vec<&str> = std::fs::read_to_string(data.join("corpus_ids.txt")).unwrap().leak().lines().collect();
+    let names: Vec<&str> = std::fs::read_to_string(data.join("corpus_ids.txt"))
+        .unwrap()
+        .leak()
+        .lines()
+        .collect();
     let d = 64;
     assert_eq!(vectors.len(), ids.lines().count() * d);
     for (i, id) in ids.lines().enumerate() {
@@ -128,7 +184,10 @@ fn demo_runs_on_the_bundled_data() {
     let o = nudge(&["demo", "--device", "cpu"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let out = String::from_utf8_lossy(&o.stdout);
-    assert!(out.contains("nudge-m") && out.contains("nudge-n") && out.contains("0.7900 ->"), "{out}");
+    assert!(
+        out.contains("nudge-m") && out.contains("nudge-n") && out.contains("0.7900 ->"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -144,12 +203,29 @@ fn exit_codes_tell_usage_from_data_errors() {
     // Data: a qrels line naming a record that does not exist.
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("train.tsv");
-    std::fs::write(&bad, "query-id\tcorpus-id\tscore\n0\t591\t1\n1\tno-such-doc\t1\n").unwrap();
+    std::fs::write(
+        &bad,
+        "query-id\tcorpus-id\tscore\n0\t591\t1\n1\tno-such-doc\t1\n",
+    )
+    .unwrap();
     let out = dir.path().join("o.npy");
-    let o = nudge(&["fit", "--dataset", s(&data), "--train-qrels", s(&bad), "--method", "nudge-m", "--out", s(&out)]);
+    let o = nudge(&[
+        "fit",
+        "--dataset",
+        s(&data),
+        "--train-qrels",
+        s(&bad),
+        "--method",
+        "nudge-m",
+        "--out",
+        s(&out),
+    ]);
     assert_eq!(o.status.code(), Some(3));
     let err = stderr(&o);
-    assert!(err.contains("train.tsv:3") && err.contains("no-such-doc"), "{err}");
+    assert!(
+        err.contains("train.tsv:3") && err.contains("no-such-doc"),
+        "{err}"
+    );
     assert!(!out.exists());
     // ... which --skip-unknown-ids turns into a warning.
     let o = nudge(&[

@@ -32,18 +32,33 @@ fn check_fixture(name: &str, method: Method) {
         Method::NudgeN => assert_eq!(fit.gamma, want_gamma, "{name} nudge-n gamma"),
         Method::NudgeM => {
             let rel = (fit.gamma - want_gamma).abs() / want_gamma.abs().max(1e-12);
-            assert!(rel <= GAMMA_M_REL, "{name} nudge-m gamma {} vs {want_gamma} (rel {rel:e})", fit.gamma);
+            assert!(
+                rel <= GAMMA_M_REL,
+                "{name} nudge-m gamma {} vs {want_gamma} (rel {rel:e})",
+                fit.gamma
+            );
         }
     }
     let want_rows = read_npy(&dir.join(format!("reference/{}.npy", method_key(method))));
     let diff = max_abs_diff(&rows, &want_rows);
-    assert!(diff <= ROW_TOL, "{name} {method:?}: rows differ by {diff:e}");
+    assert!(
+        diff <= ROW_TOL,
+        "{name} {method:?}: rows differ by {diff:e}"
+    );
 
     let after = fit.after.expect("fixtures have a test split");
     let recall = r["test_recall10"].as_f64().unwrap();
     let ndcg = r["test_ndcg10"].as_f64().unwrap();
-    assert!((after.recall - recall).abs() <= METRIC_TOL, "{name} {method:?} recall {} vs {recall}", after.recall);
-    assert!((after.ndcg - ndcg).abs() <= METRIC_TOL, "{name} {method:?} ndcg {} vs {ndcg}", after.ndcg);
+    assert!(
+        (after.recall - recall).abs() <= METRIC_TOL,
+        "{name} {method:?} recall {} vs {recall}",
+        after.recall
+    );
+    assert!(
+        (after.ndcg - ndcg).abs() <= METRIC_TOL,
+        "{name} {method:?} ndcg {} vs {ndcg}",
+        after.ndcg
+    );
     let before = fit.before.unwrap();
     let base = &reference["no_ft"];
     assert!((before.recall - base["test_recall10"].as_f64().unwrap()).abs() <= METRIC_TOL);
@@ -68,15 +83,26 @@ fn every_fixture_nudge_n() {
 fn edge_fixture_fixed_gamma() {
     let dir = fixture("edge");
     let l = load(&dir);
-    for (method, gamma, file) in
-        [(Method::NudgeM, 0.3, "nudge-m-gamma0.3.npy"), (Method::NudgeN, 0.2, "nudge-n-gamma0.2.npy")]
-    {
+    for (method, gamma, file) in [
+        (Method::NudgeM, 0.3, "nudge-m-gamma0.3.npy"),
+        (Method::NudgeN, 0.2, "nudge-n-gamma0.2.npy"),
+    ] {
         let mut opts = FitOptions::new(method);
         opts.gamma = Some(gamma);
         let (fit, rows) = fit_and_write(&Cpu, &l, &opts);
-        assert_eq!(fit.gamma, if method == Method::NudgeM { (0.3f32) as f64 } else { 0.2 });
+        assert_eq!(
+            fit.gamma,
+            if method == Method::NudgeM {
+                (0.3f32) as f64
+            } else {
+                0.2
+            }
+        );
         let diff = max_abs_diff(&rows, &read_npy(&dir.join("reference").join(file)));
-        assert!(diff <= ROW_TOL, "edge {method:?} gamma {gamma}: rows differ by {diff:e}");
+        assert!(
+            diff <= ROW_TOL,
+            "edge {method:?} gamma {gamma}: rows differ by {diff:e}"
+        );
     }
 }
 
@@ -84,9 +110,20 @@ fn edge_fixture_fixed_gamma() {
 #[test]
 fn scifact_matches_design_table() {
     let l = load(&fixture("scifact-f32"));
-    assert_eq!((l.train.queries.len(), l.dev.queries.len(), l.test.as_ref().unwrap().queries.len()), (778, 110, 221));
+    assert_eq!(
+        (
+            l.train.queries.len(),
+            l.dev.queries.len(),
+            l.test.as_ref().unwrap().queries.len()
+        ),
+        (778, 110, 221)
+    );
     let (m, _) = fit_and_write(&Cpu, &l, &FitOptions::new(Method::NudgeM));
-    assert!((m.gamma - 0.197492).abs() < 5e-7, "nudge-m gamma {}", m.gamma);
+    assert!(
+        (m.gamma - 0.197492).abs() < 5e-7,
+        "nudge-m gamma {}",
+        m.gamma
+    );
     let (n, _) = fit_and_write(&Cpu, &l, &FitOptions::new(Method::NudgeN));
     assert_eq!(n.gamma, 0.14);
     // The table gives 4 decimals.

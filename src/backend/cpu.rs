@@ -248,9 +248,11 @@ impl Backend for Cpu {
         }
         // A score block of ~4 MiB stays in cache while the top-k reads it,
         // and reused buffers avoid fresh page faults on every chunk.
+        // Small buffers also keep page faults (and so system time) low: a
+        // chunk of ~1 MiB per copy is plenty for the GEMM to run at speed.
         let by_scores = (1 << 20) / queries.max(1);
-        let by_rows = (4 << 20) / dim.max(1);
-        let rows = by_scores.min(by_rows).clamp(1024, 65536);
+        let by_rows = (1 << 18) / dim.max(1);
+        let rows = by_scores.min(by_rows).clamp(256, 65536);
         // Whole gemm blocks: a partial block is computed zero-padded.
         (rows / GEMM_BLOCK * GEMM_BLOCK).max(GEMM_BLOCK)
     }

@@ -58,6 +58,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
     // the dataset's own corpus is the untuned baseline, normalised.
     let normalize = args.cosine || args.data.corpus.is_none();
     let paths = args.data.paths()?;
+    let start = std::time::Instant::now();
     let ds = Dataset::open(paths)?;
     let split = match args.split {
         SplitArg::Train => SplitName::Train,
@@ -74,7 +75,10 @@ pub fn run(args: EvalArgs) -> Result<()> {
         normalize,
         skip: None,
     };
+    let read_s = start.elapsed().as_secs_f64();
+    let t = std::time::Instant::now();
     let (top, report) = scan_corpus(backend.as_ref(), &ds.corpus, spec, |_, _| {})?;
+    let scan_s = t.elapsed().as_secs_f64();
     check_finite(&report, &ds.corpus)?;
     let scores = metrics::score(&top, &split.queries, &ks);
     if args.json {
@@ -86,6 +90,13 @@ pub fn run(args: EvalArgs) -> Result<()> {
         o.insert("queries".into(), json!(split.queries.len()));
         o.insert("split".into(), json!(split.name.as_str()));
         o.insert("backend".into(), json!(backend.name()));
+        o.insert("device".into(), json!(backend.device_name()));
+        o.insert("records".into(), json!(ds.corpus.rows()));
+        o.insert("dim".into(), json!(ds.dim()));
+        o.insert(
+            "timings".into(),
+            json!({ "read": read_s, "scan": scan_s, "total": start.elapsed().as_secs_f64() }),
+        );
         println!("{}", Value::Object(o));
     } else {
         println!(

@@ -1,10 +1,12 @@
 //! The `nudge` command line: argument definitions shared by the subcommands,
 //! one file per subcommand.
 
+pub mod bench;
 pub mod demo;
 pub mod device;
 pub mod eval;
 pub mod fit;
+pub mod synth;
 
 use std::path::PathBuf;
 
@@ -32,6 +34,10 @@ pub enum Command {
     Eval(eval::EvalArgs),
     /// Fit both methods on the bundled SciFact data and show the gain.
     Demo(demo::DemoArgs),
+    /// Write a synthetic dataset folder on which NUDGE helps.
+    Synth(synth::SynthArgs),
+    /// Time fit and eval on the CPU path and the GPU path in one run.
+    Bench(bench::BenchArgs),
 }
 
 /// Where the data is: a dataset folder, explicit files, or both (explicit wins).
@@ -88,5 +94,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Fit(a) => fit::run(a),
         Command::Eval(a) => eval::run(a),
         Command::Demo(a) => demo::run(a),
+        Command::Synth(a) => synth::run(a),
+        Command::Bench(a) => bench::run(a),
     }
 }

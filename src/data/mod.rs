@@ -3,6 +3,7 @@ pub mod dataset;
 pub mod ids;
 pub mod npy;
 pub mod qrels;
+pub mod synth;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -61,17 +62,13 @@ pub fn temp_beside(path: &Path, suffix: &str) -> Result<tempfile::NamedTempFile>
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
-    tempfile::Builder::new()
-        .prefix(".nudge-partial-")
-        .suffix(suffix)
-        .tempfile_in(dir)
-        .map_err(|e| {
-            Error::runtime(format!(
-                "{}: cannot create a temporary file in {}: {e}",
-                path.display(),
-                dir.display()
-            ))
-        })
+    partial_file(dir, suffix).map_err(|e| {
+        Error::runtime(format!(
+            "{}: cannot create a temporary file in {}: {e}",
+            path.display(),
+            dir.display()
+        ))
+    })
 }
 
 /// Writes `bytes` to a temporary file next to `path`, staged for [`Pending::commit`].
@@ -86,4 +83,16 @@ pub fn stage_write(path: &Path, bytes: &[u8]) -> Result<Pending> {
 /// then rename, so readers never see a partial file.
 pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
     stage_write(path, bytes)?.commit()
+}
+
+/// A temporary file in `dir` that becomes an output by rename. Created with
+/// mode 0666 (less the umask), as a plain `File::create` would be, rather
+/// than tempfile's private 0600, since it ends up as the user's output.
+pub fn partial_file(dir: &Path, suffix: &str) -> std::io::Result<tempfile::NamedTempFile> {
+    use std::os::unix::fs::PermissionsExt;
+    tempfile::Builder::new()
+        .prefix(".nudge-partial-")
+        .suffix(suffix)
+        .permissions(std::fs::Permissions::from_mode(0o666))
+        .tempfile_in(dir)
 }

@@ -339,6 +339,7 @@ pub struct NpyWriter {
     written: usize,
     dtype: OutDtype,
     out: BufWriter<tempfile::NamedTempFile>,
+    bytes: Vec<u8>,
 }
 
 impl NpyWriter {
@@ -347,17 +348,13 @@ impl NpyWriter {
             Some(p) if !p.as_os_str().is_empty() => p,
             _ => Path::new("."),
         };
-        let tmp = tempfile::Builder::new()
-            .prefix(".nudge-partial-")
-            .suffix(".npy")
-            .tempfile_in(dir)
-            .map_err(|e| {
-                Error::runtime(format!(
-                    "{}: cannot create a temporary file in {}: {e}",
-                    path.display(),
-                    dir.display()
-                ))
-            })?;
+        let tmp = super::partial_file(dir, ".npy").map_err(|e| {
+            Error::runtime(format!(
+                "{}: cannot create a temporary file in {}: {e}",
+                path.display(),
+                dir.display()
+            ))
+        })?;
         let mut out = BufWriter::with_capacity(1 << 20, tmp);
         let descr = match dtype {
             OutDtype::F32 => Dtype::F32.descr(),
@@ -383,13 +380,15 @@ impl NpyWriter {
             written: 0,
             dtype,
             out,
+            bytes: Vec::new(),
         })
     }
 
     /// Appends whole rows (row-major, `cols` values each).
     pub fn write_rows(&mut self, data: &[f32]) -> Result<()> {
         debug_assert_eq!(data.len() % self.cols.max(1), 0);
-        let mut buf = Vec::with_capacity(data.len() * 4);
+        let buf = &mut self.bytes;
+        buf.clear();
         match self.dtype {
             OutDtype::F32 => data
                 .iter()
@@ -399,7 +398,7 @@ impl NpyWriter {
                 .for_each(|x| buf.extend_from_slice(&half::f16::from_f32(*x).to_le_bytes())),
         }
         self.out
-            .write_all(&buf)
+            .write_all(buf)
             .map_err(|e| Error::io(&self.path, "write", e))?;
         self.written += data.len() / self.cols.max(1);
         Ok(())

@@ -215,7 +215,7 @@ pub fn fit(backend: &dyn Backend, inp: &Inputs, opts: &FitOptions) -> Result<Fit
     let block = if opts.block > 0 {
         opts.block
     } else {
-        ((32usize << 20) / q_dev.rows.max(1)).clamp(256, 1 << 16)
+        ((4usize << 20) / q_dev.rows.max(1)).clamp(256, 1 << 16)
     };
     let dev_static = static_part(&static_top, 0, inp.dev.queries.len(), dev_k);
     let ctx = SearchContext {

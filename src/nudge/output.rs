@@ -32,8 +32,10 @@ pub fn stage_corpus(
     dtype: OutDtype,
 ) -> Result<Pending> {
     let (n, d) = (corpus.rows(), corpus.cols());
+    // ~1 MiB per buffer: large enough for sequential I/O, small enough to
+    // stay in cache and cost few page faults.
     let chunk = crate::backend::cpu::chunk_rows_override()
-        .unwrap_or((16usize << 20) / (4 * d.max(1)))
+        .unwrap_or((1usize << 20) / (4 * d.max(1)))
         .max(1);
     let mut w = NpyWriter::create(path, n, d, dtype)?;
     let (mut buf, mut raw) = (Vec::new(), Vec::new());

@@ -10,7 +10,9 @@ use nudge::data::npy::{NpyMatrix, OutDtype};
 use nudge::nudge::{Fit, FitOptions, Inputs, Method, fit, output};
 
 pub fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
 }
 
 pub const FIXTURES: [&str; 4] = ["small", "edge", "f16", "rawnorms-stringids"];
@@ -27,13 +29,23 @@ pub fn load(dir: &Path) -> Loaded {
     let train = ds.required_split(SplitName::Train, false).unwrap();
     let dev = ds.required_split(SplitName::Dev, false).unwrap();
     let test = ds.split(SplitName::Test, false).unwrap();
-    Loaded { ds, train, dev, test }
+    Loaded {
+        ds,
+        train,
+        dev,
+        test,
+    }
 }
 
 /// Fits and returns the fit plus the full output corpus as written to disk.
 pub fn fit_and_write(backend: &dyn Backend, l: &Loaded, opts: &FitOptions) -> (Fit, Vec<f32>) {
-    let inputs =
-        Inputs { corpus: &l.ds.corpus, queries: &l.ds.queries, train: &l.train, dev: &l.dev, test: l.test.as_ref() };
+    let inputs = Inputs {
+        corpus: &l.ds.corpus,
+        queries: &l.ds.queries,
+        train: &l.train,
+        dev: &l.dev,
+        test: l.test.as_ref(),
+    };
     let f = fit(backend, &inputs, opts).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out.npy");
@@ -47,12 +59,16 @@ pub fn read_npy(path: &Path) -> Vec<f32> {
 }
 
 pub fn reference(dir: &Path) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(dir.join("reference/reference.json")).unwrap()).unwrap()
+    serde_json::from_str(&std::fs::read_to_string(dir.join("reference/reference.json")).unwrap())
+        .unwrap()
 }
 
 pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len(), "outputs differ in size");
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 pub fn method_key(m: Method) -> &'static str {

@@ -1,0 +1,321 @@
+//! `nudge bench`: what nudge does on this machine, CPU path against GPU path
+//! in one run, on a synthetic dataset or a given one.
+//!
+//! Every measurement is a child `nudge` process, so that each gets its own
+//! peak memory (from `wait4`) and its own phase timings (from the fit report
+//! and `eval --json`), exactly as a user's run would.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use clap::Args;
+use serde_json::{Value, json};
+
+use crate::data::synth::SynthSpec;
+use crate::error::{Error, Result};
+use crate::log;
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// Benchmark on this dataset folder instead of a synthetic one
+    #[arg(long, value_name = "DIR")]
+    pub dataset: Option<PathBuf>,
+    /// Synthetic corpus rows
+    #[arg(long, default_value_t = 100_000)]
+    pub records: usize,
+    /// Synthetic dimension
+    #[arg(long, default_value_t = 384)]
+    pub dim: usize,
+    /// Synthetic training queries
+    #[arg(long, default_value_t = 5_000)]
+    pub train: usize,
+    /// Synthetic dev queries
+    #[arg(long, default_value_t = 1_000)]
+    pub dev: usize,
+    /// Synthetic test queries
+    #[arg(long, default_value_t = 1_000)]
+    pub test: usize,
+    /// Synthetic seed
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Which backends: auto (CPU, and the GPU when there is an adapter), cpu or gpu
+    #[arg(long, value_enum, default_value_t = super::device::Device::Auto)]
+    pub device: super::device::Device,
+    /// Print one JSON object on stdout instead of the table
+    #[arg(long)]
+    pub json: bool,
+    /// Print nothing but errors (and the --json object)
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+struct Run {
+    backend: &'static str,
+    step: String,
+    wall: f64,
+    peak_bytes: u64,
+    output: Value,
+}
+
+/// Runs `nudge ARGS` as a child; returns its exit status, stdout, wall time
+/// and peak resident memory.
+fn child(args: &[String]) -> Result<(i32, String, String, f64, u64)> {
+    let exe = std::env::current_exe()
+        .map_err(|e| Error::runtime(format!("cannot find the nudge binary: {e}")))?;
+    let t = Instant::now();
+    let mut c = Command::new(exe)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| Error::runtime(format!("cannot start nudge: {e}")))?;
+    let (mut out, mut err) = (String::new(), String::new());
+    let mut stderr = c.stderr.take().expect("piped");
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s);
+        s
+    });
+    c.stdout
+        .take()
+        .expect("piped")
+        .read_to_string(&mut out)
+        .ok();
+    err.push_str(&reader.join().unwrap_or_default());
+    let mut status = 0;
+    // SAFETY: plain wait4 on our own child; `usage` is written by the kernel.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let pid = c.id() as libc::pid_t;
+    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    if r != pid {
+        return Err(Error::runtime("wait4 on the benchmark child failed"));
+    }
+    let code = if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else {
+        -1
+    };
+    // ru_maxrss is in KiB on Linux.
+    Ok((
+        code,
+        out,
+        err,
+        t.elapsed().as_secs_f64(),
+        usage.ru_maxrss as u64 * 1024,
+    ))
+}
+
+fn s(p: &Path) -> String {
+    p.to_string_lossy().into_owned()
+}
+
+pub fn run(a: BenchArgs) -> Result<()> {
+    log::set_quiet(a.quiet);
+    let tmp = tempfile::Builder::new()
+        .prefix("nudge-bench-")
+        .tempdir()
+        .map_err(|e| Error::runtime(format!("cannot create a temporary directory: {e}")))?;
+    let dataset = match &a.dataset {
+        Some(d) => d.clone(),
+        None => {
+            let spec = SynthSpec {
+                records: a.records,
+                dim: a.dim,
+                train: a.train,
+                dev: a.dev,
+                test: a.test,
+                seed: a.seed,
+            };
+            log::notice(format!(
+                "synthesising {} x {} ({}/{}/{} queries) in {}",
+                a.records,
+                a.dim,
+                a.train,
+                a.dev,
+                a.test,
+                tmp.path().display()
+            ));
+            let dir = tmp.path().join("data");
+            // In a child, so that this process stays small: a child's peak
+            // memory as Linux reports it starts from its parent's at fork.
+            let mut args: Vec<String> =
+                vec!["synth".into(), "--out".into(), s(&dir), "--quiet".into()];
+            for (flag, v) in [
+                ("--records", spec.records as u64),
+                ("--dim", spec.dim as u64),
+                ("--train", spec.train as u64),
+                ("--dev", spec.dev as u64),
+                ("--test", spec.test as u64),
+                ("--seed", spec.seed),
+            ] {
+                args.extend([flag.to_string(), v.to_string()]);
+            }
+            let (code, _, stderr, _, _) = child(&args)?;
+            if code != 0 {
+                return Err(Error::runtime(format!(
+                    "nudge synth failed: {}",
+                    stderr.trim()
+                )));
+            }
+            dir
+        }
+    };
+    let corpus_bytes = std::fs::metadata(dataset.join("corpus.npy"))
+        .map(|m| m.len())
+        .unwrap_or(0);
+    use super::device::Device;
+    let backends: Vec<&'static str> = match a.device {
+        Device::Cpu => vec!["cpu"],
+        Device::Gpu => vec!["gpu"],
+        Device::Auto => vec!["cpu", "gpu"],
+    };
+    let mut runs: Vec<Run> = Vec::new();
+    let mut notes: Vec<String> = Vec::new();
+    'backends: for backend in backends {
+        let mut steps: Vec<(String, Vec<String>)> = vec![(
+            "eval dev".into(),
+            vec![
+                "eval".into(),
+                "--split".into(),
+                "dev".into(),
+                "--json".into(),
+            ],
+        )];
+        for m in ["nudge-m", "nudge-n"] {
+            let out = tmp.path().join(format!("{backend}-{m}.npy"));
+            let report = tmp.path().join(format!("{backend}-{m}.json"));
+            steps.push((
+                format!("fit {m}"),
+                vec![
+                    "fit".into(),
+                    "--method".into(),
+                    m.into(),
+                    "--out".into(),
+                    s(&out),
+                    "--report".into(),
+                    s(&report),
+                ],
+            ));
+        }
+        for (step, mut args) in steps {
+            args.extend([
+                "--dataset".into(),
+                s(&dataset),
+                "--device".into(),
+                backend.into(),
+                "--quiet".into(),
+            ]);
+            log::notice(format!("{backend}: {step} ..."));
+            let (code, stdout, stderr, wall, peak) = child(&args)?;
+            if code != 0 {
+                if backend == "gpu" && a.device == Device::Auto {
+                    notes.push(format!(
+                        "gpu: skipped ({})",
+                        stderr.trim().trim_start_matches("error: ")
+                    ));
+                    continue 'backends;
+                }
+                return Err(Error::runtime(format!(
+                    "{backend} {step} failed: {}",
+                    stderr.trim()
+                )));
+            }
+            let output = if step.starts_with("eval") {
+                serde_json::from_str(&stdout).unwrap_or(Value::Null)
+            } else {
+                let report = args
+                    .iter()
+                    .skip_while(|x| *x != "--report")
+                    .nth(1)
+                    .cloned()
+                    .unwrap_or_default();
+                serde_json::from_slice(&std::fs::read(report).unwrap_or_default())
+                    .unwrap_or(Value::Null)
+            };
+            runs.push(Run {
+                backend,
+                step,
+                wall,
+                peak_bytes: peak,
+                output,
+            });
+        }
+    }
+
+    let queries_in_scan = |r: &Run| -> f64 {
+        let q = &r.output["queries"];
+        if r.step.starts_with("eval") {
+            q.as_f64().unwrap_or(0.0)
+        } else {
+            q["dev"].as_f64().unwrap_or(0.0) + q["test"].as_f64().unwrap_or(0.0)
+        }
+    };
+    let rows: Vec<Value> = runs
+        .iter()
+        .map(|r| {
+            let t = &r.output["timings"];
+            let scan = t["scan"].as_f64().unwrap_or(f64::NAN);
+            let n = r.output["records"].as_f64().unwrap_or(0.0);
+            let d = r.output["dim"].as_f64().unwrap_or(0.0);
+            let flops = 2.0 * queries_in_scan(r) * n * d;
+            json!({
+                "backend": r.backend,
+                "device": r.output["device"],
+                "step": r.step,
+                "wall_s": r.wall,
+                "timings": t,
+                "similarity_gflops": flops / scan / 1e9,
+                "corpus_gb_per_s": corpus_bytes as f64 / scan / 1e9,
+                "peak_mib": r.peak_bytes as f64 / (1 << 20) as f64,
+                "gamma": r.output["gamma"],
+            })
+        })
+        .collect();
+    let mut speedups = serde_json::Map::new();
+    for step in ["eval dev", "fit nudge-m", "fit nudge-n"] {
+        let wall = |b: &str| {
+            runs.iter()
+                .find(|r| r.backend == b && r.step == step)
+                .map(|r| r.wall)
+        };
+        if let (Some(c), Some(g)) = (wall("cpu"), wall("gpu")) {
+            speedups.insert(step.into(), json!(c / g));
+        }
+    }
+    if a.json {
+        println!(
+            "{}",
+            json!({ "dataset": s(&dataset), "runs": rows, "gpu_speedup": speedups, "notes": notes })
+        );
+        return Ok(());
+    }
+    println!(
+        "{:<5} {:<12} {:>8} {:>8} {:>8} {:>9} {:>8} {:>9}",
+        "", "step", "wall s", "scan s", "write s", "GFLOP/s", "GB/s", "peak MiB"
+    );
+    for r in &rows {
+        println!(
+            "{:<5} {:<12} {:>8.2} {:>8.2} {:>8.2} {:>9.1} {:>8.2} {:>9.0}",
+            r["backend"].as_str().unwrap_or(""),
+            r["step"].as_str().unwrap_or(""),
+            r["wall_s"].as_f64().unwrap_or(f64::NAN),
+            r["timings"]["scan"].as_f64().unwrap_or(f64::NAN),
+            r["timings"]["write"].as_f64().unwrap_or(0.0),
+            r["similarity_gflops"].as_f64().unwrap_or(f64::NAN),
+            r["corpus_gb_per_s"].as_f64().unwrap_or(f64::NAN),
+            r["peak_mib"].as_f64().unwrap_or(f64::NAN),
+        );
+    }
+    for (step, x) in &speedups {
+        println!(
+            "gpu speedup, {step}: {:.2}x",
+            x.as_f64().unwrap_or(f64::NAN)
+        );
+    }
+    for n in &notes {
+        println!("{n}");
+    }
+    Ok(())
+}
