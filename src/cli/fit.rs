@@ -49,6 +49,10 @@ pub struct FitArgs {
     /// Keep zero-norm corpus rows as they are (unmoved) instead of failing
     #[arg(long)]
     pub allow_zero_rows: bool,
+    /// Do not score the test split before and after (on a large corpus the
+    /// test queries double the similarity work of the pass)
+    #[arg(long)]
+    pub no_test: bool,
     #[command(flatten)]
     pub device: DeviceArgs,
     /// Print nothing but errors
@@ -113,7 +117,11 @@ pub fn run(args: FitArgs) -> Result<()> {
     let skip = args.data.skip_unknown_ids;
     let train = ds.required_split(SplitName::Train, skip)?;
     let dev = ds.required_split(SplitName::Dev, skip)?;
-    let test = ds.split(SplitName::Test, skip)?;
+    let test = if args.no_test {
+        None
+    } else {
+        ds.split(SplitName::Test, skip)?
+    };
     let read_s = start.elapsed().as_secs_f64();
 
     let backend = args.device.backend()?;

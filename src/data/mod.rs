@@ -3,6 +3,7 @@ pub mod dataset;
 pub mod ids;
 pub mod npy;
 pub mod qrels;
+pub mod stream;
 pub mod synth;
 
 use std::io::Write;

@@ -387,18 +387,28 @@ impl NpyWriter {
     /// Appends whole rows (row-major, `cols` values each).
     pub fn write_rows(&mut self, data: &[f32]) -> Result<()> {
         debug_assert_eq!(data.len() % self.cols.max(1), 0);
-        let buf = &mut self.bytes;
-        buf.clear();
-        match self.dtype {
-            OutDtype::F32 => data
-                .iter()
-                .for_each(|x| buf.extend_from_slice(&x.to_le_bytes())),
-            OutDtype::F16 => data
-                .iter()
-                .for_each(|x| buf.extend_from_slice(&half::f16::from_f32(*x).to_le_bytes())),
-        }
+        let bytes: &[u8] = match self.dtype {
+            // .npy '<f4' is little-endian, as is every target nudge builds for.
+            #[cfg(target_endian = "little")]
+            OutDtype::F32 => bytemuck::cast_slice(data),
+            #[cfg(not(target_endian = "little"))]
+            OutDtype::F32 => {
+                self.bytes.clear();
+                data.iter()
+                    .for_each(|x| self.bytes.extend_from_slice(&x.to_le_bytes()));
+                &self.bytes
+            }
+            OutDtype::F16 => {
+                self.bytes.clear();
+                data.iter().for_each(|x| {
+                    self.bytes
+                        .extend_from_slice(&half::f16::from_f32(*x).to_le_bytes())
+                });
+                &self.bytes
+            }
+        };
         self.out
-            .write_all(buf)
+            .write_all(bytes)
             .map_err(|e| Error::io(&self.path, "write", e))?;
         self.written += data.len() / self.cols.max(1);
         Ok(())

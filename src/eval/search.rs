@@ -3,6 +3,7 @@
 
 use crate::backend::{Backend, RowReport, ScanSpec, TopK};
 use crate::data::npy::NpyMatrix;
+use crate::data::stream::for_each_chunk;
 use crate::error::{Error, Result};
 use crate::progress::Progress;
 
@@ -18,18 +19,13 @@ pub fn scan_corpus(
     let chunk = backend.chunk_rows(spec.queries.rows, corpus.cols()).max(1);
     let mut scan = backend.scan(spec)?;
     let mut report = RowReport::default();
-    let (mut buf, mut raw) = (Vec::new(), Vec::new());
     let progress = Progress::new("scanning corpus", n as u64, "rows");
-    let mut start = 0;
-    while start < n {
-        crate::interrupt::check()?;
-        let count = chunk.min(n - start);
-        corpus.read_rows_with(start, count, &mut raw, &mut buf)?;
-        on_chunk(&buf, start);
-        report.extend(scan.push(&buf, start)?);
-        start += count;
-        progress.set(start as u64);
-    }
+    for_each_chunk(corpus, chunk, |rows, start| {
+        on_chunk(rows, start);
+        report.extend(scan.push(rows, start)?);
+        progress.set((start + rows.len() / corpus.cols().max(1)) as u64);
+        Ok(())
+    })?;
     progress.finish();
     Ok((scan.finish()?, report))
 }

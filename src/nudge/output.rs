@@ -6,6 +6,7 @@ use std::path::Path;
 use crate::backend::cpu::normalize_rows;
 use crate::data::Pending;
 use crate::data::npy::{NpyMatrix, NpyWriter, OutDtype};
+use crate::data::stream::{for_each_chunk, write_behind_staged};
 use crate::error::Result;
 use crate::matrix::Matrix;
 use crate::progress::Progress;
@@ -32,34 +33,33 @@ pub fn stage_corpus(
     dtype: OutDtype,
 ) -> Result<Pending> {
     let (n, d) = (corpus.rows(), corpus.cols());
-    // ~1 MiB per buffer: large enough for sequential I/O, small enough to
-    // stay in cache and cost few page faults.
+    // ~4 MiB chunks: large sequential writes, bounded memory.
     let chunk = crate::backend::cpu::chunk_rows_override()
-        .unwrap_or((1usize << 20) / (4 * d.max(1)))
+        .unwrap_or((4usize << 20) / (4 * d.max(1)))
         .max(1);
-    let mut w = NpyWriter::create(path, n, d, dtype)?;
-    let (mut buf, mut raw) = (Vec::new(), Vec::new());
-    let mut next = 0;
+    let writer = NpyWriter::create(path, n, d, dtype)?;
     let progress = Progress::new("writing", n as u64, "rows");
-    let mut start = 0;
-    while start < n {
-        // Returning drops the writer, which removes its temporary file.
-        crate::interrupt::check()?;
-        let count = chunk.min(n - start);
-        corpus.read_rows_with(start, count, &mut raw, &mut buf)?;
-        normalize_rows(&mut buf, d, start);
-        while next < moved.len() && (moved[next] as usize) < start + count {
-            let r = moved[next] as usize - start;
-            buf[r * d..(r + 1) * d].copy_from_slice(updated.row(next));
-            next += 1;
-        }
-        w.write_rows(&buf)?;
-        start += count;
-        progress.set(start as u64);
-    }
+    // Dropping the writer on an error (or Ctrl-C, which for_each_chunk
+    // turns into one) removes its temporary file.
+    let staged = write_behind_staged(writer, |sink| {
+        let mut next = 0;
+        for_each_chunk(corpus, chunk, |rows, start| {
+            let mut buf = rows.to_vec();
+            let count = buf.len() / d.max(1);
+            normalize_rows(&mut buf, d, start);
+            while next < moved.len() && (moved[next] as usize) < start + count {
+                let r = moved[next] as usize - start;
+                buf[r * d..(r + 1) * d].copy_from_slice(updated.row(next));
+                next += 1;
+            }
+            sink(buf)?;
+            progress.set((start + count) as u64);
+            Ok(())
+        })
+    })?;
     progress.finish();
     crate::interrupt::check()?;
-    w.finish_staged()
+    Ok(staged)
 }
 
 /// Writes only what changed: `ids.txt` and `vectors.npy` of the moved records,
