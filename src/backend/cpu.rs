@@ -13,18 +13,21 @@ use crate::nudge::{nudge_m, nudge_n};
 pub struct Cpu;
 
 /// Columns of the output (rows of `b`) per `gemm` call in [`gemm_nt`].
-const GEMM_BLOCK: usize = 512;
+pub const GEMM_BLOCK: usize = 512;
+/// Rows of the output (rows of `a`) per `gemm` call in [`gemm_nt`].
+const GEMM_ROWS: usize = 256;
 
 /// `out = a . b^T` with `a` m x k and `b` n x k, row-major.
 ///
 /// Deterministic: every element comes out bit for bit the same whatever `n`,
 /// the position of its row in `b`, or the rayon thread count. The `gemm`
 /// crate alone does not give that: it picks its k-blocking and kernels (gemv
-/// for one row, a small-matrix path, its own thread split) from the shape, so
-/// the same dot product rounds differently in a 1-row corpus chunk than in a
-/// 1000-row one. Here `b` is cut into blocks of [`GEMM_BLOCK`] rows, the last
-/// one zero-padded, and each block is one single-threaded `gemm` call of the
-/// same shape; the blocks run in parallel.
+/// for one row, a small-matrix path) from the shape, so the same dot product
+/// rounds differently in a 1-row corpus chunk than in a 1000-row one. Here
+/// the output is cut into tiles of [`GEMM_ROWS`] x [`GEMM_BLOCK`] (the last
+/// column block zero-padded to full width; the tiling of `m` depends on `m`
+/// alone), and each tile is one single-threaded `gemm` call; the tiles run in
+/// parallel.
 pub fn gemm_nt(a: &[f32], b: &[f32], m: usize, n: usize, k: usize, out: &mut [f32]) {
     assert!(a.len() >= m * k && b.len() >= n * k && out.len() >= m * n);
     if m == 0 || n == 0 {
@@ -35,32 +38,36 @@ pub fn gemm_nt(a: &[f32], b: &[f32], m: usize, n: usize, k: usize, out: &mut [f3
         return;
     }
     let blocks = n.div_ceil(GEMM_BLOCK);
+    let row_tiles = m.div_ceil(GEMM_ROWS);
     let dst = SendPtr(out.as_mut_ptr());
-    let block = |jb: usize| {
-        let j0 = jb * GEMM_BLOCK;
-        let w = GEMM_BLOCK.min(n - j0);
+    let tile = |t: usize| {
+        let (it, jb) = (t / blocks, t % blocks);
+        let (i0, j0) = (it * GEMM_ROWS, jb * GEMM_BLOCK);
+        let (h, w) = (GEMM_ROWS.min(m - i0), GEMM_BLOCK.min(n - j0));
+        let lhs = &a[i0 * k..(i0 + h) * k];
         if w == GEMM_BLOCK {
-            // SAFETY: columns j0..j0+GEMM_BLOCK of the m x n output, row
-            // stride n; blocks write disjoint columns.
-            unsafe { gemm_block(a, &b[j0 * k..(j0 + w) * k], m, k, dst.at(j0), n) };
+            // SAFETY: rows i0..i0+h, columns j0..j0+GEMM_BLOCK of the m x n
+            // output (row stride n); tiles write disjoint parts.
+            unsafe { gemm_block(lhs, &b[j0 * k..(j0 + w) * k], h, k, dst.at(i0 * n + j0), n) };
         } else {
             let mut rhs = vec![0.0f32; GEMM_BLOCK * k];
             rhs[..w * k].copy_from_slice(&b[j0 * k..(j0 + w) * k]);
-            let mut tmp = vec![0.0f32; m * GEMM_BLOCK];
-            // SAFETY: tmp is m x GEMM_BLOCK with row stride GEMM_BLOCK.
-            unsafe { gemm_block(a, &rhs, m, k, tmp.as_mut_ptr(), GEMM_BLOCK) };
-            for i in 0..m {
-                // SAFETY: row i, columns j0..j0+w of the output, which only
-                // this block writes.
-                let row = unsafe { std::slice::from_raw_parts_mut(dst.at(i * n + j0), w) };
+            let mut tmp = vec![0.0f32; h * GEMM_BLOCK];
+            // SAFETY: tmp is h x GEMM_BLOCK with row stride GEMM_BLOCK.
+            unsafe { gemm_block(lhs, &rhs, h, k, tmp.as_mut_ptr(), GEMM_BLOCK) };
+            for i in 0..h {
+                // SAFETY: row i0+i, columns j0..j0+w of the output, which
+                // only this tile writes.
+                let row = unsafe { std::slice::from_raw_parts_mut(dst.at((i0 + i) * n + j0), w) };
                 row.copy_from_slice(&tmp[i * GEMM_BLOCK..i * GEMM_BLOCK + w]);
             }
         }
     };
-    if blocks == 1 || m * n * k <= 1 << 18 {
-        (0..blocks).for_each(block);
+    let tiles = row_tiles * blocks;
+    if tiles == 1 || m * n * k <= 1 << 18 {
+        (0..tiles).for_each(tile);
     } else {
-        (0..blocks).into_par_iter().for_each(block);
+        (0..tiles).into_par_iter().for_each(tile);
     }
 }
 
@@ -421,31 +428,40 @@ mod tests {
     }
 
     #[test]
-    fn gemm_nt_does_not_depend_on_the_split_of_b() {
+    fn gemm_nt_does_not_depend_on_the_split_of_b_or_threads() {
         // gemm alone rounds the same dot product differently for a 1-row b
-        // (its gemv path) or a small one; gemm_nt must not.
-        let (m, n, k) = (7, 1100, 48);
+        // (its gemv path) or a small one; gemm_nt must not. m spans two row
+        // tiles.
+        let (m, n, k) = (GEMM_ROWS + 4, 600, 16);
         let a: Vec<f32> = (0..m * k).map(|i| (i as f32 * 0.37).sin()).collect();
         let b: Vec<f32> = (0..n * k).map(|i| (i as f32 * 0.11).cos()).collect();
         let mut whole = vec![0.0; m * n];
         gemm_nt(&a, &b, m, n, k, &mut whole);
-        for split in [1, 3, 64, 513, 1099] {
-            let mut start = 0;
-            while start < n {
-                let w = split.min(n - start);
-                let mut part = vec![0.0; m * w];
-                gemm_nt(&a, &b[start * k..(start + w) * k], m, w, k, &mut part);
-                for i in 0..m {
-                    for j in 0..w {
-                        assert_eq!(
-                            part[i * w + j].to_bits(),
-                            whole[i * n + start + j].to_bits(),
-                            "split {split}, query {i}, row {}",
-                            start + j
-                        );
+        for threads in [1, 2] {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            for split in [1, 7, 513, 600] {
+                let mut start = 0;
+                while start < n {
+                    let w = split.min(n - start);
+                    let mut part = vec![0.0; m * w];
+                    pool.install(|| {
+                        gemm_nt(&a, &b[start * k..(start + w) * k], m, w, k, &mut part)
+                    });
+                    for i in 0..m {
+                        for j in 0..w {
+                            assert_eq!(
+                                part[i * w + j].to_bits(),
+                                whole[i * n + start + j].to_bits(),
+                                "split {split}, {threads} threads, query {i}, row {}",
+                                start + j
+                            );
+                        }
                     }
+                    start += w;
                 }
-                start += w;
             }
         }
     }
