@@ -435,10 +435,45 @@ fn an_interrupted_fit_leaves_no_partial_file() {
 
 // ---- determinism ----------------------------------------------------------
 
+/// A case where NUDGE-M's gamma is exactly the bound set by a static
+/// record: (s_j - s_x) / t_x with s_j the best static score of the one dev
+/// query, as the corpus scan computed it. Any change in how the scan rounds
+/// that score shows up in gamma and so in the output bytes.
+fn static_bound_case(seed: u64) -> Case {
+    let case = Case::empty();
+    let (n, d) = (1500usize, 64usize);
+    let mut state = 0x9e37_79b9_7f4a_7c15u64 ^ seed.wrapping_mul(0x2545_f491_4f6c_dd1d);
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+    };
+    let corpus: Vec<f32> = (0..n * d).map(|_| next()).collect();
+    write_f32(&case.file("corpus.npy"), n, d, &corpus);
+    let dev: Vec<f32> = (0..d).map(|_| next()).collect();
+    let train: Vec<f32> = dev.iter().map(|x| x + 0.3 * next()).collect();
+    write_f32(&case.file("queries.npy"), 2, d, &[train, dev].concat());
+    case.write("qrels/train.tsv", qrels(&[(0, 700)]));
+    case.write("qrels/dev.tsv", qrels(&[(1, 700)]));
+    case
+}
+
 #[test]
 fn output_does_not_depend_on_threads_or_chunking() {
-    for fixture in ["small", "rawnorms-stringids", "f16", "edge"] {
-        let case = Case::new(fixture);
+    for fixture in [
+        "static-bound-1",
+        "static-bound-2",
+        "static-bound-3",
+        "small",
+        "rawnorms-stringids",
+        "f16",
+        "edge",
+    ] {
+        let case = match fixture.strip_prefix("static-bound-") {
+            Some(seed) => static_bound_case(seed.parse().unwrap()),
+            None => Case::new(fixture),
+        };
         let rows = read_f32(&case.file("corpus.npy")).0;
         let tail_of_one = (rows - 1).to_string();
         let third = (rows / 3).to_string();
