@@ -378,7 +378,7 @@ fn merge_moved(
     for start in (0..records.len()).step_by(block.max(1)) {
         crate::interrupt::check()?;
         let end = (start + block).min(records.len());
-        let s = backend.similarity(q, &rows.slice_rows(start, end))?;
+        let s = backend.similarity(q, &rows.rows_range(start, end))?;
         for i in 0..q.rows {
             for (j, &r) in records[start..end].iter().enumerate() {
                 top.push(i, s.data[i * s.cols + j], r);
@@ -402,15 +402,17 @@ impl SearchContext<'_> {
     /// Blocks of moved records with their S0 and S1 against the dev queries.
     fn for_each_block(&self, mut f: impl FnMut(usize, &MovedBlock) -> Result<()>) -> Result<()> {
         let m = self.plan.moved.len();
+        let progress = crate::progress::Progress::new("gamma search", m as u64, "moved records");
         for start in (0..m).step_by(self.block.max(1)) {
             crate::interrupt::check()?;
             let end = (start + self.block).min(m);
+            progress.set(end as u64);
             let s0 = self
                 .backend
-                .similarity(self.q_dev, &self.d_moved.slice_rows(start, end))?;
+                .similarity(self.q_dev, &self.d_moved.rows_range(start, end))?;
             let s1 = self
                 .backend
-                .similarity(self.q_dev, &self.g.slice_rows(start, end))?;
+                .similarity(self.q_dev, &self.g.rows_range(start, end))?;
             f(
                 start,
                 &MovedBlock {
@@ -420,6 +422,7 @@ impl SearchContext<'_> {
                 },
             )?;
         }
+        progress.finish();
         Ok(())
     }
 
