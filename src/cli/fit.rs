@@ -147,43 +147,42 @@ pub fn run(args: FitArgs) -> Result<()> {
     // none of them, and files already at those paths stay as they were.
     let t = Instant::now();
     let delta_dir_is_new = args.delta.as_ref().is_some_and(|d| !d.exists());
-    let staged = stage_outputs(&args, &ds, &fit, dtype);
-    let mut staged = match staged {
-        Ok(s) => s,
-        Err(e) => {
-            if delta_dir_is_new {
-                // Only removes it if empty; nothing was committed inside.
-                let _ = std::fs::remove_dir(args.delta.as_ref().expect("delta"));
-            }
-            return Err(e);
+    let written = (|| -> Result<()> {
+        let mut staged = stage_outputs(&args, &ds, &fit, dtype)?;
+        let write_s = t.elapsed().as_secs_f64();
+        let mut timings = Map::new();
+        timings.insert("read".into(), json!(read_s));
+        for (phase, s) in &fit.timings {
+            timings.insert((*phase).into(), json!(s));
         }
-    };
-    let write_s = t.elapsed().as_secs_f64();
-
-    let mut timings = Map::new();
-    timings.insert("read".into(), json!(read_s));
-    for (phase, s) in &fit.timings {
-        timings.insert((*phase).into(), json!(s));
+        timings.insert("write".into(), json!(write_s));
+        timings.insert("total".into(), json!(start.elapsed().as_secs_f64()));
+        if let Some(path) = &args.report {
+            let report = report_json(
+                &fit,
+                &ds,
+                backend.as_ref(),
+                &train,
+                &dev,
+                test.as_ref(),
+                timings,
+            );
+            let text = serde_json::to_string_pretty(&report).expect("report serialises");
+            staged.push(crate::data::stage_write(
+                path,
+                format!("{text}\n").as_bytes(),
+            )?);
+        }
+        crate::data::commit_all(staged)
+    })();
+    if let Err(e) = written {
+        if delta_dir_is_new {
+            // Removes the directory only if it is empty, as it is unless a
+            // rename into it succeeded.
+            let _ = std::fs::remove_dir(args.delta.as_ref().expect("delta"));
+        }
+        return Err(e);
     }
-    timings.insert("write".into(), json!(write_s));
-    timings.insert("total".into(), json!(start.elapsed().as_secs_f64()));
-    if let Some(path) = &args.report {
-        let report = report_json(
-            &fit,
-            &ds,
-            backend.as_ref(),
-            &train,
-            &dev,
-            test.as_ref(),
-            timings,
-        );
-        let text = serde_json::to_string_pretty(&report).expect("report serialises");
-        staged.push(crate::data::stage_write(
-            path,
-            format!("{text}\n").as_bytes(),
-        )?);
-    }
-    crate::data::commit_all(staged)?;
     summary(
         &fit,
         &ds,
