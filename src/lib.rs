@@ -12,6 +12,7 @@ pub mod cli;
 pub mod data;
 pub mod error;
 pub mod eval;
+pub mod interrupt;
 pub mod log;
 pub mod matrix;
 pub mod nudge;

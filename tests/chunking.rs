@@ -29,8 +29,16 @@ fn moved_set_in_many_blocks_equals_one_block() {
                     assert_eq!(sx, sy);
                 }
                 (
-                    nudge::nudge::DevScores::Intervals { best_count: x, intervals: ix, .. },
-                    nudge::nudge::DevScores::Intervals { best_count: y, intervals: iy, .. },
+                    nudge::nudge::DevScores::Intervals {
+                        best_count: x,
+                        intervals: ix,
+                        ..
+                    },
+                    nudge::nudge::DevScores::Intervals {
+                        best_count: y,
+                        intervals: iy,
+                        ..
+                    },
                 ) => assert_eq!((x, ix), (y, iy)),
                 _ => panic!("dev scores of different kinds"),
             }

@@ -12,7 +12,22 @@ use crate::nudge::{nudge_m, nudge_n};
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Cpu;
 
+/// Columns of the output (rows of `b`) per `gemm` call in [`gemm_nt`].
+pub const GEMM_BLOCK: usize = 512;
+/// Rows of the output (rows of `a`) per `gemm` call in [`gemm_nt`].
+const GEMM_ROWS: usize = 256;
+
 /// `out = a . b^T` with `a` m x k and `b` n x k, row-major.
+///
+/// Deterministic: every element comes out bit for bit the same whatever `n`,
+/// the position of its row in `b`, or the rayon thread count. The `gemm`
+/// crate alone does not give that: it picks its k-blocking and kernels (gemv
+/// for one row, a small-matrix path) from the shape, so the same dot product
+/// rounds differently in a 1-row corpus chunk than in a 1000-row one. Here
+/// the output is cut into tiles of [`GEMM_ROWS`] x [`GEMM_BLOCK`] (the last
+/// column block zero-padded to full width; the tiling of `m` depends on `m`
+/// alone), and each tile is one single-threaded `gemm` call; the tiles run in
+/// parallel.
 pub fn gemm_nt(a: &[f32], b: &[f32], m: usize, n: usize, k: usize, out: &mut [f32]) {
     assert!(a.len() >= m * k && b.len() >= n * k && out.len() >= m * n);
     if m == 0 || n == 0 {
@@ -22,27 +37,78 @@ pub fn gemm_nt(a: &[f32], b: &[f32], m: usize, n: usize, k: usize, out: &mut [f3
         out[..m * n].fill(0.0);
         return;
     }
-    let parallelism = if m * n * k > 1 << 18 && rayon::current_num_threads() > 1 {
-        gemm::Parallelism::Rayon(0)
-    } else {
-        gemm::Parallelism::None
+    let blocks = n.div_ceil(GEMM_BLOCK);
+    let row_tiles = m.div_ceil(GEMM_ROWS);
+    let dst = SendPtr(out.as_mut_ptr());
+    let tile = |t: usize| {
+        let (it, jb) = (t / blocks, t % blocks);
+        let (i0, j0) = (it * GEMM_ROWS, jb * GEMM_BLOCK);
+        let (h, w) = (GEMM_ROWS.min(m - i0), GEMM_BLOCK.min(n - j0));
+        let lhs = &a[i0 * k..(i0 + h) * k];
+        if w == GEMM_BLOCK {
+            // SAFETY: rows i0..i0+h, columns j0..j0+GEMM_BLOCK of the m x n
+            // output (row stride n); tiles write disjoint parts.
+            unsafe { gemm_block(lhs, &b[j0 * k..(j0 + w) * k], h, k, dst.at(i0 * n + j0), n) };
+        } else {
+            let mut rhs = vec![0.0f32; GEMM_BLOCK * k];
+            rhs[..w * k].copy_from_slice(&b[j0 * k..(j0 + w) * k]);
+            let mut tmp = vec![0.0f32; h * GEMM_BLOCK];
+            // SAFETY: tmp is h x GEMM_BLOCK with row stride GEMM_BLOCK.
+            unsafe { gemm_block(lhs, &rhs, h, k, tmp.as_mut_ptr(), GEMM_BLOCK) };
+            for i in 0..h {
+                // SAFETY: row i0+i, columns j0..j0+w of the output, which
+                // only this tile writes.
+                let row = unsafe { std::slice::from_raw_parts_mut(dst.at((i0 + i) * n + j0), w) };
+                row.copy_from_slice(&tmp[i * GEMM_BLOCK..i * GEMM_BLOCK + w]);
+            }
+        }
     };
-    // SAFETY: the asserts above keep every strided access inside the slices:
-    // dst is m x n (row stride n), lhs m x k (row stride k), rhs is b viewed
-    // as k x n with column stride k.
+    let tiles = row_tiles * blocks;
+    if tiles == 1 || m * n * k <= 1 << 18 {
+        (0..tiles).for_each(tile);
+    } else {
+        (0..tiles).into_par_iter().for_each(tile);
+    }
+}
+
+#[derive(Clone, Copy)]
+struct SendPtr(*mut f32);
+// SAFETY: used only to hand disjoint parts of one output to rayon workers.
+unsafe impl Send for SendPtr {}
+unsafe impl Sync for SendPtr {}
+impl SendPtr {
+    /// The pointer `offset` elements in (a method, so closures capture the
+    /// whole Send wrapper rather than the raw pointer field).
+    fn at(self, offset: usize) -> *mut f32 {
+        // SAFETY: callers stay inside the output slice.
+        unsafe { self.0.add(offset) }
+    }
+}
+
+/// One single-threaded `gemm` of `a` (m x k) by a block of [`GEMM_BLOCK`]
+/// rows of b (`rhs`, GEMM_BLOCK x k) into `dst` (m x GEMM_BLOCK, row stride
+/// `dst_rs`).
+///
+/// # Safety
+/// `dst` must be valid for writes at `i * dst_rs + j` for every `i < m`,
+/// `j < GEMM_BLOCK`, and no one else may access those elements meanwhile.
+unsafe fn gemm_block(a: &[f32], rhs: &[f32], m: usize, k: usize, dst: *mut f32, dst_rs: usize) {
+    debug_assert!(a.len() >= m * k && rhs.len() >= GEMM_BLOCK * k);
+    // SAFETY: lhs m x k (row stride k), rhs viewed as k x GEMM_BLOCK with
+    // column stride k, dst as the caller promises.
     unsafe {
         gemm::gemm(
             m,
-            n,
+            GEMM_BLOCK,
             k,
-            out.as_mut_ptr(),
+            dst,
             1,
-            n as isize,
+            dst_rs as isize,
             false,
             a.as_ptr(),
             1,
             k as isize,
-            b.as_ptr(),
+            rhs.as_ptr(),
             k as isize,
             1,
             0.0f32,
@@ -50,9 +116,21 @@ pub fn gemm_nt(a: &[f32], b: &[f32], m: usize, n: usize, k: usize, out: &mut [f3
             false,
             false,
             false,
-            parallelism,
+            gemm::Parallelism::None,
         );
     }
+}
+
+/// `NUDGE_CHUNK_ROWS`: a hidden override of the rows per streamed chunk (the
+/// corpus scan and the output pass), so tests can force many small chunks and
+/// check that the result does not depend on the chunking.
+pub fn chunk_rows_override() -> Option<usize> {
+    std::env::var("NUDGE_CHUNK_ROWS")
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+        .filter(|&n: &usize| n > 0)
 }
 
 /// L2-normalises one row in place (x / |x|, the way torch's `normalize`
@@ -125,7 +203,13 @@ impl Scan for CpuScan<'_> {
         } else {
             let norms: Vec<f32> = chunk
                 .par_chunks(d)
-                .map(|r| if r.iter().all(|x| x.is_finite()) { 1.0 } else { f32::NAN })
+                .map(|r| {
+                    if r.iter().all(|x| x.is_finite()) {
+                        1.0
+                    } else {
+                        f32::NAN
+                    }
+                })
                 .collect();
             report_norms(&norms, first_row)
         };
@@ -146,7 +230,14 @@ impl Scan for CpuScan<'_> {
         }
         let q = self.spec.queries;
         self.scores.resize(q.rows * kept, 0.0);
-        gemm_nt(&q.data, &self.rows[..kept * d], q.rows, kept, q.cols, &mut self.scores);
+        gemm_nt(
+            &q.data,
+            &self.rows[..kept * d],
+            q.rows,
+            kept,
+            q.cols,
+            &mut self.scores,
+        );
         select_topk(&self.scores, &self.index, &mut self.top);
         Ok(report)
     }
@@ -166,13 +257,18 @@ impl Backend for Cpu {
     }
 
     fn chunk_rows(&self, queries: usize, dim: usize) -> usize {
+        if let Some(rows) = chunk_rows_override() {
+            return rows;
+        }
         // A score block of ~4 MiB stays in cache while the top-k reads it,
         // and reused buffers avoid fresh page faults on every chunk.
         // Small buffers also keep page faults (and so system time) low: a
         // chunk of ~1 MiB per copy is plenty for the GEMM to run at speed.
         let by_scores = (1 << 20) / queries.max(1);
         let by_rows = (1 << 18) / dim.max(1);
-        by_scores.min(by_rows).clamp(256, 65536)
+        let rows = by_scores.min(by_rows).clamp(256, 65536);
+        // Whole gemm blocks: a partial block is computed zero-padded.
+        (rows / GEMM_BLOCK * GEMM_BLOCK).max(GEMM_BLOCK)
     }
 
     fn normalize(&self, rows: &mut [f32], cols: usize, first_row: usize) -> Result<RowReport> {
@@ -373,6 +469,45 @@ mod tests {
             for j in 0..n {
                 let want: f32 = (0..k).map(|t| a[i * k + t] * b[j * k + t]).sum();
                 assert!((out[i * n + j] - want).abs() < 1e-5);
+            }
+        }
+    }
+
+    #[test]
+    fn gemm_nt_does_not_depend_on_the_split_of_b_or_threads() {
+        // gemm alone rounds the same dot product differently for a 1-row b
+        // (its gemv path) or a small one; gemm_nt must not. m spans two row
+        // tiles.
+        let (m, n, k) = (GEMM_ROWS + 4, 600, 16);
+        let a: Vec<f32> = (0..m * k).map(|i| (i as f32 * 0.37).sin()).collect();
+        let b: Vec<f32> = (0..n * k).map(|i| (i as f32 * 0.11).cos()).collect();
+        let mut whole = vec![0.0; m * n];
+        gemm_nt(&a, &b, m, n, k, &mut whole);
+        for threads in [1, 2] {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            for split in [1, 7, 513, 600] {
+                let mut start = 0;
+                while start < n {
+                    let w = split.min(n - start);
+                    let mut part = vec![0.0; m * w];
+                    pool.install(|| {
+                        gemm_nt(&a, &b[start * k..(start + w) * k], m, w, k, &mut part)
+                    });
+                    for i in 0..m {
+                        for j in 0..w {
+                            assert_eq!(
+                                part[i * w + j].to_bits(),
+                                whole[i * n + start + j].to_bits(),
+                                "split {split}, {threads} threads, query {i}, row {}",
+                                start + j
+                            );
+                        }
+                    }
+                    start += w;
+                }
             }
         }
     }

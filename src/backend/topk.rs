@@ -115,7 +115,12 @@ impl TopK {
     /// [`offer`] for query `q`.
     pub fn offer(&mut self, q: usize, scores: &[f32], rows: &[u32]) {
         let k = self.k;
-        offer(&mut self.scores[q * k..(q + 1) * k], &mut self.rows[q * k..(q + 1) * k], scores, rows);
+        offer(
+            &mut self.scores[q * k..(q + 1) * k],
+            &mut self.rows[q * k..(q + 1) * k],
+            scores,
+            rows,
+        );
     }
 }
 
@@ -137,7 +142,9 @@ mod tests {
 
     #[test]
     fn offer_equals_pushing_one_by_one() {
-        let scores: Vec<f32> = (0..100).map(|i| ((i * 37 % 41) as f32 * 0.1).sin()).collect();
+        let scores: Vec<f32> = (0..100)
+            .map(|i| ((i * 37 % 41) as f32 * 0.1).sin())
+            .collect();
         let rows: Vec<u32> = (0..100).map(|i| i * 3).collect();
         for k in [1, 3, 10] {
             let (mut a, mut b) = (TopK::new(1, k), TopK::new(1, k));

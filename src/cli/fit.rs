@@ -84,14 +84,44 @@ pub fn run(args: FitArgs) -> Result<()> {
         return Err(Error::usage("--val-k must be at least 1"));
     }
     let paths = args.data.paths()?;
-    for out in [&args.out, &args.report].into_iter().flatten() {
+    let mut outputs: Vec<PathBuf> = [&args.out, &args.report]
+        .into_iter()
+        .flatten()
+        .cloned()
+        .collect();
+    if let Some(dir) = &args.delta {
+        outputs.push(dir.join("vectors.npy"));
+        outputs.push(dir.join("ids.txt"));
+    }
+    for out in &outputs {
         refuse_overwriting_input(out, &paths)?;
+    }
+    if let (Some(o), Some(r)) = (&args.out, &args.report) {
+        let o = std::path::absolute(o).unwrap_or_else(|_| o.clone());
+        let r = std::path::absolute(r).unwrap_or_else(|_| r.clone());
+        if o == r {
+            return Err(Error::usage(format!(
+                "--out and --report both name {}; give them different paths",
+                o.display()
+            )));
+        }
+    }
+    // Fail before the fit, not after it, when an output cannot be written.
+    for out in [&args.out, &args.report].into_iter().flatten() {
+        check_writable(out)?;
+    }
+    if let Some(dir) = &args.delta {
+        check_delta_dir(dir)?;
     }
     let ds = Dataset::open(paths)?;
     let skip = args.data.skip_unknown_ids;
     let train = ds.required_split(SplitName::Train, skip)?;
     let dev = ds.required_split(SplitName::Dev, skip)?;
-    let test = if args.no_test { None } else { ds.split(SplitName::Test, skip)? };
+    let test = if args.no_test {
+        None
+    } else {
+        ds.split(SplitName::Test, skip)?
+    };
     let read_s = start.elapsed().as_secs_f64();
 
     let backend = args.device.backend()?;
@@ -112,39 +142,46 @@ pub fn run(args: FitArgs) -> Result<()> {
         OutType::F32 => OutDtype::F32,
         OutType::F16 => OutDtype::F16,
     };
+    // Every output is staged in a temporary file and all are renamed into
+    // place together at the end: a failure (or Ctrl-C) on the way leaves
+    // none of them, and files already at those paths stay as they were.
     let t = Instant::now();
-    if let Some(out) = &args.out {
-        output::write_corpus(&ds.corpus, &fit.moved, &fit.updated, out, dtype)?;
-    }
-    if let Some(dir) = &args.delta {
-        let names: Vec<String> = fit
-            .moved
-            .iter()
-            .map(|&r| ds.corpus_ids.name(r as usize))
-            .collect();
-        output::write_delta(dir, &names, &fit.updated, dtype)?;
-    }
-    let write_s = t.elapsed().as_secs_f64();
-
-    let mut timings = Map::new();
-    timings.insert("read".into(), json!(read_s));
-    for (phase, s) in &fit.timings {
-        timings.insert((*phase).into(), json!(s));
-    }
-    timings.insert("write".into(), json!(write_s));
-    timings.insert("total".into(), json!(start.elapsed().as_secs_f64()));
-    if let Some(path) = &args.report {
-        let report = report_json(
-            &fit,
-            &ds,
-            backend.as_ref(),
-            &train,
-            &dev,
-            test.as_ref(),
-            timings,
-        );
-        let text = serde_json::to_string_pretty(&report).expect("report serialises");
-        crate::data::atomic_write(path, format!("{text}\n").as_bytes())?;
+    let delta_dir_is_new = args.delta.as_ref().is_some_and(|d| !d.exists());
+    let written = (|| -> Result<()> {
+        let mut staged = stage_outputs(&args, &ds, &fit, dtype)?;
+        let write_s = t.elapsed().as_secs_f64();
+        let mut timings = Map::new();
+        timings.insert("read".into(), json!(read_s));
+        for (phase, s) in &fit.timings {
+            timings.insert((*phase).into(), json!(s));
+        }
+        timings.insert("write".into(), json!(write_s));
+        timings.insert("total".into(), json!(start.elapsed().as_secs_f64()));
+        if let Some(path) = &args.report {
+            let report = report_json(
+                &fit,
+                &ds,
+                backend.as_ref(),
+                &train,
+                &dev,
+                test.as_ref(),
+                timings,
+            );
+            let text = serde_json::to_string_pretty(&report).expect("report serialises");
+            staged.push(crate::data::stage_write(
+                path,
+                format!("{text}\n").as_bytes(),
+            )?);
+        }
+        crate::data::commit_all(staged)
+    })();
+    if let Err(e) = written {
+        if delta_dir_is_new {
+            // Removes the directory only if it is empty, as it is unless a
+            // rename into it succeeded.
+            let _ = std::fs::remove_dir(args.delta.as_ref().expect("delta"));
+        }
+        return Err(e);
     }
     summary(
         &fit,
@@ -156,11 +193,110 @@ pub fn run(args: FitArgs) -> Result<()> {
     Ok(())
 }
 
+/// Writes `--out` and `--delta` to temporary files, uncommitted.
+fn stage_outputs(
+    args: &FitArgs,
+    ds: &Dataset,
+    fit: &Fit,
+    dtype: OutDtype,
+) -> Result<Vec<crate::data::Pending>> {
+    let mut staged = Vec::new();
+    if let Some(out) = &args.out {
+        staged.push(output::stage_corpus(
+            &ds.corpus,
+            &fit.moved,
+            &fit.updated,
+            out,
+            dtype,
+        )?);
+    }
+    if let Some(dir) = &args.delta {
+        let names: Vec<String> = fit
+            .moved
+            .iter()
+            .map(|&r| ds.corpus_ids.name(r as usize))
+            .collect();
+        staged.extend(output::stage_delta(dir, &names, &fit.updated, dtype)?);
+    }
+    Ok(staged)
+}
+
+/// Whether a file can be created next to `path`: creates and removes a
+/// temporary file there, as the real write will. A runtime error (exit 4)
+/// naming the directory otherwise.
+pub fn check_writable(path: &Path) -> Result<()> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    if path.is_dir() {
+        return Err(Error::usage(format!(
+            "{}: is a directory; expected a file path",
+            path.display()
+        )));
+    }
+    tempfile::Builder::new()
+        .prefix(".nudge-partial-")
+        .tempfile_in(dir)
+        .map(drop)
+        .map_err(|e| {
+            Error::runtime(format!(
+                "{}: cannot write in {}: {e}",
+                path.display(),
+                dir.display()
+            ))
+        })
+}
+
+/// Whether `--delta DIR` can be written: DIR is a directory, or the nearest
+/// existing folder above it is one that files can be created in.
+fn check_delta_dir(dir: &Path) -> Result<()> {
+    if dir.exists() {
+        if !dir.is_dir() {
+            return Err(Error::usage(format!(
+                "--delta {}: is not a directory",
+                dir.display()
+            )));
+        }
+        return check_writable(&dir.join("vectors.npy"));
+    }
+    let mut above = dir;
+    while let Some(parent) = above.parent() {
+        let parent = if parent.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            parent
+        };
+        if parent.exists() {
+            return check_writable(&parent.join("x")).map_err(|_| {
+                Error::runtime(format!(
+                    "--delta {}: cannot create it: {} is not a writable directory",
+                    dir.display(),
+                    parent.display()
+                ))
+            });
+        }
+        above = parent;
+    }
+    Ok(())
+}
+
 /// An output that would replace one of the inputs is refused: the input is
-/// memory-mapped while the output is written.
+/// memory-mapped while the output is written. Symbolic and hard links to an
+/// input count as the input.
 pub fn refuse_overwriting_input(out: &Path, paths: &crate::data::dataset::Paths) -> Result<()> {
     let canon = |p: &Path| std::fs::canonicalize(p).ok();
     let Some(o) = canon(out) else { return Ok(()) };
+    #[cfg(unix)]
+    let same_file = |p: &Path| {
+        use std::os::unix::fs::MetadataExt;
+        match (std::fs::metadata(&o), std::fs::metadata(p)) {
+            (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+            _ => false,
+        }
+    };
+    #[cfg(not(unix))]
+    let same_file = |_: &Path| false;
     let inputs = [
         &paths.corpus,
         &paths.queries,
@@ -171,7 +307,7 @@ pub fn refuse_overwriting_input(out: &Path, paths: &crate::data::dataset::Paths)
         &paths.test_qrels,
     ];
     for p in inputs.into_iter().flatten() {
-        if canon(p).as_ref() == Some(&o) {
+        if canon(p).as_ref() == Some(&o) || same_file(p) {
             return Err(Error::usage(format!(
                 "{}: refusing to overwrite an input file; choose another output path",
                 out.display()

@@ -85,6 +85,7 @@ impl DataArgs {
             train_qrels: self.train_qrels.clone(),
             dev_qrels: self.dev_qrels.clone(),
             test_qrels: self.test_qrels.clone(),
+            folder: None,
         }
         .with_folder(self.dataset.as_deref())
     }

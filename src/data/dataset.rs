@@ -22,6 +22,9 @@ pub struct Paths {
     pub train_qrels: Option<PathBuf>,
     pub dev_qrels: Option<PathBuf>,
     pub test_qrels: Option<PathBuf>,
+    /// The dataset folder the other paths were filled from, if any; names the
+    /// file that is missing when a required split is not there.
+    pub folder: Option<PathBuf>,
 }
 
 impl Paths {
@@ -48,6 +51,7 @@ impl Paths {
         fill(&mut self.train_qrels, "qrels/train.tsv", false);
         fill(&mut self.dev_qrels, "qrels/dev.tsv", false);
         fill(&mut self.test_qrels, "qrels/test.tsv", false);
+        self.folder = Some(dir.to_path_buf());
         Ok(self)
     }
 
@@ -135,6 +139,22 @@ impl Dataset {
             .ok_or_else(|| Error::usage("no queries: give --dataset DIR or --queries FILE.npy"))?;
         let corpus = NpyMatrix::open(&corpus_path)?;
         let qm = NpyMatrix::open(&queries_path)?;
+        if corpus.cols() == 0 {
+            return Err(Error::data(format!(
+                "{}: rows have 0 dimensions; expected n x d embeddings with d >= 1",
+                corpus_path.display()
+            )));
+        }
+        for (m, p) in [(&corpus, &corpus_path), (&qm, &queries_path)] {
+            if m.rows() > u32::MAX as usize {
+                return Err(Error::data(format!(
+                    "{}: {} rows; at most {} rows are supported",
+                    p.display(),
+                    m.rows(),
+                    u32::MAX
+                )));
+            }
+        }
         if qm.cols() != corpus.cols() {
             return Err(Error::data(format!(
                 "dimension mismatch: {} has {}-d rows but {} has {}-d rows; queries and corpus must come from the same model",
@@ -259,14 +279,22 @@ impl Dataset {
     }
 
     /// Like [`Dataset::split`] but the split must exist.
+    /// Without one: a data error naming the missing file when a dataset folder
+    /// was given (the folder is incomplete), else a usage error.
     pub fn required_split(&self, name: SplitName, skip_unknown: bool) -> Result<Split> {
-        self.split(name, skip_unknown)?.ok_or_else(|| {
-            Error::usage(format!(
+        self.split(name, skip_unknown)?.ok_or_else(|| match &self.paths.folder {
+            Some(dir) => Error::data(format!(
+                "{}: not found; the {} split is required (expected query-id<TAB>corpus-id<TAB>score lines there, or give {} FILE)",
+                dir.join("qrels").join(format!("{}.tsv", name.as_str())).display(),
+                name.as_str(),
+                name.flag()
+            )),
+            None => Error::usage(format!(
                 "no {} qrels: give {} FILE or a --dataset folder with qrels/{}.tsv",
                 name.as_str(),
                 name.flag(),
                 name.as_str()
-            ))
+            )),
         })
     }
 }

@@ -51,7 +51,10 @@ impl Ids {
     /// Parses an ids file: one id per line, `expected_rows` lines, no duplicates.
     pub fn parse(text: &str, path: &Path, expected_rows: usize, matrix: &Path) -> Result<Ids> {
         let mut names = Vec::with_capacity(expected_rows);
-        let mut rows: HashMap<String, u32> = HashMap::with_capacity_and_hasher(expected_rows, Default::default());
+        let mut rows: HashMap<String, u32> =
+            HashMap::with_capacity_and_hasher(expected_rows, Default::default());
+        // A byte-order mark (some Windows tools write one) is not part of the first id.
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         for (i, line) in text.lines().enumerate() {
             let id = line.strip_suffix('\r').unwrap_or(line);
             if id.is_empty() {

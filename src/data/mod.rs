@@ -7,27 +7,83 @@ pub mod stream;
 pub mod synth;
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 
-/// Writes a small file atomically: temporary file in the same directory,
-/// then rename, so readers never see a partial file.
-pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
+/// A finished output in its temporary file (`.nudge-partial-*`, same
+/// directory), not yet at its final path. [`Pending::commit`] renames it into
+/// place; dropping it uncommitted removes the temporary file. A command with
+/// several outputs stages them all and commits them together
+/// ([`commit_all`]), so a failure while writing any of them leaves none.
+pub struct Pending {
+    path: PathBuf,
+    tmp: tempfile::NamedTempFile,
+}
+
+impl Pending {
+    /// Syncs `tmp` to disk and holds it for `path`.
+    pub fn new(path: &Path, tmp: tempfile::NamedTempFile) -> Result<Pending> {
+        tmp.as_file()
+            .sync_all()
+            .map_err(|e| Error::io(path, "sync", e))?;
+        Ok(Pending {
+            path: path.to_path_buf(),
+            tmp,
+        })
+    }
+
+    /// The final path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Renames the file into place, replacing any file there atomically.
+    pub fn commit(self) -> Result<()> {
+        let path = self.path;
+        self.tmp
+            .persist(&path)
+            .map_err(|e| Error::io(&path, "rename the finished file into place", e.error))?;
+        Ok(())
+    }
+}
+
+/// Commits staged outputs, unless the run was interrupted meanwhile.
+pub fn commit_all(pending: Vec<Pending>) -> Result<()> {
+    crate::interrupt::check()?;
+    for p in pending {
+        p.commit()?;
+    }
+    Ok(())
+}
+
+/// A temporary file next to `path`, where its content is written first.
+pub fn temp_beside(path: &Path, suffix: &str) -> Result<tempfile::NamedTempFile> {
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
-    let mut tmp =
-        partial_file(dir, "").map_err(|e| Error::io(path, "create a temporary file", e))?;
+    partial_file(dir, suffix).map_err(|e| {
+        Error::runtime(format!(
+            "{}: cannot create a temporary file in {}: {e}",
+            path.display(),
+            dir.display()
+        ))
+    })
+}
+
+/// Writes `bytes` to a temporary file next to `path`, staged for [`Pending::commit`].
+pub fn stage_write(path: &Path, bytes: &[u8]) -> Result<Pending> {
+    let mut tmp = temp_beside(path, "")?;
     tmp.write_all(bytes)
         .map_err(|e| Error::io(path, "write", e))?;
-    tmp.as_file()
-        .sync_all()
-        .map_err(|e| Error::io(path, "sync", e))?;
-    tmp.persist(path)
-        .map_err(|e| Error::io(path, "rename into place", e.error))?;
-    Ok(())
+    Pending::new(path, tmp)
+}
+
+/// Writes a small file atomically: temporary file in the same directory,
+/// then rename, so readers never see a partial file.
+pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
+    stage_write(path, bytes)?.commit()
 }
 
 /// A temporary file in `dir` that becomes an output by rename. Created with

@@ -105,7 +105,7 @@ pub fn parse_header(bytes: &[u8]) -> std::result::Result<Header, String> {
         }
         other => {
             return Err(format!(
-                "dtype {other:?} is not supported (expected float32 '<f4' or float16 '<f2'; integer embeddings are refused)"
+                "dtype {other:?} is not supported (expected float32 '<f4' or float16 '<f2', or float64 '<f8' which is converted; integer embeddings are refused)"
             ));
         }
     };
@@ -189,10 +189,14 @@ impl NpyMatrix {
     pub fn open(path: &Path) -> Result<NpyMatrix> {
         let file = File::open(path)
             .map_err(|e| Error::data(format!("{}: cannot open: {e}", path.display())))?;
-        let len = file
-            .metadata()
-            .map_err(|e| Error::io(path, "stat", e))?
-            .len();
+        let meta = file.metadata().map_err(|e| Error::io(path, "stat", e))?;
+        if meta.is_dir() {
+            return Err(Error::data(format!(
+                "{}: is a directory; expected a .npy file",
+                path.display()
+            )));
+        }
+        let len = meta.len();
         if len == 0 {
             return Err(Error::data(format!(
                 "{}: file is empty; expected a .npy matrix",
@@ -222,6 +226,12 @@ impl NpyMatrix {
                 need - header.data_offset,
                 len - header.data_offset as u64
             )));
+        }
+        if header.dtype == Dtype::F64 {
+            crate::log::notice(format!(
+                "note: {}: float64 data is converted to float32 as it is read",
+                path.display()
+            ));
         }
         Ok(NpyMatrix {
             path: path.to_path_buf(),
@@ -384,13 +394,16 @@ impl NpyWriter {
             #[cfg(not(target_endian = "little"))]
             OutDtype::F32 => {
                 self.bytes.clear();
-                data.iter().for_each(|x| self.bytes.extend_from_slice(&x.to_le_bytes()));
+                data.iter()
+                    .for_each(|x| self.bytes.extend_from_slice(&x.to_le_bytes()));
                 &self.bytes
             }
             OutDtype::F16 => {
                 self.bytes.clear();
-                data.iter()
-                    .for_each(|x| self.bytes.extend_from_slice(&half::f16::from_f32(*x).to_le_bytes()));
+                data.iter().for_each(|x| {
+                    self.bytes
+                        .extend_from_slice(&half::f16::from_f32(*x).to_le_bytes())
+                });
                 &self.bytes
             }
         };
@@ -403,6 +416,12 @@ impl NpyWriter {
 
     /// Flushes, syncs and renames the file into place.
     pub fn finish(self) -> Result<()> {
+        self.finish_staged()?.commit()
+    }
+
+    /// Flushes and syncs the file but leaves it at its temporary path, for a
+    /// command that commits several outputs together.
+    pub fn finish_staged(self) -> Result<crate::data::Pending> {
         if self.written != self.rows {
             return Err(Error::runtime(format!(
                 "{}: internal error: wrote {} rows, header says {}",
@@ -415,21 +434,26 @@ impl NpyWriter {
             .out
             .into_inner()
             .map_err(|e| Error::io(&self.path, "write", e.into_error()))?;
-        tmp.as_file()
-            .sync_all()
-            .map_err(|e| Error::io(&self.path, "sync", e))?;
-        tmp.persist(&self.path)
-            .map_err(|e| Error::io(&self.path, "rename the finished file into place", e.error))?;
-        Ok(())
+        crate::data::Pending::new(&self.path, tmp)
     }
 }
 
 /// Writes a whole matrix atomically.
 pub fn write_matrix(path: &Path, data: &[f32], cols: usize, dtype: OutDtype) -> Result<()> {
+    stage_matrix(path, data, cols, dtype)?.commit()
+}
+
+/// Writes a whole matrix to a temporary file next to `path`, to be committed.
+pub fn stage_matrix(
+    path: &Path,
+    data: &[f32],
+    cols: usize,
+    dtype: OutDtype,
+) -> Result<crate::data::Pending> {
     let rows = data.len().checked_div(cols).unwrap_or(0);
     let mut w = NpyWriter::create(path, rows, cols, dtype)?;
     w.write_rows(data)?;
-    w.finish()
+    w.finish_staged()
 }
 
 #[cfg(test)]

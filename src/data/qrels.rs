@@ -18,6 +18,8 @@ pub struct Judgement {
 
 /// Parses the text of a qrels file; `path` only names it in errors.
 pub fn parse(text: &str, path: &Path) -> Result<Vec<Judgement>> {
+    // A byte-order mark (some Windows tools write one) is not part of the header.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut lines = text.lines().enumerate();
     let expected = "expected the header 'query-id<TAB>corpus-id<TAB>score'";
     let header = loop {
@@ -37,6 +39,14 @@ pub fn parse(text: &str, path: &Path) -> Result<Vec<Judgement>> {
         && matches!(cols[0], "query-id" | "query_id" | "qid")
         && matches!(cols[1], "corpus-id" | "corpus_id" | "doc-id" | "docid")
         && cols[2] == "score";
+    if !header_ok && cols.len() == 3 && cols[2].parse::<f32>().is_ok() {
+        return Err(Error::data(format!(
+            "{}:{}: missing header: the first line {:?} is a judgement; {expected} first",
+            path.display(),
+            header.0 + 1,
+            header.1
+        )));
+    }
     if !header_ok {
         return Err(Error::data(format!(
             "{}:{}: bad header {:?}; {expected}",
@@ -53,8 +63,13 @@ pub fn parse(text: &str, path: &Path) -> Result<Vec<Judgement>> {
         }
         let fields: Vec<&str> = line.split('\t').collect();
         if fields.len() != 3 {
+            let hint = if fields.len() == 1 && line.split_whitespace().count() == 3 {
+                " (the columns must be separated by tabs, not spaces)"
+            } else {
+                ""
+            };
             return Err(Error::data(format!(
-                "{}:{}: {} tab-separated columns; expected 3 (query-id, corpus-id, score)",
+                "{}:{}: {} tab-separated columns; expected 3 (query-id, corpus-id, score){hint}",
                 path.display(),
                 i + 1,
                 fields.len()
@@ -67,7 +82,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Vec<Judgement>> {
             .filter(|s: &f32| s.is_finite())
             .ok_or_else(|| {
                 Error::data(format!(
-                    "{}:{}: score {:?} is not a number",
+                    "{}:{}: score {:?} is not a finite number; expected e.g. 1 or 0.5",
                     path.display(),
                     i + 1,
                     fields[2]
@@ -134,6 +149,6 @@ mod tests {
             msg("query-id\tcorpus-id\tscore\nq1\td1\t1\nq1\td1\thigh\n")
                 .contains("t.tsv:3: score \"high\"")
         );
-        assert!(msg("query-id\tcorpus-id\tscore\nq1\td1\tNaN\n").contains("not a number"));
+        assert!(msg("query-id\tcorpus-id\tscore\nq1\td1\tNaN\n").contains("not a finite number"));
     }
 }

@@ -41,6 +41,8 @@ pub fn for_each_chunk(
             }
         });
         for msg in rx {
+            // Ctrl-C: stop between chunks (see crate::interrupt).
+            crate::interrupt::check()?;
             let (buf, first) = msg?;
             f(&buf, first)?;
             let _ = recycle_tx.send(buf);
@@ -51,7 +53,19 @@ pub fn for_each_chunk(
 
 /// Runs `f` with a sink that writes rows to `writer` on a helper thread,
 /// then finishes the writer (rename into place) if everything succeeded.
-pub fn write_behind(writer: NpyWriter, f: impl FnOnce(&mut dyn FnMut(Vec<f32>) -> Result<()>) -> Result<()>) -> Result<()> {
+pub fn write_behind(
+    writer: NpyWriter,
+    f: impl FnOnce(&mut dyn FnMut(Vec<f32>) -> Result<()>) -> Result<()>,
+) -> Result<()> {
+    write_behind_staged(writer, f)?.commit()
+}
+
+/// As [`write_behind`], but the finished file stays at its temporary path
+/// until the caller commits it.
+pub fn write_behind_staged(
+    writer: NpyWriter,
+    f: impl FnOnce(&mut dyn FnMut(Vec<f32>) -> Result<()>) -> Result<()>,
+) -> Result<crate::data::Pending> {
     std::thread::scope(|s| {
         let (tx, rx) = sync_channel::<Vec<f32>>(AHEAD);
         let handle = s.spawn(move || -> Result<NpyWriter> {
@@ -61,13 +75,18 @@ pub fn write_behind(writer: NpyWriter, f: impl FnOnce(&mut dyn FnMut(Vec<f32>) -
             }
             Ok(writer)
         });
-        let mut send = |rows: Vec<f32>| tx.send(rows).map_err(|_| Error::runtime("the writer thread stopped"));
+        let mut send = |rows: Vec<f32>| {
+            tx.send(rows)
+                .map_err(|_| Error::runtime("the writer thread stopped"))
+        };
         let produced = f(&mut send);
         drop(tx);
-        let written = handle.join().map_err(|_| Error::runtime("the writer thread panicked"))?;
+        let written = handle
+            .join()
+            .map_err(|_| Error::runtime("the writer thread panicked"))?;
         // A write error explains a stopped writer better than the send error.
         let writer = written?;
         produced?;
-        writer.finish()
+        writer.finish_staged()
     })
 }

@@ -35,12 +35,35 @@ pub fn check_finite(report: &RowReport, corpus: &NpyMatrix) -> Result<()> {
     if report.non_finite.is_empty() {
         return Ok(());
     }
+    // Say what is wrong with the first one: a NaN or infinity in a column, or
+    // finite values so large that the squared norm overflows f32.
+    let first = report.non_finite[0];
+    let mut row = Vec::new();
+    corpus.read_rows(first, 1, &mut row)?;
+    let detail = match NpyMatrix::first_non_finite(&row, row.len().max(1)) {
+        Some((_, c)) => format!("row {first} column {c} is {}", row[c]),
+        None => format!("row {first} has values so large that its norm overflows float32"),
+    };
     Err(Error::data(format!(
-        "{}: {} rows hold NaN or infinity (rows {}); every corpus embedding must be finite",
+        "{}: {} NaN or infinity ({} {}; {detail}); every corpus embedding must be finite",
         corpus.path().display(),
-        report.non_finite.len(),
+        rows_hold(report.non_finite.len()),
+        if report.non_finite.len() == 1 {
+            "row"
+        } else {
+            "rows"
+        },
         list_rows(&report.non_finite)
     )))
+}
+
+/// "1 row holds" / "3 rows hold".
+pub fn rows_hold(n: usize) -> String {
+    if n == 1 {
+        "1 row holds".to_string()
+    } else {
+        format!("{n} rows hold")
+    }
 }
 
 /// "3, 17, 40 and 12 more".

@@ -172,10 +172,19 @@ pub fn fit(backend: &dyn Backend, inp: &Inputs, opts: &FitOptions) -> Result<Fit
     })?;
     check_finite(&report, inp.corpus)?;
     if !report.zero.is_empty() && !opts.allow_zero_rows {
+        let (have, rows) = if report.zero.len() == 1 {
+            ("1 row has", "row")
+        } else {
+            ("rows have", "rows")
+        };
         return Err(Error::data(format!(
-            "{}: {} rows have zero norm (rows {}); they cannot be normalised. Remove them, or pass --allow-zero-rows to keep them as they are",
+            "{}: {}{have} zero norm ({rows} {}); they cannot be normalised. Remove them, or pass --allow-zero-rows to keep them as they are",
             inp.corpus.path().display(),
-            report.zero.len(),
+            if report.zero.len() == 1 {
+                String::new()
+            } else {
+                format!("{} ", report.zero.len())
+            },
             list_rows(&report.zero)
         )));
     }
@@ -194,13 +203,22 @@ pub fn fit(backend: &dyn Backend, inp: &Inputs, opts: &FitOptions) -> Result<Fit
             g.row_mut(i).fill(0.0); // a zero row stays as it is
         }
     }
+    // Records that can really move: G != 0 (a zero row kept by
+    // --allow-zero-rows, or training queries that cancel out, cannot).
+    let movable: Vec<bool> = (0..plan.moved.len())
+        .map(|i| g.row(i).iter().any(|x| *x != 0.0))
+        .collect();
+    let is_movable = |row: u32| plan.moved.binary_search(&row).is_ok_and(|i| movable[i]);
     clock.lap("aggregate");
 
     // 3. Gamma.
     let block = if opts.block > 0 {
         opts.block
     } else {
-        ((4usize << 20) / q_dev.rows.max(1)).clamp(256, 1 << 16)
+        // Whole CPU gemm blocks: a partial one is computed zero-padded.
+        let b = ((4usize << 20) / q_dev.rows.max(1)).clamp(256, 1 << 16);
+        let g = crate::backend::cpu::GEMM_BLOCK;
+        (b / g).max(1) * g
     };
     let dev_static = static_part(&static_top, 0, inp.dev.queries.len(), dev_k);
     let ctx = SearchContext {
@@ -212,12 +230,13 @@ pub fn fit(backend: &dyn Backend, inp: &Inputs, opts: &FitOptions) -> Result<Fit
         g: &g,
         block,
     };
+    let n_movable = movable.iter().filter(|m| **m).count();
     let dev_moved_answers = inp
         .dev
         .queries
         .iter()
         .flat_map(|q| &q.answers)
-        .filter(|a| plan.is_moved[a.0 as usize])
+        .filter(|a| is_movable(a.0))
         .count();
     let (gamma, dev_scores, mut reason) = match (opts.method, opts.gamma) {
         (Method::NudgeM, Some(fixed)) => (
@@ -254,26 +273,45 @@ pub fn fit(backend: &dyn Backend, inp: &Inputs, opts: &FitOptions) -> Result<Fit
             (best.1, DevScores::Grid(points), reason)
         }
     };
-    if reason.is_none() && gamma == 0.0 {
-        let why = if plan.moved.is_empty() {
-            "no record answers a training query, so nothing can move".to_string()
+    // The silent failures: the fit "succeeds" but the dev queries could not
+    // judge it. Say so on stderr and in the report's gamma_reason.
+    if reason.is_none() {
+        let dev_answers: usize = inp.dev.queries.iter().map(|q| q.answers.len()).sum();
+        let why = if n_movable == 0 {
+            Some(if plan.moved.is_empty() {
+                "no record answers a training query, so nothing can move".to_string()
+            } else {
+                format!(
+                    "none of the {} records that answer a training query can move (zero-norm rows or a zero gradient)",
+                    plan.moved.len()
+                )
+            })
         } else if dev_moved_answers == 0 {
-            format!(
-                "no dev query has an answer that a training query moved ({} moved records, {} dev answers); no gamma can raise the dev score",
-                plan.moved.len(),
-                inp.dev
-                    .queries
-                    .iter()
-                    .map(|q| q.answers.len())
-                    .sum::<usize>()
-            )
+            Some(format!(
+                "no dev query has an answer that a training query moved ({n_movable} moved records, {dev_answers} dev answers); {}",
+                if gamma == 0.0 {
+                    "no gamma can raise the dev score".to_string()
+                } else {
+                    format!(
+                        "gamma {gamma} was chosen only from moves of records that answer no dev query"
+                    )
+                }
+            ))
+        } else if gamma == 0.0 {
+            Some("no gamma scored higher on the dev queries than gamma 0".to_string())
         } else {
-            "no gamma scored higher on the dev queries than gamma 0".to_string()
+            None
         };
-        log::warn(format!(
-            "gamma is 0, the output equals the normalised input: {why}"
-        ));
-        reason = Some(why);
+        if let Some(why) = why {
+            if gamma == 0.0 {
+                log::warn(format!(
+                    "gamma is 0, the output equals the normalised input: {why}"
+                ));
+            } else {
+                log::warn(why.clone());
+            }
+            reason = Some(why);
+        }
     }
     clock.lap("gamma search");
 
@@ -338,6 +376,7 @@ fn merge_moved(
     top: &mut TopK,
 ) -> Result<()> {
     for start in (0..records.len()).step_by(block.max(1)) {
+        crate::interrupt::check()?;
         let end = (start + block).min(records.len());
         let s = backend.similarity(q, &rows.rows_range(start, end))?;
         for i in 0..q.rows {
@@ -363,6 +402,7 @@ impl SearchContext<'_> {
         let m = self.plan.moved.len();
         let progress = crate::progress::Progress::new("gamma search", m as u64, "moved records");
         for start in (0..m).step_by(self.block.max(1)) {
+            crate::interrupt::check()?;
             let end = (start + self.block).min(m);
             progress.set(end as u64);
             let s0 = self

@@ -4,8 +4,9 @@
 use std::path::Path;
 
 use crate::backend::cpu::normalize_rows;
+use crate::data::Pending;
 use crate::data::npy::{NpyMatrix, NpyWriter, OutDtype};
-use crate::data::stream::{for_each_chunk, write_behind};
+use crate::data::stream::{for_each_chunk, write_behind_staged};
 use crate::error::Result;
 use crate::matrix::Matrix;
 use crate::progress::Progress;
@@ -19,12 +20,28 @@ pub fn write_corpus(
     path: &Path,
     dtype: OutDtype,
 ) -> Result<()> {
+    stage_corpus(corpus, moved, updated, path, dtype)?.commit()
+}
+
+/// As [`write_corpus`], but the finished file waits at its temporary path
+/// until the caller commits it (with the command's other outputs).
+pub fn stage_corpus(
+    corpus: &NpyMatrix,
+    moved: &[u32],
+    updated: &Matrix,
+    path: &Path,
+    dtype: OutDtype,
+) -> Result<Pending> {
     let (n, d) = (corpus.rows(), corpus.cols());
     // ~4 MiB chunks: large sequential writes, bounded memory.
-    let chunk = ((4usize << 20) / (4 * d.max(1))).max(1);
+    let chunk = crate::backend::cpu::chunk_rows_override()
+        .unwrap_or((4usize << 20) / (4 * d.max(1)))
+        .max(1);
     let writer = NpyWriter::create(path, n, d, dtype)?;
     let progress = Progress::new("writing", n as u64, "rows");
-    write_behind(writer, |sink| {
+    // Dropping the writer on an error (or Ctrl-C, which for_each_chunk
+    // turns into one) removes its temporary file.
+    let staged = write_behind_staged(writer, |sink| {
         let mut next = 0;
         for_each_chunk(corpus, chunk, |rows, start| {
             let mut buf = rows.to_vec();
@@ -41,16 +58,33 @@ pub fn write_corpus(
         })
     })?;
     progress.finish();
-    Ok(())
+    crate::interrupt::check()?;
+    Ok(staged)
 }
 
 /// Writes only what changed: `ids.txt` and `vectors.npy` of the moved records,
 /// for upserting into a vector database.
 pub fn write_delta(dir: &Path, names: &[String], updated: &Matrix, dtype: OutDtype) -> Result<()> {
+    crate::data::commit_all(stage_delta(dir, names, updated, dtype)?)
+}
+
+/// As [`write_delta`], staged: creates `dir` and returns both files uncommitted.
+pub fn stage_delta(
+    dir: &Path,
+    names: &[String],
+    updated: &Matrix,
+    dtype: OutDtype,
+) -> Result<Vec<Pending>> {
     std::fs::create_dir_all(dir)
         .map_err(|e| crate::error::Error::io(dir, "create directory", e))?;
-    crate::data::npy::write_matrix(&dir.join("vectors.npy"), &updated.data, updated.cols, dtype)?;
+    let vectors = crate::data::npy::stage_matrix(
+        &dir.join("vectors.npy"),
+        &updated.data,
+        updated.cols,
+        dtype,
+    )?;
     let mut text = names.join("\n");
     text.push('\n');
-    crate::data::atomic_write(&dir.join("ids.txt"), text.as_bytes())
+    let ids = crate::data::stage_write(&dir.join("ids.txt"), text.as_bytes())?;
+    Ok(vec![vectors, ids])
 }
