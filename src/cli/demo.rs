@@ -40,7 +40,10 @@ pub fn run(args: DemoArgs) -> Result<()> {
     let train = ds.required_split(SplitName::Train, false)?;
     let dev = ds.required_split(SplitName::Dev, false)?;
     let test = ds.required_split(SplitName::Test, false)?;
-    let backend = args.device.backend()?;
+    let scanned = dev.queries.len() + test.queries.len();
+    let backend = args
+        .device
+        .backend_for(2.0 * scanned as f64 * ds.corpus.rows() as f64 * ds.dim() as f64)?;
     log::notice(format!(
         "SciFact: {} records x {}, {} train / {} dev / {} test queries, on {}",
         ds.corpus.rows(),

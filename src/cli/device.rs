@@ -12,6 +12,10 @@ use crate::backend::gpu::{Gpu, GpuOptions, Precision, list_adapters};
 use crate::error::{Kind, Result};
 use crate::log;
 
+/// Below this much similarity work (about 0.1 s on two CPU cores) `auto`
+/// does not look for a GPU.
+pub const SMALL_JOB_FLOPS: f64 = 20e9;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
 pub enum Device {
     /// A hardware GPU adapter if there is one, else the CPU (with a notice).
@@ -44,6 +48,21 @@ impl DeviceArgs {
             precision: self.gpu_precision,
             ..Default::default()
         }
+    }
+
+    /// The backend for a job of about `flops` similarity work. Under `auto`
+    /// a small job runs on the CPU without probing for adapters: loading the
+    /// Vulkan drivers and compiling the kernels takes longer than the CPU
+    /// needs for the whole job.
+    pub fn backend_for(&self, flops: f64) -> Result<Box<dyn Backend>> {
+        if self.device == Device::Auto && self.adapter.is_none() && flops < SMALL_JOB_FLOPS {
+            log::notice(format!(
+                "small job ({:.1} GFLOP): running on the CPU, faster than starting a GPU (--device gpu forces it)",
+                flops / 1e9
+            ));
+            return Ok(Box::new(Cpu));
+        }
+        self.backend()
     }
 
     pub fn backend(&self) -> Result<Box<dyn Backend>> {

@@ -66,7 +66,8 @@ pub fn run(args: EvalArgs) -> Result<()> {
         SplitArg::Test => SplitName::Test,
     };
     let split = ds.required_split(split, args.data.skip_unknown_ids)?;
-    let backend = args.device.backend()?;
+    let flops = 2.0 * split.queries.len() as f64 * ds.corpus.rows() as f64 * ds.dim() as f64;
+    let backend = args.device.backend_for(flops)?;
     let q = split.matrix(&ds.queries);
     let kmax = *ks.last().expect("at least one k");
     let spec = ScanSpec {

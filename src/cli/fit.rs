@@ -124,7 +124,9 @@ pub fn run(args: FitArgs) -> Result<()> {
     };
     let read_s = start.elapsed().as_secs_f64();
 
-    let backend = args.device.backend()?;
+    let scanned = dev.queries.len() + test.as_ref().map_or(0, |t| t.queries.len());
+    let flops = 2.0 * scanned as f64 * ds.corpus.rows() as f64 * ds.dim() as f64;
+    let backend = args.device.backend_for(flops)?;
     let mut opts = FitOptions::new(args.method);
     opts.gamma = args.gamma;
     opts.val_k = args.val_k;
