@@ -15,7 +15,7 @@ pub struct Cpu;
 /// Columns of the output (rows of `b`) per `gemm` call in [`gemm_nt`].
 pub const GEMM_BLOCK: usize = 512;
 /// Rows of the output (rows of `a`) per `gemm` call in [`gemm_nt`].
-const GEMM_ROWS: usize = 256;
+const GEMM_ROWS: usize = 128;
 
 /// `out = a . b^T` with `a` m x k and `b` n x k, row-major.
 ///
@@ -260,12 +260,11 @@ impl Backend for Cpu {
         if let Some(rows) = chunk_rows_override() {
             return rows;
         }
-        // A score block of ~4 MiB stays in cache while the top-k reads it,
-        // and reused buffers avoid fresh page faults on every chunk.
-        // Small buffers also keep page faults (and so system time) low: a
-        // chunk of ~1 MiB per copy is plenty for the GEMM to run at speed.
-        let by_scores = (1 << 20) / queries.max(1);
-        let by_rows = (1 << 18) / dim.max(1);
+        // Chunks of ~4 MiB and score blocks of at most ~16 MiB: enough
+        // GEMM tiles per chunk to keep every core busy, buffers small
+        // enough to be reused from cache rather than faulted in afresh.
+        let by_scores = (4 << 20) / queries.max(1);
+        let by_rows = (1 << 20) / dim.max(1);
         let rows = by_scores.min(by_rows).clamp(256, 65536);
         // Whole gemm blocks: a partial block is computed zero-padded.
         (rows / GEMM_BLOCK * GEMM_BLOCK).max(GEMM_BLOCK)

@@ -271,14 +271,19 @@ impl NpyMatrix {
         let cols = self.header.cols;
         let size = self.header.dtype.size();
         let begin = self.header.data_offset + start * cols * size;
+        #[cfg(target_endian = "little")]
+        if self.header.dtype == Dtype::F32 {
+            // Straight into the f32 buffer: no byte buffer, no conversion.
+            out.resize(count * cols, 0.0);
+            return self
+                .file
+                .read_exact_at(bytemuck::cast_slice_mut(out), begin as u64)
+                .map_err(|e| self.read_error(start, count, e));
+        }
         raw.resize(count * cols * size, 0);
-        self.file.read_exact_at(raw, begin as u64).map_err(|e| {
-            Error::runtime(format!(
-                "{}: cannot read rows {start}..{}: {e}",
-                self.path.display(),
-                start + count
-            ))
-        })?;
+        self.file
+            .read_exact_at(raw, begin as u64)
+            .map_err(|e| self.read_error(start, count, e))?;
         let bytes = &raw[..];
         out.clear();
         out.reserve(count * cols);
@@ -300,6 +305,14 @@ impl NpyMatrix {
             ),
         }
         Ok(())
+    }
+
+    fn read_error(&self, start: usize, count: usize, e: std::io::Error) -> Error {
+        Error::runtime(format!(
+            "{}: cannot read rows {start}..{}: {e}",
+            self.path.display(),
+            start + count
+        ))
     }
 
     /// The whole matrix as f32; for the (small) query matrix.

@@ -6,7 +6,7 @@ use std::path::Path;
 use crate::backend::cpu::normalize_rows;
 use crate::data::Pending;
 use crate::data::npy::{NpyMatrix, NpyWriter, OutDtype};
-use crate::data::stream::{for_each_chunk, write_behind_staged};
+use crate::data::stream::for_each_chunk;
 use crate::error::Result;
 use crate::matrix::Matrix;
 use crate::progress::Progress;
@@ -41,22 +41,21 @@ pub fn stage_corpus(
     let progress = Progress::new("writing", n as u64, "rows");
     // Dropping the writer on an error (or Ctrl-C, which for_each_chunk
     // turns into one) removes its temporary file.
-    let staged = write_behind_staged(writer, |sink| {
-        let mut next = 0;
-        for_each_chunk(corpus, chunk, |rows, start| {
-            let mut buf = rows.to_vec();
-            let count = buf.len() / d.max(1);
-            normalize_rows(&mut buf, d, start);
-            while next < moved.len() && (moved[next] as usize) < start + count {
-                let r = moved[next] as usize - start;
-                buf[r * d..(r + 1) * d].copy_from_slice(updated.row(next));
-                next += 1;
-            }
-            sink(buf)?;
-            progress.set((start + count) as u64);
-            Ok(())
-        })
+    let mut writer = writer;
+    let mut next = 0;
+    for_each_chunk(corpus, chunk, |buf, start| {
+        let count = buf.len() / d.max(1);
+        normalize_rows(buf, d, start);
+        while next < moved.len() && (moved[next] as usize) < start + count {
+            let r = moved[next] as usize - start;
+            buf[r * d..(r + 1) * d].copy_from_slice(updated.row(next));
+            next += 1;
+        }
+        writer.write_rows(buf)?;
+        progress.set((start + count) as u64);
+        Ok(())
     })?;
+    let staged = writer.finish_staged()?;
     progress.finish();
     crate::interrupt::check()?;
     Ok(staged)
