@@ -13,7 +13,6 @@ use std::time::Instant;
 use clap::Args;
 use serde_json::{Value, json};
 
-use crate::data::synth::SynthSpec;
 use crate::error::{Error, Result};
 use crate::log;
 
@@ -22,24 +21,9 @@ pub struct BenchArgs {
     /// Benchmark on this dataset folder instead of a synthetic one
     #[arg(long, value_name = "DIR")]
     pub dataset: Option<PathBuf>,
-    /// Synthetic corpus rows
-    #[arg(long, default_value_t = 100_000)]
-    pub records: usize,
-    /// Synthetic dimension
-    #[arg(long, default_value_t = 384)]
-    pub dim: usize,
-    /// Synthetic training queries
-    #[arg(long, default_value_t = 5_000)]
-    pub train: usize,
-    /// Synthetic dev queries
-    #[arg(long, default_value_t = 1_000)]
-    pub dev: usize,
-    /// Synthetic test queries
-    #[arg(long, default_value_t = 1_000)]
-    pub test: usize,
-    /// Synthetic seed
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
+    /// Size and seed of the synthetic dataset (when no --dataset)
+    #[command(flatten)]
+    pub shape: super::synth::Shape,
     /// Which backends: auto (CPU, and the GPU when there is an adapter), cpu or gpu
     #[arg(long, value_enum, default_value_t = super::device::Device::Auto)]
     pub device: super::device::Device,
@@ -120,21 +104,14 @@ pub fn run(a: BenchArgs) -> Result<()> {
     let dataset = match &a.dataset {
         Some(d) => d.clone(),
         None => {
-            let spec = SynthSpec {
-                records: a.records,
-                dim: a.dim,
-                train: a.train,
-                dev: a.dev,
-                test: a.test,
-                seed: a.seed,
-            };
+            let spec = a.shape.spec();
             log::notice(format!(
                 "synthesising {} x {} ({}/{}/{} queries) in {}",
-                a.records,
-                a.dim,
-                a.train,
-                a.dev,
-                a.test,
+                spec.records,
+                spec.dim,
+                spec.train,
+                spec.dev,
+                spec.test,
                 tmp.path().display()
             ));
             let dir = tmp.path().join("data");

@@ -9,11 +9,9 @@ use crate::data::synth::{self, SynthSpec};
 use crate::error::Result;
 use crate::log;
 
-#[derive(Args, Debug)]
-pub struct SynthArgs {
-    /// Dataset folder to write (created if missing)
-    #[arg(long, value_name = "DIR")]
-    pub out: PathBuf,
+/// The size and seed of a synthetic dataset (shared with `nudge bench`).
+#[derive(Args, Debug, Clone)]
+pub struct Shape {
     /// Corpus rows
     #[arg(long, default_value_t = 100_000)]
     pub records: usize,
@@ -32,6 +30,28 @@ pub struct SynthArgs {
     /// Random seed: the same seed gives the same files
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+}
+
+impl Shape {
+    pub fn spec(&self) -> SynthSpec {
+        SynthSpec {
+            records: self.records,
+            dim: self.dim,
+            train: self.train,
+            dev: self.dev,
+            test: self.test,
+            seed: self.seed,
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct SynthArgs {
+    /// Dataset folder to write (created if missing)
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    #[command(flatten)]
+    pub shape: Shape,
     /// Print nothing but errors
     #[arg(long, short)]
     pub quiet: bool,
@@ -40,25 +60,18 @@ pub struct SynthArgs {
 pub fn run(a: SynthArgs) -> Result<()> {
     log::set_quiet(a.quiet);
     let t = Instant::now();
-    let spec = SynthSpec {
-        records: a.records,
-        dim: a.dim,
-        train: a.train,
-        dev: a.dev,
-        test: a.test,
-        seed: a.seed,
-    };
+    let spec = a.shape.spec();
     let w = synth::write(&a.out, &spec)?;
     log::notice(format!(
         "wrote {}: {} records x {}, {} clusters, {} groups, {}/{}/{} train/dev/test queries in {:.1} s",
         a.out.display(),
-        a.records,
-        a.dim,
+        spec.records,
+        spec.dim,
         w.clusters,
         w.groups,
-        a.train,
-        a.dev,
-        a.test,
+        spec.train,
+        spec.dev,
+        spec.test,
         t.elapsed().as_secs_f64()
     ));
     Ok(())
