@@ -143,13 +143,27 @@ pub fn run(a: BenchArgs) -> Result<()> {
         .map(|m| m.len())
         .unwrap_or(0);
     use super::device::Device;
+    let mut notes: Vec<String> = Vec::new();
     let backends: Vec<&'static str> = match a.device {
         Device::Cpu => vec!["cpu"],
         Device::Gpu => vec!["gpu"],
-        Device::Auto => vec!["cpu", "gpu"],
+        Device::Auto => {
+            // As `--device auto` does: a software adapter (lavapipe) is
+            // slower than the CPU path and not what a benchmark is after.
+            let adapters = crate::backend::gpu::list_adapters();
+            if adapters.iter().any(|x| !x.software) {
+                vec!["cpu", "gpu"]
+            } else {
+                notes.push(if adapters.is_empty() {
+                    "gpu: skipped (no adapter)".to_string()
+                } else {
+                    "gpu: skipped (only a software adapter; --device gpu runs it)".to_string()
+                });
+                vec!["cpu"]
+            }
+        }
     };
     let mut runs: Vec<Run> = Vec::new();
-    let mut notes: Vec<String> = Vec::new();
     'backends: for backend in backends {
         let mut steps: Vec<(String, Vec<String>)> = vec![(
             "eval dev".into(),
