@@ -9,6 +9,14 @@ use clap::Parser;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
+    // `nudge eval --json | head` must end quietly, as other Unix tools do,
+    // not panic on the closed pipe.
+    #[cfg(unix)]
+    // SAFETY: restoring the default disposition of SIGPIPE before any thread
+    // starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = nudge::cli::Cli::parse();
     nudge::interrupt::install();
     if let Err(e) = nudge::cli::run(cli) {
