@@ -164,7 +164,7 @@ proptest! {
             }
             text.push_str(&format!("{q}\t{r}\t{score}{nl}"));
             line += 1;
-            want.push(Judgement { query: q.clone(), record: r.clone(), score: *score, line });
+            want.push(Judgement { query: q.as_str(), record: r.as_str(), score: *score, line });
         }
         let got = qrels::parse(&text, Path::new("q.tsv")).unwrap();
         prop_assert_eq!(got, want);

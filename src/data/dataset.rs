@@ -198,14 +198,15 @@ impl Dataset {
         let Some(path) = self.paths.qrels(name) else {
             return Ok(None);
         };
-        let judgements = qrels::load(path)?;
+        let text = qrels::read(path)?;
+        let judgements = qrels::parse(&text, path)?;
         let mut order: Vec<LabeledQuery> = Vec::new();
         let mut slot: HashMap<u32, usize> = HashMap::default();
         let (mut unknown, mut duplicates) = (0usize, 0usize);
         let mut not_relevant: HashMap<u32, ()> = HashMap::default();
         for j in &judgements {
-            let q = self.query_ids.row(&j.query);
-            let r = self.corpus_ids.row(&j.record);
+            let q = self.query_ids.row(j.query);
+            let r = self.corpus_ids.row(j.record);
             let (q, r) = match (q, r) {
                 (Some(q), Some(r)) => (q, r),
                 (q, _) => {

@@ -6,18 +6,20 @@ use std::path::Path;
 
 use crate::error::{Error, Result};
 
-/// One judgement line, as written in the file.
+/// One judgement line, as written in the file. Borrows its ids from the
+/// file's text: a qrels file has tens of thousands of lines, and two string
+/// allocations per line were most of the time it took to read one.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Judgement {
-    pub query: String,
-    pub record: String,
+pub struct Judgement<'a> {
+    pub query: &'a str,
+    pub record: &'a str,
     pub score: f32,
     /// 1-based line number, for error messages.
     pub line: usize,
 }
 
 /// Parses the text of a qrels file; `path` only names it in errors.
-pub fn parse(text: &str, path: &Path) -> Result<Vec<Judgement>> {
+pub fn parse<'a>(text: &'a str, path: &Path) -> Result<Vec<Judgement<'a>>> {
     // A byte-order mark (some Windows tools write one) is not part of the header.
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut lines = text.lines().enumerate();
@@ -97,8 +99,8 @@ pub fn parse(text: &str, path: &Path) -> Result<Vec<Judgement>> {
             )));
         }
         out.push(Judgement {
-            query: q.to_string(),
-            record: r.to_string(),
+            query: q,
+            record: r,
             score,
             line: i + 1,
         });
@@ -106,10 +108,10 @@ pub fn parse(text: &str, path: &Path) -> Result<Vec<Judgement>> {
     Ok(out)
 }
 
-pub fn load(path: &Path) -> Result<Vec<Judgement>> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| Error::data(format!("{}: cannot read qrels file: {e}", path.display())))?;
-    parse(&text, path)
+/// The text of a qrels file, for [`parse`].
+pub fn read(path: &Path) -> Result<String> {
+    std::fs::read_to_string(path)
+        .map_err(|e| Error::data(format!("{}: cannot read qrels file: {e}", path.display())))
 }
 
 #[cfg(test)]
@@ -127,8 +129,8 @@ mod tests {
         assert_eq!(
             j[1],
             Judgement {
-                query: "q1".into(),
-                record: "d2".into(),
+                query: "q1",
+                record: "d2",
                 score: 2.0,
                 line: 4
             }
