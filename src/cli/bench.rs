@@ -187,6 +187,8 @@ pub fn run(a: BenchArgs) -> Result<()> {
                     s(&out),
                     "--report".into(),
                     s(&report),
+                    // The same queries as the eval step: the dev split alone.
+                    "--no-test".into(),
                 ],
             ));
         }
