@@ -353,7 +353,13 @@ pub struct NpyWriter {
     dtype: OutDtype,
     out: BufWriter<tempfile::NamedTempFile>,
     bytes: Vec<u8>,
+    /// Bytes handed to the kernel so far, and how far writeback was started.
+    sent: u64,
+    flushed: u64,
 }
+
+/// Start writeback every this many bytes (see [`NpyWriter::write_rows`]).
+const WRITEBACK_STEP: u64 = 32 << 20;
 
 impl NpyWriter {
     pub fn create(path: &Path, rows: usize, cols: usize, dtype: OutDtype) -> Result<NpyWriter> {
@@ -394,6 +400,8 @@ impl NpyWriter {
             dtype,
             out,
             bytes: Vec::new(),
+            sent: 0,
+            flushed: 0,
         })
     }
 
@@ -424,6 +432,26 @@ impl NpyWriter {
             .write_all(bytes)
             .map_err(|e| Error::io(&self.path, "write", e))?;
         self.written += data.len() / self.cols.max(1);
+        self.sent += bytes.len() as u64;
+        // The output is synced before it is renamed into place. Starting the
+        // disk writes as we go, rather than all in that final sync, lets the
+        // disk work while later chunks are read and normalised: on a 1.5 GB
+        // corpus the final sync otherwise costs as much as the whole pass.
+        #[cfg(target_os = "linux")]
+        if self.sent - self.flushed >= WRITEBACK_STEP {
+            let fd = std::os::unix::io::AsRawFd::as_raw_fd(self.out.get_ref().as_file());
+            // SAFETY: a hint to the kernel on our own open file; a failure
+            // only means the final sync does all the work.
+            unsafe {
+                libc::sync_file_range(
+                    fd,
+                    self.flushed as libc::off64_t,
+                    (self.sent - self.flushed) as libc::off64_t,
+                    libc::SYNC_FILE_RANGE_WRITE,
+                );
+            }
+            self.flushed = self.sent;
+        }
         Ok(())
     }
 
