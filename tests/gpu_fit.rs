@@ -20,7 +20,7 @@ use gpu_support::gpu;
 use nudge::backend::Backend;
 use nudge::data::dataset::{Dataset, Paths, SplitName};
 use nudge::data::npy::{NpyMatrix, OutDtype};
-use nudge::nudge::{FitOptions, Inputs, Method, fit, output};
+use nudge::nudge::{FitOptions, Inputs, Method, output};
 
 fn fixtures() -> Vec<PathBuf> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
@@ -86,7 +86,9 @@ fn check_fixture(backend: &dyn Backend, dir: &Path) {
         let what = format!("{name} {}", ref_path.display());
         let mut opts = FitOptions::new(method);
         opts.gamma = fixed;
-        let f = fit(backend, &inputs, &opts).unwrap_or_else(|e| panic!("{what}: {e}"));
+        let out = tmp.path().join("out.npy");
+        let f = output::fit_to_file(backend, &inputs, &opts, &out, OutDtype::F32)
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
         let r = &reference[method.as_str()];
         if fixed.is_none() {
             let want = r["gamma"].as_f64().unwrap();
@@ -110,8 +112,6 @@ fn check_fixture(backend: &dyn Backend, dir: &Path) {
                 assert!(close(got, want, 1e-4), "{what}: metric {got} vs {want}");
             }
         }
-        let out = tmp.path().join("out.npy");
-        output::write_corpus(&ds.corpus, &f.moved, &f.updated, &out, OutDtype::F32).unwrap();
         let got = NpyMatrix::open(&out).unwrap();
         let want = NpyMatrix::open(&ref_path).unwrap();
         assert_eq!(

@@ -138,19 +138,24 @@ pub fn run(args: FitArgs) -> Result<()> {
         dev: &dev,
         test: test.as_ref(),
     };
-    let fit = nudge::fit(backend.as_ref(), &inputs, &opts)?;
-
     let dtype = match args.out_dtype {
         OutType::F32 => OutDtype::F32,
         OutType::F16 => OutDtype::F16,
     };
+    // The output corpus is written during the fit's pass over the corpus
+    // (a temporary file until everything succeeded).
+    let mut inline = match &args.out {
+        Some(out) => Some(output::InlineOutput::create(&ds.corpus, out, dtype)?),
+        None => None,
+    };
+    let fit = nudge::fit_into(backend.as_ref(), &inputs, &opts, inline.as_mut())?;
     // Every output is staged in a temporary file and all are renamed into
     // place together at the end: a failure (or Ctrl-C) on the way leaves
     // none of them, and files already at those paths stay as they were.
     let t = Instant::now();
     let delta_dir_is_new = args.delta.as_ref().is_some_and(|d| !d.exists());
     let written = (|| -> Result<()> {
-        let mut staged = stage_outputs(&args, &ds, &fit, dtype)?;
+        let mut staged = stage_outputs(&args, &ds, &fit, dtype, inline)?;
         let write_s = t.elapsed().as_secs_f64();
         let mut timings = Map::new();
         timings.insert("read".into(), json!(read_s));
@@ -201,16 +206,11 @@ fn stage_outputs(
     ds: &Dataset,
     fit: &Fit,
     dtype: OutDtype,
+    corpus: Option<output::InlineOutput>,
 ) -> Result<Vec<crate::data::Pending>> {
     let mut staged = Vec::new();
-    if let Some(out) = &args.out {
-        staged.push(output::stage_corpus(
-            &ds.corpus,
-            &fit.moved,
-            &fit.updated,
-            out,
-            dtype,
-        )?);
+    if let Some(corpus) = corpus {
+        staged.push(corpus.finish(&fit.moved, &fit.updated)?);
     }
     if let Some(dir) = &args.delta {
         let names: Vec<String> = fit

@@ -353,6 +353,8 @@ pub struct NpyWriter {
     dtype: OutDtype,
     out: BufWriter<tempfile::NamedTempFile>,
     bytes: Vec<u8>,
+    /// Byte offset of the first row (the header's length).
+    data_offset: u64,
     /// Bytes handed to the kernel so far, and how far writeback was started.
     sent: u64,
     flushed: u64,
@@ -400,34 +402,68 @@ impl NpyWriter {
             dtype,
             out,
             bytes: Vec::new(),
+            data_offset: prefix.len() as u64,
             sent: 0,
             flushed: 0,
         })
     }
 
-    /// Appends whole rows (row-major, `cols` values each).
-    pub fn write_rows(&mut self, data: &[f32]) -> Result<()> {
-        debug_assert_eq!(data.len() % self.cols.max(1), 0);
-        let bytes: &[u8] = match self.dtype {
+    /// Encodes rows in the output element type.
+    fn encode<'a>(dtype: OutDtype, data: &'a [f32], scratch: &'a mut Vec<u8>) -> &'a [u8] {
+        match dtype {
             // .npy '<f4' is little-endian, as is every target nudge builds for.
             #[cfg(target_endian = "little")]
             OutDtype::F32 => bytemuck::cast_slice(data),
             #[cfg(not(target_endian = "little"))]
             OutDtype::F32 => {
-                self.bytes.clear();
+                scratch.clear();
                 data.iter()
-                    .for_each(|x| self.bytes.extend_from_slice(&x.to_le_bytes()));
-                &self.bytes
+                    .for_each(|x| scratch.extend_from_slice(&x.to_le_bytes()));
+                scratch
             }
             OutDtype::F16 => {
-                self.bytes.clear();
+                scratch.clear();
                 data.iter().for_each(|x| {
-                    self.bytes
-                        .extend_from_slice(&half::f16::from_f32(*x).to_le_bytes())
+                    scratch.extend_from_slice(&half::f16::from_f32(*x).to_le_bytes())
                 });
-                &self.bytes
+                scratch
             }
+        }
+    }
+
+    /// Overwrites rows already written: `rows[i]` (ascending or not) gets row
+    /// `i` of `data`. For filling in the moved records after a pass that
+    /// wrote every row as it was read.
+    pub fn patch_rows(&mut self, rows: &[u32], data: &[f32]) -> Result<()> {
+        use std::os::unix::fs::FileExt;
+        self.out
+            .flush()
+            .map_err(|e| Error::io(&self.path, "write", e))?;
+        let cols = self.cols;
+        let size = match self.dtype {
+            OutDtype::F32 => 4,
+            OutDtype::F16 => 2,
         };
+        for (i, &r) in rows.iter().enumerate() {
+            assert!(
+                (r as usize) < self.written,
+                "patching a row not yet written"
+            );
+            let bytes = Self::encode(self.dtype, &data[i * cols..(i + 1) * cols], &mut self.bytes);
+            let at = self.data_offset + (r as usize * cols * size) as u64;
+            self.out
+                .get_ref()
+                .as_file()
+                .write_all_at(bytes, at)
+                .map_err(|e| Error::io(&self.path, "write", e))?;
+        }
+        Ok(())
+    }
+
+    /// Appends whole rows (row-major, `cols` values each).
+    pub fn write_rows(&mut self, data: &[f32]) -> Result<()> {
+        debug_assert_eq!(data.len() % self.cols.max(1), 0);
+        let bytes = Self::encode(self.dtype, data, &mut self.bytes);
         self.out
             .write_all(bytes)
             .map_err(|e| Error::io(&self.path, "write", e))?;

@@ -13,7 +13,7 @@ pub fn scan_corpus(
     backend: &dyn Backend,
     corpus: &NpyMatrix,
     spec: ScanSpec,
-    mut on_chunk: impl FnMut(&[f32], usize),
+    mut on_chunk: impl FnMut(&[f32], usize) -> Result<()>,
 ) -> Result<(TopK, RowReport)> {
     let n = corpus.rows();
     let chunk = backend.chunk_rows(spec.queries.rows, corpus.cols()).max(1);
@@ -21,7 +21,7 @@ pub fn scan_corpus(
     let mut report = RowReport::default();
     let progress = Progress::new("scanning corpus", n as u64, "rows");
     for_each_chunk(corpus, chunk, |rows, start| {
-        on_chunk(rows, start);
+        on_chunk(rows, start)?;
         report.extend(scan.push(rows, start)?);
         progress.set((start + rows.len() / corpus.cols().max(1)) as u64);
         Ok(())

@@ -134,6 +134,20 @@ impl Clock {
 }
 
 pub fn fit(backend: &dyn Backend, inp: &Inputs, opts: &FitOptions) -> Result<Fit> {
+    fit_into(backend, inp, opts, None)
+}
+
+/// [`fit`], also writing the output corpus during the fit's one pass over
+/// the corpus: every row goes out normalised as it is read, and the caller
+/// patches in the moved rows afterwards ([`output::InlineOutput::finish`]).
+/// The disk then works while the similarity search runs, instead of in a
+/// second pass of its own.
+pub fn fit_into(
+    backend: &dyn Backend,
+    inp: &Inputs,
+    opts: &FitOptions,
+    mut out: Option<&mut output::InlineOutput>,
+) -> Result<Fit> {
     let mut clock = Clock(Instant::now(), Vec::new());
     let n = inp.corpus.rows();
     let dim = inp.corpus.cols();
@@ -168,6 +182,10 @@ pub fn fit(backend: &dyn Backend, inp: &Inputs, opts: &FitOptions) -> Result<Fit
                 .row_mut(cursor)
                 .copy_from_slice(&chunk[r * dim..(r + 1) * dim]);
             cursor += 1;
+        }
+        match out.as_mut() {
+            Some(o) => o.push(chunk, first),
+            None => Ok(()),
         }
     })?;
     check_finite(&report, inp.corpus)?;

@@ -1,64 +1,64 @@
-//! Writing the fine-tuned corpus: a second streaming pass in input row order,
-//! static rows normalised, moved rows replaced by their update.
+//! Writing the fine-tuned corpus, in input row order: static rows
+//! normalised, moved rows replaced by their update. The corpus is written
+//! during the fit's one pass over it (rows go out as they are read, moved
+//! rows are patched in at the end), or as a delta of the moved rows only.
 
 use std::path::Path;
 
 use crate::backend::cpu::normalize_rows;
 use crate::data::Pending;
 use crate::data::npy::{NpyMatrix, NpyWriter, OutDtype};
-use crate::data::stream::for_each_chunk;
 use crate::error::Result;
 use crate::matrix::Matrix;
-use crate::progress::Progress;
 
-/// Streams `corpus` to `path` (atomically) with `moved` rows (ascending)
-/// replaced by the rows of `updated`.
-pub fn write_corpus(
-    corpus: &NpyMatrix,
-    moved: &[u32],
-    updated: &Matrix,
+/// Fits and writes the output corpus to `path` (atomically) in the fit's
+/// own pass: the library form of `nudge fit --out`.
+pub fn fit_to_file(
+    backend: &dyn crate::backend::Backend,
+    inputs: &crate::nudge::Inputs,
+    opts: &crate::nudge::FitOptions,
     path: &Path,
     dtype: OutDtype,
-) -> Result<()> {
-    stage_corpus(corpus, moved, updated, path, dtype)?.commit()
+) -> Result<crate::nudge::Fit> {
+    let mut out = InlineOutput::create(inputs.corpus, path, dtype)?;
+    let fit = crate::nudge::fit_into(backend, inputs, opts, Some(&mut out))?;
+    out.finish(&fit.moved, &fit.updated)?.commit()?;
+    Ok(fit)
 }
 
-/// As [`write_corpus`], but the finished file waits at its temporary path
-/// until the caller commits it (with the command's other outputs).
-pub fn stage_corpus(
-    corpus: &NpyMatrix,
-    moved: &[u32],
-    updated: &Matrix,
-    path: &Path,
-    dtype: OutDtype,
-) -> Result<Pending> {
-    let (n, d) = (corpus.rows(), corpus.cols());
-    // ~4 MiB chunks: large sequential writes, bounded memory.
-    let chunk = crate::backend::cpu::chunk_rows_override()
-        .unwrap_or((4usize << 20) / (4 * d.max(1)))
-        .max(1);
-    let writer = NpyWriter::create(path, n, d, dtype)?;
-    let progress = Progress::new("writing", n as u64, "rows");
-    // Dropping the writer on an error (or Ctrl-C, which for_each_chunk
-    // turns into one) removes its temporary file.
-    let mut writer = writer;
-    let mut next = 0;
-    for_each_chunk(corpus, chunk, |buf, start| {
-        let count = buf.len() / d.max(1);
-        normalize_rows(buf, d, start);
-        while next < moved.len() && (moved[next] as usize) < start + count {
-            let r = moved[next] as usize - start;
-            buf[r * d..(r + 1) * d].copy_from_slice(updated.row(next));
-            next += 1;
-        }
-        writer.write_rows(buf)?;
-        progress.set((start + count) as u64);
-        Ok(())
-    })?;
-    let staged = writer.finish_staged()?;
-    progress.finish();
-    crate::interrupt::check()?;
-    Ok(staged)
+/// The output corpus written during the fit's own pass (see
+/// [`crate::nudge::fit_into`]): rows arrive raw and in order, go out
+/// normalised, and [`InlineOutput::finish`] overwrites the moved ones.
+pub struct InlineOutput {
+    writer: NpyWriter,
+    cols: usize,
+    buf: Vec<f32>,
+}
+
+impl InlineOutput {
+    pub fn create(corpus: &NpyMatrix, path: &Path, dtype: OutDtype) -> Result<InlineOutput> {
+        let writer = NpyWriter::create(path, corpus.rows(), corpus.cols(), dtype)?;
+        Ok(InlineOutput {
+            writer,
+            cols: corpus.cols(),
+            buf: Vec::new(),
+        })
+    }
+
+    /// The next raw rows of the corpus, starting at row `first`.
+    pub fn push(&mut self, raw: &[f32], first: usize) -> Result<()> {
+        self.buf.clear();
+        self.buf.extend_from_slice(raw);
+        normalize_rows(&mut self.buf, self.cols, first);
+        self.writer.write_rows(&self.buf)
+    }
+
+    /// Writes the updated moved rows over their placeholders and stages the
+    /// file for [`crate::data::commit_all`].
+    pub fn finish(mut self, moved: &[u32], updated: &Matrix) -> Result<Pending> {
+        self.writer.patch_rows(moved, &updated.data)?;
+        self.writer.finish_staged()
+    }
 }
 
 /// Writes only what changed: `ids.txt` and `vectors.npy` of the moved records,

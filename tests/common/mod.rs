@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use nudge::backend::Backend;
 use nudge::data::dataset::{Dataset, Paths, Split, SplitName};
 use nudge::data::npy::{NpyMatrix, OutDtype};
-use nudge::nudge::{Fit, FitOptions, Inputs, Method, fit, output};
+use nudge::nudge::{Fit, FitOptions, Inputs, Method, output};
 
 pub fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -46,10 +46,9 @@ pub fn fit_and_write(backend: &dyn Backend, l: &Loaded, opts: &FitOptions) -> (F
         dev: &l.dev,
         test: l.test.as_ref(),
     };
-    let f = fit(backend, &inputs, opts).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out.npy");
-    output::write_corpus(&l.ds.corpus, &f.moved, &f.updated, &out, OutDtype::F32).unwrap();
+    let f = output::fit_to_file(backend, &inputs, opts, &out, OutDtype::F32).unwrap();
     let rows = NpyMatrix::open(&out).unwrap().read_all().unwrap();
     (f, rows)
 }
