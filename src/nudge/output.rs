@@ -8,7 +8,10 @@ use std::path::Path;
 use crate::backend::cpu::normalize_rows;
 use crate::data::Pending;
 use crate::data::npy::{NpyMatrix, NpyWriter, OutDtype};
-use crate::error::Result;
+use std::sync::mpsc::{Receiver, SyncSender, channel, sync_channel};
+use std::thread::JoinHandle;
+
+use crate::error::{Error, Result};
 use crate::matrix::Matrix;
 
 /// Fits and writes the output corpus to `path` (atomically) in the fit's
@@ -29,35 +32,78 @@ pub fn fit_to_file(
 /// The output corpus written during the fit's own pass (see
 /// [`crate::nudge::fit_into`]): rows arrive raw and in order, go out
 /// normalised, and [`InlineOutput::finish`] overwrites the moved ones.
+///
+/// The writes run on a thread of their own: once the page cache holds its
+/// share of dirty pages, a write waits for the disk, and the similarity
+/// search must not wait with it. A few chunks in flight bound the memory.
 pub struct InlineOutput {
-    writer: NpyWriter,
     cols: usize,
-    buf: Vec<f32>,
+    send: Option<SyncSender<Vec<f32>>>,
+    recycle: Receiver<Vec<f32>>,
+    writer: Option<JoinHandle<Result<NpyWriter>>>,
 }
 
 impl InlineOutput {
     pub fn create(corpus: &NpyMatrix, path: &Path, dtype: OutDtype) -> Result<InlineOutput> {
-        let writer = NpyWriter::create(path, corpus.rows(), corpus.cols(), dtype)?;
+        let mut w = NpyWriter::create(path, corpus.rows(), corpus.cols(), dtype)?;
+        let (send, rows) = sync_channel::<Vec<f32>>(4);
+        let (give_back, recycle) = channel::<Vec<f32>>();
+        let writer = std::thread::spawn(move || -> Result<NpyWriter> {
+            for buf in rows {
+                w.write_rows(&buf)?;
+                let _ = give_back.send(buf);
+            }
+            Ok(w)
+        });
         Ok(InlineOutput {
-            writer,
             cols: corpus.cols(),
-            buf: Vec::new(),
+            send: Some(send),
+            recycle,
+            writer: Some(writer),
         })
     }
 
     /// The next raw rows of the corpus, starting at row `first`.
     pub fn push(&mut self, raw: &[f32], first: usize) -> Result<()> {
-        self.buf.clear();
-        self.buf.extend_from_slice(raw);
-        normalize_rows(&mut self.buf, self.cols, first);
-        self.writer.write_rows(&self.buf)
+        let mut buf = self.recycle.try_recv().unwrap_or_default();
+        buf.clear();
+        buf.extend_from_slice(raw);
+        normalize_rows(&mut buf, self.cols, first);
+        let sent = self.send.as_ref().is_some_and(|s| s.send(buf).is_ok());
+        if !sent {
+            // The writer stopped on an error: report that error.
+            return Err(self
+                .join()
+                .err()
+                .unwrap_or_else(|| Error::runtime("the output writer stopped")));
+        }
+        Ok(())
+    }
+
+    fn join(&mut self) -> Result<NpyWriter> {
+        self.send = None;
+        match self.writer.take() {
+            Some(h) => h
+                .join()
+                .map_err(|_| Error::runtime("the output writer panicked"))?,
+            None => Err(Error::runtime("the output writer stopped")),
+        }
     }
 
     /// Writes the updated moved rows over their placeholders and stages the
     /// file for [`crate::data::commit_all`].
     pub fn finish(mut self, moved: &[u32], updated: &Matrix) -> Result<Pending> {
-        self.writer.patch_rows(moved, &updated.data)?;
-        self.writer.finish_staged()
+        let mut writer = self.join()?;
+        writer.patch_rows(moved, &updated.data)?;
+        writer.finish_staged()
+    }
+}
+
+impl Drop for InlineOutput {
+    fn drop(&mut self) {
+        // An unfinished output (an error, Ctrl-C): stop the writer, whose
+        // temporary file is removed when it drops the NpyWriter.
+        let _ = self.join();
     }
 }
 
