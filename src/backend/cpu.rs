@@ -17,6 +17,13 @@ pub const GEMM_BLOCK: usize = 512;
 /// Rows of the output (rows of `a`) per `gemm` call in [`gemm_nt`].
 const GEMM_ROWS: usize = 128;
 
+thread_local! {
+    /// Per-thread scratch for ragged GEMM tiles: the zero-padded right-hand
+    /// block and the tile's output. Reused, because allocating (and so
+    /// faulting in) 0.75 MiB per ragged tile was a third of a small fit.
+    static PADDED: std::cell::RefCell<(Vec<f32>, Vec<f32>)> = const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+}
+
 /// `out = a . b^T` with `a` m x k and `b` n x k, row-major.
 ///
 /// Deterministic: every element comes out bit for bit the same whatever `n`,
@@ -50,17 +57,25 @@ pub fn gemm_nt(a: &[f32], b: &[f32], m: usize, n: usize, k: usize, out: &mut [f3
             // output (row stride n); tiles write disjoint parts.
             unsafe { gemm_block(lhs, &b[j0 * k..(j0 + w) * k], h, k, dst.at(i0 * n + j0), n) };
         } else {
-            let mut rhs = vec![0.0f32; GEMM_BLOCK * k];
-            rhs[..w * k].copy_from_slice(&b[j0 * k..(j0 + w) * k]);
-            let mut tmp = vec![0.0f32; h * GEMM_BLOCK];
-            // SAFETY: tmp is h x GEMM_BLOCK with row stride GEMM_BLOCK.
-            unsafe { gemm_block(lhs, &rhs, h, k, tmp.as_mut_ptr(), GEMM_BLOCK) };
-            for i in 0..h {
-                // SAFETY: row i0+i, columns j0..j0+w of the output, which
-                // only this tile writes.
-                let row = unsafe { std::slice::from_raw_parts_mut(dst.at((i0 + i) * n + j0), w) };
-                row.copy_from_slice(&tmp[i * GEMM_BLOCK..i * GEMM_BLOCK + w]);
-            }
+            PADDED.with(|scratch| {
+                let (rhs, tmp) = &mut *scratch.borrow_mut();
+                // The padding columns only feed output columns that are
+                // thrown away (each output column depends on its own rhs
+                // column alone), so stale values there are harmless: no need
+                // to zero a fresh buffer for every ragged tile.
+                rhs.resize(GEMM_BLOCK * k, 0.0);
+                rhs[..w * k].copy_from_slice(&b[j0 * k..(j0 + w) * k]);
+                tmp.resize(h * GEMM_BLOCK, 0.0);
+                // SAFETY: tmp is h x GEMM_BLOCK with row stride GEMM_BLOCK.
+                unsafe { gemm_block(lhs, rhs, h, k, tmp.as_mut_ptr(), GEMM_BLOCK) };
+                for i in 0..h {
+                    // SAFETY: row i0+i, columns j0..j0+w of the output, which
+                    // only this tile writes.
+                    let row =
+                        unsafe { std::slice::from_raw_parts_mut(dst.at((i0 + i) * n + j0), w) };
+                    row.copy_from_slice(&tmp[i * GEMM_BLOCK..i * GEMM_BLOCK + w]);
+                }
+            });
         }
     };
     let tiles = row_tiles * blocks;
