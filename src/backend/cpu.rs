@@ -136,9 +136,9 @@ unsafe fn gemm_block(a: &[f32], rhs: &[f32], m: usize, k: usize, dst: *mut f32, 
     }
 }
 
-/// `NUDGE_CHUNK_ROWS`: a hidden override of the rows per streamed chunk (the
-/// corpus scan and the output pass), so tests can force many small chunks and
-/// check that the result does not depend on the chunking.
+/// `NUDGE_CHUNK_ROWS`: a hidden override of the rows per streamed chunk of
+/// the corpus pass (which also writes the output), so tests can force many
+/// small chunks and check that the result does not depend on the chunking.
 pub fn chunk_rows_override() -> Option<usize> {
     std::env::var("NUDGE_CHUNK_ROWS")
         .ok()?

@@ -5,7 +5,8 @@
 //! the moved/static split in [`plan`], and the order of the steps in [`fit`]:
 //!
 //! 1. one streaming pass over the corpus: normalise rows, keep the static
-//!    top-k of every dev and test query, gather the moved rows;
+//!    top-k of every dev and test query, gather the moved rows (and, with
+//!    [`fit_into`], write the output, moved rows patched in at the end);
 //! 2. G = segment sums of training queries per moved record;
 //! 3. S0 = Qdev . D_M^T and S1 = Qdev . G_M^T, in blocks of moved records,
 //!    from which every gamma's dev score follows without the corpus;
@@ -206,8 +207,8 @@ pub fn fit_into(
             list_rows(&report.zero)
         )));
     }
-    // Host normalisation, the same rule the output pass applies, so the moved
-    // rows and the written file agree bit for bit whatever the backend.
+    // Host normalisation, the same rule the written output applies, so the
+    // moved rows and the written file agree bit for bit whatever the backend.
     crate::backend::cpu::normalize_rows(&mut gathered.data, dim, 0);
     clock.lap("scan");
 
