@@ -30,8 +30,8 @@ impl Matrix {
         &mut self.data[i * self.cols..(i + 1) * self.cols]
     }
     /// A new matrix made of the given rows, in that order.
-    pub fn select_rows(&self, rows: impl IntoIterator<Item = usize>) -> Matrix {
-        let mut data = Vec::new();
+    pub fn select_rows(&self, rows: impl ExactSizeIterator<Item = usize>) -> Matrix {
+        let mut data = Vec::with_capacity(rows.len() * self.cols);
         let mut n = 0;
         for r in rows {
             data.extend_from_slice(self.row(r));

@@ -211,24 +211,28 @@ fn a_full_disk_leaves_no_partial_file() {
         return;
     };
     std::fs::write(mnt.join("out.npy"), b"old output").unwrap();
-    // 1000 x 32 f32 is 128 KiB: more than the filesystem holds.
-    let out = nudge(
-        &[
-            "fit",
-            "--dataset",
-            case.data().to_str().unwrap(),
-            "--method",
-            "nudge-n",
-            "--out",
-            mnt.join("out.npy").to_str().unwrap(),
-            "--report",
-            mnt.join("report.json").to_str().unwrap(),
-        ],
-        &[],
-    );
-    expect(&out, 4, &["out.npy", "No space left"]);
-    assert_eq!(list(&mnt), vec!["out.npy"]);
-    assert_eq!(std::fs::read(mnt.join("out.npy")).unwrap(), b"old output");
+    // 1000 x 32 f32 is 128 KiB: more than the filesystem holds. Both ways of
+    // writing: assembled in memory, and streamed (which fails on the writer
+    // thread while the fit goes on).
+    for in_memory_max in ["67108864", "0"] {
+        let out = nudge(
+            &[
+                "fit",
+                "--dataset",
+                case.data().to_str().unwrap(),
+                "--method",
+                "nudge-n",
+                "--out",
+                mnt.join("out.npy").to_str().unwrap(),
+                "--report",
+                mnt.join("report.json").to_str().unwrap(),
+            ],
+            &[("NUDGE_OUTPUT_IN_MEMORY_MAX", in_memory_max)],
+        );
+        expect(&out, 4, &["out.npy", "No space left"]);
+        assert_eq!(list(&mnt), vec!["out.npy"]);
+        assert_eq!(std::fs::read(mnt.join("out.npy")).unwrap(), b"old output");
+    }
 }
 
 /// --out fits on a one-page tmpfs, --delta does not: neither appears.
@@ -479,18 +483,27 @@ fn output_does_not_depend_on_threads_or_chunking() {
         let third = (rows / 3).to_string();
         for method in ["nudge-m", "nudge-n"] {
             let mut first: Option<Vec<u8>> = None;
-            for (threads, chunk) in [
-                ("2", ""),
-                ("1", ""),
-                ("2", "7"),
-                ("1", "1"),
-                ("2", tail_of_one.as_str()),
-                ("2", third.as_str()),
+            // The last column forces the streamed output (written as the
+            // corpus is read, moved rows patched in) that large corpora use,
+            // instead of the one assembled in memory.
+            for (threads, chunk, stream) in [
+                ("2", "", false),
+                ("1", "", false),
+                ("2", "7", false),
+                ("1", "1", false),
+                ("2", tail_of_one.as_str(), false),
+                ("2", third.as_str(), false),
+                ("2", "", true),
+                ("1", "7", true),
+                ("2", third.as_str(), true),
             ] {
                 let out_path = case.out().join("out.npy");
                 let mut envs = vec![("RAYON_NUM_THREADS", threads)];
                 if !chunk.is_empty() {
                     envs.push(("NUDGE_CHUNK_ROWS", chunk));
+                }
+                if stream {
+                    envs.push(("NUDGE_OUTPUT_IN_MEMORY_MAX", "0"));
                 }
                 let out = nudge(
                     &[
@@ -512,7 +525,7 @@ fn output_does_not_depend_on_threads_or_chunking() {
                     None => first = Some(bytes),
                     Some(want) => assert!(
                         *want == bytes,
-                        "{fixture} {method}: output differs with RAYON_NUM_THREADS={threads} NUDGE_CHUNK_ROWS={chunk}"
+                        "{fixture} {method}: output differs with RAYON_NUM_THREADS={threads} NUDGE_CHUNK_ROWS={chunk} streamed={stream}"
                     ),
                 }
             }

@@ -8,7 +8,7 @@ use serde_json::{Map, Value, json};
 
 use super::DataArgs;
 use super::device::DeviceArgs;
-use crate::data::dataset::{Dataset, SplitName};
+use crate::data::dataset::Dataset;
 use crate::data::npy::OutDtype;
 use crate::error::{Error, Result};
 use crate::eval::metrics::Scores;
@@ -115,13 +115,7 @@ pub fn run(args: FitArgs) -> Result<()> {
     }
     let ds = Dataset::open(paths)?;
     let skip = args.data.skip_unknown_ids;
-    let train = ds.required_split(SplitName::Train, skip)?;
-    let dev = ds.required_split(SplitName::Dev, skip)?;
-    let test = if args.no_test {
-        None
-    } else {
-        ds.split(SplitName::Test, skip)?
-    };
+    let (train, dev, test) = ds.fit_splits(skip, !args.no_test)?;
     let read_s = start.elapsed().as_secs_f64();
 
     let scanned = dev.queries.len() + test.as_ref().map_or(0, |t| t.queries.len());

@@ -1,7 +1,7 @@
 //! A dataset: corpus, queries, their ids and the train/dev/test judgements,
 //! from a dataset folder (DESIGN §5 layout) and/or explicit paths.
 
-use rustc_hash::FxHashMap as HashMap;
+use rustc_hash::FxHashSet;
 use std::path::{Path, PathBuf};
 
 use crate::data::ids::Ids;
@@ -195,17 +195,71 @@ impl Dataset {
     /// Loads the judgements of one split. `Ok(None)` if no qrels file is known
     /// for it. Ids that name no row are an error unless `skip_unknown`.
     pub fn split(&self, name: SplitName, skip_unknown: bool) -> Result<Option<Split>> {
+        let mut warnings = Vec::new();
+        let split = self.split_noting(name, skip_unknown, &mut warnings);
+        warnings.into_iter().for_each(log::warn);
+        split
+    }
+
+    /// The train, dev and (if `with_test` and present) test splits of a fit,
+    /// read in parallel; warnings come out in that order all the same.
+    pub fn fit_splits(
+        &self,
+        skip_unknown: bool,
+        with_test: bool,
+    ) -> Result<(Split, Split, Option<Split>)> {
+        let mut notes: [Vec<String>; 3] = Default::default();
+        let [n_train, n_dev, n_test] = &mut notes;
+        let (train, (dev, test)) = rayon::join(
+            || self.required_noting(SplitName::Train, skip_unknown, n_train),
+            || {
+                rayon::join(
+                    || self.required_noting(SplitName::Dev, skip_unknown, n_dev),
+                    || match with_test {
+                        true => self.split_noting(SplitName::Test, skip_unknown, n_test),
+                        false => Ok(None),
+                    },
+                )
+            },
+        );
+        notes.into_iter().flatten().for_each(log::warn);
+        Ok((train?, dev?, test?))
+    }
+
+    /// [`Dataset::split`], adding its warnings to `warnings`.
+    fn split_noting(
+        &self,
+        name: SplitName,
+        skip_unknown: bool,
+        warnings: &mut Vec<String>,
+    ) -> Result<Option<Split>> {
         let Some(path) = self.paths.qrels(name) else {
             return Ok(None);
         };
         let text = qrels::read(path)?;
         let judgements = qrels::parse(&text, path)?;
         let mut order: Vec<LabeledQuery> = Vec::new();
-        let mut slot: HashMap<u32, usize> = HashMap::default();
+        // Per query row: its index in `order`, and whether a line judged it
+        // not relevant.
+        const NONE: usize = usize::MAX;
+        let mut slot = vec![NONE; self.queries.rows];
+        let mut not_relevant = vec![false; self.queries.rows];
         let (mut unknown, mut duplicates) = (0usize, 0usize);
-        let mut not_relevant: HashMap<u32, ()> = HashMap::default();
+        // (query, record) pairs seen: a scan of the query's answers per line
+        // is quadratic in the answers, and NFCorpus queries have up to 115.
+        let mut seen: FxHashSet<u64> =
+            FxHashSet::with_capacity_and_hasher(judgements.len(), Default::default());
+        // Qrels files list a query's judgements together: look its id up once.
+        let mut last: Option<(&str, Option<u32>)> = None;
         for j in &judgements {
-            let q = self.query_ids.row(j.query);
+            let q = match last {
+                Some((id, row)) if id == j.query => row,
+                _ => {
+                    let row = self.query_ids.row(j.query);
+                    last = Some((j.query, row));
+                    row
+                }
+            };
             let r = self.corpus_ids.row(j.record);
             let (q, r) = match (q, r) {
                 (Some(q), Some(r)) => (q, r),
@@ -227,40 +281,40 @@ impl Dataset {
                 }
             };
             if j.score <= 0.0 {
-                not_relevant.insert(q, ());
+                not_relevant[q as usize] = true;
                 continue;
             }
-            let i = *slot.entry(q).or_insert_with(|| {
+            if slot[q as usize] == NONE {
+                slot[q as usize] = order.len();
                 order.push(LabeledQuery {
                     row: q,
                     answers: Vec::new(),
                 });
-                order.len() - 1
-            });
-            if order[i].answers.iter().any(|a| a.0 == r) {
+            }
+            let i = slot[q as usize];
+            if !seen.insert((q as u64) << 32 | r as u64) {
                 duplicates += 1;
                 continue;
             }
             order[i].answers.push((r, j.score));
         }
         if unknown > 0 {
-            log::warn(format!(
+            warnings.push(format!(
                 "{}: skipped {unknown} lines with unknown ids",
                 path.display()
             ));
         }
         if duplicates > 0 {
-            log::warn(format!(
+            warnings.push(format!(
                 "{}: {duplicates} duplicate (query, record) lines counted once",
                 path.display()
             ));
         }
-        let unanswered = not_relevant
-            .keys()
-            .filter(|q| !slot.contains_key(q))
+        let unanswered = (0..slot.len())
+            .filter(|&q| not_relevant[q] && slot[q] == NONE)
             .count();
         if unanswered > 0 {
-            log::warn(format!(
+            warnings.push(format!(
                 "{}: {unanswered} queries have no relevant record (score > 0) and are left out of the {} split",
                 path.display(),
                 name.as_str()
@@ -283,7 +337,20 @@ impl Dataset {
     /// Without one: a data error naming the missing file when a dataset folder
     /// was given (the folder is incomplete), else a usage error.
     pub fn required_split(&self, name: SplitName, skip_unknown: bool) -> Result<Split> {
-        self.split(name, skip_unknown)?.ok_or_else(|| match &self.paths.folder {
+        let mut warnings = Vec::new();
+        let split = self.required_noting(name, skip_unknown, &mut warnings);
+        warnings.into_iter().for_each(log::warn);
+        split
+    }
+
+    fn required_noting(
+        &self,
+        name: SplitName,
+        skip_unknown: bool,
+        warnings: &mut Vec<String>,
+    ) -> Result<Split> {
+        self.split_noting(name, skip_unknown, warnings)?
+            .ok_or_else(|| match &self.paths.folder {
             Some(dir) => Error::data(format!(
                 "{}: not found; the {} split is required (expected query-id<TAB>corpus-id<TAB>score lines there, or give {} FILE)",
                 dir.join("qrels").join(format!("{}.tsv", name.as_str())).display(),

@@ -19,6 +19,8 @@ pub mod plan;
 
 use std::time::Instant;
 
+use rayon::prelude::*;
+
 use crate::backend::{Backend, Bounds, MovedBlock, Pair, ScanSpec, TopK};
 use crate::data::dataset::{LabeledQuery, Split};
 use crate::data::npy::NpyMatrix;
@@ -128,9 +130,15 @@ struct Clock(Instant, Vec<(&'static str, f64)>);
 
 impl Clock {
     fn lap(&mut self, phase: &'static str) {
+        let s = self.split();
+        self.1.push((phase, s));
+    }
+    /// Seconds since the last lap or split, without recording a phase.
+    fn split(&mut self) -> f64 {
         let now = Instant::now();
-        self.1.push((phase, (now - self.0).as_secs_f64()));
+        let s = (now - self.0).as_secs_f64();
         self.0 = now;
+        s
     }
 }
 
@@ -167,8 +175,11 @@ pub fn fit_into(
         q_scan.rows += t.rows;
     }
     let k_scan = dev_k.max(if inp.test.is_some() { opts.eval_k } else { 0 });
-    let mut gathered = Matrix::zeros(plan.gathered.len(), dim);
-    let mut cursor = 0;
+    // The moved rows, and the dev answers that stay, copied out as the
+    // corpus streams past.
+    let mut d_moved = Matrix::zeros(plan.moved.len(), dim);
+    let mut kept = Matrix::zeros(plan.kept.len(), dim);
+    let mut cursors = (0, 0);
     let spec = ScanSpec {
         queries: &q_scan,
         k: k_scan,
@@ -177,12 +188,16 @@ pub fn fit_into(
     };
     let (static_top, report) = scan_corpus(backend, inp.corpus, spec, |chunk, first| {
         let end = first + chunk.len() / dim.max(1);
-        while cursor < plan.gathered.len() && (plan.gathered[cursor] as usize) < end {
-            let r = plan.gathered[cursor] as usize - first;
-            gathered
-                .row_mut(cursor)
-                .copy_from_slice(&chunk[r * dim..(r + 1) * dim]);
-            cursor += 1;
+        for (rows, dst, cursor) in [
+            (&plan.moved, &mut d_moved, &mut cursors.0),
+            (&plan.kept, &mut kept, &mut cursors.1),
+        ] {
+            while *cursor < rows.len() && (rows[*cursor] as usize) < end {
+                let r = rows[*cursor] as usize - first;
+                dst.row_mut(*cursor)
+                    .copy_from_slice(&chunk[r * dim..(r + 1) * dim]);
+                *cursor += 1;
+            }
         }
         match out.as_mut() {
             Some(o) => o.push(chunk, first),
@@ -209,14 +224,13 @@ pub fn fit_into(
     }
     // Host normalisation, the same rule the written output applies, so the
     // moved rows and the written file agree bit for bit whatever the backend.
-    crate::backend::cpu::normalize_rows(&mut gathered.data, dim, 0);
+    crate::backend::cpu::normalize_rows(&mut d_moved.data, dim, 0);
+    crate::backend::cpu::normalize_rows(&mut kept.data, dim, 0);
     clock.lap("scan");
 
     // 2. Gradients of the moved records.
     let q_train = inp.train.matrix(inp.queries);
     let mut g = backend.aggregate(&q_train, &plan.segments)?;
-    let slot = |row: u32| plan.gathered.binary_search(&row).expect("gathered row");
-    let d_moved = gathered.select_rows(plan.moved.iter().map(|&r| slot(r)));
     for (i, &r) in plan.moved.iter().enumerate() {
         if report.zero.binary_search(&(r as usize)).is_ok() {
             g.row_mut(i).fill(0.0); // a zero row stays as it is
@@ -264,7 +278,7 @@ pub fn fit_into(
             Some("fixed by --gamma".to_string()),
         ),
         (Method::NudgeM, None) => {
-            let (pairs, static_bounds) = ctx.pairs(&dev_static, &gathered);
+            let (pairs, static_bounds) = ctx.pairs(&dev_static, &kept);
             let (found, count, intervals) = ctx.search_m(&pairs, static_bounds)?;
             (
                 found as f64,
@@ -334,31 +348,34 @@ pub fn fit_into(
     }
     clock.lap("gamma search");
 
-    // 4. Update and score.
-    let mut updated = d_moved.clone();
+    // 4. Update the moved rows in place, scoring the test queries before and
+    // after.
+    let test_score = |rows: &Matrix| -> Result<Option<Scores>> {
+        let (Some(test), Some(qt)) = (inp.test, &q_test) else {
+            return Ok(None);
+        };
+        let mut top = static_part(
+            &static_top,
+            inp.dev.queries.len(),
+            test.queries.len(),
+            opts.eval_k,
+        );
+        merge_moved(backend, qt, rows, &plan.moved, block, &mut top)?;
+        Ok(Some(
+            metrics::score(&top, &test.queries, &[opts.eval_k]).remove(0),
+        ))
+    };
+    let before = test_score(&d_moved)?;
+    let mut evaluate_s = clock.split();
+    let mut updated = d_moved;
     match opts.method {
         Method::NudgeM => backend.update_m(&mut updated, &g, gamma as f32)?,
         Method::NudgeN => backend.update_n(&mut updated, &g, gamma)?,
     }
     clock.lap("update");
-    let (before, after) = match (inp.test, &q_test) {
-        (Some(test), Some(qt)) => {
-            let base = static_part(
-                &static_top,
-                inp.dev.queries.len(),
-                test.queries.len(),
-                opts.eval_k,
-            );
-            let score = |rows: &Matrix| -> Result<Scores> {
-                let mut top = base.clone();
-                merge_moved(backend, qt, rows, &plan.moved, block, &mut top)?;
-                Ok(metrics::score(&top, &test.queries, &[opts.eval_k]).remove(0))
-            };
-            (Some(score(&d_moved)?), Some(score(&updated)?))
-        }
-        _ => (None, None),
-    };
-    clock.lap("evaluate");
+    let after = test_score(&updated)?;
+    evaluate_s += clock.split();
+    clock.1.push(("evaluate", evaluate_s));
 
     Ok(Fit {
         method: opts.method,
@@ -449,28 +466,26 @@ impl SearchContext<'_> {
 
     /// Every (dev query, answer) pair with its own score and slope, and its
     /// bounds against the static records.
-    fn pairs(&self, dev_static: &TopK, gathered: &Matrix) -> (Vec<Pair>, Vec<Bounds>) {
+    fn pairs(&self, dev_static: &TopK, kept: &Matrix) -> (Vec<Pair>, Vec<Bounds>) {
         let mut pairs = Vec::new();
         let mut bounds = Vec::new();
         for (i, q) in self.dev.queries.iter().enumerate() {
             let qv = self.q_dev.row(i);
             for &(x, _) in &q.answers {
-                let dx = gathered.row(
-                    self.plan
-                        .gathered
-                        .binary_search(&x)
-                        .expect("dev answer gathered"),
-                );
-                let t = match self.plan.moved.binary_search(&x) {
+                let (dx, t) = match self.plan.moved.binary_search(&x) {
                     Ok(mi) => {
                         let norm = self.g_norm(mi);
-                        if norm > 0.0 {
+                        let t = if norm > 0.0 {
                             dot(qv, self.g.row(mi)) * (1.0 / norm)
                         } else {
                             0.0
-                        }
+                        };
+                        (self.d_moved.row(mi), t)
                     }
-                    Err(_) => 0.0,
+                    Err(_) => {
+                        let ki = self.plan.kept.binary_search(&x).expect("dev answer kept");
+                        (kept.row(ki), 0.0)
+                    }
                 };
                 let p = Pair {
                     query: i as u32,
@@ -506,26 +521,25 @@ impl SearchContext<'_> {
     }
 
     fn search_n(&self, grid: &[f64], dev_static: &TopK, k: usize) -> Result<Vec<GridPoint>> {
-        let m = self.plan.moved.len();
-        // v = d.G and c = |G|^2 per moved record, as `nudge_n::rotate` computes them.
-        let vc: Vec<(f64, f64)> = (0..m)
-            .map(|i| {
-                let (d, g) = (self.d_moved.row(i), self.g.row(i));
-                let v: f64 = d.iter().zip(g).map(|(a, b)| *a as f64 * *b as f64).sum();
-                let c: f64 = g.iter().map(|x| *x as f64 * *x as f64).sum();
-                (v, c)
-            })
+        let steps: Vec<nudge_n::Step> = grid.iter().map(|&g| nudge_n::Step::new(g)).collect();
+        // v and c per moved record, as the update computes them.
+        let vc: Vec<(f64, f64)> = (0..self.plan.moved.len())
+            .into_par_iter()
+            .with_min_len(256)
+            .map(|i| nudge_n::dots(self.d_moved.row(i), self.g.row(i)))
             .collect();
         let mut tops: Vec<TopK> = vec![dev_static.clone(); grid.len()];
         self.for_each_block(|start, b| {
             let w = b.records.len();
-            let mut coef = Vec::with_capacity(grid.len() * w);
-            for &gamma in grid {
-                for &(v, c) in &vc[start..start + w] {
-                    let (a, bb) = nudge_n::coefficients(v, c, gamma);
-                    coef.push((a as f32, bb as f32));
-                }
-            }
+            let mut coef = vec![(0.0, 0.0); grid.len() * w];
+            coef.par_chunks_mut(w.max(1))
+                .zip(&steps)
+                .for_each(|(out, step)| {
+                    for (o, &(v, c)) in out.iter_mut().zip(&vc[start..start + w]) {
+                        let (a, bb) = step.coefficients(v, c);
+                        *o = (a as f32, bb as f32);
+                    }
+                });
             self.backend.nudge_n_merge(b, &coef, &mut tops)
         })?;
         Ok(grid

@@ -3,7 +3,7 @@
 //!
 //! Every updated record is a combination `a d + b G` of its normalised
 //! embedding and its gradient, so a dev score after the update is
-//! `a S0 + b S1`: [`coefficients`] is the whole update rule, used both to
+//! `a S0 + b S1`: [`Step::coefficients`] is the whole update rule, used both to
 //! score the grid without touching the corpus and to write the output.
 
 /// The reference's grid: `0.02 * x` for x in 0..25, as Python computes it.
@@ -11,43 +11,90 @@ pub fn grid() -> Vec<f64> {
     (0..25).map(|x| 0.02 * x as f64).collect()
 }
 
-/// `(a, b)` such that the updated record is `a d + b G`, from `v = d.G`,
-/// `c = |G|^2` and gamma. Cases, in the reference's order of precedence:
-/// gamma 0 or G = 0: unchanged; `d.Ghat >= 1 - gamma/2`: the optimum Ghat is
-/// within the bound; `v < 0` (or G parallel to d): unchanged, as the
-/// reference skips these; otherwise rotate d towards G by
-/// `theta = 2 asin(sqrt(gamma)/2)`, so that `|d' - d|^2 = gamma` exactly.
-///
-/// The rotation form replaces the reference's `mu` formula, which divides
-/// two vanishing quantities when G is nearly parallel to d and gives NaN.
-pub fn coefficients(v: f64, c: f64, gamma: f64) -> (f64, f64) {
-    if gamma == 0.0 || c <= 0.0 {
-        return (1.0, 0.0);
-    }
-    let norm = c.sqrt();
-    if v / norm >= 1.0 - gamma / 2.0 {
-        return (0.0, 1.0 / norm);
-    }
-    let w2 = c - v * v;
-    if v < 0.0 || w2 <= 0.0 {
-        return (1.0, 0.0);
-    }
-    let w = w2.sqrt();
-    let theta = 2.0 * (gamma.sqrt() / 2.0).asin();
-    let (sin, cos) = theta.sin_cos();
-    // u = (G - v d) / w;  d' = cos d + sin u
-    (cos - sin * v / w, sin / w)
+/// The update for one gamma: what depends on gamma alone, computed once.
+#[derive(Debug, Clone, Copy)]
+pub struct Step {
+    pub gamma: f64,
+    /// Sine and cosine of the rotation angle `theta = 2 asin(sqrt(gamma)/2)`.
+    pub sin: f64,
+    pub cos: f64,
 }
 
-/// The NUDGE-N update of one unit-norm record `d` with gradient `g`.
-pub fn rotate(d: &mut [f32], g: &[f32], gamma: f64) {
-    let v: f64 = d.iter().zip(g).map(|(a, b)| *a as f64 * *b as f64).sum();
-    let c: f64 = g.iter().map(|x| *x as f64 * *x as f64).sum();
-    let (a, b) = coefficients(v, c, gamma);
-    let (a, b) = (a as f32, b as f32);
-    for (di, gi) in d.iter_mut().zip(g) {
-        *di = a * *di + b * gi;
+impl Step {
+    pub fn new(gamma: f64) -> Step {
+        let theta = 2.0 * (gamma.sqrt() / 2.0).asin();
+        let (sin, cos) = theta.sin_cos();
+        Step { gamma, sin, cos }
     }
+
+    /// `(a, b)` such that the updated record is `a d + b G`, from `v = d.G`
+    /// and `c = |G|^2` ([`dots`]). Cases, in the reference's order of
+    /// precedence: gamma 0 or G = 0: unchanged; `d.Ghat >= 1 - gamma/2`: the
+    /// optimum Ghat is within the bound; `v < 0` (or G parallel to d):
+    /// unchanged, as the reference skips these; otherwise rotate d towards G
+    /// by theta, so that `|d' - d|^2 = gamma` exactly.
+    ///
+    /// The rotation form replaces the reference's `mu` formula, which divides
+    /// two vanishing quantities when G is nearly parallel to d and gives NaN.
+    pub fn coefficients(&self, v: f64, c: f64) -> (f64, f64) {
+        let gamma = self.gamma;
+        if gamma == 0.0 || c <= 0.0 {
+            return (1.0, 0.0);
+        }
+        let norm = c.sqrt();
+        if v / norm >= 1.0 - gamma / 2.0 {
+            return (0.0, 1.0 / norm);
+        }
+        let w2 = c - v * v;
+        if v < 0.0 || w2 <= 0.0 {
+            return (1.0, 0.0);
+        }
+        let w = w2.sqrt();
+        // u = (G - v d) / w;  d' = cos d + sin u
+        (self.cos - self.sin * v / w, self.sin / w)
+    }
+
+    /// The NUDGE-N update of one unit-norm record `d` with gradient `g`.
+    pub fn rotate(&self, d: &mut [f32], g: &[f32]) {
+        let (v, c) = dots(d, g);
+        let (a, b) = self.coefficients(v, c);
+        let (a, b) = (a as f32, b as f32);
+        for (di, gi) in d.iter_mut().zip(g) {
+            *di = a * *di + b * gi;
+        }
+    }
+}
+
+/// `(v, c) = (d.G, |G|^2)` in f64, in 8 interleaved lanes folded in a fixed
+/// order: deterministic, and unlike one long chain of dependent additions
+/// it vectorises. The gamma search and the update both take v and c from
+/// here, so the grid scores exactly the records that are written.
+pub fn dots(d: &[f32], g: &[f32]) -> (f64, f64) {
+    const L: usize = 8;
+    let (mut v, mut c) = ([0f64; L], [0f64; L]);
+    let (dc, gc) = (d.chunks_exact(L), g.chunks_exact(L));
+    let (dr, gr) = (dc.remainder(), gc.remainder());
+    for (a, b) in dc.zip(gc) {
+        for l in 0..L {
+            let (x, y) = (a[l] as f64, b[l] as f64);
+            v[l] += x * y;
+            c[l] += y * y;
+        }
+    }
+    for (l, (x, y)) in dr.iter().zip(gr).enumerate() {
+        let (x, y) = (*x as f64, *y as f64);
+        v[l] += x * y;
+        c[l] += y * y;
+    }
+    let mut w = L;
+    while w > 1 {
+        w /= 2;
+        for l in 0..w {
+            v[l] += v[l + w];
+            c[l] += c[l + w];
+        }
+    }
+    (v[0], c[0])
 }
 
 /// Dev score of one query: `|top-k ∩ answers| / min(|answers|, k)`.
@@ -86,7 +133,7 @@ mod tests {
         let g = [0.3f32, 2.0, 0.0]; // d.Ghat = 0.148, far from the clamp
         for gamma in [0.02, 0.1, 0.48] {
             let mut d = d0;
-            rotate(&mut d, &g, gamma);
+            Step::new(gamma).rotate(&mut d, &g);
             assert!((norm(&d) - 1.0).abs() < 1e-6);
             assert!(
                 (dist2(&d, &d0) as f64 - gamma).abs() < 1e-6,
@@ -108,11 +155,11 @@ mod tests {
         let at = 2.0 * (1.0 - phi.cos());
         for gamma in [at * 1.001, at + 1e-9] {
             let mut d = d0;
-            rotate(&mut d, &g, gamma);
+            Step::new(gamma).rotate(&mut d, &g);
             assert_eq!(d, ghat, "gamma {gamma} must clamp to Ghat");
         }
         let mut d = d0;
-        rotate(&mut d, &g, at * 0.999);
+        Step::new(at * 0.999).rotate(&mut d, &g);
         assert!(dist2(&d, &ghat) < 1e-5 && d != ghat);
     }
 
@@ -121,11 +168,11 @@ mod tests {
         let d0 = [0.6f32, 0.8];
         for g in [[-1.0f32, 0.2], [0.0, 0.0]] {
             let mut d = d0;
-            rotate(&mut d, &g, 0.2);
+            Step::new(0.2).rotate(&mut d, &g);
             assert_eq!(d, d0);
         }
         let mut d = d0;
-        rotate(&mut d, &[1.0, 1.0], 0.0);
+        Step::new(0.0).rotate(&mut d, &[1.0, 1.0]);
         assert_eq!(d, d0);
     }
 
@@ -133,7 +180,7 @@ mod tests {
     fn nearly_parallel_gradient_gives_no_nan() {
         let d0 = [1.0f32, 1e-8, 0.0];
         let mut d = d0;
-        rotate(&mut d, &[3.0, 3e-8 + 1e-12, 1e-20], 0.02);
+        Step::new(0.02).rotate(&mut d, &[3.0, 3e-8 + 1e-12, 1e-20]);
         assert!(d.iter().all(|x| x.is_finite()));
         assert!((norm(&d) - 1.0).abs() < 1e-6);
     }

@@ -31,58 +31,107 @@ pub fn fit_to_file(
 
 /// The output corpus written during the fit's own pass (see
 /// [`crate::nudge::fit_into`]): rows arrive raw and in order, go out
-/// normalised, and [`InlineOutput::finish`] overwrites the moved ones.
-///
-/// The writes run on a thread of their own: once the page cache holds its
-/// share of dirty pages, a write waits for the disk, and the similarity
-/// search must not wait with it. A few chunks in flight bound the memory.
+/// normalised, and [`InlineOutput::finish`] puts the moved ones in.
 pub struct InlineOutput {
     cols: usize,
-    send: Option<SyncSender<Vec<f32>>>,
-    recycle: Receiver<Vec<f32>>,
-    writer: Option<JoinHandle<Result<NpyWriter>>>,
+    sink: Sink,
+}
+
+/// Where the rows go until [`InlineOutput::finish`].
+enum Sink {
+    /// An output of up to [`in_memory_max`] bytes is kept in memory and
+    /// written in one piece at the end, moved rows already in place: for a
+    /// small corpus, a writer thread, its buffers and a write call per run
+    /// of moved rows cost more than the fit itself.
+    Memory {
+        writer: Option<NpyWriter>,
+        rows: Vec<f32>,
+    },
+    /// A larger one is written as it streams past, on a thread of its own:
+    /// once the page cache holds its share of dirty pages, a write waits for
+    /// the disk, and the similarity search must not wait with it. A few
+    /// chunks in flight bound the memory. The moved rows are patched in at
+    /// the end.
+    Stream {
+        send: Option<SyncSender<Vec<f32>>>,
+        recycle: Receiver<Vec<f32>>,
+        writer: Option<JoinHandle<Result<NpyWriter>>>,
+    },
+}
+
+/// Outputs up to this many bytes are assembled in memory; 64 MiB, or
+/// `NUDGE_OUTPUT_IN_MEMORY_MAX` (a hidden override, so tests can run the
+/// streaming path on small data).
+fn in_memory_max() -> u64 {
+    std::env::var("NUDGE_OUTPUT_IN_MEMORY_MAX")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(64 << 20)
 }
 
 impl InlineOutput {
     pub fn create(corpus: &NpyMatrix, path: &Path, dtype: OutDtype) -> Result<InlineOutput> {
-        let mut w = NpyWriter::create(path, corpus.rows(), corpus.cols(), dtype)?;
-        let (send, rows) = sync_channel::<Vec<f32>>(4);
-        let (give_back, recycle) = channel::<Vec<f32>>();
-        let writer = std::thread::spawn(move || -> Result<NpyWriter> {
-            for buf in rows {
-                w.write_rows(&buf)?;
-                let _ = give_back.send(buf);
+        let (rows, cols) = (corpus.rows(), corpus.cols());
+        let w = NpyWriter::create(path, rows, cols, dtype)?;
+        let sink = if (rows * cols * 4) as u64 <= in_memory_max() {
+            Sink::Memory {
+                writer: Some(w),
+                rows: Vec::with_capacity(rows * cols),
             }
-            Ok(w)
-        });
-        Ok(InlineOutput {
-            cols: corpus.cols(),
-            send: Some(send),
-            recycle,
-            writer: Some(writer),
-        })
+        } else {
+            let mut w = w;
+            let (send, rows) = sync_channel::<Vec<f32>>(4);
+            let (give_back, recycle) = channel::<Vec<f32>>();
+            let writer = std::thread::spawn(move || -> Result<NpyWriter> {
+                for buf in rows {
+                    w.write_rows(&buf)?;
+                    let _ = give_back.send(buf);
+                }
+                Ok(w)
+            });
+            Sink::Stream {
+                send: Some(send),
+                recycle,
+                writer: Some(writer),
+            }
+        };
+        Ok(InlineOutput { cols, sink })
     }
 
     /// The next raw rows of the corpus, starting at row `first`.
     pub fn push(&mut self, raw: &[f32], first: usize) -> Result<()> {
-        let mut buf = self.recycle.try_recv().unwrap_or_default();
-        buf.clear();
-        buf.extend_from_slice(raw);
-        normalize_rows(&mut buf, self.cols, first);
-        let sent = self.send.as_ref().is_some_and(|s| s.send(buf).is_ok());
-        if !sent {
-            // The writer stopped on an error: report that error.
-            return Err(self
-                .join()
-                .err()
-                .unwrap_or_else(|| Error::runtime("the output writer stopped")));
+        let cols = self.cols;
+        match &mut self.sink {
+            Sink::Memory { rows, .. } => {
+                let at = rows.len();
+                rows.extend_from_slice(raw);
+                normalize_rows(&mut rows[at..], cols, first);
+                Ok(())
+            }
+            Sink::Stream { send, recycle, .. } => {
+                let mut buf = recycle.try_recv().unwrap_or_default();
+                buf.clear();
+                buf.extend_from_slice(raw);
+                normalize_rows(&mut buf, cols, first);
+                if send.as_ref().is_some_and(|s| s.send(buf).is_ok()) {
+                    return Ok(());
+                }
+                // The writer stopped on an error: report that error.
+                Err(self
+                    .join()
+                    .err()
+                    .unwrap_or_else(|| Error::runtime("the output writer stopped")))
+            }
         }
-        Ok(())
     }
 
+    /// Ends the writer thread of a streamed output and takes its writer.
     fn join(&mut self) -> Result<NpyWriter> {
-        self.send = None;
-        match self.writer.take() {
+        let Sink::Stream { send, writer, .. } = &mut self.sink else {
+            return Err(Error::runtime("the output is not streamed"));
+        };
+        *send = None;
+        match writer.take() {
             Some(h) => h
                 .join()
                 .map_err(|_| Error::runtime("the output writer panicked"))?,
@@ -93,8 +142,23 @@ impl InlineOutput {
     /// Writes the updated moved rows over their placeholders and stages the
     /// file for [`crate::data::commit_all`].
     pub fn finish(mut self, moved: &[u32], updated: &Matrix) -> Result<Pending> {
-        let mut writer = self.join()?;
-        writer.patch_rows(moved, &updated.data)?;
+        let cols = self.cols;
+        let writer = match &mut self.sink {
+            Sink::Memory { writer, rows } => {
+                for (i, &r) in moved.iter().enumerate() {
+                    let r = r as usize;
+                    rows[r * cols..(r + 1) * cols].copy_from_slice(updated.row(i));
+                }
+                let mut w = writer.take().expect("output finished once");
+                w.write_rows(rows)?;
+                w
+            }
+            Sink::Stream { .. } => {
+                let mut w = self.join()?;
+                w.patch_rows(moved, &updated.data)?;
+                w
+            }
+        };
         writer.finish_staged()
     }
 }
@@ -103,7 +167,9 @@ impl Drop for InlineOutput {
     fn drop(&mut self) {
         // An unfinished output (an error, Ctrl-C): stop the writer, whose
         // temporary file is removed when it drops the NpyWriter.
-        let _ = self.join();
+        if matches!(self.sink, Sink::Stream { .. }) {
+            let _ = self.join();
+        }
     }
 }
 

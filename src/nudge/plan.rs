@@ -16,8 +16,9 @@ pub struct Plan {
     pub segments: Segments,
     /// `is_moved[row]` for every corpus row.
     pub is_moved: Vec<bool>,
-    /// Rows the fit needs in memory: the moved set and the dev answers.
-    pub gathered: Vec<u32>,
+    /// Dev answers that do not move, ascending: the other rows the fit
+    /// needs in memory (NUDGE-M scores them against their dev queries).
+    pub kept: Vec<u32>,
 }
 
 impl Plan {
@@ -53,19 +54,19 @@ impl Plan {
         for &r in &moved {
             is_moved[r as usize] = true;
         }
-        let mut gathered = moved.clone();
-        gathered.extend(
-            dev.queries
-                .iter()
-                .flat_map(|q| q.answers.iter().map(|a| a.0)),
-        );
-        gathered.sort_unstable();
-        gathered.dedup();
+        let mut kept: Vec<u32> = dev
+            .queries
+            .iter()
+            .flat_map(|q| q.answers.iter().map(|a| a.0))
+            .filter(|&r| !is_moved[r as usize])
+            .collect();
+        kept.sort_unstable();
+        kept.dedup();
         Plan {
             moved,
             segments,
             is_moved,
-            gathered,
+            kept,
         }
     }
 }
@@ -93,7 +94,7 @@ mod tests {
         assert_eq!(p.moved, vec![2, 5, 7]);
         assert_eq!(p.segments.offsets, vec![0, 2, 3, 4]);
         assert_eq!(p.segments.indices, vec![0, 1, 0, 2]);
-        assert_eq!(p.gathered, vec![1, 2, 5, 7]);
+        assert_eq!(p.kept, vec![1]);
         assert!(p.is_moved[5] && !p.is_moved[1]);
     }
 }

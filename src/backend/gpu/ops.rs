@@ -597,9 +597,8 @@ pub fn update(gpu: &Gpu, d: &mut Matrix, g: &Matrix, how: Update) -> Result<()> 
             },
         ),
         Update::N { gamma } => {
-            // `nudge_n::coefficients`: what depends on gamma alone, in f64.
-            let theta = 2.0 * (gamma.sqrt() / 2.0).asin();
-            let (sin, cos) = theta.sin_cos();
+            let crate::nudge::nudge_n::Step { sin, cos, .. } =
+                crate::nudge::nudge_n::Step::new(gamma);
             (
                 &gpu.k.update_n,
                 UpdateParams {
