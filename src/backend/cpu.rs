@@ -12,14 +12,30 @@ use crate::nudge::{nudge_m, nudge_n};
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Cpu;
 
-/// Columns of the output (rows of `b`) per `gemm` call in [`gemm_nt`].
+/// Columns of the output (rows of `b`) per `gemm` call in [`gemm_nt`], at
+/// most; chunks of the corpus and blocks of moved records come in multiples
+/// of it (see [`tile_cols`]).
 pub const GEMM_BLOCK: usize = 512;
+
+/// Columns per tile for an `m`-row left-hand side. With one row tile
+/// (`m <= GEMM_ROWS`, e.g. a hundred dev queries) the column tiles are the
+/// only parallelism, and half-width tiles keep both cores busy (a 110 x 2210
+/// block ran 17% faster); taller problems have tiles enough at full width,
+/// which is a little faster per tile. A function of `m` alone, so every
+/// chunking of the same problem uses the same tiles.
+fn tile_cols(m: usize) -> usize {
+    if m <= GEMM_ROWS {
+        GEMM_BLOCK / 2
+    } else {
+        GEMM_BLOCK
+    }
+}
 /// Rows of the output (rows of `a`) per `gemm` call in [`gemm_nt`].
 const GEMM_ROWS: usize = 128;
 
 thread_local! {
-    /// Per-thread scratch for ragged GEMM tiles: the zero-padded right-hand
-    /// block and the tile's output. Reused, because allocating (and so
+    /// Per-thread scratch for ragged GEMM tiles: the right-hand block padded
+    /// to the full tile width, and the tile's output. Reused, because allocating (and so
     /// faulting in) 0.75 MiB per ragged tile was a third of a small fit.
     static PADDED: std::cell::RefCell<(Vec<f32>, Vec<f32>)> = const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
 }
@@ -31,10 +47,9 @@ thread_local! {
 /// crate alone does not give that: it picks its k-blocking and kernels (gemv
 /// for one row, a small-matrix path) from the shape, so the same dot product
 /// rounds differently in a 1-row corpus chunk than in a 1000-row one. Here
-/// the output is cut into tiles of [`GEMM_ROWS`] x [`GEMM_BLOCK`] (the last
-/// column block zero-padded to full width; the tiling of `m` depends on `m`
-/// alone), and each tile is one single-threaded `gemm` call; the tiles run in
-/// parallel.
+/// the output is cut into tiles of [`GEMM_ROWS`] x [`tile_cols`] (the last
+/// column block padded to full width; the tiling depends on `m` alone), and
+/// each tile is one single-threaded `gemm` call; the tiles run in parallel.
 pub fn gemm_nt(a: &[f32], b: &[f32], m: usize, n: usize, k: usize, out: &mut [f32]) {
     assert!(a.len() >= m * k && b.len() >= n * k && out.len() >= m * n);
     if m == 0 || n == 0 {
@@ -44,18 +59,29 @@ pub fn gemm_nt(a: &[f32], b: &[f32], m: usize, n: usize, k: usize, out: &mut [f3
         out[..m * n].fill(0.0);
         return;
     }
-    let blocks = n.div_ceil(GEMM_BLOCK);
+    let tw = tile_cols(m);
+    let blocks = n.div_ceil(tw);
     let row_tiles = m.div_ceil(GEMM_ROWS);
     let dst = SendPtr(out.as_mut_ptr());
     let tile = |t: usize| {
         let (it, jb) = (t / blocks, t % blocks);
-        let (i0, j0) = (it * GEMM_ROWS, jb * GEMM_BLOCK);
-        let (h, w) = (GEMM_ROWS.min(m - i0), GEMM_BLOCK.min(n - j0));
+        let (i0, j0) = (it * GEMM_ROWS, jb * tw);
+        let (h, w) = (GEMM_ROWS.min(m - i0), tw.min(n - j0));
         let lhs = &a[i0 * k..(i0 + h) * k];
-        if w == GEMM_BLOCK {
-            // SAFETY: rows i0..i0+h, columns j0..j0+GEMM_BLOCK of the m x n
+        if w == tw {
+            // SAFETY: rows i0..i0+h, columns j0..j0+tw of the m x n
             // output (row stride n); tiles write disjoint parts.
-            unsafe { gemm_block(lhs, &b[j0 * k..(j0 + w) * k], h, k, dst.at(i0 * n + j0), n) };
+            unsafe {
+                gemm_block(
+                    lhs,
+                    &b[j0 * k..(j0 + w) * k],
+                    h,
+                    tw,
+                    k,
+                    dst.at(i0 * n + j0),
+                    n,
+                )
+            };
         } else {
             PADDED.with(|scratch| {
                 let (rhs, tmp) = &mut *scratch.borrow_mut();
@@ -63,17 +89,17 @@ pub fn gemm_nt(a: &[f32], b: &[f32], m: usize, n: usize, k: usize, out: &mut [f3
                 // thrown away (each output column depends on its own rhs
                 // column alone), so stale values there are harmless: no need
                 // to zero a fresh buffer for every ragged tile.
-                rhs.resize(GEMM_BLOCK * k, 0.0);
+                rhs.resize(tw * k, 0.0);
                 rhs[..w * k].copy_from_slice(&b[j0 * k..(j0 + w) * k]);
-                tmp.resize(h * GEMM_BLOCK, 0.0);
-                // SAFETY: tmp is h x GEMM_BLOCK with row stride GEMM_BLOCK.
-                unsafe { gemm_block(lhs, rhs, h, k, tmp.as_mut_ptr(), GEMM_BLOCK) };
+                tmp.resize(h * tw, 0.0);
+                // SAFETY: tmp is h x tw with row stride tw.
+                unsafe { gemm_block(lhs, &rhs[..tw * k], h, tw, k, tmp.as_mut_ptr(), tw) };
                 for i in 0..h {
                     // SAFETY: row i0+i, columns j0..j0+w of the output, which
                     // only this tile writes.
                     let row =
                         unsafe { std::slice::from_raw_parts_mut(dst.at((i0 + i) * n + j0), w) };
-                    row.copy_from_slice(&tmp[i * GEMM_BLOCK..i * GEMM_BLOCK + w]);
+                    row.copy_from_slice(&tmp[i * tw..i * tw + w]);
                 }
             });
         }
@@ -84,6 +110,20 @@ pub fn gemm_nt(a: &[f32], b: &[f32], m: usize, n: usize, k: usize, out: &mut [f3
     } else {
         (0..tiles).into_par_iter().for_each(tile);
     }
+}
+
+/// Starts rayon's threads and runs one small GEMM on one of them, in the
+/// background, so that neither is first done on the fit's critical path:
+/// the `gemm` crate reads the CPU's cache sizes from some 90 files in /sys
+/// on its first call, which took a millisecond of a small fit's scan.
+pub fn warm_up_in_background() {
+    rayon::spawn(|| {
+        let (m, k) = (16, 64);
+        let a = vec![0.0f32; m * k];
+        let b = vec![0.0f32; GEMM_BLOCK * k];
+        let mut out = vec![0.0f32; m * GEMM_BLOCK];
+        gemm_nt(&a, &b, m, GEMM_BLOCK, k, &mut out);
+    });
 }
 
 #[derive(Clone, Copy)]
@@ -100,21 +140,28 @@ impl SendPtr {
     }
 }
 
-/// One single-threaded `gemm` of `a` (m x k) by a block of [`GEMM_BLOCK`]
-/// rows of b (`rhs`, GEMM_BLOCK x k) into `dst` (m x GEMM_BLOCK, row stride
-/// `dst_rs`).
+/// One single-threaded `gemm` of `a` (m x k) by a block of `n` rows of b
+/// (`rhs`, n x k) into `dst` (m x n, row stride `dst_rs`).
 ///
 /// # Safety
 /// `dst` must be valid for writes at `i * dst_rs + j` for every `i < m`,
-/// `j < GEMM_BLOCK`, and no one else may access those elements meanwhile.
-unsafe fn gemm_block(a: &[f32], rhs: &[f32], m: usize, k: usize, dst: *mut f32, dst_rs: usize) {
-    debug_assert!(a.len() >= m * k && rhs.len() >= GEMM_BLOCK * k);
-    // SAFETY: lhs m x k (row stride k), rhs viewed as k x GEMM_BLOCK with
-    // column stride k, dst as the caller promises.
+/// `j < n`, and no one else may access those elements meanwhile.
+unsafe fn gemm_block(
+    a: &[f32],
+    rhs: &[f32],
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: *mut f32,
+    dst_rs: usize,
+) {
+    debug_assert!(a.len() >= m * k && rhs.len() >= n * k);
+    // SAFETY: lhs m x k (row stride k), rhs viewed as k x n with column
+    // stride k, dst as the caller promises.
     unsafe {
         gemm::gemm(
             m,
-            GEMM_BLOCK,
+            n,
             k,
             dst,
             1,
@@ -256,10 +303,11 @@ impl Scan for CpuScan<'_> {
         let normalize = self.spec.normalize;
         // Without normalisation only non-finite values are reported (1 or
         // NaN stands in for the norm): a zero or huge row is fine as it is.
+        // (`fold` rather than `all`: no early exit, so it vectorises.)
         let norm_of = |row: &[f32]| {
             if normalize {
                 sum_squares(row).sqrt()
-            } else if row.iter().all(|x| x.is_finite()) {
+            } else if row.iter().fold(true, |ok, x| ok & x.is_finite()) {
                 1.0
             } else {
                 f32::NAN

@@ -54,6 +54,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
     }
     ks.sort_unstable();
     ks.dedup();
+    crate::backend::cpu::warm_up_in_background();
     // An explicit --corpus is scored as stored (a NUDGE-M output must be);
     // the dataset's own corpus is the untuned baseline, normalised.
     let normalize = args.cosine || args.data.corpus.is_none();

@@ -83,6 +83,7 @@ pub fn run(args: FitArgs) -> Result<()> {
     if args.val_k == 0 {
         return Err(Error::usage("--val-k must be at least 1"));
     }
+    crate::backend::cpu::warm_up_in_background();
     let paths = args.data.paths()?;
     let mut outputs: Vec<PathBuf> = [&args.out, &args.report]
         .into_iter()

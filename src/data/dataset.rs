@@ -1,6 +1,7 @@
 //! A dataset: corpus, queries, their ids and the train/dev/test judgements,
 //! from a dataset folder (DESIGN §5 layout) and/or explicit paths.
 
+use rayon::prelude::*;
 use rustc_hash::FxHashSet;
 use std::path::{Path, PathBuf};
 
@@ -249,18 +250,26 @@ impl Dataset {
         // is quadratic in the answers, and NFCorpus queries have up to 115.
         let mut seen: FxHashSet<u64> =
             FxHashSet::with_capacity_and_hasher(judgements.len(), Default::default());
-        // Qrels files list a query's judgements together: look its id up once.
-        let mut last: Option<(&str, Option<u32>)> = None;
-        for j in &judgements {
-            let q = match last {
-                Some((id, row)) if id == j.query => row,
-                _ => {
-                    let row = self.query_ids.row(j.query);
-                    last = Some((j.query, row));
-                    row
-                }
-            };
-            let r = self.corpus_ids.row(j.record);
+        // The id lookups, on all cores. Qrels files list a query's
+        // judgements together: its id is looked up once per run of lines.
+        let rows: Vec<(Option<u32>, Option<u32>)> = judgements
+            .par_chunks(4096)
+            .flat_map_iter(|part| {
+                let mut last: Option<(&str, Option<u32>)> = None;
+                part.iter().map(move |j| {
+                    let q = match last {
+                        Some((id, row)) if id == j.query => row,
+                        _ => {
+                            let row = self.query_ids.row(j.query);
+                            last = Some((j.query, row));
+                            row
+                        }
+                    };
+                    (q, self.corpus_ids.row(j.record))
+                })
+            })
+            .collect();
+        for (j, &(q, r)) in judgements.iter().zip(&rows) {
             let (q, r) = match (q, r) {
                 (Some(q), Some(r)) => (q, r),
                 (q, _) => {

@@ -8,12 +8,13 @@ use crate::error::{Error, Result};
 use crate::progress::Progress;
 
 /// Streams `corpus` through a backend scan, chunk by chunk. `on_chunk` sees
-/// each raw chunk and its first row (the fit gathers the rows it needs there).
+/// each raw chunk and its first row before the scan does, and may change it
+/// (the fit normalises it there and gathers the rows it needs).
 pub fn scan_corpus(
     backend: &dyn Backend,
     corpus: &NpyMatrix,
     spec: ScanSpec,
-    mut on_chunk: impl FnMut(&[f32], usize) -> Result<()>,
+    mut on_chunk: impl FnMut(&mut [f32], usize) -> Result<()>,
 ) -> Result<(TopK, RowReport)> {
     let n = corpus.rows();
     let chunk = backend.chunk_rows(spec.queries.rows, corpus.cols()).max(1);

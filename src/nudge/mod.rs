@@ -21,7 +21,7 @@ use std::time::Instant;
 
 use rayon::prelude::*;
 
-use crate::backend::{Backend, Bounds, MovedBlock, Pair, ScanSpec, TopK};
+use crate::backend::{Backend, Bounds, MovedBlock, Pair, RowReport, ScanSpec, TopK};
 use crate::data::dataset::{LabeledQuery, Split};
 use crate::data::npy::NpyMatrix;
 use crate::error::{Error, Result};
@@ -180,13 +180,19 @@ pub fn fit_into(
     let mut d_moved = Matrix::zeros(plan.moved.len(), dim);
     let mut kept = Matrix::zeros(plan.kept.len(), dim);
     let mut cursors = (0, 0);
+    // Rows are normalised once, here on the host, and everything downstream
+    // (the scan, the gathered rows, the written output) takes them as they
+    // are: the moved rows and the written file then agree bit for bit
+    // whatever the backend.
     let spec = ScanSpec {
         queries: &q_scan,
         k: k_scan,
-        normalize: true,
+        normalize: false,
         skip: Some(&plan.is_moved),
     };
-    let (static_top, report) = scan_corpus(backend, inp.corpus, spec, |chunk, first| {
+    let mut report = RowReport::default();
+    let (static_top, _) = scan_corpus(backend, inp.corpus, spec, |chunk, first| {
+        report.extend(crate::backend::cpu::normalize_rows(chunk, dim, first));
         let end = first + chunk.len() / dim.max(1);
         for (rows, dst, cursor) in [
             (&plan.moved, &mut d_moved, &mut cursors.0),
@@ -222,15 +228,10 @@ pub fn fit_into(
             list_rows(&report.zero)
         )));
     }
-    // Host normalisation, the same rule the written output applies, so the
-    // moved rows and the written file agree bit for bit whatever the backend.
-    crate::backend::cpu::normalize_rows(&mut d_moved.data, dim, 0);
-    crate::backend::cpu::normalize_rows(&mut kept.data, dim, 0);
     clock.lap("scan");
 
     // 2. Gradients of the moved records.
-    let q_train = inp.train.matrix(inp.queries);
-    let mut g = backend.aggregate(&q_train, &plan.segments)?;
+    let mut g = backend.aggregate(inp.queries, &plan.segments)?;
     for (i, &r) in plan.moved.iter().enumerate() {
         if report.zero.binary_search(&(r as usize)).is_ok() {
             g.row_mut(i).fill(0.0); // a zero row stays as it is

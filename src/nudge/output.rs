@@ -5,7 +5,6 @@
 
 use std::path::Path;
 
-use crate::backend::cpu::normalize_rows;
 use crate::data::Pending;
 use crate::data::npy::{NpyMatrix, NpyWriter, OutDtype};
 use std::sync::mpsc::{Receiver, SyncSender, channel, sync_channel};
@@ -30,8 +29,8 @@ pub fn fit_to_file(
 }
 
 /// The output corpus written during the fit's own pass (see
-/// [`crate::nudge::fit_into`]): rows arrive raw and in order, go out
-/// normalised, and [`InlineOutput::finish`] puts the moved ones in.
+/// [`crate::nudge::fit_into`]): rows arrive normalised and in order, and
+/// [`InlineOutput::finish`] puts the moved ones in.
 pub struct InlineOutput {
     cols: usize,
     sink: Sink,
@@ -98,21 +97,19 @@ impl InlineOutput {
         Ok(InlineOutput { cols, sink })
     }
 
-    /// The next raw rows of the corpus, starting at row `first`.
-    pub fn push(&mut self, raw: &[f32], first: usize) -> Result<()> {
+    /// The next rows of the corpus, normalised, starting at row `first`.
+    pub fn push(&mut self, normalised: &[f32], first: usize) -> Result<()> {
         let cols = self.cols;
         match &mut self.sink {
             Sink::Memory { rows, .. } => {
-                let at = rows.len();
-                rows.extend_from_slice(raw);
-                normalize_rows(&mut rows[at..], cols, first);
+                debug_assert_eq!(rows.len(), first * cols);
+                rows.extend_from_slice(normalised);
                 Ok(())
             }
             Sink::Stream { send, recycle, .. } => {
                 let mut buf = recycle.try_recv().unwrap_or_default();
                 buf.clear();
-                buf.extend_from_slice(raw);
-                normalize_rows(&mut buf, cols, first);
+                buf.extend_from_slice(normalised);
                 if send.as_ref().is_some_and(|s| s.send(buf).is_ok()) {
                     return Ok(());
                 }

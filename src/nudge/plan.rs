@@ -11,8 +11,8 @@ use crate::data::dataset::Split;
 pub struct Plan {
     /// Moved records, ascending row order.
     pub moved: Vec<u32>,
-    /// Per moved record, the training queries (rows of the train matrix) that
-    /// it answers, in split order: G is their sum.
+    /// Per moved record, the training queries (rows of the query matrix)
+    /// that it answers, in split order: G is their sum.
     pub segments: Segments,
     /// `is_moved[row]` for every corpus row.
     pub is_moved: Vec<bool>,
@@ -24,9 +24,9 @@ pub struct Plan {
 impl Plan {
     pub fn new(n: usize, train: &Split, dev: &Split) -> Plan {
         let mut by_record: Vec<(u32, u32)> = Vec::new();
-        for (i, q) in train.queries.iter().enumerate() {
+        for q in &train.queries {
             for &(r, _) in &q.answers {
-                by_record.push((r, i as u32));
+                by_record.push((r, q.row));
             }
         }
         // Stable: keeps split order within a record.
@@ -93,7 +93,7 @@ mod tests {
         let p = Plan::new(8, &train, &dev);
         assert_eq!(p.moved, vec![2, 5, 7]);
         assert_eq!(p.segments.offsets, vec![0, 2, 3, 4]);
-        assert_eq!(p.segments.indices, vec![0, 1, 0, 2]);
+        assert_eq!(p.segments.indices, vec![10, 11, 10, 12]);
         assert_eq!(p.kept, vec![1]);
         assert!(p.is_moved[5] && !p.is_moved[1]);
     }
