@@ -112,17 +112,19 @@ pub fn gemm_nt(a: &[f32], b: &[f32], m: usize, n: usize, k: usize, out: &mut [f3
     }
 }
 
-/// Starts rayon's threads and runs one small GEMM on one of them, in the
-/// background, so that neither is first done on the fit's critical path:
-/// the `gemm` crate reads the CPU's cache sizes from some 90 files in /sys
-/// on its first call, which took a millisecond of a small fit's scan.
+/// Runs one small GEMM on a thread of its own, so that the `gemm` crate's
+/// first-call set-up is not done on the fit's critical path: it reads the
+/// CPU's cache sizes from some 90 files in /sys, which took a millisecond of
+/// a small fit's scan. (Not on a rayon thread: those are reading the qrels
+/// meanwhile.)
 pub fn warm_up_in_background() {
-    rayon::spawn(|| {
-        let (m, k) = (16, 64);
+    std::thread::spawn(|| {
+        // Small enough for `gemm_nt` to run it on this thread alone.
+        let (m, n, k) = (16, tile_cols(16), 64);
         let a = vec![0.0f32; m * k];
-        let b = vec![0.0f32; GEMM_BLOCK * k];
-        let mut out = vec![0.0f32; m * GEMM_BLOCK];
-        gemm_nt(&a, &b, m, GEMM_BLOCK, k, &mut out);
+        let b = vec![0.0f32; n * k];
+        let mut out = vec![0.0f32; m * n];
+        gemm_nt(&a, &b, m, n, k, &mut out);
     });
 }
 
