@@ -1,7 +1,6 @@
 //! A dataset: corpus, queries, their ids and the train/dev/test judgements,
 //! from a dataset folder (DESIGN §5 layout) and/or explicit paths.
 
-use rayon::prelude::*;
 use rustc_hash::FxHashSet;
 use std::path::{Path, PathBuf};
 
@@ -171,15 +170,27 @@ impl Dataset {
                 corpus_path.display()
             )));
         }
-        let queries = Matrix::new(qm.rows(), qm.cols(), qm.read_all()?);
-        if let Some((r, c)) = NpyMatrix::first_non_finite(&queries.data, queries.cols) {
-            return Err(Error::data(format!(
-                "{}: row {r} (column {c}) is NaN or infinite; every query embedding must be finite",
-                queries_path.display()
-            )));
-        }
-        let corpus_ids = Ids::load(paths.corpus_ids.as_deref(), corpus.rows(), &corpus_path)?;
-        let query_ids = Ids::load(paths.query_ids.as_deref(), queries.rows, &queries_path)?;
+        // The three reads are independent: run them side by side.
+        let read_queries = || -> Result<Matrix> {
+            let queries = Matrix::new(qm.rows(), qm.cols(), qm.read_all()?);
+            if let Some((r, c)) = NpyMatrix::first_non_finite(&queries.data, queries.cols) {
+                return Err(Error::data(format!(
+                    "{}: row {r} (column {c}) is NaN or infinite; every query embedding must be finite",
+                    queries_path.display()
+                )));
+            }
+            Ok(queries)
+        };
+        let (queries, (corpus_ids, query_ids)) = rayon::join(read_queries, || {
+            rayon::join(
+                || Ids::load(paths.corpus_ids.as_deref(), corpus.rows(), &corpus_path),
+                || Ids::load(paths.query_ids.as_deref(), qm.rows(), &queries_path),
+            )
+        });
+        // Errors in the order the files were read before.
+        let queries = queries?;
+        let corpus_ids = corpus_ids?;
+        let query_ids = query_ids?;
         Ok(Dataset {
             paths,
             corpus,
@@ -238,7 +249,41 @@ impl Dataset {
             return Ok(None);
         };
         let text = qrels::read(path)?;
-        let judgements = qrels::parse(&text, path)?;
+        // Each judgement as (query row, record row, score), None for a line
+        // with an unknown id under --skip-unknown-ids; the ids are looked
+        // up as the file is parsed, on all cores. Qrels files list a query's
+        // judgements together: its id is looked up once per run of lines.
+        let judgements = qrels::parse_map(
+            &text,
+            path,
+            || None::<(&str, Option<u32>)>,
+            |last, j| {
+                let q = match *last {
+                    Some((id, row)) if id == j.query => row,
+                    _ => {
+                        let row = self.query_ids.row(j.query);
+                        *last = Some((j.query, row));
+                        row
+                    }
+                };
+                match (q, self.corpus_ids.row(j.record)) {
+                    (Some(q), Some(r)) => Ok(Some((q, r, j.score))),
+                    _ if skip_unknown => Ok(None),
+                    (q, _) => {
+                        let (what, id) = if q.is_none() {
+                            ("query", j.query)
+                        } else {
+                            ("corpus", j.record)
+                        };
+                        Err(Error::data(format!(
+                            "{}:{}: unknown {what} id {id:?} (not in the {what} ids); fix the file or pass --skip-unknown-ids",
+                            path.display(),
+                            j.line
+                        )))
+                    }
+                }
+            },
+        )?;
         let mut order: Vec<LabeledQuery> = Vec::new();
         // Per query row: its index in `order`, and whether a line judged it
         // not relevant.
@@ -250,46 +295,12 @@ impl Dataset {
         // is quadratic in the answers, and NFCorpus queries have up to 115.
         let mut seen: FxHashSet<u64> =
             FxHashSet::with_capacity_and_hasher(judgements.len(), Default::default());
-        // The id lookups, on all cores. Qrels files list a query's
-        // judgements together: its id is looked up once per run of lines.
-        let rows: Vec<(Option<u32>, Option<u32>)> = judgements
-            .par_chunks(4096)
-            .flat_map_iter(|part| {
-                let mut last: Option<(&str, Option<u32>)> = None;
-                part.iter().map(move |j| {
-                    let q = match last {
-                        Some((id, row)) if id == j.query => row,
-                        _ => {
-                            let row = self.query_ids.row(j.query);
-                            last = Some((j.query, row));
-                            row
-                        }
-                    };
-                    (q, self.corpus_ids.row(j.record))
-                })
-            })
-            .collect();
-        for (j, &(q, r)) in judgements.iter().zip(&rows) {
-            let (q, r) = match (q, r) {
-                (Some(q), Some(r)) => (q, r),
-                (q, _) => {
-                    if skip_unknown {
-                        unknown += 1;
-                        continue;
-                    }
-                    let (what, id) = if q.is_none() {
-                        ("query", &j.query)
-                    } else {
-                        ("corpus", &j.record)
-                    };
-                    return Err(Error::data(format!(
-                        "{}:{}: unknown {what} id {id:?} (not in the {what} ids); fix the file or pass --skip-unknown-ids",
-                        path.display(),
-                        j.line
-                    )));
-                }
+        for j in &judgements {
+            let Some((q, r, score)) = *j else {
+                unknown += 1;
+                continue;
             };
-            if j.score <= 0.0 {
+            if score <= 0.0 {
                 not_relevant[q as usize] = true;
                 continue;
             }
@@ -305,7 +316,7 @@ impl Dataset {
                 duplicates += 1;
                 continue;
             }
-            order[i].answers.push((r, j.score));
+            order[i].answers.push((r, score));
         }
         if unknown > 0 {
             warnings.push(format!(

@@ -30,6 +30,22 @@ fn parse_score(field: &str) -> Option<f32> {
 
 /// Parses the text of a qrels file; `path` only names it in errors.
 pub fn parse<'a>(text: &'a str, path: &Path) -> Result<Vec<Judgement<'a>>> {
+    parse_map(text, path, || (), |_, j| Ok(j.clone()))
+}
+
+/// Parses the text of a qrels file and maps every judgement with `f`, on
+/// all cores, in file order. Each thread's share starts from a fresh
+/// `state()` (`f` may cache lookups there). The first error in file order,
+/// from the parse or from `f`, is the one returned.
+///
+/// Mapping as the file is parsed, rather than after, keeps tens of
+/// thousands of borrowed judgements from ever being stored.
+pub fn parse_map<'a, S, T: Send>(
+    text: &'a str,
+    path: &Path,
+    state: impl Fn() -> S + Sync,
+    f: impl Fn(&mut S, &Judgement<'a>) -> Result<T> + Sync,
+) -> Result<Vec<T>> {
     // A byte-order mark (some Windows tools write one) is not part of the header.
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let expected = "expected the header 'query-id<TAB>corpus-id<TAB>score'";
@@ -88,11 +104,14 @@ pub fn parse<'a>(text: &'a str, path: &Path) -> Result<Vec<Judgement<'a>>> {
         first_index.push(next);
         next += n;
     }
-    let parsed: Vec<Result<Vec<Judgement<'a>>>> = pieces
+    let parsed: Vec<Result<Vec<T>>> = pieces
         .par_iter()
         .zip(first_index)
         .zip(&newlines)
-        .map(|((piece, first), &n)| parse_lines(piece, first, n + 1, path))
+        .map(|((piece, first), &n)| {
+            let mut st = state();
+            parse_lines(piece, first, n + 1, path, |j| f(&mut st, &j))
+        })
         .collect();
     let mut out = Vec::with_capacity(parsed.iter().flatten().map(Vec::len).sum());
     for piece in parsed {
@@ -119,14 +138,15 @@ fn split_lines(text: &str, min_len: usize, parts: usize) -> Vec<&str> {
     pieces
 }
 
-/// Parses judgement lines (at most `lines` of them); `first` is the 0-based
-/// line index of the first.
-fn parse_lines<'a>(
+/// Parses judgement lines (at most `lines` of them) and maps each with `f`;
+/// `first` is the 0-based line index of the first.
+fn parse_lines<'a, T>(
     text: &'a str,
     first: usize,
     lines: usize,
     path: &Path,
-) -> Result<Vec<Judgement<'a>>> {
+    mut f: impl FnMut(Judgement<'a>) -> Result<T>,
+) -> Result<Vec<T>> {
     let mut out = Vec::with_capacity(lines);
     for (i, raw) in text.lines().enumerate() {
         let i = first + i;
@@ -171,12 +191,12 @@ fn parse_lines<'a>(
                 i + 1
             )));
         }
-        out.push(Judgement {
+        out.push(f(Judgement {
             query: q,
             record: r,
             score,
             line: i + 1,
-        });
+        })?);
     }
     Ok(out)
 }
