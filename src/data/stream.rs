@@ -2,9 +2,8 @@
 //!
 //! A pass over a large corpus alternates reading (and converting f16/f32)
 //! with compute. A reader thread lets the two overlap, with a bounded number
-//! of chunks in flight so memory stays bounded by the chunk size. (Writes
-//! stay on the consumer's thread: they go to the page cache, and a writer
-//! thread measured no faster while costing a buffer per chunk.)
+//! of chunks in flight so memory stays bounded by the chunk size. (The fit's
+//! output has a writer thread of its own, see `nudge::output`.)
 
 use std::sync::mpsc::{channel, sync_channel};
 
