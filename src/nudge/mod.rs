@@ -147,8 +147,9 @@ pub fn fit(backend: &dyn Backend, inp: &Inputs, opts: &FitOptions) -> Result<Fit
 }
 
 /// [`fit`], also writing the output corpus during the fit's one pass over
-/// the corpus: every row goes out normalised as it is read, and the caller
-/// patches in the moved rows afterwards ([`output::InlineOutput::finish`]).
+/// the corpus: every row goes out normalised as it is read, the moved rows
+/// go in once updated ([`output::InlineOutput::put_moved`]), and the caller
+/// syncs the file ([`output::InlineOutput::finish`]).
 /// The disk then works while the similarity search runs, instead of in a
 /// second pass of its own.
 pub fn fit_into(
@@ -374,6 +375,12 @@ pub fn fit_into(
         Method::NudgeN => backend.update_n(&mut updated, &g, gamma)?,
     }
     clock.lap("update");
+    // The output is complete now: the disk can start on it while the test
+    // queries are scored.
+    if let Some(o) = out.as_mut() {
+        o.put_moved(&plan.moved, &updated)?;
+        clock.lap("write");
+    }
     let after = test_score(&updated)?;
     evaluate_s += clock.split();
     clock.1.push(("evaluate", evaluate_s));

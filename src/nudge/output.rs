@@ -24,28 +24,26 @@ pub fn fit_to_file(
 ) -> Result<crate::nudge::Fit> {
     let mut out = InlineOutput::create(inputs.corpus, path, dtype)?;
     let fit = crate::nudge::fit_into(backend, inputs, opts, Some(&mut out))?;
-    out.finish(&fit.moved, &fit.updated)?.commit()?;
+    out.finish()?.commit()?;
     Ok(fit)
 }
 
 /// The output corpus written during the fit's own pass (see
-/// [`crate::nudge::fit_into`]): rows arrive normalised and in order, and
-/// [`InlineOutput::finish`] puts the moved ones in.
+/// [`crate::nudge::fit_into`]): rows arrive normalised and in order,
+/// [`InlineOutput::put_moved`] puts the moved ones in as soon as they are
+/// updated, and [`InlineOutput::finish`] syncs the file.
 pub struct InlineOutput {
     cols: usize,
     sink: Sink,
 }
 
-/// Where the rows go until [`InlineOutput::finish`].
+/// Where the rows go until [`InlineOutput::put_moved`].
 enum Sink {
     /// An output of up to [`in_memory_max`] bytes is kept in memory and
     /// written in one piece at the end, moved rows already in place: for a
     /// small corpus, a writer thread, its buffers and a write call per run
     /// of moved rows cost more than the fit itself.
-    Memory {
-        writer: Option<NpyWriter>,
-        rows: Vec<f32>,
-    },
+    Memory { writer: NpyWriter, rows: Vec<f32> },
     /// A larger one is written as it streams past, on a thread of its own:
     /// once the page cache holds its share of dirty pages, a write waits for
     /// the disk, and the similarity search must not wait with it. A few
@@ -56,6 +54,11 @@ enum Sink {
         recycle: Receiver<Vec<f32>>,
         writer: Option<JoinHandle<Result<NpyWriter>>>,
     },
+    /// Every row is written and the disk has been told to start: what is
+    /// left is the sync.
+    Written(NpyWriter),
+    /// Between two of the above, or after a failed `put_moved`.
+    Failed,
 }
 
 /// Outputs up to this many bytes are assembled in memory; 64 MiB, or
@@ -74,7 +77,7 @@ impl InlineOutput {
         let w = NpyWriter::create(path, rows, cols, dtype)?;
         let sink = if (rows * cols * 4) as u64 <= in_memory_max() {
             Sink::Memory {
-                writer: Some(w),
+                writer: w,
                 rows: Vec::with_capacity(rows * cols),
             }
         } else {
@@ -106,6 +109,9 @@ impl InlineOutput {
                 rows.extend_from_slice(normalised);
                 Ok(())
             }
+            Sink::Written(_) | Sink::Failed => Err(Error::runtime(
+                "internal error: output rows after the moved rows",
+            )),
             Sink::Stream { send, recycle, .. } => {
                 let mut buf = recycle.try_recv().unwrap_or_default();
                 buf.clear();
@@ -136,27 +142,48 @@ impl InlineOutput {
         }
     }
 
-    /// Writes the updated moved rows over their placeholders and stages the
-    /// file for [`crate::data::commit_all`].
-    pub fn finish(mut self, moved: &[u32], updated: &Matrix) -> Result<Pending> {
+    /// Puts the updated moved rows in place, writes whatever is not written
+    /// yet and starts the disk on it: the fit calls this as soon as the
+    /// rows are updated, so the disk works while the test queries are
+    /// scored.
+    pub fn put_moved(&mut self, moved: &[u32], updated: &Matrix) -> Result<()> {
         let cols = self.cols;
-        let writer = match &mut self.sink {
-            Sink::Memory { writer, rows } => {
+        let mut writer = match std::mem::replace(&mut self.sink, Sink::Failed) {
+            Sink::Memory {
+                mut writer,
+                mut rows,
+            } => {
                 for (i, &r) in moved.iter().enumerate() {
                     let r = r as usize;
                     rows[r * cols..(r + 1) * cols].copy_from_slice(updated.row(i));
                 }
-                let mut w = writer.take().expect("output finished once");
-                w.write_rows(rows)?;
-                w
+                writer.write_rows(&rows)?;
+                writer
             }
-            Sink::Stream { .. } => {
+            stream @ Sink::Stream { .. } => {
+                self.sink = stream;
                 let mut w = self.join()?;
+                self.sink = Sink::Failed;
                 w.patch_rows(moved, &updated.data)?;
                 w
             }
+            Sink::Written(_) | Sink::Failed => {
+                return Err(Error::runtime("internal error: moved rows put twice"));
+            }
         };
-        writer.finish_staged()
+        writer.start_writeback()?;
+        self.sink = Sink::Written(writer);
+        Ok(())
+    }
+
+    /// Syncs the complete file and stages it for [`crate::data::commit_all`].
+    pub fn finish(mut self) -> Result<Pending> {
+        match std::mem::replace(&mut self.sink, Sink::Failed) {
+            Sink::Written(w) => w.finish_staged(),
+            _ => Err(Error::runtime(
+                "internal error: the output was finished before its moved rows were put",
+            )),
+        }
     }
 }
 
