@@ -5,6 +5,10 @@
 //! similarity block `Q . chunk^T` for 1000 queries x 384 dims, against the
 //! `matrixmultiply` crate on the same shape.
 
+// The allocator the `nudge` binary uses (see benches/fit.rs).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use nudge::backend::cpu::{Cpu, gemm_nt};
 use nudge::backend::{Backend, Bounds, MovedBlock, Pair, ScanSpec, Segments, TopK};

@@ -301,6 +301,14 @@ impl Scan for CpuScan<'_> {
                 .map(|r| r as u32),
         );
         let kept = self.index.len();
+        // Room for a whole chunk from the start: growing by doubling as the
+        // kept count varies from chunk to chunk would allocate (and fault
+        // in) twice the memory.
+        let q = self.spec.queries;
+        self.rows
+            .reserve_exact((n * d).saturating_sub(self.rows.len()));
+        self.scores
+            .reserve_exact((q.rows * n).saturating_sub(self.scores.len()));
         self.rows.resize(kept * d, 0.0);
         let normalize = self.spec.normalize;
         // Without normalisation only non-finite values are reported (1 or
@@ -346,7 +354,6 @@ impl Scan for CpuScan<'_> {
                 .for_each(|(j, nm)| *nm = norm_of(&chunk[j * d..(j + 1) * d]));
         }
         let report = report_norms(&norms, first_row);
-        let q = self.spec.queries;
         self.scores.resize(q.rows * kept, 0.0);
         gemm_nt(
             &q.data,
