@@ -1,7 +1,8 @@
 //! Writing the fine-tuned corpus, in input row order: static rows
 //! normalised, moved rows replaced by their update. The corpus is written
 //! during the fit's one pass over it (rows go out as they are read, moved
-//! rows are patched in at the end), or as a delta of the moved rows only.
+//! rows are patched in once updated; a small corpus is assembled in memory
+//! and written in one piece instead), or as a delta of the moved rows only.
 
 use std::path::Path;
 
@@ -40,7 +41,7 @@ pub struct InlineOutput {
 /// Where the rows go until [`InlineOutput::put_moved`].
 enum Sink {
     /// An output of up to [`in_memory_max`] bytes is kept in memory and
-    /// written in one piece at the end, moved rows already in place: for a
+    /// written in one piece once the moved rows are in place: for a
     /// small corpus, a writer thread, its buffers and a write call per run
     /// of moved rows cost more than the fit itself.
     Memory { writer: NpyWriter, rows: Vec<f32> },
