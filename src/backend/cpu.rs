@@ -286,10 +286,57 @@ struct CpuScan<'a> {
     scores: Vec<f32>,
 }
 
+impl CpuScan<'_> {
+    /// [`Scan::push`] for rows scored as they are, when at most a quarter of
+    /// them are masked: the GEMM runs on the chunk itself, without copying
+    /// it, and a masked row's scores are set to NaN, which never enters a
+    /// top-k list (every comparison with NaN is false). Each score is the
+    /// same, bit for bit, as from the compacting path (see [`gemm_nt`]).
+    fn push_in_place(&mut self, chunk: &[f32], first_row: usize, masked: usize) -> RowReport {
+        let d = self.spec.queries.cols.max(1);
+        let n = chunk.len() / d;
+        let q = self.spec.queries;
+        let norms: Vec<f32> = chunk
+            .par_chunks(d)
+            .with_min_len(256)
+            .map(|row| {
+                if row.iter().fold(true, |ok, x| ok & x.is_finite()) {
+                    1.0
+                } else {
+                    f32::NAN
+                }
+            })
+            .collect();
+        self.index.clear();
+        self.index
+            .extend((first_row..first_row + n).map(|r| r as u32));
+        self.scores.resize(q.rows * n, 0.0);
+        gemm_nt(&q.data, chunk, q.rows, n, q.cols, &mut self.scores);
+        if masked > 0 {
+            let skip = &self.spec.skip.expect("masked rows")[first_row..first_row + n];
+            self.scores.par_chunks_mut(n.max(1)).for_each(|row| {
+                for (s, &m) in row.iter_mut().zip(skip) {
+                    if m {
+                        *s = f32::NAN;
+                    }
+                }
+            });
+        }
+        select_topk(&self.scores, &self.index, &mut self.top);
+        report_norms(&norms, first_row)
+    }
+}
+
 impl Scan for CpuScan<'_> {
     fn push(&mut self, chunk: &[f32], first_row: usize) -> Result<RowReport> {
         let d = self.spec.queries.cols.max(1);
         let n = chunk.len() / d;
+        let masked = self.spec.skip.map_or(0, |m| {
+            m[first_row..first_row + n].iter().filter(|&&x| x).count()
+        });
+        if !self.spec.normalize && masked * 4 <= n {
+            return Ok(self.push_in_place(chunk, first_row, masked));
+        }
         // Masked (moved) rows are left out before the GEMM, not after: when
         // most records move, the scan then costs next to nothing. The rows
         // that take part are copied out and normalised in one pass (the same
@@ -754,5 +801,70 @@ mod tests {
         let top = scan.finish().unwrap();
         // Row 1 would score 1.0 but is masked; row 0 scores 1.0, row 3 0.6.
         assert_eq!(top.entries(0).collect::<Vec<_>>(), vec![(1.0, 0), (0.6, 3)]);
+    }
+
+    /// Rows scored as stored with few of them masked take the in-place path
+    /// (masked scores set to NaN), many masked the compacting one: the lists
+    /// come out the same bit for bit, equal to a brute-force top-k, and a
+    /// masked row never enters one even when there are fewer than k others.
+    #[test]
+    fn in_place_and_compacting_scans_agree() {
+        let (n, d, nq, k) = (700usize, 24usize, 9usize, 5usize);
+        let mut seed = 7u64;
+        let mut next = || {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+            ((seed >> 40) as f32 / (1u64 << 24) as f32) - 0.5
+        };
+        let corpus: Vec<f32> = (0..n * d).map(|_| next()).collect();
+        let q = Matrix::new(nq, d, (0..nq * d).map(|_| next()).collect());
+        let skip: Vec<bool> = (0..n).map(|r| r % 10 == 3 || r >= 690).collect();
+        let run = |chunk: usize| {
+            let mut scan = Cpu
+                .scan(ScanSpec {
+                    queries: &q,
+                    k,
+                    normalize: false,
+                    skip: Some(&skip),
+                })
+                .unwrap();
+            for start in (0..n).step_by(chunk) {
+                let end = (start + chunk).min(n);
+                scan.push(&corpus[start * d..end * d], start).unwrap();
+            }
+            scan.finish().unwrap()
+        };
+        // One chunk: 10% masked, in place. Chunks of 10 rows ending in the
+        // masked tail (690..700): compacting. Chunks of 3: a mix.
+        let whole = run(n);
+        assert_eq!(whole, run(10));
+        assert_eq!(whole, run(3));
+        let mut all = vec![0.0f32; nq * n];
+        gemm_nt(&q.data, &corpus, nq, n, d, &mut all);
+        for i in 0..nq {
+            let mut want: Vec<(f32, u32)> = (0..n)
+                .filter(|&r| !skip[r])
+                .map(|r| (all[i * n + r], r as u32))
+                .collect();
+            want.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+            want.truncate(k);
+            assert_eq!(whole.entries(i).collect::<Vec<_>>(), want);
+        }
+        // In place (1 of 8 rows masked) with k larger than what is left: the
+        // lists hold the 7 others and not the masked row 683.
+        let mut scan = Cpu
+            .scan(ScanSpec {
+                queries: &q,
+                k: 10,
+                normalize: false,
+                skip: Some(&skip),
+            })
+            .unwrap();
+        scan.push(&corpus[682 * d..690 * d], 682).unwrap();
+        let top = scan.finish().unwrap();
+        for i in 0..nq {
+            let mut rows: Vec<u32> = top.entries(i).map(|e| e.1).collect();
+            rows.sort_unstable();
+            assert_eq!(rows, vec![682, 684, 685, 686, 687, 688, 689]);
+        }
     }
 }
