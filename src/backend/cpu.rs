@@ -6,7 +6,7 @@ use rayon::prelude::*;
 
 use super::{Backend, Bounds, MovedBlock, Pair, RowReport, Scan, ScanSpec, Segments, TopK, topk};
 use crate::error::Result;
-use crate::matrix::Matrix;
+use crate::matrix::{Matrix, all_finite};
 use crate::nudge::{nudge_m, nudge_n};
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -299,13 +299,7 @@ impl CpuScan<'_> {
         let norms: Vec<f32> = chunk
             .par_chunks(d)
             .with_min_len(256)
-            .map(|row| {
-                if row.iter().fold(true, |ok, x| ok & x.is_finite()) {
-                    1.0
-                } else {
-                    f32::NAN
-                }
-            })
+            .map(|row| if all_finite(row) { 1.0 } else { f32::NAN })
             .collect();
         self.index.clear();
         self.index
@@ -360,11 +354,10 @@ impl Scan for CpuScan<'_> {
         let normalize = self.spec.normalize;
         // Without normalisation only non-finite values are reported (1 or
         // NaN stands in for the norm): a zero or huge row is fine as it is.
-        // (`fold` rather than `all`: no early exit, so it vectorises.)
         let norm_of = |row: &[f32]| {
             if normalize {
                 sum_squares(row).sqrt()
-            } else if row.iter().fold(true, |ok, x| ok & x.is_finite()) {
+            } else if all_finite(row) {
                 1.0
             } else {
                 f32::NAN

@@ -329,14 +329,14 @@ impl NpyMatrix {
 
     /// Index of the first row holding a NaN or infinity, with its column.
     pub fn first_non_finite(data: &[f32], cols: usize) -> Option<(usize, usize)> {
-        // Blocks checked with a fold, which vectorises (a `position` stops
-        // at every element to ask whether to go on, and does not); only a
-        // block that fails is searched.
+        // Blocks checked with `all_finite`, which vectorises (a `position`
+        // stops at every element to ask whether to go on, and does not);
+        // only a block that fails is searched.
         const BLOCK: usize = 4096;
         let (b, block) = data
             .chunks(BLOCK)
             .enumerate()
-            .find(|(_, c)| !c.iter().fold(true, |ok, x| ok & x.is_finite()))?;
+            .find(|(_, c)| !crate::matrix::all_finite(c))?;
         let i = b * BLOCK + block.iter().position(|x| !x.is_finite())?;
         Some((i / cols, i % cols))
     }
