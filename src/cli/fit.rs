@@ -284,18 +284,6 @@ fn check_delta_dir(dir: &Path) -> Result<()> {
 /// memory-mapped while the output is written. Symbolic and hard links to an
 /// input count as the input.
 pub fn refuse_overwriting_input(out: &Path, paths: &crate::data::dataset::Paths) -> Result<()> {
-    let canon = |p: &Path| std::fs::canonicalize(p).ok();
-    let Some(o) = canon(out) else { return Ok(()) };
-    #[cfg(unix)]
-    let same_file = |p: &Path| {
-        use std::os::unix::fs::MetadataExt;
-        match (std::fs::metadata(&o), std::fs::metadata(p)) {
-            (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
-            _ => false,
-        }
-    };
-    #[cfg(not(unix))]
-    let same_file = |_: &Path| false;
     let inputs = [
         &paths.corpus,
         &paths.queries,
@@ -305,13 +293,29 @@ pub fn refuse_overwriting_input(out: &Path, paths: &crate::data::dataset::Paths)
         &paths.dev_qrels,
         &paths.test_qrels,
     ];
-    for p in inputs.into_iter().flatten() {
-        if canon(p).as_ref() == Some(&o) || same_file(p) {
-            return Err(Error::usage(format!(
-                "{}: refusing to overwrite an input file; choose another output path",
-                out.display()
-            )));
-        }
+    // An output that does not exist yet is no input. One that does is
+    // compared by file identity, which also catches a path through a
+    // symlink or a hard link to an input, with one stat per path (resolving
+    // every path component by component cost more than a small fit's scan).
+    #[cfg(unix)]
+    let is_input = {
+        use std::os::unix::fs::MetadataExt;
+        let Ok(o) = std::fs::metadata(out) else {
+            return Ok(());
+        };
+        move |p: &Path| std::fs::metadata(p).is_ok_and(|m| m.dev() == o.dev() && m.ino() == o.ino())
+    };
+    #[cfg(not(unix))]
+    let is_input = {
+        let canon = |p: &Path| std::fs::canonicalize(p).ok();
+        let Some(o) = canon(out) else { return Ok(()) };
+        move |p: &Path| canon(p).as_ref() == Some(&o)
+    };
+    if inputs.into_iter().flatten().any(|p| is_input(p)) {
+        return Err(Error::usage(format!(
+            "{}: refusing to overwrite an input file; choose another output path",
+            out.display()
+        )));
     }
     Ok(())
 }
