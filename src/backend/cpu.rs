@@ -511,20 +511,48 @@ impl Backend for Cpu {
         tops: &mut [TopK],
     ) -> Result<()> {
         let width = block.records.len();
-        tops.par_iter_mut().enumerate().for_each(|(g, top)| {
-            let coef = &coef[g * width..(g + 1) * width];
-            let k = top.k;
-            for q in 0..top.queries {
-                offer_merged(
-                    &mut top.scores[q * k..(q + 1) * k],
-                    &mut top.rows[q * k..(q + 1) * k],
-                    block.s0.row(q),
-                    block.s1.row(q),
-                    coef,
-                    block.records,
-                );
+        let grid = tops.len();
+        let (Some(first), true) = (tops.first(), width > 0) else {
+            return Ok(());
+        };
+        let (nq, k) = (first.queries, first.k);
+        // Query by query, every gamma in turn: a query's rows of S0 and S1
+        // stay in cache while the (smaller) coefficients stream past. Gamma
+        // by gamma instead streamed all of S0 and S1 from memory once per
+        // gamma, which made this merge memory-bound. The lists are copied
+        // into query-major order for that and back.
+        let mut scores = vec![0.0f32; nq * grid * k];
+        let mut rows = vec![0u32; nq * grid * k];
+        for (g, top) in tops.iter().enumerate() {
+            for q in 0..nq {
+                let at = (q * grid + g) * k;
+                scores[at..at + k].copy_from_slice(top.scores(q));
+                rows[at..at + k].copy_from_slice(top.rows(q));
             }
-        });
+        }
+        scores
+            .par_chunks_mut(grid * k)
+            .zip(rows.par_chunks_mut(grid * k))
+            .enumerate()
+            .for_each(|(q, (ls, lr))| {
+                for g in 0..grid {
+                    offer_merged(
+                        &mut ls[g * k..(g + 1) * k],
+                        &mut lr[g * k..(g + 1) * k],
+                        block.s0.row(q),
+                        block.s1.row(q),
+                        &coef[g * width..(g + 1) * width],
+                        block.records,
+                    );
+                }
+            });
+        for (g, top) in tops.iter_mut().enumerate() {
+            for q in 0..nq {
+                let at = (q * grid + g) * k;
+                top.scores[q * k..(q + 1) * k].copy_from_slice(&scores[at..at + k]);
+                top.rows[q * k..(q + 1) * k].copy_from_slice(&rows[at..at + k]);
+            }
+        }
         Ok(())
     }
 
