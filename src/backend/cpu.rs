@@ -577,9 +577,8 @@ impl Backend for Cpu {
 }
 
 /// Offers `a_j s0[j] + b_j s1[j]`, the NUDGE-N dev score of moved record
-/// `rows[j]` for one query and one gamma, to that query's list: what
-/// [`topk::offer`] does with a row of scores, computing each block of 16
-/// scores where it is tested rather than in a separate pass over memory.
+/// `rows[j]` for one query and one gamma, to that query's list, each score
+/// computed where it is tested ([`topk::offer_by`]).
 fn offer_merged(
     list_scores: &mut [f32],
     list_rows: &mut [u32],
@@ -588,29 +587,6 @@ fn offer_merged(
     coef: &[(f32, f32)],
     rows: &[u32],
 ) {
-    const L: usize = 16;
-    #[inline(always)]
-    fn block(
-        ls: &mut [f32],
-        lr: &mut [u32],
-        s0: &[f32],
-        s1: &[f32],
-        coef: &[(f32, f32)],
-        rows: &[u32],
-    ) {
-        let worst = ls[ls.len() - 1];
-        let mut scores = [0f32; L];
-        let mut any = false;
-        for l in 0..s0.len().min(L) {
-            scores[l] = coef[l].0 * s0[l] + coef[l].1 * s1[l];
-            any |= scores[l] >= worst;
-        }
-        if any {
-            for (l, &r) in rows.iter().enumerate() {
-                topk::push_into(ls, lr, scores[l], r);
-            }
-        }
-    }
     #[inline(always)]
     fn body(
         ls: &mut [f32],
@@ -620,32 +596,13 @@ fn offer_merged(
         coef: &[(f32, f32)],
         rows: &[u32],
     ) {
-        if ls.is_empty() {
-            return;
-        }
-        let n = rows.len();
-        let full = n / L * L;
-        for j in (0..full).step_by(L) {
-            let r = j..j + L;
-            block(
-                ls,
-                lr,
-                &s0[r.clone()],
-                &s1[r.clone()],
-                &coef[r.clone()],
-                &rows[r],
-            );
-        }
-        if full < n {
-            block(
-                ls,
-                lr,
-                &s0[full..n],
-                &s1[full..n],
-                &coef[full..n],
-                &rows[full..n],
-            );
-        }
+        topk::offer_by(ls, lr, rows, |at, out| {
+            let r = at..at + out.len();
+            let (s0, s1, coef) = (&s0[r.clone()], &s1[r.clone()], &coef[r]);
+            for (j, o) in out.iter_mut().enumerate() {
+                *o = coef[j].0 * s0[j] + coef[j].1 * s1[j];
+            }
+        });
     }
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f")]

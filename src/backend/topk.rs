@@ -86,28 +86,58 @@ pub fn push_into(scores: &mut [f32], rows: &mut [u32], score: f32, row: u32) {
 }
 
 /// Offers a whole row of candidate scores (`scores[j]` belongs to record
-/// `rows[j]`) to one sorted list. Most candidates fall below the list's
-/// worst entry, so they are tested 16 at a time with a branch-free compare
-/// the compiler vectorises, and only blocks holding a contender go through
-/// [`push_into`].
+/// `rows[j]`) to one sorted list: [`offer_by`] with the scores as given.
 #[inline]
 pub fn offer(list_scores: &mut [f32], list_rows: &mut [u32], scores: &[f32], rows: &[u32]) {
+    offer_by(list_scores, list_rows, rows, |at, out| {
+        out.copy_from_slice(&scores[at..at + out.len()])
+    });
+}
+
+/// Offers candidates `j` (record `rows[j]`) to one sorted list, their
+/// scores computed 16 at a time by `fill(j0, out)`, which writes the scores
+/// of candidates `j0..j0 + out.len()` into `out`. Most candidates fall below
+/// the list's worst entry, so each block is tested with a branch-free
+/// compare the compiler vectorises, and only blocks holding a contender go
+/// through [`push_into`]. A score computed in `fill` never makes a round
+/// trip through memory.
+#[inline(always)]
+pub fn offer_by(
+    list_scores: &mut [f32],
+    list_rows: &mut [u32],
+    rows: &[u32],
+    fill: impl Fn(usize, &mut [f32]),
+) {
     const L: usize = 16;
-    let k = list_scores.len();
-    if k == 0 {
-        return;
-    }
-    for (sc, rc) in scores.chunks(L).zip(rows.chunks(L)) {
-        let worst = list_scores[k - 1];
+    /// One block: `scores` holds its scores, `rows` its records.
+    #[inline(always)]
+    fn test(ls: &mut [f32], lr: &mut [u32], scores: &[f32], rows: &[u32]) {
+        let worst = ls[ls.len() - 1];
         let mut any = false;
-        for &s in sc {
+        for &s in scores {
             any |= s >= worst;
         }
         if any {
-            for (&s, &r) in sc.iter().zip(rc) {
-                push_into(list_scores, list_rows, s, r);
+            for (&s, &r) in scores.iter().zip(rows) {
+                push_into(ls, lr, s, r);
             }
         }
+    }
+    if list_scores.is_empty() {
+        return;
+    }
+    let mut block = [0f32; L];
+    let full = rows.len() / L * L;
+    // Whole blocks first: their width is a constant, so `fill` and the
+    // test unroll and vectorise; then the ragged tail.
+    for at in (0..full).step_by(L) {
+        fill(at, &mut block);
+        test(list_scores, list_rows, &block, &rows[at..at + L]);
+    }
+    if full < rows.len() {
+        let tail = &mut block[..rows.len() - full];
+        fill(full, tail);
+        test(list_scores, list_rows, tail, &rows[full..]);
     }
 }
 
