@@ -11,7 +11,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use nudge::backend::cpu::Cpu;
-use nudge::data::dataset::{Dataset, Paths, SplitName};
+use nudge::data::dataset::{Dataset, Paths};
 use nudge::nudge::{FitOptions, Inputs, Method, fit};
 
 fn datasets() -> Vec<(&'static str, PathBuf)> {
@@ -29,9 +29,7 @@ fn fits(c: &mut Criterion) {
     g.sample_size(20);
     for (name, dir) in datasets() {
         let ds = Dataset::open(Paths::default().with_folder(Some(&dir)).unwrap()).unwrap();
-        let train = ds.required_split(SplitName::Train, false).unwrap();
-        let dev = ds.required_split(SplitName::Dev, false).unwrap();
-        let test = ds.split(SplitName::Test, false).unwrap();
+        let (train, dev, test) = ds.fit_splits(false, true).unwrap();
         let inputs = Inputs {
             corpus: &ds.corpus,
             queries: &ds.queries,

@@ -12,15 +12,14 @@
 //! Run with `NUDGE_REQUIRE_GPU=1 XDG_RUNTIME_DIR=/tmp cargo test --release`
 //! to make a missing adapter a failure instead of a skip.
 
+mod common;
 mod gpu_support;
 
 use std::path::{Path, PathBuf};
 
 use gpu_support::gpu;
 use nudge::backend::Backend;
-use nudge::data::dataset::{Dataset, Paths, SplitName};
-use nudge::data::npy::{NpyMatrix, OutDtype};
-use nudge::nudge::{FitOptions, Inputs, Method, output};
+use nudge::nudge::{FitOptions, Method};
 
 fn fixtures() -> Vec<PathBuf> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
@@ -66,29 +65,13 @@ fn close(a: f64, b: f64, tol: f64) -> bool {
 
 fn check_fixture(backend: &dyn Backend, dir: &Path) {
     let name = dir.file_name().unwrap().to_string_lossy().to_string();
-    let reference: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(dir.join("reference/reference.json")).unwrap(),
-    )
-    .unwrap();
-    let ds = Dataset::open(Paths::default().with_folder(Some(dir)).unwrap()).unwrap();
-    let train = ds.required_split(SplitName::Train, false).unwrap();
-    let dev = ds.required_split(SplitName::Dev, false).unwrap();
-    let test = ds.split(SplitName::Test, false).unwrap();
-    let inputs = Inputs {
-        corpus: &ds.corpus,
-        queries: &ds.queries,
-        train: &train,
-        dev: &dev,
-        test: test.as_ref(),
-    };
-    let tmp = tempfile::tempdir().unwrap();
+    let reference = common::reference(dir);
+    let l = common::load(dir);
     for (method, fixed, ref_path) in references(dir) {
         let what = format!("{name} {}", ref_path.display());
         let mut opts = FitOptions::new(method);
         opts.gamma = fixed;
-        let out = tmp.path().join("out.npy");
-        let f = output::fit_to_file(backend, &inputs, &opts, &out, OutDtype::F32)
-            .unwrap_or_else(|e| panic!("{what}: {e}"));
+        let (f, got) = common::fit_and_write(backend, &l, &opts);
         let r = &reference[method.as_str()];
         if fixed.is_none() {
             let want = r["gamma"].as_f64().unwrap();
@@ -112,19 +95,15 @@ fn check_fixture(backend: &dyn Backend, dir: &Path) {
                 assert!(close(got, want, 1e-4), "{what}: metric {got} vs {want}");
             }
         }
-        let got = NpyMatrix::open(&out).unwrap();
-        let want = NpyMatrix::open(&ref_path).unwrap();
+        let want_shape = nudge::data::npy::NpyMatrix::open(&ref_path).unwrap();
         assert_eq!(
-            (got.rows(), got.cols()),
-            (want.rows(), want.cols()),
+            (want_shape.rows(), want_shape.cols()),
+            (l.ds.corpus.rows(), l.ds.corpus.cols()),
             "{what}"
         );
-        let (g, w) = (got.read_all().unwrap(), want.read_all().unwrap());
-        let worst = g
-            .iter()
-            .zip(&w)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0f32, f32::max);
+        let want = common::read_npy(&ref_path);
+        assert_eq!(got.len(), want.len(), "{what}");
+        let worst = common::max_abs_diff(&got, &want);
         assert!(worst <= 1e-4, "{what}: rows differ by up to {worst}");
     }
 }

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use nudge::backend::Backend;
-use nudge::data::dataset::{Dataset, Paths, Split, SplitName};
+use nudge::data::dataset::{Dataset, Paths, Split};
 use nudge::data::npy::{NpyMatrix, OutDtype};
 use nudge::nudge::{Fit, FitOptions, Inputs, Method, output};
 
@@ -26,9 +26,7 @@ pub struct Loaded {
 
 pub fn load(dir: &Path) -> Loaded {
     let ds = Dataset::open(Paths::default().with_folder(Some(dir)).unwrap()).unwrap();
-    let train = ds.required_split(SplitName::Train, false).unwrap();
-    let dev = ds.required_split(SplitName::Dev, false).unwrap();
-    let test = ds.split(SplitName::Test, false).unwrap();
+    let (train, dev, test) = ds.fit_splits(false, true).unwrap();
     Loaded {
         ds,
         train,
