@@ -74,3 +74,18 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
 pub fn all_finite(values: &[f32]) -> bool {
     values.iter().fold(true, |ok, x| ok & x.is_finite())
 }
+
+/// The sum of interleaved lane accumulators, folded pairwise in a fixed
+/// order (halves, then quarters, ...): the last step of every lane-wise sum
+/// here, which must round the same way every time. `N` a power of two.
+#[inline(always)]
+pub fn fold_lanes<T: Copy + std::ops::Add<Output = T>, const N: usize>(mut acc: [T; N]) -> T {
+    let mut w = N;
+    while w > 1 {
+        w /= 2;
+        for l in 0..w {
+            acc[l] = acc[l] + acc[l + w];
+        }
+    }
+    acc[0]
+}

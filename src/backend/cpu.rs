@@ -6,7 +6,7 @@ use rayon::prelude::*;
 
 use super::{Backend, Bounds, MovedBlock, Pair, RowReport, Scan, ScanSpec, Segments, TopK, topk};
 use crate::error::Result;
-use crate::matrix::{Matrix, all_finite};
+use crate::matrix::{Matrix, all_finite, fold_lanes};
 use crate::nudge::{nudge_m, nudge_n};
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -228,14 +228,7 @@ pub fn sum_squares(row: &[f32]) -> f32 {
     for (l, x) in rest.iter().enumerate() {
         acc[l] += x * x;
     }
-    let mut w = LANES;
-    while w > 1 {
-        w /= 2;
-        for l in 0..w {
-            acc[l] += acc[l + w];
-        }
-    }
-    acc[0]
+    fold_lanes(acc)
 }
 
 /// Normalises rows in parallel and reports zero and non-finite ones.

@@ -6,6 +6,8 @@
 //! `a S0 + b S1`: [`Step::coefficients`] is the whole update rule, used both to
 //! score the grid without touching the corpus and to write the output.
 
+use crate::matrix::fold_lanes;
+
 /// The reference's grid: `0.02 * x` for x in 0..25, as Python computes it.
 pub fn grid() -> Vec<f64> {
     (0..25).map(|x| 0.02 * x as f64).collect()
@@ -86,15 +88,7 @@ pub fn dots(d: &[f32], g: &[f32]) -> (f64, f64) {
         v[l] += x * y;
         c[l] += y * y;
     }
-    let mut w = L;
-    while w > 1 {
-        w /= 2;
-        for l in 0..w {
-            v[l] += v[l + w];
-            c[l] += c[l + w];
-        }
-    }
-    (v[0], c[0])
+    (fold_lanes(v), fold_lanes(c))
 }
 
 /// Dev score of one query: `|top-k ∩ answers| / min(|answers|, k)`.
