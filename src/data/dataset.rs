@@ -204,15 +204,6 @@ impl Dataset {
         self.corpus.cols()
     }
 
-    /// Loads the judgements of one split. `Ok(None)` if no qrels file is known
-    /// for it. Ids that name no row are an error unless `skip_unknown`.
-    pub fn split(&self, name: SplitName, skip_unknown: bool) -> Result<Option<Split>> {
-        let mut warnings = Vec::new();
-        let split = self.split_noting(name, skip_unknown, &mut warnings);
-        warnings.into_iter().for_each(log::warn);
-        split
-    }
-
     /// The train, dev and (if `with_test` and present) test splits of a fit,
     /// read in parallel; warnings come out in that order all the same.
     pub fn fit_splits(
@@ -238,7 +229,9 @@ impl Dataset {
         Ok((train?, dev?, test?))
     }
 
-    /// [`Dataset::split`], adding its warnings to `warnings`.
+    /// Loads the judgements of one split, adding its warnings to
+    /// `warnings`. `Ok(None)` if no qrels file is known for it. Ids that name
+    /// no row are an error unless `skip_unknown`.
     fn split_noting(
         &self,
         name: SplitName,
@@ -353,7 +346,7 @@ impl Dataset {
         }))
     }
 
-    /// Like [`Dataset::split`] but the split must exist.
+    /// One split, which must exist.
     /// Without one: a data error naming the missing file when a dataset folder
     /// was given (the folder is incomplete), else a usage error.
     pub fn required_split(&self, name: SplitName, skip_unknown: bool) -> Result<Split> {

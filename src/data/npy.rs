@@ -180,7 +180,6 @@ pub struct NpyMatrix {
     path: PathBuf,
     header: Header,
     file: File,
-    len: u64,
 }
 
 impl NpyMatrix {
@@ -237,7 +236,6 @@ impl NpyMatrix {
             path: path.to_path_buf(),
             header,
             file,
-            len,
         })
     }
 
@@ -320,11 +318,6 @@ impl NpyMatrix {
         let mut out = Vec::new();
         self.read_rows(0, self.rows(), &mut out)?;
         Ok(out)
-    }
-
-    /// File size in bytes.
-    pub fn file_len(&self) -> u64 {
-        self.len
     }
 
     /// Index of the first row holding a NaN or infinity, with its column.

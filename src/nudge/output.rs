@@ -198,13 +198,9 @@ impl Drop for InlineOutput {
     }
 }
 
-/// Writes only what changed: `ids.txt` and `vectors.npy` of the moved records,
-/// for upserting into a vector database.
-pub fn write_delta(dir: &Path, names: &[String], updated: &Matrix, dtype: OutDtype) -> Result<()> {
-    crate::data::commit_all(stage_delta(dir, names, updated, dtype)?)
-}
-
-/// As [`write_delta`], staged: creates `dir` and returns both files uncommitted.
+/// Stages only what changed, `ids.txt` and `vectors.npy` of the moved
+/// records (for upserting into a vector database): creates `dir` and returns
+/// both files uncommitted.
 pub fn stage_delta(
     dir: &Path,
     names: &[String],
