@@ -3,7 +3,9 @@
 // (`nudge_n::coefficients`, computed on the host per record and gamma).
 // Twin: the CPU backend's `nudge_n_merge`. This pass keeps the best k of each
 // segment (every segs-th block column) per (g, q) list; `topk.wgsl::merge` then folds
-// them into the running lists, exactly as for the corpus scan.
+// them into the running lists, exactly as for the corpus scan. The list
+// rules (`better`, `is_nan`, `push_part`) come from `topk_list.wgsl`, which
+// the host prepends.
 
 struct Params {
     // lists = gammas * queries; list = g * queries + q.
@@ -19,8 +21,6 @@ struct Params {
     neg_inf: f32,
 }
 
-const EMPTY: u32 = 0xffffffffu;
-
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> s0: array<f32>;
 @group(0) @binding(2) var<storage, read> s1: array<f32>;
@@ -29,29 +29,6 @@ const EMPTY: u32 = 0xffffffffu;
 @group(0) @binding(4) var<storage, read> records: array<u32>;
 @group(0) @binding(5) var<storage, read_write> part_s: array<f32>;
 @group(0) @binding(6) var<storage, read_write> part_r: array<u32>;
-
-fn better(s1: f32, r1: u32, s2: f32, r2: u32) -> bool {
-    return s1 > s2 || (s1 == s2 && r1 < r2);
-}
-
-fn is_nan(s: f32) -> bool {
-    return (bitcast<u32>(s) & 0x7fffffffu) > 0x7f800000u;
-}
-
-fn push_part(base: u32, s: f32, r: u32) {
-    let k = p.k;
-    if !better(s, r, part_s[base + k - 1u], part_r[base + k - 1u]) {
-        return;
-    }
-    var i = k - 1u;
-    while i > 0u && better(s, r, part_s[base + i - 1u], part_r[base + i - 1u]) {
-        part_s[base + i] = part_s[base + i - 1u];
-        part_r[base + i] = part_r[base + i - 1u];
-        i -= 1u;
-    }
-    part_s[base + i] = s;
-    part_r[base + i] = r;
-}
 
 @compute @workgroup_size(64)
 fn main(

@@ -11,7 +11,9 @@
 // scores the lower row first. It is total, so the best k of a set does not
 // depend on the order candidates arrive in: splitting into segments gives
 // exactly the lists the CPU's one-by-one insertion gives for the same scores.
-// Unused slots hold (-inf, EMPTY), as `TopK::new` makes them.
+// Unused slots hold (-inf, EMPTY), as `TopK::new` makes them. `EMPTY`,
+// `better`, `is_nan` and `push_part` come from `topk_list.wgsl`, which the
+// host prepends.
 
 struct Params {
     lists: u32,
@@ -33,8 +35,6 @@ struct Params {
     pad2: u32,
 }
 
-const EMPTY: u32 = 0xffffffffu;
-
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> scores: array<f32>;
 // One bit per absolute corpus row: 1 = moved, leave it out.
@@ -44,30 +44,8 @@ const EMPTY: u32 = 0xffffffffu;
 @group(0) @binding(5) var<storage, read_write> run_s: array<f32>;
 @group(0) @binding(6) var<storage, read_write> run_r: array<u32>;
 
-fn better(s1: f32, r1: u32, s2: f32, r2: u32) -> bool {
-    return s1 > s2 || (s1 == s2 && r1 < r2);
-}
-
-fn is_nan(s: f32) -> bool {
-    return (bitcast<u32>(s) & 0x7fffffffu) > 0x7f800000u;
-}
-
-// `topk::push_into` on the scratch list starting at `base`.
-fn push_part(base: u32, s: f32, r: u32) {
-    let k = p.k;
-    if !better(s, r, part_s[base + k - 1u], part_r[base + k - 1u]) {
-        return;
-    }
-    var i = k - 1u;
-    while i > 0u && better(s, r, part_s[base + i - 1u], part_r[base + i - 1u]) {
-        part_s[base + i] = part_s[base + i - 1u];
-        part_r[base + i] = part_r[base + i - 1u];
-        i -= 1u;
-    }
-    part_s[base + i] = s;
-    part_r[base + i] = r;
-}
-
+// `push_part` on the running list (WGSL cannot pass storage arrays to a
+// function, so each list has its own copy of the insertion).
 fn push_run(base: u32, s: f32, r: u32) {
     let k = p.k;
     if !better(s, r, run_s[base + k - 1u], run_r[base + k - 1u]) {

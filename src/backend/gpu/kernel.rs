@@ -187,7 +187,14 @@ impl Kernels {
                     ),
                 )
             });
-            let topk = module(ctx, "topk", include_str!("../../../shaders/topk.wgsl"));
+            let topk = module(
+                ctx,
+                "topk",
+                concat!(
+                    include_str!("../../../shaders/topk_list.wgsl"),
+                    include_str!("../../../shaders/topk.wgsl")
+                ),
+            );
             let aggregate = module(
                 ctx,
                 "aggregate",
@@ -201,7 +208,10 @@ impl Kernels {
             let merge = module(
                 ctx,
                 "nudge_n_merge",
-                include_str!("../../../shaders/nudge_n_merge.wgsl"),
+                concat!(
+                    include_str!("../../../shaders/topk_list.wgsl"),
+                    include_str!("../../../shaders/nudge_n_merge.wgsl")
+                ),
             );
             let update = module(ctx, "update", include_str!("../../../shaders/update.wgsl"));
             Ok(Kernels {
