@@ -1,6 +1,6 @@
 // Row L2 normalisation of a corpus chunk, in place: x / |x|, zero rows stay
 // zero. Twin: `backend::cpu::normalize_rows`. One workgroup per row; the sum
-// of squares is reduced as a tree, so it may differ from the CPU's sequential
+// of squares is reduced as a tree, so it may differ from the CPU's 16-lane
 // sum in the last bits (the score tolerance in the tests allows for that).
 //
 // Every row also gets a status (0 ok, 1 zero norm, 2 holds NaN/inf or its
@@ -30,6 +30,35 @@ fn non_finite(v: f32) -> bool {
     return (bitcast<u32>(v) & 0x7f800000u) == 0x7f800000u;
 }
 
+// The end of both entry points: reduces the workgroup's partial sums of
+// squares (`ss`) and non-finite flags (`b`), writes the row's status and
+// returns its norm. Every invocation of the workgroup must call it.
+fn row_norm(lid: u32, row: u32, ss: f32, b: u32) -> f32 {
+    partial[lid] = ss;
+    bad[lid] = b;
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s >>= 1u) {
+        if lid < s {
+            partial[lid] += partial[lid + s];
+            bad[lid] |= bad[lid + s];
+        }
+        workgroupBarrier();
+    }
+    let norm = sqrt(partial[0]);
+    // Check-only mode mirrors the CPU's element test alone (no overflow test).
+    let any_bad = bad[0] != 0u || (p.check_only == 0u && non_finite(norm));
+    if row < p.rows && lid == 0u {
+        var st = 0u;
+        if any_bad {
+            st = 2u;
+        } else if norm == 0.0 {
+            st = 1u;
+        }
+        status[row] = st;
+    }
+    return norm;
+}
+
 @compute @workgroup_size(64)
 fn main(
     @builtin(workgroup_id) wid: vec3<u32>,
@@ -49,30 +78,9 @@ fn main(
             }
         }
     }
-    partial[lid] = ss;
-    bad[lid] = b;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s >>= 1u) {
-        if lid < s {
-            partial[lid] += partial[lid + s];
-            bad[lid] |= bad[lid + s];
-        }
-        workgroupBarrier();
-    }
-    let norm = sqrt(partial[0]);
-    // Check-only mode mirrors the CPU's element test alone (no overflow test).
-    let any_bad = bad[0] != 0u || (p.check_only == 0u && non_finite(norm));
+    let norm = row_norm(lid, row, ss, b);
     if row >= p.rows {
         return;
-    }
-    if lid == 0u {
-        var st = 0u;
-        if any_bad {
-            st = 2u;
-        } else if norm == 0.0 {
-            st = 1u;
-        }
-        status[row] = st;
     }
     // As the CPU twin: divide unless the norm is zero (or NaN).
     if p.check_only == 0u && norm > 0.0 {
@@ -128,29 +136,9 @@ fn main_f16(
             }
         }
     }
-    partial[lid] = ss;
-    bad[lid] = b;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s >>= 1u) {
-        if lid < s {
-            partial[lid] += partial[lid + s];
-            bad[lid] |= bad[lid + s];
-        }
-        workgroupBarrier();
-    }
-    let norm = sqrt(partial[0]);
-    let any_bad = bad[0] != 0u || (p.check_only == 0u && non_finite(norm));
+    let norm = row_norm(lid, row, ss, b);
     if row >= p.rows {
         return;
-    }
-    if lid == 0u {
-        var st = 0u;
-        if any_bad {
-            st = 2u;
-        } else if norm == 0.0 {
-            st = 1u;
-        }
-        status[row] = st;
     }
     if p.check_only == 0u && norm > 0.0 {
         for (var c = lid; c < per_row; c += WG) {
