@@ -1,6 +1,6 @@
 // NUDGE-N grid scoring: for every (grid gamma g, dev query q), the score of
 // moved record j after the update is `a_gj * S0[q,j] + b_gj * S1[q,j]`
-// (`nudge_n::coefficients`, computed on the host per record and gamma).
+// (`nudge_n::Step::coefficients`, computed on the host per record and gamma).
 // Twin: the CPU backend's `nudge_n_merge`. This pass keeps the best k of each
 // segment (every segs-th block column) per (g, q) list; `topk.wgsl::merge` then folds
 // them into the running lists, exactly as for the corpus scan. The list

@@ -1,9 +1,10 @@
 // The per-record updates, one invocation per moved record, with the sums
-// taken sequentially in index order like the CPU twins.
+// taken sequentially in index order (as `shift` does; `Step::rotate` sums
+// in lanes, so update_n agrees with it to rounding, as the tests allow).
 //
 // - `update_m`: `nudge_m::shift`, d + gamma * G/|G| (G = 0: unchanged).
-// - `update_n`: `nudge_n::rotate`: the case analysis of
-//   `nudge_n::coefficients` in f32 (WGSL has no f64). The angle's sine and
+// - `update_n`: `nudge_n::Step::rotate`: the case analysis of
+//   `Step::coefficients` in f32 (WGSL has no f64). The angle's sine and
 //   cosine and the clamp threshold 1 - gamma/2 depend on gamma alone and come
 //   from the host in f64, because GPU sin/cos may be accurate to only ~1e-4.
 //   |G - v d|^2 is summed directly instead of c - v^2, which cancels badly in
