@@ -218,9 +218,12 @@ impl Dataset {
             || {
                 rayon::join(
                     || self.required_noting(SplitName::Dev, skip_unknown, n_dev),
-                    || match with_test {
-                        true => self.split_noting(SplitName::Test, skip_unknown, n_test),
-                        false => Ok(None),
+                    || {
+                        if with_test {
+                            self.split_noting(SplitName::Test, skip_unknown, n_test)
+                        } else {
+                            Ok(None)
+                        }
                     },
                 )
             },

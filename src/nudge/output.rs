@@ -113,7 +113,11 @@ impl InlineOutput {
             Sink::Written(_) | Sink::Failed => Err(Error::runtime(
                 "internal error: output rows after the moved rows",
             )),
-            Sink::Stream { send, recycle, .. } => {
+            Sink::Stream {
+                send,
+                recycle,
+                writer,
+            } => {
                 let mut buf = recycle.try_recv().unwrap_or_default();
                 buf.clear();
                 buf.extend_from_slice(normalised);
@@ -121,25 +125,10 @@ impl InlineOutput {
                     return Ok(());
                 }
                 // The writer stopped on an error: report that error.
-                Err(self
-                    .join()
+                Err(stop_writer(send, writer)
                     .err()
                     .unwrap_or_else(|| Error::runtime("the output writer stopped")))
             }
-        }
-    }
-
-    /// Ends the writer thread of a streamed output and takes its writer.
-    fn join(&mut self) -> Result<NpyWriter> {
-        let Sink::Stream { send, writer, .. } = &mut self.sink else {
-            return Err(Error::runtime("the output is not streamed"));
-        };
-        *send = None;
-        match writer.take() {
-            Some(h) => h
-                .join()
-                .map_err(|_| Error::runtime("the output writer panicked"))?,
-            None => Err(Error::runtime("the output writer stopped")),
         }
     }
 
@@ -161,10 +150,12 @@ impl InlineOutput {
                 writer.write_rows(&rows)?;
                 writer
             }
-            stream @ Sink::Stream { .. } => {
-                self.sink = stream;
-                let mut w = self.join()?;
-                self.sink = Sink::Failed;
+            Sink::Stream {
+                mut send,
+                mut writer,
+                ..
+            } => {
+                let mut w = stop_writer(&mut send, &mut writer)?;
                 w.patch_rows(moved, &updated.data)?;
                 w
             }
@@ -192,9 +183,24 @@ impl Drop for InlineOutput {
     fn drop(&mut self) {
         // An unfinished output (an error, Ctrl-C): stop the writer, whose
         // temporary file is removed when it drops the NpyWriter.
-        if matches!(self.sink, Sink::Stream { .. }) {
-            let _ = self.join();
+        if let Sink::Stream { send, writer, .. } = &mut self.sink {
+            let _ = stop_writer(send, writer);
         }
+    }
+}
+
+/// Ends a streamed output's writer thread (closing its channel first) and
+/// takes back its writer, or the error that stopped it.
+fn stop_writer(
+    send: &mut Option<SyncSender<Vec<f32>>>,
+    writer: &mut Option<JoinHandle<Result<NpyWriter>>>,
+) -> Result<NpyWriter> {
+    *send = None;
+    match writer.take() {
+        Some(h) => h
+            .join()
+            .map_err(|_| Error::runtime("the output writer panicked"))?,
+        None => Err(Error::runtime("the output writer stopped")),
     }
 }
 
