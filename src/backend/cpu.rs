@@ -428,6 +428,11 @@ impl Backend for Cpu {
         (rows / GEMM_BLOCK * GEMM_BLOCK).max(GEMM_BLOCK)
     }
 
+    fn block_rows(&self, queries: usize) -> usize {
+        // Whole gemm blocks: a partial one is computed padded.
+        (super::score_block_rows(queries) / GEMM_BLOCK).max(1) * GEMM_BLOCK
+    }
+
     fn normalize(&self, rows: &mut [f32], cols: usize, first_row: usize) -> Result<RowReport> {
         Ok(normalize_rows(rows, cols, first_row))
     }

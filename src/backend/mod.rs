@@ -42,6 +42,12 @@ pub struct ScanSpec<'a> {
     pub skip: Option<&'a [bool]>,
 }
 
+/// Moved records per block of S0/S1 that make score blocks of about 4 MiB
+/// for `queries` dev queries: the default of [`Backend::block_rows`].
+pub fn score_block_rows(queries: usize) -> usize {
+    ((4usize << 20) / queries.max(1)).clamp(256, 1 << 16)
+}
+
 /// A running top-k over corpus chunks pushed in row order.
 pub trait Scan {
     /// Scores one chunk of raw corpus rows (`first_row` is the absolute row of
@@ -117,6 +123,10 @@ pub trait Backend: Sync {
     fn device_name(&self) -> String;
     /// Corpus rows per streamed chunk for `queries` queries of dimension `dim`.
     fn chunk_rows(&self, queries: usize, dim: usize) -> usize;
+    /// Moved records per block of S0/S1 for `queries` dev queries.
+    fn block_rows(&self, queries: usize) -> usize {
+        score_block_rows(queries)
+    }
 
     /// L2-normalises rows (`cols` values each) in place; zero rows stay zero.
     fn normalize(&self, rows: &mut [f32], cols: usize, first_row: usize) -> Result<RowReport>;

@@ -250,10 +250,7 @@ pub fn fit_into(
     let block = if opts.block > 0 {
         opts.block
     } else {
-        // Whole CPU gemm blocks: a partial one is computed zero-padded.
-        let b = ((4usize << 20) / q_dev.rows.max(1)).clamp(256, 1 << 16);
-        let g = crate::backend::cpu::GEMM_BLOCK;
-        (b / g).max(1) * g
+        backend.block_rows(q_dev.rows)
     };
     let dev_static = static_part(&static_top, 0, inp.dev.queries.len(), dev_k);
     let ctx = SearchContext {
