@@ -11,7 +11,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use nudge::backend::cpu::{Cpu, gemm_nt};
-use nudge::backend::{Backend, Bounds, MovedBlock, Pair, ScanSpec, Segments, TopK};
+use nudge::backend::{Backend, Bounds, MovedBlock, Pair, ScanSpec, Segments, SlopeBlock, TopK};
 use nudge::matrix::Matrix;
 
 fn random(rows: usize, cols: usize, seed: u64) -> Matrix {
@@ -137,7 +137,11 @@ fn gamma_scoring(c: &mut Criterion) {
         s0: &s0,
         s1: &s1,
     };
-    let inv: Vec<f32> = vec![1.0; width];
+    let slopes = SlopeBlock {
+        records: &records,
+        s: &s0,
+        t: &s1,
+    };
     let pairs: Vec<Pair> = (0..dev * 3)
         .map(|i| Pair {
             query: (i / 3) as u32,
@@ -149,8 +153,7 @@ fn gamma_scoring(c: &mut Criterion) {
     c.bench_function("nudge_m_bounds_3k_pairs_x_4k", |b| {
         b.iter(|| {
             let mut bounds = vec![Bounds::OPEN; pairs.len()];
-            Cpu.nudge_m_bounds(&block, &inv, &pairs, &mut bounds)
-                .unwrap();
+            Cpu.nudge_m_bounds(&slopes, &pairs, &mut bounds).unwrap();
             bounds
         })
     });

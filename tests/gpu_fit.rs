@@ -252,3 +252,12 @@ fn cli_devices_lists_the_adapter() {
         assert!(text.contains(field), "missing {field}: {text}");
     }
 }
+
+/// Records with the same G tie exactly on the GPU too (`common::write_twins`):
+/// on an NVIDIA H200 the kernel once fused the slope scaling into an FMA and
+/// turned NFCorpus's ties into gamma = 3e7.
+#[test]
+fn nudge_m_slope_ties_are_exact_on_the_gpu() {
+    let Some(g) = gpu() else { return };
+    common::check_twins(g);
+}

@@ -27,7 +27,7 @@ use gpu_support::{Rng, gpu, gpu_f16, gpu_f16_packed, gpus};
 use nudge::backend::cpu::{self, Cpu};
 use nudge::backend::gpu::Gpu;
 use nudge::backend::topk::EMPTY;
-use nudge::backend::{Backend, Bounds, MovedBlock, Pair, ScanSpec, Segments, TopK};
+use nudge::backend::{Backend, Bounds, MovedBlock, Pair, ScanSpec, Segments, SlopeBlock, TopK};
 use nudge::matrix::Matrix;
 
 const DOT_TOL: f32 = 1e-5;
@@ -538,15 +538,17 @@ fn nudge_m_bounds_match_cpu_on(g: &Gpu) {
                 }
             })
             .collect();
-        let block = MovedBlock {
+        let mut t = s1;
+        nudge::nudge::slopes(&mut t, &inv);
+        let block = SlopeBlock {
             records: &records,
-            s0: &s0,
-            s1: &s1,
+            s: &s0,
+            t: &t,
         };
         let mut want = start.clone();
         let mut got = start.clone();
-        Cpu.nudge_m_bounds(&block, &inv, &pairs, &mut want).unwrap();
-        g.nudge_m_bounds(&block, &inv, &pairs, &mut got).unwrap();
+        Cpu.nudge_m_bounds(&block, &pairs, &mut want).unwrap();
+        g.nudge_m_bounds(&block, &pairs, &mut got).unwrap();
         if npairs > 50 {
             assert!(
                 want.iter().any(|b| b.dropped),

@@ -4,7 +4,9 @@
 
 use rayon::prelude::*;
 
-use super::{Backend, Bounds, MovedBlock, Pair, RowReport, Scan, ScanSpec, Segments, TopK, topk};
+use super::{
+    Backend, Bounds, MovedBlock, Pair, RowReport, Scan, ScanSpec, Segments, SlopeBlock, TopK, topk,
+};
 use crate::error::Result;
 use crate::matrix::{Matrix, all_finite, fold_lanes};
 use crate::nudge::{nudge_m, nudge_n};
@@ -473,22 +475,16 @@ impl Backend for Cpu {
 
     fn nudge_m_bounds(
         &self,
-        block: &MovedBlock,
-        inv_norm: &[f32],
+        block: &SlopeBlock,
         pairs: &[Pair],
         bounds: &mut [Bounds],
     ) -> Result<()> {
-        let width = block.records.len();
-        // Slopes once per block rather than once per pair.
-        let mut t = block.s1.clone();
-        t.data
-            .par_chunks_mut(width.max(1))
-            .for_each(|row| row.iter_mut().zip(inv_norm).for_each(|(x, n)| *x *= n));
         pairs
             .par_iter()
             .zip(bounds.par_iter_mut())
             .for_each(|(p, b)| {
-                let (s0, t) = (block.s0.row(p.query as usize), t.row(p.query as usize));
+                let (s0, t) = (block.s.row(p.query as usize), block.t.row(p.query as usize));
+                let width = block.records.len();
                 // The pair's own record is no competitor: tighten over the
                 // columns before and after it.
                 let own = block.records.binary_search(&p.record);

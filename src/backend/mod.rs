@@ -87,6 +87,19 @@ pub struct MovedBlock<'a> {
     pub s1: &'a Matrix,
 }
 
+/// A block of moved records as the NUDGE-M interval search sees them.
+pub struct SlopeBlock<'a> {
+    /// Absolute record rows of the block's columns.
+    pub records: &'a [u32],
+    /// `dev x B`: dev query . normalised record (S0).
+    pub s: &'a Matrix,
+    /// `dev x B`: the slopes dev query . Ghat of the record, i.e. S1 / |G|.
+    /// The fit scales S1 once ([`crate::nudge::slopes`]) and reads each
+    /// pair's own slope from the same numbers, so two records with the same
+    /// G have bit-equal slopes and tie exactly, as in the reference.
+    pub t: &'a Matrix,
+}
+
 /// A (dev query, answer) pair for the NUDGE-M interval search.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Pair {
@@ -94,9 +107,10 @@ pub struct Pair {
     pub query: u32,
     /// Absolute record row of the answer x.
     pub record: u32,
-    /// q . d_x
+    /// q . d_x (for a moved x, its entry of the [`SlopeBlock`] S0)
     pub s: f32,
-    /// q . Ghat_x (0 for a record that does not move)
+    /// q . Ghat_x (for a moved x, its entry of the [`SlopeBlock`] slopes;
+    /// 0 for a record that does not move)
     pub t: f32,
 }
 
@@ -137,11 +151,10 @@ pub trait Backend: Sync {
     /// Segment sums of `rows` (see [`Segments`]).
     fn aggregate(&self, rows: &Matrix, segments: &Segments) -> Result<Matrix>;
     /// NUDGE-M: tightens every pair's bounds over one block of moved records
-    /// (`inv_norm[j]` = 1/|G_j|; the pair's own record is skipped).
+    /// (the pair's own record is skipped).
     fn nudge_m_bounds(
         &self,
-        block: &MovedBlock,
-        inv_norm: &[f32],
+        block: &SlopeBlock,
         pairs: &[Pair],
         bounds: &mut [Bounds],
     ) -> Result<()>;

@@ -21,7 +21,7 @@ use std::time::Instant;
 
 use rayon::prelude::*;
 
-use crate::backend::{Backend, Bounds, MovedBlock, Pair, RowReport, ScanSpec, TopK};
+use crate::backend::{Backend, Bounds, MovedBlock, Pair, RowReport, ScanSpec, SlopeBlock, TopK};
 use crate::data::dataset::{LabeledQuery, Split};
 use crate::data::npy::NpyMatrix;
 use crate::error::{Error, Result};
@@ -277,14 +277,13 @@ pub fn fit_into(
             Some("fixed by --gamma".to_string()),
         ),
         (Method::NudgeM, None) => {
-            let (pairs, static_bounds) = ctx.pairs(&dev_static, &kept);
-            let (found, count, intervals) = ctx.search_m(&pairs, static_bounds)?;
+            let (found, count, intervals, pairs) = ctx.search_m(&dev_static, &kept)?;
             (
                 found as f64,
                 DevScores::Intervals {
                     best_count: count,
                     intervals,
-                    pairs: pairs.len(),
+                    pairs,
                 },
                 None,
             )
@@ -438,24 +437,30 @@ struct SearchContext<'a> {
 }
 
 impl SearchContext<'_> {
+    /// S0 and S1 of the block of moved records that starts at `start`.
+    fn block(&self, start: usize) -> Result<(Matrix, Matrix)> {
+        let end = (start + self.block.max(1)).min(self.plan.moved.len());
+        let s0 = self
+            .backend
+            .similarity(self.q_dev, &self.d_moved.rows_range(start, end))?;
+        let s1 = self
+            .backend
+            .similarity(self.q_dev, &self.g.rows_range(start, end))?;
+        Ok((s0, s1))
+    }
+
     /// Blocks of moved records with their S0 and S1 against the dev queries.
     fn for_each_block(&self, mut f: impl FnMut(usize, &MovedBlock) -> Result<()>) -> Result<()> {
         let m = self.plan.moved.len();
         let progress = crate::progress::Progress::new("gamma search", m as u64, "moved records");
         for start in (0..m).step_by(self.block.max(1)) {
             crate::interrupt::check()?;
-            let end = (start + self.block).min(m);
-            progress.set(end as u64);
-            let s0 = self
-                .backend
-                .similarity(self.q_dev, &self.d_moved.rows_range(start, end))?;
-            let s1 = self
-                .backend
-                .similarity(self.q_dev, &self.g.rows_range(start, end))?;
+            let (s0, s1) = self.block(start)?;
+            progress.set((start + s0.cols) as u64);
             f(
                 start,
                 &MovedBlock {
-                    records: &self.plan.moved[start..end],
+                    records: &self.plan.moved[start..start + s0.cols],
                     s0: &s0,
                     s1: &s1,
                 },
@@ -465,64 +470,124 @@ impl SearchContext<'_> {
         Ok(())
     }
 
-    fn g_norm(&self, i: usize) -> f32 {
-        self.g.row(i).iter().map(|x| x * x).sum::<f32>().sqrt()
-    }
-
-    /// Every (dev query, answer) pair with its own score and slope, and its
-    /// bounds against the static records.
-    fn pairs(&self, dev_static: &TopK, kept: &Matrix) -> (Vec<Pair>, Vec<Bounds>) {
+    /// Every (dev query, answer) pair. A static answer's score is computed
+    /// here (its slope is 0); a moved answer's score and slope are left for
+    /// [`Self::search_m`] to read from S0 and the slopes.
+    fn pairs(&self, kept: &Matrix) -> Vec<Pair> {
         let mut pairs = Vec::new();
-        let mut bounds = Vec::new();
         for (i, q) in self.dev.queries.iter().enumerate() {
-            let qv = self.q_dev.row(i);
             for &(x, _) in &q.answers {
-                let (dx, t) = match self.plan.moved.binary_search(&x) {
-                    Ok(mi) => {
-                        let norm = self.g_norm(mi);
-                        let t = if norm > 0.0 {
-                            dot(qv, self.g.row(mi)) * (1.0 / norm)
-                        } else {
-                            0.0
-                        };
-                        (self.d_moved.row(mi), t)
-                    }
+                let s = match self.plan.moved.binary_search(&x) {
+                    Ok(_) => 0.0,
                     Err(_) => {
                         let ki = self.plan.kept.binary_search(&x).expect("dev answer kept");
-                        (kept.row(ki), 0.0)
+                        dot(self.q_dev.row(i), kept.row(ki))
                     }
                 };
-                let p = Pair {
+                pairs.push(Pair {
                     query: i as u32,
                     record: x,
-                    s: dot(qv, dx),
-                    t,
-                };
-                bounds.push(nudge_m::static_bounds(&p, dev_static.entries(i).next()));
-                pairs.push(p);
+                    s,
+                    t: 0.0,
+                });
             }
         }
-        (pairs, bounds)
+        pairs
     }
 
-    fn search_m(&self, pairs: &[Pair], mut bounds: Vec<Bounds>) -> Result<(f32, usize, usize)> {
-        let inv_norm: Vec<f32> = (0..self.plan.moved.len())
+    /// NUDGE-M's exact search: the interval of every (dev query, answer)
+    /// pair, then the sweep. Returns gamma, the winning count, the number
+    /// of intervals and of pairs.
+    ///
+    /// A pair's own score and slope must be the very numbers its competitors
+    /// are compared with: records that answer the same training queries have
+    /// the same G, so their slopes cancel to exactly 0 in the reference and
+    /// such a pair is dropped or kept by the sign of the score difference
+    /// alone. Computed another way (a separate dot product), the difference
+    /// is a rounding error instead, and its quotient an arbitrary bound
+    /// (NFCorpus has many such records; a GPU's fused multiply-add had
+    /// turned them into gamma = 3e7). So the blocks are computed twice, once
+    /// for the pairs' own values and once for the bounds (the backends are
+    /// deterministic, so both passes see the same numbers), unless there is
+    /// only one, which is then kept.
+    fn search_m(&self, dev_static: &TopK, kept: &Matrix) -> Result<(f32, usize, usize, usize)> {
+        let m = self.plan.moved.len();
+        let inv_norm: Vec<f32> = (0..m)
             .map(|i| {
                 let n = self.g_norm(i);
                 if n > 0.0 { 1.0 / n } else { 0.0 }
             })
             .collect();
-        self.for_each_block(|start, b| {
+        let slope_block = |start: usize| -> Result<(Matrix, Matrix)> {
+            let (s0, mut s1) = self.block(start)?;
+            slopes(&mut s1, &inv_norm[start..start + s0.cols]);
+            Ok((s0, s1))
+        };
+        let mut pairs = self.pairs(kept);
+        // (moved index, pair) of every pair whose answer moves, by column.
+        let mut own: Vec<(usize, usize)> = pairs
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| Some((self.plan.moved.binary_search(&p.record).ok()?, i)))
+            .collect();
+        own.sort_unstable();
+        let starts: Vec<usize> = (0..m).step_by(self.block.max(1)).collect();
+        let keep = starts.len() == 1;
+        let mut kept_blocks = Vec::new();
+        let progress = crate::progress::Progress::new(
+            "gamma search",
+            if keep { m } else { 2 * m } as u64,
+            "moved records",
+        );
+        let mut next = 0;
+        for &start in &starts {
+            crate::interrupt::check()?;
+            let (s0, t) = slope_block(start)?;
+            let end = start + s0.cols;
+            while let Some(&(mi, i)) = own.get(next).filter(|o| o.0 < end) {
+                let q = pairs[i].query as usize;
+                pairs[i].s = s0.row(q)[mi - start];
+                pairs[i].t = t.row(q)[mi - start];
+                next += 1;
+            }
+            progress.set(end as u64);
+            if keep {
+                kept_blocks.push((s0, t));
+            }
+        }
+        let mut bounds: Vec<Bounds> = pairs
+            .iter()
+            .map(|p| nudge_m::static_bounds(p, dev_static.entries(p.query as usize).next()))
+            .collect();
+        let mut kept_blocks = kept_blocks.into_iter();
+        for &start in &starts {
+            crate::interrupt::check()?;
+            let (s0, t) = match kept_blocks.next() {
+                Some(b) => b,
+                None => slope_block(start)?,
+            };
+            let end = start + s0.cols;
             self.backend.nudge_m_bounds(
-                b,
-                &inv_norm[start..start + b.records.len()],
-                pairs,
+                &SlopeBlock {
+                    records: &self.plan.moved[start..end],
+                    s: &s0,
+                    t: &t,
+                },
+                &pairs,
                 &mut bounds,
-            )
-        })?;
+            )?;
+            if !keep {
+                progress.set((m + end) as u64);
+            }
+        }
+        progress.finish();
         let intervals: Vec<(f32, f32)> = bounds.into_iter().filter_map(nudge_m::finish).collect();
         let (gamma, count) = nudge_m::sweep(&intervals);
-        Ok((gamma, count, intervals.len()))
+        Ok((gamma, count, intervals.len(), pairs.len()))
+    }
+
+    fn g_norm(&self, i: usize) -> f32 {
+        self.g.row(i).iter().map(|x| x * x).sum::<f32>().sqrt()
     }
 
     fn search_n(&self, grid: &[f64], dev_static: &TopK, k: usize) -> Result<Vec<GridPoint>> {
@@ -556,6 +621,17 @@ impl SearchContext<'_> {
             })
             .collect())
     }
+}
+
+/// NUDGE-M slopes from S1, in place: column j times `inv_norm[j]` = 1/|G_j|.
+/// Every backend's bounds step and every pair read these same numbers.
+pub fn slopes(s1: &mut Matrix, inv_norm: &[f32]) {
+    let width = s1.cols.max(1);
+    s1.data.par_chunks_mut(width).for_each(|row| {
+        for (x, n) in row.iter_mut().zip(inv_norm) {
+            *x *= n;
+        }
+    });
 }
 
 /// Mean over dev queries of `|top-k ∩ answers| / min(|answers|, k)`.

@@ -71,3 +71,88 @@ pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
 pub fn method_key(m: Method) -> &'static str {
     m.as_str()
 }
+
+/// Writes a dataset in which every dev answer has a twin: a record that
+/// answers the same training query (so it has the same G, the same slope)
+/// and scores higher for the dev query. The reference then sees
+/// `t_x - t_j == 0` with `s_j > s_x` for every dev pair and drops it:
+/// NUDGE-M finds no interval and gamma is 0. A fit that computes a pair's
+/// own slope differently from its twin's turns the exact 0 into a rounding
+/// error and keeps some pairs, with bounds like 1e6.
+pub fn write_twins(dir: &Path, groups: usize, dim: usize) {
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut normal = move || {
+        // Sum of uniforms: close enough to normal for random directions.
+        (0..4)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+            })
+            .sum::<f32>()
+    };
+    let unit = |v: &[f32]| -> Vec<f32> {
+        let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        v.iter().map(|x| x / n).collect()
+    };
+    // Records 2i (the answer a_i) and 2i+1 (its twin b_i); queries i (train,
+    // answered by both) and groups + i (dev, answered by a_i, close to b_i).
+    let mut corpus = Vec::new();
+    let mut train = Vec::new();
+    let mut dev = Vec::new();
+    for _ in 0..groups {
+        let a: Vec<f32> = (0..dim).map(|_| normal()).collect();
+        let b: Vec<f32> = (0..dim).map(|_| normal()).collect();
+        let bu = unit(&b);
+        let d: Vec<f32> = bu.iter().map(|x| x + 0.02 * normal()).collect();
+        // The training query is close to the dev query too, so that a_i and
+        // b_i have the steepest slopes: no other record bounds a_i's
+        // interval from above, only the (broken) tie could.
+        let t: Vec<f32> = d.iter().map(|x| x + 0.02 * normal()).collect();
+        corpus.extend(a);
+        corpus.extend(b);
+        train.extend(unit(&t));
+        dev.extend(unit(&d));
+    }
+    let mut queries = train;
+    queries.extend(dev);
+    let f32_out = nudge::data::npy::OutDtype::F32;
+    nudge::data::npy::write_matrix(&dir.join("corpus.npy"), &corpus, dim, f32_out).unwrap();
+    nudge::data::npy::write_matrix(&dir.join("queries.npy"), &queries, dim, f32_out).unwrap();
+    std::fs::create_dir_all(dir.join("qrels")).unwrap();
+    let mut tr = String::from("query-id\tcorpus-id\tscore\n");
+    let mut dv = tr.clone();
+    for i in 0..groups {
+        tr += &format!("{i}\t{}\t1\n{i}\t{}\t1\n", 2 * i, 2 * i + 1);
+        dv += &format!("{}\t{}\t1\n", groups + i, 2 * i);
+    }
+    std::fs::write(dir.join("qrels/train.tsv"), tr).unwrap();
+    std::fs::write(dir.join("qrels/dev.tsv"), dv).unwrap();
+}
+
+/// Fits `write_twins` data with NUDGE-M, in one block of moved records and
+/// in blocks of 7 (the search then computes each block twice), and checks
+/// that every dev pair was dropped.
+pub fn check_twins(backend: &dyn Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    write_twins(dir.path(), 40, 384);
+    let l = load(dir.path());
+    for block in [0, 7] {
+        let mut opts = FitOptions::new(Method::NudgeM);
+        opts.block = block;
+        let (fit, _) = fit_and_write(backend, &l, &opts);
+        match fit.dev_scores {
+            nudge::nudge::DevScores::Intervals {
+                intervals, pairs, ..
+            } => assert_eq!(
+                (intervals, pairs),
+                (0, 40),
+                "block {block}: gamma {}",
+                fit.gamma
+            ),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(fit.gamma, 0.0);
+    }
+}

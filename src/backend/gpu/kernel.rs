@@ -281,8 +281,7 @@ impl Kernels {
                         (2, Read),
                         (3, Read),
                         (4, Read),
-                        (5, Read),
-                        (6, Write),
+                        (5, Write),
                     ],
                 ),
                 nudge_n_partial: Kernel::new(

@@ -19,7 +19,9 @@ pub mod kernel;
 mod ops;
 mod scan;
 
-use super::{Backend, Bounds, MovedBlock, Pair, RowReport, Scan, ScanSpec, Segments, TopK};
+use super::{
+    Backend, Bounds, MovedBlock, Pair, RowReport, Scan, ScanSpec, Segments, SlopeBlock, TopK,
+};
 use crate::error::Result;
 use crate::matrix::Matrix;
 use context::Context;
@@ -216,13 +218,12 @@ impl Backend for Gpu {
 
     fn nudge_m_bounds(
         &self,
-        block: &MovedBlock,
-        inv_norm: &[f32],
+        block: &SlopeBlock,
         pairs: &[Pair],
         bounds: &mut [Bounds],
     ) -> Result<()> {
         self.one_shot("nudge-m bounds", || {
-            ops::nudge_m_bounds(self, block, inv_norm, pairs, bounds)
+            ops::nudge_m_bounds(self, block, pairs, bounds)
         })
     }
 

@@ -12,7 +12,7 @@ use bytemuck::{Pod, Zeroable};
 
 use super::kernel::{grid, grid_items};
 use super::{Gpu, d4, pad_rows};
-use crate::backend::{Bounds, MovedBlock, Pair, RowReport, Segments, TopK};
+use crate::backend::{Bounds, MovedBlock, Pair, RowReport, Segments, SlopeBlock, TopK};
 use crate::error::{Error, Result};
 use crate::matrix::Matrix;
 
@@ -379,18 +379,21 @@ fn check_block(block: &MovedBlock) -> Result<()> {
 
 pub fn nudge_m_bounds(
     gpu: &Gpu,
-    block: &MovedBlock,
-    inv_norm: &[f32],
+    block: &SlopeBlock,
     pairs: &[Pair],
     bounds: &mut [Bounds],
 ) -> Result<()> {
-    check_block(block)?;
     let width = block.records.len();
-    let q = block.s0.rows;
+    let q = block.s.rows;
+    if block.s.cols != width || block.t.cols != width || block.t.rows != q {
+        return Err(Error::runtime(
+            "slope block: S0, slopes and the record list disagree in shape",
+        ));
+    }
     if width == 0 || pairs.is_empty() {
         return Ok(());
     }
-    if inv_norm.len() < width || bounds.len() != pairs.len() {
+    if bounds.len() != pairs.len() {
         return Err(Error::runtime("nudge-m bounds: argument lengths disagree"));
     }
     if pairs.iter().any(|p| p.query as usize >= q) {
@@ -429,9 +432,9 @@ pub fn nudge_m_bounds(
         let bbuf = gpu.put("bounds", &gb);
         for c0 in (0..width).step_by(cols_fit) {
             let c1 = (c0 + cols_fit).min(width);
-            let s0 = gpu.put("s0", &columns(block.s0, c0, c1));
-            let s1 = gpu.put("s1", &columns(block.s1, c0, c1));
-            let inv = gpu.put("inv_norm", &inv_norm[c0..c1]);
+            let s0 = gpu.put("s0", &columns(block.s, c0, c1));
+            // Scaled S1, in the pooled S1 buffer.
+            let t = gpu.put("s1", &columns(block.t, c0, c1));
             let rec = gpu.put("records", &block.records[c0..c1]);
             let params = ctx.uniform(&BoundsParams {
                 pairs: (p1 - p0) as u32,
@@ -442,7 +445,7 @@ pub fn nudge_m_bounds(
             let bg = gpu
                 .k
                 .nudge_m_bounds
-                .bind(ctx, &[&params, &pbuf, &s0, &s1, &inv, &rec, &bbuf]);
+                .bind(ctx, &[&params, &pbuf, &s0, &t, &rec, &bbuf]);
             let mut enc = encoder(gpu);
             gpu.k
                 .nudge_m_bounds
