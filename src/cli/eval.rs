@@ -79,7 +79,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
     };
     let read_s = start.elapsed().as_secs_f64();
     let t = std::time::Instant::now();
-    let (top, report) = scan_corpus(backend.as_ref(), &ds.corpus, spec, |_, _| Ok(()))?;
+    let (top, report) = scan_corpus(backend.as_ref(), &ds.corpus, spec, None, |_, _| Ok(()))?;
     let scan_s = t.elapsed().as_secs_f64();
     check_finite(&report, &ds.corpus)?;
     let scores = metrics::score(&top, &split.queries, &ks);

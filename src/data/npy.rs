@@ -266,13 +266,27 @@ impl NpyMatrix {
         raw: &mut Vec<u8>,
         out: &mut Vec<f32>,
     ) -> Result<()> {
+        out.resize(count * self.header.cols, 0.0);
+        self.read_rows_into(start, count, raw, out)
+    }
+
+    /// Converts rows `start..start+count` to f32 into `out`, which holds
+    /// exactly that many values; `raw` is the byte buffer for dtypes other
+    /// than little-endian f32.
+    pub fn read_rows_into(
+        &self,
+        start: usize,
+        count: usize,
+        raw: &mut Vec<u8>,
+        out: &mut [f32],
+    ) -> Result<()> {
         let cols = self.header.cols;
+        assert_eq!(out.len(), count * cols, "read_rows_into: buffer size");
         let size = self.header.dtype.size();
         let begin = self.header.data_offset + start * cols * size;
         #[cfg(target_endian = "little")]
         if self.header.dtype == Dtype::F32 {
             // Straight into the f32 buffer: no byte buffer, no conversion.
-            out.resize(count * cols, 0.0);
             return self
                 .file
                 .read_exact_at(bytemuck::cast_slice_mut(out), begin as u64)
@@ -283,24 +297,22 @@ impl NpyMatrix {
             .read_exact_at(raw, begin as u64)
             .map_err(|e| self.read_error(start, count, e))?;
         let bytes = &raw[..];
-        out.clear();
-        out.reserve(count * cols);
         match self.header.dtype {
-            Dtype::F32 => out.extend(
-                bytes
-                    .chunks_exact(4)
-                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
-            ),
-            Dtype::F16 => out.extend(
-                bytes
-                    .chunks_exact(2)
-                    .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()),
-            ),
-            Dtype::F64 => out.extend(
-                bytes
-                    .chunks_exact(8)
-                    .map(|b| f64::from_le_bytes(b.try_into().unwrap()) as f32),
-            ),
+            Dtype::F32 => {
+                for (o, b) in out.iter_mut().zip(bytes.chunks_exact(4)) {
+                    *o = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+                }
+            }
+            Dtype::F16 => {
+                for (o, b) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+                    *o = half::f16::from_le_bytes([b[0], b[1]]).to_f32();
+                }
+            }
+            Dtype::F64 => {
+                for (o, b) in out.iter_mut().zip(bytes.chunks_exact(8)) {
+                    *o = f64::from_le_bytes(b.try_into().unwrap()) as f32;
+                }
+            }
         }
         Ok(())
     }

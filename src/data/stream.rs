@@ -3,7 +3,9 @@
 //! A pass over a large corpus alternates reading (and converting f16/f32)
 //! with compute. A reader thread lets the two overlap, with a bounded number
 //! of chunks in flight so memory stays bounded by the chunk size. (The fit's
-//! output has a writer thread of its own, see `nudge::output`.)
+//! output has a writer thread of its own, see `nudge::output`.) When the
+//! caller holds the whole corpus in memory anyway (a small fit's output),
+//! the chunks are read straight into that memory instead.
 
 use std::sync::mpsc::{channel, sync_channel};
 
@@ -15,26 +17,88 @@ const AHEAD: usize = 2;
 
 /// Calls `f(rows, first_row)` for consecutive chunks of `chunk_rows` rows of
 /// `corpus` (converted to f32), in order, while the next chunk is read.
+/// With `into` (room for every row of the corpus), each chunk is read into
+/// its place there and `f` sees that place; otherwise into a few recycled
+/// buffers.
 pub fn for_each_chunk(
     corpus: &NpyMatrix,
     chunk_rows: usize,
+    into: Option<&mut [f32]>,
+    f: impl FnMut(&mut [f32], usize) -> Result<()>,
+) -> Result<()> {
+    let chunk_len = chunk_rows.max(1) * corpus.cols();
+    // (A corpus of 0 columns has no places to read into: it takes the other
+    // way, which still shows `f` its empty chunks.)
+    match into.filter(|_| corpus.cols() > 0) {
+        Some(all) => {
+            assert_eq!(
+                all.len(),
+                corpus.rows() * corpus.cols(),
+                "room for the corpus"
+            );
+            pump(corpus, chunk_rows, all.chunks_mut(chunk_len), f)
+        }
+        None => {
+            let (recycle_tx, recycle_rx) = channel::<Vec<f32>>();
+            let buffers =
+                std::iter::from_fn(move || Some(recycle_rx.try_recv().unwrap_or_default()));
+            pump(
+                corpus,
+                chunk_rows,
+                buffers.zip(std::iter::repeat(recycle_tx)),
+                f,
+            )
+        }
+    }
+}
+
+/// Where a chunk is read to: a recycled buffer (sized on the way) that goes
+/// back for reuse once consumed, or its own place in the caller's memory.
+trait ChunkBuf: Send {
+    fn slice(&mut self, len: usize) -> &mut [f32];
+    fn done(self);
+}
+
+impl ChunkBuf for (Vec<f32>, std::sync::mpsc::Sender<Vec<f32>>) {
+    fn slice(&mut self, len: usize) -> &mut [f32] {
+        self.0.resize(len, 0.0);
+        &mut self.0
+    }
+    fn done(self) {
+        let _ = self.1.send(self.0);
+    }
+}
+
+impl ChunkBuf for &mut [f32] {
+    fn slice(&mut self, len: usize) -> &mut [f32] {
+        &mut self[..len]
+    }
+    fn done(self) {}
+}
+
+fn pump<B: ChunkBuf>(
+    corpus: &NpyMatrix,
+    chunk_rows: usize,
+    mut buffers: impl Iterator<Item = B> + Send,
     mut f: impl FnMut(&mut [f32], usize) -> Result<()>,
 ) -> Result<()> {
     let n = corpus.rows();
+    let cols = corpus.cols();
     let chunk_rows = chunk_rows.max(1);
     std::thread::scope(|s| {
-        let (tx, rx) = sync_channel::<Result<(Vec<f32>, usize)>>(AHEAD);
-        let (recycle_tx, recycle_rx) = channel::<Vec<f32>>();
+        let (tx, rx) = sync_channel::<Result<(B, usize, usize)>>(AHEAD);
         s.spawn(move || {
             let mut raw = Vec::new();
             let mut start = 0;
             while start < n {
                 let count = chunk_rows.min(n - start);
-                let mut buf = recycle_rx.try_recv().unwrap_or_default();
-                let read = corpus.read_rows_with(start, count, &mut raw, &mut buf);
+                let Some(mut buf) = buffers.next() else {
+                    return;
+                };
+                let read = corpus.read_rows_into(start, count, &mut raw, buf.slice(count * cols));
                 let failed = read.is_err();
                 // A closed channel means the consumer stopped early.
-                if tx.send(read.map(|_| (buf, start))).is_err() || failed {
+                if tx.send(read.map(|_| (buf, start, count))).is_err() || failed {
                     return;
                 }
                 start += count;
@@ -43,9 +107,9 @@ pub fn for_each_chunk(
         for msg in rx {
             // Ctrl-C: stop between chunks (see crate::interrupt).
             crate::interrupt::check()?;
-            let (mut buf, first) = msg?;
-            f(&mut buf, first)?;
-            let _ = recycle_tx.send(buf);
+            let (mut buf, first, count) = msg?;
+            f(buf.slice(count * cols), first)?;
+            buf.done();
         }
         Ok(())
     })

@@ -9,11 +9,14 @@ use crate::progress::Progress;
 
 /// Streams `corpus` through a backend scan, chunk by chunk. `on_chunk` sees
 /// each raw chunk and its first row before the scan does, and may change it
-/// (the fit normalises it there and gathers the rows it needs).
+/// (the fit normalises it there and gathers the rows it needs). With `into`
+/// (room for the whole corpus), the chunks are read into their places there
+/// and stay there (see [`for_each_chunk`]).
 pub fn scan_corpus(
     backend: &dyn Backend,
     corpus: &NpyMatrix,
     spec: ScanSpec,
+    into: Option<&mut [f32]>,
     mut on_chunk: impl FnMut(&mut [f32], usize) -> Result<()>,
 ) -> Result<(TopK, RowReport)> {
     let n = corpus.rows();
@@ -21,7 +24,7 @@ pub fn scan_corpus(
     let mut scan = backend.scan(spec)?;
     let mut report = RowReport::default();
     let progress = Progress::new("scanning corpus", n as u64, "rows");
-    for_each_chunk(corpus, chunk, |rows, start| {
+    for_each_chunk(corpus, chunk, into, |rows, start| {
         on_chunk(rows, start)?;
         report.extend(scan.push(rows, start)?);
         progress.set((start + rows.len() / corpus.cols().max(1)) as u64);

@@ -192,7 +192,13 @@ pub fn fit_into(
         skip: Some(&plan.is_moved),
     };
     let mut report = RowReport::default();
-    let (static_top, _) = scan_corpus(backend, inp.corpus, spec, |chunk, first| {
+    // An output assembled in memory takes the corpus straight from the
+    // file; a streamed one is pushed each chunk.
+    let (into, mut push_to) = match out.as_deref_mut() {
+        Some(o) if o.in_memory() => (o.rows_mut(), None),
+        o => (None, o),
+    };
+    let (static_top, _) = scan_corpus(backend, inp.corpus, spec, into, |chunk, first| {
         report.extend(crate::backend::cpu::normalize_rows(chunk, dim, first));
         let end = first + chunk.len() / dim.max(1);
         for (rows, dst, cursor) in [
@@ -206,7 +212,7 @@ pub fn fit_into(
                 *cursor += 1;
             }
         }
-        match out.as_mut() {
+        match push_to.as_mut() {
             Some(o) => o.push(chunk, first),
             None => Ok(()),
         }

@@ -43,7 +43,9 @@ enum Sink {
     /// An output of up to [`in_memory_max`] bytes is kept in memory and
     /// written in one piece once the moved rows are in place: for a
     /// small corpus, a writer thread, its buffers and a write call per run
-    /// of moved rows cost more than the fit itself.
+    /// of moved rows cost more than the fit itself. The corpus pass reads
+    /// the corpus straight into `rows` ([`InlineOutput::rows_mut`]), which
+    /// spares it buffers of its own and a copy.
     Memory { writer: NpyWriter, rows: Vec<f32> },
     /// A larger one is written as it streams past, on a thread of its own:
     /// once the page cache holds its share of dirty pages, a write waits for
@@ -79,7 +81,9 @@ impl InlineOutput {
         let sink = if (rows * cols * 4) as u64 <= in_memory_max() {
             Sink::Memory {
                 writer: w,
-                rows: Vec::with_capacity(rows * cols),
+                // Zeroed memory fresh from the allocator costs nothing
+                // until the corpus is read into it.
+                rows: vec![0.0; rows * cols],
             }
         } else {
             let mut w = w;
@@ -101,13 +105,27 @@ impl InlineOutput {
         Ok(InlineOutput { cols, sink })
     }
 
+    /// Whether the output is assembled in memory (see [`Self::rows_mut`]).
+    pub fn in_memory(&self) -> bool {
+        matches!(self.sink, Sink::Memory { .. })
+    }
+
+    /// Every row of the output, when it is assembled in memory: the corpus
+    /// pass may read and normalise the rows right there, and then need not
+    /// [`push`](Self::push) them.
+    pub fn rows_mut(&mut self) -> Option<&mut [f32]> {
+        match &mut self.sink {
+            Sink::Memory { rows, .. } => Some(rows),
+            _ => None,
+        }
+    }
+
     /// The next rows of the corpus, normalised, starting at row `first`.
     pub fn push(&mut self, normalised: &[f32], first: usize) -> Result<()> {
         let cols = self.cols;
         match &mut self.sink {
             Sink::Memory { rows, .. } => {
-                debug_assert_eq!(rows.len(), first * cols);
-                rows.extend_from_slice(normalised);
+                rows[first * cols..first * cols + normalised.len()].copy_from_slice(normalised);
                 Ok(())
             }
             Sink::Written(_) | Sink::Failed => Err(Error::runtime(
