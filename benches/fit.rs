@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 // measured glibc: it trims the heap after every fit and faults it back in on
 // the next, twice the time of a fit on SciFact.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: nudge::alloc::Allocator = nudge::alloc::Allocator;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use nudge::backend::cpu::Cpu;

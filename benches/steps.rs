@@ -7,7 +7,7 @@
 
 // The allocator the `nudge` binary uses (see benches/fit.rs).
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: nudge::alloc::Allocator = nudge::alloc::Allocator;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use nudge::backend::cpu::{Cpu, gemm_nt};

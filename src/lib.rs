@@ -6,7 +6,9 @@
 //! - [`eval`]: metrics and exact search.
 //! - [`data`]: `.npy`, ids, qrels and dataset folders.
 //! - [`cli`]: the `nudge` subcommands.
+//! - [`alloc`]: the allocator the binary runs on.
 
+pub mod alloc;
 pub mod backend;
 pub mod cli;
 pub mod data;
