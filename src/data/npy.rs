@@ -374,7 +374,7 @@ pub struct NpyWriter {
 }
 
 /// Start writeback every this many bytes (see [`NpyWriter::write_rows`]).
-const WRITEBACK_STEP: u64 = 32 << 20;
+const WRITEBACK_STEP: u64 = 1 << 20;
 
 impl NpyWriter {
     pub fn create(path: &Path, rows: usize, cols: usize, dtype: OutDtype) -> Result<NpyWriter> {
@@ -494,20 +494,30 @@ impl NpyWriter {
     /// Appends whole rows (row-major, `cols` values each).
     pub fn write_rows(&mut self, data: &[f32]) -> Result<()> {
         debug_assert_eq!(data.len() % self.cols.max(1), 0);
-        let bytes = Self::encode(self.dtype, data, &mut self.bytes);
-        self.out
-            .write_all(bytes)
-            .map_err(|e| Error::io(&self.path, "write", e))?;
-        self.written += data.len() / self.cols.max(1);
-        self.sent += bytes.len() as u64;
+        let mut scratch = std::mem::take(&mut self.bytes);
+        let bytes = Self::encode(self.dtype, data, &mut scratch);
         // The output is synced before it is renamed into place. Starting the
-        // disk writes as we go, rather than all in that final sync, lets the
-        // disk work while later chunks are read and normalised: on a 1.5 GB
-        // corpus the final sync otherwise costs as much as the whole pass.
-        if self.sent - self.flushed >= WRITEBACK_STEP {
-            self.writeback(self.data_offset + self.flushed, self.sent - self.flushed);
-            self.flushed = self.sent;
+        // disk on each MiB as soon as it is handed over, rather than all in
+        // that final sync, lets the disk work while the rest is copied (and,
+        // streamed, while later chunks are read and normalised): on a 1.5 GB
+        // corpus the final sync otherwise costs as much as the whole pass,
+        // and writing SciFact's 8 MB in one piece and then syncing took
+        // 7.8 ms against 6.1 ms in 1 MiB pieces.
+        let mut result = Ok(());
+        for piece in bytes.chunks(WRITEBACK_STEP as usize) {
+            if let Err(e) = self.out.write_all(piece) {
+                result = Err(Error::io(&self.path, "write", e));
+                break;
+            }
+            self.sent += piece.len() as u64;
+            if self.sent - self.flushed >= WRITEBACK_STEP {
+                self.writeback(self.data_offset + self.flushed, self.sent - self.flushed);
+                self.flushed = self.sent;
+            }
         }
+        self.bytes = scratch;
+        result?;
+        self.written += data.len() / self.cols.max(1);
         Ok(())
     }
 
