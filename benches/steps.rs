@@ -11,7 +11,9 @@ static GLOBAL: nudge::alloc::Allocator = nudge::alloc::Allocator;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use nudge::backend::cpu::{Cpu, gemm_nt};
-use nudge::backend::{Backend, Bounds, MovedBlock, Pair, ScanSpec, Segments, SlopeBlock, TopK};
+use nudge::backend::{
+    Backend, Bounds, MovedBlock, Pair, Rows, ScanSpec, Segments, SlopeBlock, TopK,
+};
 use nudge::matrix::Matrix;
 
 fn random(rows: usize, cols: usize, seed: u64) -> Matrix {
@@ -78,7 +80,7 @@ fn scan(c: &mut Criterion) {
                 let spec = ScanSpec {
                     queries: &q,
                     k,
-                    normalize: true,
+                    rows: Rows::Normalize,
                     skip: Some(&skip),
                 };
                 let mut s = Cpu.scan(spec).unwrap();

@@ -27,7 +27,9 @@ use gpu_support::{Rng, gpu, gpu_f16, gpu_f16_packed, gpus};
 use nudge::backend::cpu::{self, Cpu};
 use nudge::backend::gpu::Gpu;
 use nudge::backend::topk::EMPTY;
-use nudge::backend::{Backend, Bounds, MovedBlock, Pair, ScanSpec, Segments, SlopeBlock, TopK};
+use nudge::backend::{
+    Backend, Bounds, MovedBlock, Pair, Rows, ScanSpec, Segments, SlopeBlock, TopK,
+};
 use nudge::matrix::Matrix;
 
 const DOT_TOL: f32 = 1e-5;
@@ -219,7 +221,11 @@ fn both_scans(
             .scan(ScanSpec {
                 queries: q,
                 k,
-                normalize,
+                rows: if normalize {
+                    Rows::Normalize
+                } else {
+                    Rows::AsStored
+                },
                 skip,
             })
             .unwrap();
@@ -261,7 +267,7 @@ fn scan_matches_cpu_on(g: &Gpu) {
             let spec = ScanSpec {
                 queries: &q,
                 k,
-                normalize: true,
+                rows: Rows::Normalize,
                 skip: None,
             };
             assert!(g.scan(spec).is_err());

@@ -7,6 +7,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use nudge::backend::Rows;
 use robust_support::*;
 
 fn report(case: &Case) -> serde_json::Value {
@@ -556,7 +557,7 @@ fn scan_scores_do_not_depend_on_chunks_or_threads() {
             .scan(ScanSpec {
                 queries: &queries,
                 k: 5,
-                normalize: true,
+                rows: Rows::Normalize,
                 skip: None,
             })
             .unwrap();

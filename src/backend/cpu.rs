@@ -5,7 +5,8 @@
 use rayon::prelude::*;
 
 use super::{
-    Backend, Bounds, MovedBlock, Pair, RowReport, Scan, ScanSpec, Segments, SlopeBlock, TopK, topk,
+    Backend, Bounds, MovedBlock, Pair, RowReport, Rows, Scan, ScanSpec, Segments, SlopeBlock, TopK,
+    topk,
 };
 use crate::error::Result;
 use crate::matrix::{Matrix, all_finite, fold_lanes};
@@ -291,11 +292,16 @@ impl CpuScan<'_> {
         let d = self.spec.queries.cols.max(1);
         let n = chunk.len() / d;
         let q = self.spec.queries;
-        let norms: Vec<f32> = chunk
-            .par_chunks(d)
-            .with_min_len(256)
-            .map(|row| if all_finite(row) { 1.0 } else { f32::NAN })
-            .collect();
+        // Rows the caller has checked need no second look (a pass over the
+        // chunk, a tenth of a small fit's scan).
+        let norms: Vec<f32> = match self.spec.rows {
+            Rows::Checked => Vec::new(),
+            _ => chunk
+                .par_chunks(d)
+                .with_min_len(256)
+                .map(|row| if all_finite(row) { 1.0 } else { f32::NAN })
+                .collect(),
+        };
         self.index.clear();
         self.index
             .extend((first_row..first_row + n).map(|r| r as u32));
@@ -323,7 +329,7 @@ impl Scan for CpuScan<'_> {
         let masked = self.spec.skip.map_or(0, |m| {
             m[first_row..first_row + n].iter().filter(|&&x| x).count()
         });
-        if !self.spec.normalize && masked * 4 <= n {
+        if self.spec.rows != Rows::Normalize && masked * 4 <= n {
             return Ok(self.push_in_place(chunk, first_row, masked));
         }
         // Masked (moved) rows are left out before the GEMM, not after: when
@@ -346,17 +352,15 @@ impl Scan for CpuScan<'_> {
         self.scores
             .reserve_exact((q.rows * n).saturating_sub(self.scores.len()));
         self.rows.resize(kept * d, 0.0);
-        let normalize = self.spec.normalize;
+        let mode = self.spec.rows;
+        let normalize = mode == Rows::Normalize;
         // Without normalisation only non-finite values are reported (1 or
         // NaN stands in for the norm): a zero or huge row is fine as it is.
-        let norm_of = |row: &[f32]| {
-            if normalize {
-                sum_squares(row).sqrt()
-            } else if all_finite(row) {
-                1.0
-            } else {
-                f32::NAN
-            }
+        // Rows the caller has checked are not looked at again.
+        let norm_of = |row: &[f32]| match mode {
+            Rows::Normalize => sum_squares(row).sqrt(),
+            Rows::AsStored if !all_finite(row) => f32::NAN,
+            Rows::AsStored | Rows::Checked => 1.0,
         };
         let kept_norms: Vec<f32> = self
             .rows
@@ -374,12 +378,13 @@ impl Scan for CpuScan<'_> {
                 norm
             })
             .collect();
-        // Norms of the rows left out, for the report alone.
-        let mut norms = vec![0.0f32; n];
+        // Every row's norm, for the report alone; the rows left out count as
+        // fine (1) unless they are looked at below.
+        let mut norms = vec![1.0f32; n];
         for (&r, &nm) in self.index.iter().zip(&kept_norms) {
             norms[r as usize - first_row] = nm;
         }
-        if kept < n {
+        if kept < n && mode != Rows::Checked {
             let skip = self.spec.skip.expect("rows were skipped");
             norms
                 .par_iter_mut()
@@ -762,7 +767,7 @@ mod tests {
             .scan(ScanSpec {
                 queries: &q,
                 k: 2,
-                normalize: true,
+                rows: Rows::Normalize,
                 skip: Some(&skip),
             })
             .unwrap();
@@ -790,26 +795,37 @@ mod tests {
         let corpus: Vec<f32> = (0..n * d).map(|_| next()).collect();
         let q = Matrix::new(nq, d, (0..nq * d).map(|_| next()).collect());
         let skip: Vec<bool> = (0..n).map(|r| r % 10 == 3 || r >= 690).collect();
-        let run = |chunk: usize| {
+        let run_as = |chunk: usize, rows: Rows| {
             let mut scan = Cpu
                 .scan(ScanSpec {
                     queries: &q,
                     k,
-                    normalize: false,
+                    rows,
                     skip: Some(&skip),
                 })
                 .unwrap();
+            let mut report = RowReport::default();
             for start in (0..n).step_by(chunk) {
                 let end = (start + chunk).min(n);
-                scan.push(&corpus[start * d..end * d], start).unwrap();
+                report.extend(scan.push(&corpus[start * d..end * d], start).unwrap());
             }
+            assert_eq!(
+                report,
+                RowReport::default(),
+                "clean rows, nothing to report"
+            );
             scan.finish().unwrap()
         };
+        let run = |chunk: usize| run_as(chunk, Rows::AsStored);
         // One chunk: 10% masked, in place. Chunks of 10 rows ending in the
-        // masked tail (690..700): compacting. Chunks of 3: a mix.
+        // masked tail (690..700): compacting. Chunks of 3: a mix. Rows the
+        // caller checked are scored the same on every path.
         let whole = run(n);
         assert_eq!(whole, run(10));
         assert_eq!(whole, run(3));
+        for chunk in [n, 10, 3] {
+            assert_eq!(whole, run_as(chunk, Rows::Checked));
+        }
         let mut all = vec![0.0f32; nq * n];
         gemm_nt(&q.data, &corpus, nq, n, d, &mut all);
         for i in 0..nq {
@@ -827,7 +843,7 @@ mod tests {
             .scan(ScanSpec {
                 queries: &q,
                 k: 10,
-                normalize: false,
+                rows: Rows::AsStored,
                 skip: Some(&skip),
             })
             .unwrap();

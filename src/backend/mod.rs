@@ -35,11 +35,25 @@ pub struct ScanSpec<'a> {
     pub queries: &'a Matrix,
     /// How many best records to keep per query.
     pub k: usize,
-    /// L2-normalise each corpus row before scoring (fitting, and evaluating an
-    /// untuned corpus); `false` scores rows as stored (a NUDGE-M output).
-    pub normalize: bool,
+    /// What is done to the corpus rows before they are scored.
+    pub rows: Rows,
     /// Rows to leave out of the top-k, indexed by absolute row (the moved set).
     pub skip: Option<&'a [bool]>,
+}
+
+/// How a scan treats the corpus rows it is given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rows {
+    /// L2-normalise each row before scoring it (evaluating an untuned
+    /// corpus); zero and non-finite rows are reported.
+    Normalize,
+    /// Score the rows as stored (a NUDGE-M output); non-finite rows are
+    /// reported.
+    AsStored,
+    /// The caller has normalised and checked the rows already (the fit does
+    /// as it reads them): they are scored as they are, and the scan may skip
+    /// its checks and report nothing.
+    Checked,
 }
 
 /// Moved records per block of S0/S1 that make score blocks of about 4 MiB

@@ -5,7 +5,7 @@ use serde_json::{Map, Value, json};
 
 use super::DataArgs;
 use super::device::DeviceArgs;
-use crate::backend::ScanSpec;
+use crate::backend::{Rows, ScanSpec};
 use crate::data::dataset::{Dataset, SplitName};
 use crate::error::{Error, Result};
 use crate::eval::metrics;
@@ -74,7 +74,11 @@ pub fn run(args: EvalArgs) -> Result<()> {
     let spec = ScanSpec {
         queries: &q,
         k: kmax,
-        normalize,
+        rows: if normalize {
+            Rows::Normalize
+        } else {
+            Rows::AsStored
+        },
         skip: None,
     };
     let read_s = start.elapsed().as_secs_f64();

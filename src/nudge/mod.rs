@@ -21,7 +21,9 @@ use std::time::Instant;
 
 use rayon::prelude::*;
 
-use crate::backend::{Backend, Bounds, MovedBlock, Pair, RowReport, ScanSpec, SlopeBlock, TopK};
+use crate::backend::{
+    Backend, Bounds, MovedBlock, Pair, RowReport, Rows, ScanSpec, SlopeBlock, TopK,
+};
 use crate::data::dataset::{LabeledQuery, Split};
 use crate::data::npy::NpyMatrix;
 use crate::error::{Error, Result};
@@ -188,7 +190,7 @@ pub fn fit_into(
     let spec = ScanSpec {
         queries: &q_scan,
         k: k_scan,
-        normalize: false,
+        rows: Rows::Checked,
         skip: Some(&plan.is_moved),
     };
     let mut report = RowReport::default();

@@ -22,7 +22,7 @@ use super::kernel::{grid, grid_items};
 use super::ops::{self, NormParams, SEG, TopkParams};
 use super::{Gpu, Precision, d4, pad_rows};
 use crate::backend::Backend;
-use crate::backend::{RowReport, Scan, ScanSpec, TopK};
+use crate::backend::{RowReport, Rows, Scan, ScanSpec, TopK};
 use crate::error::{Error, Result};
 
 struct Slot {
@@ -106,7 +106,7 @@ impl<'a> GpuScan<'a> {
             q,
             d,
             k,
-            normalize: spec.normalize,
+            normalize: spec.rows == Rows::Normalize,
             f16: gpu.precision == Precision::F16,
             cap,
             seg_len,
