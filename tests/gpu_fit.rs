@@ -196,7 +196,8 @@ fn cli_fit_on_the_gpu_names_the_backend_and_adapter() {
         );
         assert_eq!(r["gamma"], 0.1);
     }
-    // `auto` takes a hardware adapter, never a software one unless named.
+    // `auto` runs a small job on the CPU without looking for an adapter
+    // (starting a GPU takes longer than the job).
     let report = tmp.path().join("report-auto.json");
     let out = nudge_cli(&[
         "fit",
@@ -214,9 +215,44 @@ fn cli_fit_on_the_gpu_names_the_backend_and_adapter() {
     );
     let r: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    assert_eq!(r["backend"], "cpu");
+    // A job above `SMALL_JOB_FLOPS` (1000 test queries x 30000 records x
+    // 384: 23 GFLOP) takes a hardware adapter, never a software one unless
+    // it is named. (This once expected the GPU for the small job above:
+    // lavapipe, the only adapter it had run on, never got that far.)
+    let big = tmp.path().join("big");
+    let out = nudge_cli(&[
+        "synth",
+        "--out",
+        big.to_str().unwrap(),
+        "--records",
+        "30000",
+        "--dim",
+        "384",
+        "--train",
+        "10",
+        "--dev",
+        "10",
+        "--test",
+        "1000",
+        "--quiet",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = nudge_cli(&["eval", "--dataset", big.to_str().unwrap(), "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let all_software = nudge::backend::gpu::list_adapters()
         .iter()
         .all(|a| a.software);
+    assert!(2.0 * 1000.0 * 30000.0 * 384.0 > nudge::cli::device::SMALL_JOB_FLOPS);
     assert_eq!(r["backend"], if all_software { "cpu" } else { "gpu" });
     // An adapter filter that matches nothing is a usage error (exit 2), also
     // under --device auto: the user asked for something that is not there.
