@@ -252,7 +252,7 @@ fn cli_fit_on_the_gpu_names_the_backend_and_adapter() {
     let all_software = nudge::backend::gpu::list_adapters()
         .iter()
         .all(|a| a.software);
-    assert!(2.0 * 1000.0 * 30000.0 * 384.0 > nudge::cli::device::SMALL_JOB_FLOPS);
+    const { assert!(2.0 * 1000.0 * 30000.0 * 384.0 > nudge::cli::device::SMALL_JOB_FLOPS) };
     assert_eq!(r["backend"], if all_software { "cpu" } else { "gpu" });
     // An adapter filter that matches nothing is a usage error (exit 2), also
     // under --device auto: the user asked for something that is not there.
