@@ -156,6 +156,18 @@ fn nudge_cli(args: &[&str]) -> std::process::Output {
         .expect("run nudge")
 }
 
+/// `nudge_cli`, failing the test (with nudge's stderr) unless it succeeds.
+fn nudge_ok(args: &[&str]) -> std::process::Output {
+    let out = nudge_cli(args);
+    assert!(
+        out.status.success(),
+        "nudge {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 #[test]
 fn cli_fit_on_the_gpu_names_the_backend_and_adapter() {
     if gpu().is_none() {
@@ -166,7 +178,7 @@ fn cli_fit_on_the_gpu_names_the_backend_and_adapter() {
     let tmp = tempfile::tempdir().unwrap();
     for precision in ["f32", "f16"] {
         let report = tmp.path().join(format!("report-{precision}.json"));
-        let out = nudge_cli(&[
+        nudge_ok(&[
             "fit",
             "--dataset",
             small.to_str().unwrap(),
@@ -181,11 +193,6 @@ fn cli_fit_on_the_gpu_names_the_backend_and_adapter() {
             "--adapter",
             &adapter[..adapter.len().min(4)],
         ]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
         let r: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
         assert_eq!(r["backend"], "gpu");
@@ -199,7 +206,7 @@ fn cli_fit_on_the_gpu_names_the_backend_and_adapter() {
     // `auto` runs a small job on the CPU without looking for an adapter
     // (starting a GPU takes longer than the job).
     let report = tmp.path().join("report-auto.json");
-    let out = nudge_cli(&[
+    nudge_ok(&[
         "fit",
         "--dataset",
         small.to_str().unwrap(),
@@ -208,11 +215,6 @@ fn cli_fit_on_the_gpu_names_the_backend_and_adapter() {
         "--report",
         report.to_str().unwrap(),
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     let r: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
     assert_eq!(r["backend"], "cpu");
@@ -221,7 +223,7 @@ fn cli_fit_on_the_gpu_names_the_backend_and_adapter() {
     // it is named. (This once expected the GPU for the small job above:
     // lavapipe, the only adapter it had run on, never got that far.)
     let big = tmp.path().join("big");
-    let out = nudge_cli(&[
+    nudge_ok(&[
         "synth",
         "--out",
         big.to_str().unwrap(),
@@ -237,17 +239,7 @@ fn cli_fit_on_the_gpu_names_the_backend_and_adapter() {
         "1000",
         "--quiet",
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let out = nudge_cli(&["eval", "--dataset", big.to_str().unwrap(), "--json"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = nudge_ok(&["eval", "--dataset", big.to_str().unwrap(), "--json"]);
     let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let all_software = nudge::backend::gpu::list_adapters()
         .iter()
