@@ -172,11 +172,16 @@ pub fn fit_into(
     // 1. The one pass over the corpus.
     let q_dev = inp.dev.matrix(inp.queries);
     let q_test = inp.test.map(|t| t.matrix(inp.queries));
-    let mut q_scan = q_dev.clone();
-    if let Some(t) = &q_test {
-        q_scan.data.extend_from_slice(&t.data);
-        q_scan.rows += t.rows;
-    }
+    // The scan's queries: the dev queries, then the test queries if any.
+    let q_scan = match &q_test {
+        Some(t) => {
+            let mut both = q_dev.clone();
+            both.data.extend_from_slice(&t.data);
+            both.rows += t.rows;
+            std::borrow::Cow::Owned(both)
+        }
+        None => std::borrow::Cow::Borrowed(&q_dev),
+    };
     let k_scan = dev_k.max(if inp.test.is_some() { opts.eval_k } else { 0 });
     // The moved rows, and the dev answers that stay, copied out as the
     // corpus streams past.
