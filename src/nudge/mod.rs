@@ -551,11 +551,12 @@ impl SearchContext<'_> {
             .collect();
         own.sort_unstable();
         let starts: Vec<usize> = (0..m).step_by(self.block.max(1)).collect();
-        let keep = starts.len() == 1;
-        let mut kept_blocks = Vec::new();
+        // One block is kept for the second pass rather than computed again.
+        let reuse = starts.len() == 1;
+        let mut cached = Vec::new();
         let progress = crate::progress::Progress::new(
             "gamma search",
-            if keep { m } else { 2 * m } as u64,
+            if reuse { m } else { 2 * m } as u64,
             "moved records",
         );
         let mut next = 0;
@@ -570,18 +571,18 @@ impl SearchContext<'_> {
                 next += 1;
             }
             progress.set(end as u64);
-            if keep {
-                kept_blocks.push((s0, t));
+            if reuse {
+                cached.push((s0, t));
             }
         }
         let mut bounds: Vec<Bounds> = pairs
             .iter()
             .map(|p| nudge_m::static_bounds(p, dev_static.entries(p.query as usize).next()))
             .collect();
-        let mut kept_blocks = kept_blocks.into_iter();
+        let mut cached = cached.into_iter();
         for &start in &starts {
             crate::interrupt::check()?;
-            let (s0, t) = match kept_blocks.next() {
+            let (s0, t) = match cached.next() {
                 Some(b) => b,
                 None => slope_block(start)?,
             };
@@ -595,7 +596,7 @@ impl SearchContext<'_> {
                 &pairs,
                 &mut bounds,
             )?;
-            if !keep {
+            if !reuse {
                 progress.set((m + end) as u64);
             }
         }
