@@ -3,26 +3,43 @@
 //! Without an ids file the ids are the row numbers ("0", "1", ...), looked up
 //! arithmetically so a million-row corpus costs no hash map.
 
-use rustc_hash::FxHashMap as HashMap;
+use std::hash::BuildHasher;
 use std::path::Path;
+
+use hashbrown::HashTable;
+use hashbrown::hash_table::Entry;
+use rustc_hash::FxBuildHasher;
 
 use crate::error::{Error, Result};
 
 pub enum Ids {
     /// Ids are the row numbers `0..n`.
     RowNumbers(usize),
-    /// One id per row, from a file.
+    /// One id per row, from a file: the file's text once, each row's id as a
+    /// span of it, and a table of rows found by their id. (A `String` per id
+    /// and a map keyed by another copy took 0.38-0.6 ms to build for
+    /// SciFact's 5183 ids, this 0.07-0.12 ms.)
     Named {
-        names: Vec<String>,
-        rows: HashMap<String, u32>,
+        text: String,
+        spans: Vec<(u32, u32)>,
+        rows: HashTable<u32>,
     },
+}
+
+fn hash(id: &str) -> u64 {
+    FxBuildHasher.hash_one(id)
+}
+
+fn span<'a>(text: &'a str, spans: &[(u32, u32)], row: u32) -> &'a str {
+    let (a, b) = spans[row as usize];
+    &text[a as usize..b as usize]
 }
 
 impl Ids {
     pub fn len(&self) -> usize {
         match self {
             Ids::RowNumbers(n) => *n,
-            Ids::Named { names, .. } => names.len(),
+            Ids::Named { spans, .. } => spans.len(),
         }
     }
     pub fn is_empty(&self) -> bool {
@@ -37,24 +54,31 @@ impl Ids {
                 let r: usize = id.parse().ok()?;
                 (r < *n && r.to_string() == id).then_some(r as u32)
             }
-            Ids::Named { rows, .. } => rows.get(id).copied(),
+            Ids::Named { text, spans, rows } => rows
+                .find(hash(id), |&r| span(text, spans, r) == id)
+                .copied(),
         }
     }
 
     pub fn name(&self, row: usize) -> String {
         match self {
             Ids::RowNumbers(_) => row.to_string(),
-            Ids::Named { names, .. } => names[row].clone(),
+            Ids::Named { text, spans, .. } => span(text, spans, row as u32).to_string(),
         }
     }
 
     /// Parses an ids file: one id per line, `expected_rows` lines, no duplicates.
     pub fn parse(text: &str, path: &Path, expected_rows: usize, matrix: &Path) -> Result<Ids> {
-        let mut names = Vec::with_capacity(expected_rows);
-        let mut rows: HashMap<String, u32> =
-            HashMap::with_capacity_and_hasher(expected_rows, Default::default());
         // A byte-order mark (some Windows tools write one) is not part of the first id.
-        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text).to_string();
+        if text.len() > u32::MAX as usize {
+            return Err(Error::data(format!(
+                "{}: larger than 4 GiB; an ids file holds one id per line",
+                path.display()
+            )));
+        }
+        let mut spans: Vec<(u32, u32)> = Vec::with_capacity(expected_rows);
+        let mut rows: HashTable<u32> = HashTable::with_capacity(expected_rows);
         for (i, line) in text.lines().enumerate() {
             let id = line.strip_suffix('\r').unwrap_or(line);
             if id.is_empty() {
@@ -64,26 +88,37 @@ impl Ids {
                     i + 1
                 )));
             }
-            if let Some(prev) = rows.insert(id.to_string(), names.len() as u32) {
-                return Err(Error::data(format!(
-                    "{}:{}: duplicate id {id:?} (first seen on line {}); ids must be unique",
-                    path.display(),
-                    i + 1,
-                    prev + 1
-                )));
+            let start = id.as_ptr() as usize - text.as_ptr() as usize;
+            let row = spans.len() as u32;
+            match rows.entry(
+                hash(id),
+                |&r| span(&text, &spans, r) == id,
+                |&r| hash(span(&text, &spans, r)),
+            ) {
+                Entry::Occupied(prev) => {
+                    return Err(Error::data(format!(
+                        "{}:{}: duplicate id {id:?} (first seen on line {}); ids must be unique",
+                        path.display(),
+                        i + 1,
+                        prev.get() + 1
+                    )));
+                }
+                Entry::Vacant(slot) => {
+                    slot.insert(row);
+                }
             }
-            names.push(id.to_string());
+            spans.push((start as u32, (start + id.len()) as u32));
         }
-        if names.len() != expected_rows {
+        if spans.len() != expected_rows {
             return Err(Error::data(format!(
                 "{}: has {} ids but {} has {} rows; expected one id per row",
                 path.display(),
-                names.len(),
+                spans.len(),
                 matrix.display(),
                 expected_rows
             )));
         }
-        Ok(Ids::Named { names, rows })
+        Ok(Ids::Named { text, spans, rows })
     }
 
     pub fn load(path: Option<&Path>, expected_rows: usize, matrix: &Path) -> Result<Ids> {
