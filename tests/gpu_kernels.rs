@@ -100,8 +100,8 @@ fn backend_describes_itself() {
 fn backend_describes_itself_on(g: &Gpu) {
     assert_eq!(g.name(), "gpu");
     assert!(!g.device_name().is_empty());
-    assert!(g.chunk_rows(100, 384) >= 1);
-    assert!(g.chunk_rows(1, 1) >= 1);
+    assert!(g.chunk_rows(100, 384, 1 << 20) >= 1);
+    assert!(g.chunk_rows(1, 1, 1) >= 1);
 }
 
 #[test]

@@ -423,7 +423,7 @@ impl Backend for Cpu {
         format!("cpu ({} threads)", rayon::current_num_threads())
     }
 
-    fn chunk_rows(&self, queries: usize, dim: usize) -> usize {
+    fn chunk_rows(&self, queries: usize, dim: usize, rows: usize) -> usize {
         if let Some(rows) = chunk_rows_override() {
             return rows;
         }
@@ -432,9 +432,17 @@ impl Backend for Cpu {
         // enough to be reused from cache rather than faulted in afresh.
         let by_scores = (4 << 20) / queries.max(1);
         let by_rows = (1 << 20) / dim.max(1);
-        let rows = by_scores.min(by_rows).clamp(256, 65536);
+        let chunk = by_scores.min(by_rows).clamp(256, 65536);
         // Whole gemm blocks: a partial block is computed zero-padded.
-        (rows / GEMM_BLOCK * GEMM_BLOCK).max(GEMM_BLOCK)
+        let chunk = (chunk / GEMM_BLOCK * GEMM_BLOCK).max(GEMM_BLOCK);
+        // A last chunk of under a quarter of a chunk is a GEMM, a top-k
+        // pass and a hand-over for a few rows (SciFact's 5183 rows made
+        // chunks of 2560, 2560 and 63): spread them over one chunk fewer.
+        let full = rows / chunk;
+        if full >= 1 && !rows.is_multiple_of(chunk) && rows % chunk < chunk / 4 {
+            return rows.div_ceil(full).next_multiple_of(GEMM_BLOCK);
+        }
+        chunk
     }
 
     fn block_rows(&self, queries: usize) -> usize {
@@ -780,6 +788,32 @@ mod tests {
         let top = scan.finish().unwrap();
         // Row 1 would score 1.0 but is masked; row 0 scores 1.0, row 3 0.6.
         assert_eq!(top.entries(0).collect::<Vec<_>>(), vec![(1.0, 0), (0.6, 3)]);
+    }
+
+    /// A short last chunk is spread over the chunks before it; whole GEMM
+    /// blocks either way.
+    #[test]
+    fn chunks_leave_no_short_tail() {
+        if chunk_rows_override().is_some() {
+            return;
+        }
+        let chunk = Cpu.chunk_rows(111, 384, 1 << 20);
+        assert!(chunk.is_multiple_of(GEMM_BLOCK));
+        // SciFact: 2560 + 2560 + 63 rows became 3072 + 2111.
+        assert_eq!(chunk, 2560);
+        assert_eq!(Cpu.chunk_rows(111, 384, 5183), 3072);
+        // A tail of a quarter or more, or no tail, stays as it is.
+        assert_eq!(Cpu.chunk_rows(111, 384, 2 * chunk + 640), chunk);
+        assert_eq!(Cpu.chunk_rows(111, 384, 2 * chunk), chunk);
+        assert_eq!(Cpu.chunk_rows(111, 384, 100), chunk);
+        for rows in [chunk + 1, 3 * chunk + 7, 10 * chunk + 100] {
+            let c = Cpu.chunk_rows(111, 384, rows);
+            let tail = rows % c;
+            assert!(
+                c.is_multiple_of(GEMM_BLOCK) && (tail == 0 || tail >= c / 4 || rows < c),
+                "{rows}: {c}"
+            );
+        }
     }
 
     /// Rows scored as stored with few of them masked take the in-place path

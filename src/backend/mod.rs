@@ -149,8 +149,9 @@ pub trait Backend: Sync {
     fn name(&self) -> &'static str;
     /// The device in words, e.g. the adapter name.
     fn device_name(&self) -> String;
-    /// Corpus rows per streamed chunk for `queries` queries of dimension `dim`.
-    fn chunk_rows(&self, queries: usize, dim: usize) -> usize;
+    /// Corpus rows per streamed chunk for `queries` queries of dimension
+    /// `dim`, over a corpus of `rows` rows.
+    fn chunk_rows(&self, queries: usize, dim: usize, rows: usize) -> usize;
     /// Moved records per block of S0/S1 for `queries` dev queries.
     fn block_rows(&self, queries: usize) -> usize {
         score_block_rows(queries)

@@ -20,7 +20,9 @@ pub fn scan_corpus(
     mut on_chunk: impl FnMut(&mut [f32], usize) -> Result<()>,
 ) -> Result<(TopK, RowReport)> {
     let n = corpus.rows();
-    let chunk = backend.chunk_rows(spec.queries.rows, corpus.cols()).max(1);
+    let chunk = backend
+        .chunk_rows(spec.queries.rows, corpus.cols(), corpus.rows())
+        .max(1);
     let mut scan = backend.scan(spec)?;
     let mut report = RowReport::default();
     let progress = Progress::new("scanning corpus", n as u64, "rows");

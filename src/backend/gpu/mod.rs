@@ -189,7 +189,7 @@ impl Backend for Gpu {
         format!("{}{p}", self.ctx.info.name)
     }
 
-    fn chunk_rows(&self, queries: usize, dim: usize) -> usize {
+    fn chunk_rows(&self, queries: usize, dim: usize, _rows: usize) -> usize {
         // Chunks of at most 64 MiB: big enough to fill any GPU, small enough
         // that reading chunk i+1 on the host overlaps the GEMM of chunk i
         // many times per corpus. The score block may be larger.

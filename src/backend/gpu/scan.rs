@@ -74,7 +74,7 @@ impl<'a> GpuScan<'a> {
             )));
         }
         let cap = gpu
-            .chunk_rows(q, d)
+            .chunk_rows(q, d, usize::MAX)
             .min(ops::MAX_GEMM_ROWS)
             .min(u32::MAX as usize / w);
         // Scratch lists of the partial top-k: q * segs * k entries.
