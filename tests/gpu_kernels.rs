@@ -714,3 +714,47 @@ fn a_lost_device_is_an_error_not_a_panic() {
     let err = r.unwrap_err();
     assert_eq!(err.kind, nudge::Kind::Runtime);
 }
+
+/// Read-backs while other threads poll the same device, as parallel tests
+/// and the scan's pipelined slots do. A map callback fires in whichever
+/// thread's poll finds the copy done, so the reader's own wait can return
+/// before the callback has run. An early version gave up after one extra
+/// poll ("read-back never completed", about one CI run in thirty) and left
+/// the buffer mapped, which failed the next submission too. Here six threads
+/// do nothing but poll, so that they often win that race: the old code failed
+/// this test in ten runs out of ten on a 2-core machine (lavapipe).
+#[test]
+fn read_backs_complete_while_other_threads_poll() {
+    use nudge::backend::gpu::context::Context;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    if gpu().is_none() {
+        return;
+    }
+    const POLLERS: usize = 6;
+    const READERS: usize = 6;
+    let ctx = Context::new(&Default::default()).unwrap();
+    let data: Vec<u32> = (0..16).collect();
+    let buf = ctx.upload("data", &data);
+    let done = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        for _ in 0..POLLERS {
+            s.spawn(|| {
+                while !done.load(Ordering::Relaxed) {
+                    let _ = ctx.device.poll(wgpu::PollType::Poll);
+                }
+            });
+        }
+        let readers: Vec<_> = (0..READERS)
+            .map(|_| {
+                s.spawn(|| {
+                    for _ in 0..6000 {
+                        assert_eq!(ctx.read::<u32>(&buf, 64).unwrap(), data);
+                    }
+                })
+            })
+            .collect();
+        let ok = readers.into_iter().all(|r| r.join().is_ok());
+        done.store(true, Ordering::Relaxed);
+        assert!(ok, "a read-back failed");
+    });
+}

@@ -6,8 +6,9 @@
 //! wait that never returns all surface here as `Error::runtime` instead of a
 //! panic (wgpu's default uncaptured-error handler panics) or a hang.
 
+use std::sync::mpsc::RecvTimeoutError;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 
@@ -321,27 +322,39 @@ impl Context {
         len: u64,
         index: Option<wgpu::SubmissionIndex>,
     ) -> Result<Vec<T>> {
-        let mapped = Arc::new(Mutex::new(None));
-        let m = mapped.clone();
         let size = len.max(4).next_multiple_of(4);
+        let (tx, rx) = std::sync::mpsc::channel();
         staging.map_async(wgpu::MapMode::Read, ..size, move |r| {
-            *m.lock().unwrap_or_else(|p| p.into_inner()) = Some(r);
+            let _ = tx.send(r);
         });
-        self.wait(index)?;
-        // The map callback runs after the submission it waits on; one more
-        // poll makes sure it has fired.
-        let state = mapped.lock().unwrap_or_else(|p| p.into_inner()).take();
-        let state = match state {
-            Some(s) => s,
-            None => {
-                self.wait(None)?;
-                mapped
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .take()
-                    .ok_or_else(|| {
-                        Error::runtime(format!("GPU {}: read-back never completed", self.info.name))
-                    })?
+        // A failure while the map is pending or done cancels it, so that a
+        // pooled staging buffer is never left mapped for the next submission
+        // (not after a map that failed: unmapping an unmapped buffer is a
+        // device error of its own).
+        let fail = |e: Error| {
+            staging.unmap();
+            e
+        };
+        self.wait(index).map_err(fail)?;
+        // The map callback fires in whichever thread's poll finds the copy
+        // done: with several threads polling one device (parallel tests, the
+        // scan's pipelined slots), ours can return while another thread is
+        // still about to run it. So wait for the callback itself, polling
+        // meanwhile in case nobody else does, up to the device timeout.
+        let start = Instant::now();
+        let state = loop {
+            match rx.recv_timeout(Duration::from_millis(1)) {
+                Ok(r) => break r,
+                Err(RecvTimeoutError::Timeout) if start.elapsed() < self.timeout => {
+                    let _ = self.device.poll(wgpu::PollType::Poll);
+                }
+                Err(_) => {
+                    return Err(fail(Error::runtime(format!(
+                        "GPU {}: read-back never completed within {} s (set NUDGE_GPU_TIMEOUT_S to wait longer)",
+                        self.info.name,
+                        self.timeout.as_secs()
+                    ))));
+                }
             }
         };
         state.map_err(|e| {
@@ -352,7 +365,10 @@ impl Context {
         })?;
         let out = {
             let view = staging.get_mapped_range(..size).map_err(|e| {
-                Error::runtime(format!("GPU {}: cannot read back: {e}", self.info.name))
+                fail(Error::runtime(format!(
+                    "GPU {}: cannot read back: {e}",
+                    self.info.name
+                )))
             })?;
             let n = len as usize / std::mem::size_of::<T>();
             let mut out = vec![T::zeroed(); n];
