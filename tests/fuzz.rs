@@ -173,7 +173,7 @@ proptest! {
     #[test]
     fn ids_never_panic_and_errors_name_the_file(text in any::<String>(), rows in 0usize..8) {
         let p = Path::new("fuzz/ids.txt");
-        if let Err(e) = Ids::parse(&text, p, rows, Path::new("m.npy")) {
+        if let Err(e) = Ids::parse(text, p, rows, Path::new("m.npy")) {
             prop_assert!(e.message.starts_with("fuzz/ids.txt"), "{}", e.message);
         }
     }
@@ -181,7 +181,7 @@ proptest! {
     #[test]
     fn ids_lines_never_panic(lines in proptest::collection::vec("[ab\r]{0,3}", 0..8)) {
         let text = lines.join("\n");
-        let _ = Ids::parse(&text, Path::new("i.txt"), lines.len(), Path::new("m.npy"));
+        let _ = Ids::parse(text, Path::new("i.txt"), lines.len(), Path::new("m.npy"));
     }
 
     #[test]
@@ -197,13 +197,13 @@ proptest! {
         if trailing && !names.is_empty() {
             text.push_str(nl);
         }
-        let ids = Ids::parse(&text, Path::new("i.txt"), names.len(), Path::new("m.npy")).unwrap();
+        let ids = Ids::parse(text.clone(), Path::new("i.txt"), names.len(), Path::new("m.npy")).unwrap();
         prop_assert_eq!(ids.len(), names.len());
         for (i, n) in names.iter().enumerate() {
             prop_assert_eq!(ids.row(n), Some(i as u32));
             prop_assert_eq!(ids.name(i), n.clone());
         }
         // One id fewer than rows is an error, never a panic.
-        prop_assert!(Ids::parse(&text, Path::new("i.txt"), names.len() + 1, Path::new("m.npy")).is_err());
+        prop_assert!(Ids::parse(text, Path::new("i.txt"), names.len() + 1, Path::new("m.npy")).is_err());
     }
 }

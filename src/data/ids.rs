@@ -67,10 +67,18 @@ impl Ids {
         }
     }
 
-    /// Parses an ids file: one id per line, `expected_rows` lines, no duplicates.
-    pub fn parse(text: &str, path: &Path, expected_rows: usize, matrix: &Path) -> Result<Ids> {
+    /// Parses an ids file: one id per line, `expected_rows` lines, no
+    /// duplicates. Takes the file's text to keep (the ids are spans of it).
+    pub fn parse(
+        mut text: String,
+        path: &Path,
+        expected_rows: usize,
+        matrix: &Path,
+    ) -> Result<Ids> {
         // A byte-order mark (some Windows tools write one) is not part of the first id.
-        let text = text.strip_prefix('\u{feff}').unwrap_or(text).to_string();
+        if text.starts_with('\u{feff}') {
+            text.drain(..'\u{feff}'.len_utf8());
+        }
         if text.len() > u32::MAX as usize {
             return Err(Error::data(format!(
                 "{}: larger than 4 GiB; an ids file holds one id per line",
@@ -128,7 +136,7 @@ impl Ids {
                 let text = std::fs::read_to_string(p).map_err(|e| {
                     Error::data(format!("{}: cannot read ids file: {e}", p.display()))
                 })?;
-                Ids::parse(&text, p, expected_rows, matrix)
+                Ids::parse(text, p, expected_rows, matrix)
             }
         }
     }
@@ -151,22 +159,22 @@ mod tests {
     fn named_ids_are_checked() {
         let p = Path::new("ids.txt");
         let m = Path::new("c.npy");
-        let ids = Ids::parse("a\r\nb\nc\n", p, 3, m).unwrap();
+        let ids = Ids::parse("a\r\nb\nc\n".into(), p, 3, m).unwrap();
         assert_eq!(ids.row("b"), Some(1));
         assert_eq!(ids.name(2), "c");
-        let e = Ids::parse("a\nb\na\n", p, 3, m).err().unwrap();
+        let e = Ids::parse("a\nb\na\n".into(), p, 3, m).err().unwrap();
         assert!(
             e.message.contains("ids.txt:3") && e.message.contains("duplicate"),
             "{}",
             e.message
         );
-        let e = Ids::parse("a\nb\n", p, 3, m).err().unwrap();
+        let e = Ids::parse("a\nb\n".into(), p, 3, m).err().unwrap();
         assert!(
             e.message.contains("has 2 ids") && e.message.contains("3 rows"),
             "{}",
             e.message
         );
-        let e = Ids::parse("a\n\nb\n", p, 3, m).err().unwrap();
+        let e = Ids::parse("a\n\nb\n".into(), p, 3, m).err().unwrap();
         assert!(e.message.contains("ids.txt:2"), "{}", e.message);
     }
 }
