@@ -254,20 +254,8 @@ impl NpyMatrix {
 
     /// Converts rows `start..start+count` to f32 into `out` (resized to fit).
     pub fn read_rows(&self, start: usize, count: usize, out: &mut Vec<f32>) -> Result<()> {
-        let mut raw = Vec::new();
-        self.read_rows_with(start, count, &mut raw, out)
-    }
-
-    /// As [`NpyMatrix::read_rows`], reusing `raw` as the byte buffer.
-    pub fn read_rows_with(
-        &self,
-        start: usize,
-        count: usize,
-        raw: &mut Vec<u8>,
-        out: &mut Vec<f32>,
-    ) -> Result<()> {
         out.resize(count * self.header.cols, 0.0);
-        self.read_rows_into(start, count, raw, out)
+        self.read_rows_into(start, count, &mut Vec::new(), out)
     }
 
     /// Converts rows `start..start+count` to f32 into `out`, which holds
