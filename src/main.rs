@@ -1,4 +1,9 @@
-//! The `nudge` binary: parse, dispatch, map errors to exit codes.
+//! The `nudge` binary: a thin layer over the `nudge` library. It parses the
+//! command line, maps flags and environment variables to the library's
+//! options, draws progress bars, turns Ctrl-C into the library's
+//! cancellation token, prints, and maps errors to exit codes.
+
+mod cli;
 
 use clap::Parser;
 
@@ -16,15 +21,15 @@ fn main() {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
     nudge::alloc::keep_freed_memory();
-    let cli = nudge::cli::Cli::parse();
-    nudge::interrupt::install();
-    if let Err(e) = nudge::cli::run(cli) {
-        eprintln!("error: {e}");
+    let args = cli::Cli::parse();
+    cli::interrupt::install();
+    if let Err(e) = cli::run(args) {
+        eprintln!("error: {}", cli::errors::describe(&e));
         // An interrupted run exits 130 (128 + SIGINT) whatever failed on the
-        // way out; everything else by who has to act (see `error::Kind`).
-        if nudge::interrupt::is_set() {
-            std::process::exit(nudge::interrupt::EXIT_CODE);
+        // way out; everything else by who has to act.
+        if cli::interrupt::token().is_cancelled() {
+            std::process::exit(cli::errors::INTERRUPTED);
         }
-        std::process::exit(e.kind.exit_code());
+        std::process::exit(cli::errors::exit_code(&e));
     }
 }

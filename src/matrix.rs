@@ -1,13 +1,23 @@
 //! A dense row-major f32 matrix: the one container every step passes around.
 
+/// A dense row-major f32 matrix: embeddings, similarity blocks and
+/// gradients all travel as one.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Matrix {
+    /// Number of rows.
     pub rows: usize,
+    /// Number of columns (the length of each row).
     pub cols: usize,
+    /// The `rows x cols` values, row after row.
     pub data: Vec<f32>,
 }
 
 impl Matrix {
+    /// Wraps row-major `data` as a `rows x cols` matrix.
+    ///
+    /// # Panics
+    ///
+    /// If `data.len() != rows * cols`.
     pub fn new(rows: usize, cols: usize, data: Vec<f32>) -> Matrix {
         assert_eq!(
             data.len(),
@@ -16,6 +26,7 @@ impl Matrix {
         );
         Matrix { rows, cols, data }
     }
+    /// A `rows x cols` matrix of zeros.
     pub fn zeros(rows: usize, cols: usize) -> Matrix {
         Matrix {
             rows,
@@ -23,9 +34,11 @@ impl Matrix {
             data: vec![0.0; rows * cols],
         }
     }
+    /// Row `i` as a slice of `cols` values.
     pub fn row(&self, i: usize) -> &[f32] {
         &self.data[i * self.cols..(i + 1) * self.cols]
     }
+    /// Row `i` as a mutable slice of `cols` values.
     pub fn row_mut(&mut self, i: usize) -> &mut [f32] {
         &mut self.data[i * self.cols..(i + 1) * self.cols]
     }

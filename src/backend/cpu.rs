@@ -10,8 +10,10 @@ use super::{
 };
 use crate::error::Result;
 use crate::matrix::{Matrix, all_finite, fold_lanes};
-use crate::nudge::{nudge_m, nudge_n};
+use crate::method::{nudge_m, nudge_n};
 
+/// The CPU [`Backend`]: the reference implementation, and the fallback
+/// when no GPU adapter is available.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Cpu;
 
@@ -188,18 +190,6 @@ unsafe fn gemm_block(
             gemm::Parallelism::None,
         );
     }
-}
-
-/// `NUDGE_CHUNK_ROWS`: a hidden override of the rows per streamed chunk of
-/// the corpus pass (which also writes the output), so tests can force many
-/// small chunks and check that the result does not depend on the chunking.
-pub fn chunk_rows_override() -> Option<usize> {
-    std::env::var("NUDGE_CHUNK_ROWS")
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
-        .filter(|&n: &usize| n > 0)
 }
 
 /// L2-normalises one row in place (x / |x|, the way torch's `normalize`
@@ -424,9 +414,6 @@ impl Backend for Cpu {
     }
 
     fn chunk_rows(&self, queries: usize, dim: usize, rows: usize) -> usize {
-        if let Some(rows) = chunk_rows_override() {
-            return rows;
-        }
         // Chunks of ~4 MiB and score blocks of at most ~16 MiB: enough
         // GEMM tiles per chunk to keep every core busy, buffers small
         // enough to be reused from cache rather than faulted in afresh.
@@ -448,10 +435,6 @@ impl Backend for Cpu {
     fn block_rows(&self, queries: usize) -> usize {
         // Whole gemm blocks: a partial one is computed padded.
         (super::score_block_rows(queries) / GEMM_BLOCK).max(1) * GEMM_BLOCK
-    }
-
-    fn normalize(&self, rows: &mut [f32], cols: usize, first_row: usize) -> Result<RowReport> {
-        Ok(normalize_rows(rows, cols, first_row))
     }
 
     fn scan<'a>(&'a self, spec: ScanSpec<'a>) -> Result<Box<dyn Scan + 'a>> {
@@ -794,9 +777,6 @@ mod tests {
     /// blocks either way.
     #[test]
     fn chunks_leave_no_short_tail() {
-        if chunk_rows_override().is_some() {
-            return;
-        }
         let chunk = Cpu.chunk_rows(111, 384, 1 << 20);
         assert!(chunk.is_multiple_of(GEMM_BLOCK));
         // SciFact: 2560 + 2560 + 63 rows became 3072 + 2111.

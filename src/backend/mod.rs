@@ -1,16 +1,18 @@
 //! The few steps a backend implements, and nothing else.
 //!
-//! The NUDGE algorithm (`crate::nudge`) is written once against the
+//! The NUDGE algorithm ([`crate::fit`]) is written once against the
 //! [`Backend`] trait; `cpu` is the reference implementation and `gpu` runs the
 //! same steps as WGSL kernels. Every step has one job and a CPU twin, so each
 //! GPU kernel can be tested against its twin on its own.
 
 pub mod cpu;
+pub mod device;
 pub mod gpu;
 pub mod topk;
 
 use crate::error::Result;
 use crate::matrix::Matrix;
+pub use crate::method::nudge_m::{Bounds, Pair};
 pub use topk::TopK;
 
 /// Corpus rows found unusable while normalising or scanning.
@@ -23,6 +25,7 @@ pub struct RowReport {
 }
 
 impl RowReport {
+    /// Appends another report's rows (e.g. from the next chunk) to this one.
     pub fn extend(&mut self, other: RowReport) {
         self.zero.extend(other.zero);
         self.non_finite.extend(other.non_finite);
@@ -75,17 +78,23 @@ pub trait Scan {
 /// `indices[offsets[r]..offsets[r+1]]`, added in that order.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Segments {
+    /// Ascending positions into `indices`, one more than there are
+    /// segments: segment `r` is `indices[offsets[r]..offsets[r+1]]`.
     pub offsets: Vec<u32>,
+    /// Input rows of all segments, concatenated.
     pub indices: Vec<u32>,
 }
 
 impl Segments {
+    /// Number of segments (output rows).
     pub fn len(&self) -> usize {
         self.offsets.len().saturating_sub(1)
     }
+    /// Whether there are no segments.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+    /// The input rows summed into output row `r`.
     pub fn segment(&self, r: usize) -> &[u32] {
         &self.indices[self.offsets[r] as usize..self.offsets[r + 1] as usize]
     }
@@ -108,42 +117,15 @@ pub struct SlopeBlock<'a> {
     /// `dev x B`: dev query . normalised record (S0).
     pub s: &'a Matrix,
     /// `dev x B`: the slopes dev query . Ghat of the record, i.e. S1 / |G|.
-    /// The fit scales S1 once ([`crate::nudge::slopes`]) and reads each
+    /// The fit scales S1 once ([`crate::fit::slopes`]) and reads each
     /// pair's own slope from the same numbers, so two records with the same
     /// G have bit-equal slopes and tie exactly, as in the reference.
     pub t: &'a Matrix,
 }
 
-/// A (dev query, answer) pair for the NUDGE-M interval search.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Pair {
-    /// Row of the query in the dev matrix.
-    pub query: u32,
-    /// Absolute record row of the answer x.
-    pub record: u32,
-    /// q . d_x (for a moved x, its entry of the [`SlopeBlock`] S0)
-    pub s: f32,
-    /// q . Ghat_x (for a moved x, its entry of the [`SlopeBlock`] slopes;
-    /// 0 for a record that does not move)
-    pub t: f32,
-}
-
-/// Running interval of one pair: x is ranked first for gamma in [low, high).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Bounds {
-    pub low: f32,
-    pub high: f32,
-    pub dropped: bool,
-}
-
-impl Bounds {
-    pub const OPEN: Bounds = Bounds {
-        low: 0.0,
-        high: 1e8,
-        dropped: false,
-    };
-}
-
+/// A device that runs the fit's heavy steps (scans, similarities,
+/// aggregation, NUDGE-M/N scoring and updates); the fit is written once
+/// against it. Implementations must agree with [`cpu::Cpu`], the reference.
 pub trait Backend: Sync {
     /// "cpu" or "gpu", as the fit report names it.
     fn name(&self) -> &'static str;
@@ -157,8 +139,6 @@ pub trait Backend: Sync {
         score_block_rows(queries)
     }
 
-    /// L2-normalises rows (`cols` values each) in place; zero rows stay zero.
-    fn normalize(&self, rows: &mut [f32], cols: usize, first_row: usize) -> Result<RowReport>;
     /// Starts a streaming top-k scan.
     fn scan<'a>(&'a self, spec: ScanSpec<'a>) -> Result<Box<dyn Scan + 'a>>;
     /// `a . b^T` (both row-major, same number of columns).

@@ -3,9 +3,14 @@
 //! The order is total so that every backend ranks alike: higher score first,
 //! and at equal scores the lower record row first.
 
+/// The best `k` (score, record row) entries of each of `queries` queries,
+/// each list sorted best-first in the module's total order; what a scan
+/// returns and what the metrics score.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TopK {
+    /// Capacity of each query's list.
     pub k: usize,
+    /// Number of queries (lists).
     pub queries: usize,
     /// `queries x k` scores, best first; unused slots hold -inf.
     pub scores: Vec<f32>,
@@ -13,6 +18,7 @@ pub struct TopK {
     pub rows: Vec<u32>,
 }
 
+/// The record row of an unused slot (its score is -inf).
 pub const EMPTY: u32 = u32::MAX;
 
 /// `true` if (s1, r1) ranks before (s2, r2).
@@ -22,6 +28,7 @@ pub fn better(s1: f32, r1: u32, s2: f32, r2: u32) -> bool {
 }
 
 impl TopK {
+    /// `queries` empty lists of capacity `k`.
     pub fn new(queries: usize, k: usize) -> TopK {
         TopK {
             k,
@@ -31,9 +38,11 @@ impl TopK {
         }
     }
 
+    /// Query `q`'s `k` score slots, best first (unused slots -inf).
     pub fn scores(&self, q: usize) -> &[f32] {
         &self.scores[q * self.k..(q + 1) * self.k]
     }
+    /// Query `q`'s `k` record-row slots, best first (unused slots [`EMPTY`]).
     pub fn rows(&self, q: usize) -> &[u32] {
         &self.rows[q * self.k..(q + 1) * self.k]
     }

@@ -13,8 +13,8 @@ use std::time::Instant;
 use clap::Args;
 use serde_json::{Value, json};
 
-use crate::error::{Error, Result};
-use crate::log;
+use super::log;
+use nudge::{Error, Result};
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {
@@ -25,8 +25,8 @@ pub struct BenchArgs {
     #[command(flatten)]
     pub shape: super::synth::Shape,
     /// Which backends: auto (CPU, and the GPU when there is an adapter), cpu or gpu
-    #[arg(long, value_enum, default_value_t = super::device::Device::Auto)]
-    pub device: super::device::Device,
+    #[arg(long, value_enum, default_value_t = super::device::DeviceArg::Auto)]
+    pub device: super::device::DeviceArg,
     /// Print one JSON object on stdout instead of the table
     #[arg(long)]
     pub json: bool,
@@ -142,7 +142,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
     let corpus_bytes = std::fs::metadata(dataset.join("corpus.npy"))
         .map(|m| m.len())
         .unwrap_or(0);
-    use super::device::Device;
+    use super::device::DeviceArg as Device;
     let mut notes: Vec<String> = Vec::new();
     let backends: Vec<&'static str> = match a.device {
         Device::Cpu => vec!["cpu"],
@@ -150,7 +150,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
         Device::Auto => {
             // As `--device auto` does: a software adapter (lavapipe) is
             // slower than the CPU path and not what a benchmark is after.
-            let adapters = crate::backend::gpu::list_adapters();
+            let adapters = nudge::backend::gpu::list_adapters();
             if adapters.iter().any(|x| !x.software) {
                 vec!["cpu", "gpu"]
             } else {

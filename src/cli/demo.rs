@@ -7,10 +7,8 @@ use clap::Args;
 
 use super::device::DeviceArgs;
 use super::fit::{fmt_gamma, table};
-use crate::data::dataset::{Dataset, Paths, SplitName};
-use crate::error::{Error, Result};
-use crate::log;
-use crate::nudge::{self, FitOptions, Inputs, Method};
+use super::log;
+use nudge::{Dataset, Error, FitOptions, Inputs, Method, Paths, Result, SplitName};
 
 #[derive(Args, Debug)]
 pub struct DemoArgs {
@@ -31,15 +29,20 @@ pub fn bundled_dataset() -> PathBuf {
 pub fn run(args: DemoArgs) -> Result<()> {
     let dir = args.dataset.clone().unwrap_or_else(bundled_dataset);
     if !dir.is_dir() {
-        return Err(Error::usage(format!(
+        return Err(Error::invalid(format!(
             "{}: the bundled SciFact data is not there (it ships in the repository's data/scifact); pass --dataset DIR",
             dir.display()
         )));
     }
-    let ds = Dataset::open(Paths::default().with_folder(Some(&dir))?)?;
-    let train = ds.required_split(SplitName::Train, false)?;
-    let dev = ds.required_split(SplitName::Dev, false)?;
-    let test = ds.required_split(SplitName::Test, false)?;
+    let ds = Dataset::open(Paths::folder(&dir)?)?;
+    let split = |name| -> Result<nudge::Split> {
+        let judged = ds.required_split(name, false)?;
+        judged.warnings.iter().for_each(log::warn);
+        Ok(judged.split)
+    };
+    let train = split(SplitName::Train)?;
+    let dev = split(SplitName::Dev)?;
+    let test = split(SplitName::Test)?;
     let scanned = dev.queries.len() + test.queries.len();
     let backend = args
         .device
@@ -54,7 +57,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
         backend.device_name()
     ));
     let inputs = Inputs {
-        corpus: &ds.corpus,
+        corpus: (&ds.corpus).into(),
         queries: &ds.queries,
         train: &train,
         dev: &dev,
@@ -63,7 +66,10 @@ pub fn run(args: DemoArgs) -> Result<()> {
     let mut rows = Vec::new();
     for method in [Method::NudgeM, Method::NudgeN] {
         let t = Instant::now();
-        let fit = nudge::fit(backend.as_ref(), &inputs, &FitOptions::new(method))?;
+        let mut opts = FitOptions::new(method);
+        opts.control = super::control();
+        let fit = nudge::fit(backend.as_ref(), &inputs, &opts)?;
+        fit.warnings.iter().for_each(log::warn);
         let label = format!(
             "{} (gamma {}, {:.0} ms)",
             method.as_str(),

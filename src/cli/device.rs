@@ -1,23 +1,18 @@
 //! `--device`, `--adapter`, `--gpu-precision`: which backend runs the steps.
 //!
-//! Kept in one place so that every subcommand chooses (and falls back)
-//! alike: `auto` takes a GPU adapter when wgpu finds one and otherwise the
-//! CPU, saying so in one line.
+//! The choice itself is the library's (`nudge::backend::device::open`);
+//! here the flags become its options and its reasons become one line on
+//! stderr.
 
 use clap::{Args, ValueEnum};
 
-use crate::backend::Backend;
-use crate::backend::cpu::Cpu;
-use crate::backend::gpu::{Gpu, GpuOptions, Precision, list_adapters};
-use crate::error::{Kind, Result};
-use crate::log;
+use super::log;
+use nudge::backend::device::{self, Choice, DeviceOptions};
+use nudge::{Backend, Device, GpuOptions, Precision, Result};
 
-/// Below this much similarity work (about 0.1 s on two CPU cores) `auto`
-/// does not look for a GPU.
-pub const SMALL_JOB_FLOPS: f64 = 20e9;
-
+/// `--device`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
-pub enum Device {
+pub enum DeviceArg {
     /// A hardware GPU adapter if there is one, else the CPU (with a notice).
     /// Software adapters (lavapipe) are used only when named by --adapter.
     #[default]
@@ -28,81 +23,85 @@ pub enum Device {
     Gpu,
 }
 
+/// `--gpu-precision`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum PrecisionArg {
+    /// 32-bit floats end to end.
+    #[default]
+    F32,
+    /// Corpus chunks stored as f16 (half the bandwidth), summed in f32.
+    F16,
+}
+
 #[derive(Args, Debug, Clone, Default)]
 pub struct DeviceArgs {
     /// Where to run: auto, gpu or cpu
-    #[arg(long, value_enum, default_value_t = Device::Auto)]
-    pub device: Device,
+    #[arg(long, value_enum, default_value_t = DeviceArg::Auto)]
+    pub device: DeviceArg,
     /// Use the GPU adapter whose name contains TEXT (see `nudge devices`)
     #[arg(long, value_name = "TEXT")]
     pub adapter: Option<String>,
     /// How the GPU stores the corpus chunk: f32, or f16 (half the bandwidth, f32 sums)
-    #[arg(long, value_enum, default_value_t = Precision::F32)]
-    pub gpu_precision: Precision,
+    #[arg(long, value_enum, default_value_t = PrecisionArg::F32)]
+    pub gpu_precision: PrecisionArg,
 }
 
 impl DeviceArgs {
-    fn options(&self) -> GpuOptions {
-        GpuOptions {
+    /// The library's options for these flags (and `NUDGE_GPU_TIMEOUT_S`).
+    pub fn options(&self) -> DeviceOptions {
+        let mut gpu = GpuOptions {
             adapter: self.adapter.clone(),
-            precision: self.gpu_precision,
+            precision: match self.gpu_precision {
+                PrecisionArg::F32 => Precision::F32,
+                PrecisionArg::F16 => Precision::F16,
+            },
             ..Default::default()
+        };
+        // TODO(merge): GpuOptions::timeout from NUDGE_GPU_TIMEOUT_S
+        let _ = &mut gpu;
+        DeviceOptions {
+            device: match self.device {
+                DeviceArg::Auto => Device::Auto,
+                DeviceArg::Cpu => Device::Cpu,
+                DeviceArg::Gpu => Device::Gpu,
+            },
+            gpu,
         }
     }
 
-    /// The backend for a job of about `flops` similarity work. Under `auto`
-    /// a small job runs on the CPU without probing for adapters: loading the
-    /// Vulkan drivers and compiling the kernels takes longer than the CPU
-    /// needs for the whole job.
+    /// The backend for a job of about `flops` similarity work, saying on
+    /// stderr why when `auto` did not take a GPU.
     pub fn backend_for(&self, flops: f64) -> Result<Box<dyn Backend>> {
-        if self.device == Device::Auto && self.adapter.is_none() && flops < SMALL_JOB_FLOPS {
-            log::notice(format!(
+        self.open(Some(flops))
+    }
+
+    /// The backend, whatever the job's size.
+    pub fn backend(&self) -> Result<Box<dyn Backend>> {
+        self.open(None)
+    }
+
+    fn open(&self, flops: Option<f64>) -> Result<Box<dyn Backend>> {
+        let (backend, choice) = device::open(&self.options(), flops)?;
+        match choice {
+            Choice::AsAsked => {}
+            Choice::SmallJob { flops } => log::notice(format!(
                 "small job ({:.1} GFLOP): running on the CPU, faster than starting a GPU (--device gpu forces it)",
                 flops / 1e9
-            ));
-            return Ok(Box::new(Cpu));
-        }
-        self.backend()
-    }
-
-    pub fn backend(&self) -> Result<Box<dyn Backend>> {
-        match self.device {
-            Device::Cpu => Ok(Box::new(Cpu)),
-            Device::Gpu => Ok(Box::new(Gpu::new(&self.options())?)),
-            Device::Auto if self.adapter.is_none() => {
-                let list = list_adapters();
-                if list.is_empty() {
-                    log::notice(
-                        "no GPU adapter found; running on the CPU (`nudge devices` explains)",
-                    );
-                    return Ok(Box::new(Cpu));
-                }
-                // A software adapter (lavapipe) is many times slower than the
-                // CPU backend: `auto` takes it only when asked by name.
-                if list.iter().all(|a| a.software) {
-                    log::notice(format!(
-                        "only a software GPU adapter ({}) found; running on the CPU, which is faster (--device gpu uses it anyway)",
-                        list[0].name
-                    ));
-                    return Ok(Box::new(Cpu));
-                }
-                self.gpu_or_cpu()
+            )),
+            Choice::NoAdapter => {
+                log::notice("no GPU adapter found; running on the CPU (`nudge devices` explains)")
             }
-            Device::Auto => self.gpu_or_cpu(),
-        }
-    }
-
-    /// `auto` once an adapter is worth trying: the GPU, or the CPU if it
-    /// cannot be opened.
-    fn gpu_or_cpu(&self) -> Result<Box<dyn Backend>> {
-        match Gpu::new(&self.options()) {
-            Ok(gpu) => Ok(Box::new(gpu)),
-            // A bad --adapter is the user's to fix, not a reason to fall back.
-            Err(e) if e.kind == Kind::Usage => Err(e),
-            Err(e) => {
-                log::notice(format!("no usable GPU ({e}); running on the CPU"));
-                Ok(Box::new(Cpu))
+            Choice::SoftwareOnly { adapter } => log::notice(format!(
+                "only a software GPU adapter ({adapter}) found; running on the CPU, which is faster (--device gpu uses it anyway)"
+            )),
+            Choice::GpuFailed { error } => {
+                log::notice(format!("no usable GPU ({error}); running on the CPU"))
             }
+            // A new reason from a newer library: say nothing rather than
+            // something wrong.
+            #[allow(unreachable_patterns)]
+            _ => {}
         }
+        Ok(backend)
     }
 }

@@ -3,8 +3,8 @@
 
 use clap::Args;
 
-use crate::backend::gpu::list_adapters;
-use crate::error::Result;
+use nudge::Result;
+use nudge::backend::gpu::list_adapters;
 
 #[derive(Args, Debug)]
 pub struct DevicesArgs {}

@@ -3,14 +3,9 @@
 use clap::{Args, ValueEnum};
 use serde_json::{Map, Value, json};
 
-use super::DataArgs;
 use super::device::DeviceArgs;
-use crate::backend::{Rows, ScanSpec};
-use crate::data::dataset::{Dataset, SplitName};
-use crate::error::{Error, Result};
-use crate::eval::metrics;
-use crate::eval::search::{check_finite, scan_corpus};
-use crate::log;
+use super::{DataArgs, env_knob, log};
+use nudge::{Dataset, Error, EvalOptions, Result, SplitName};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum SplitArg {
@@ -50,43 +45,49 @@ pub fn run(args: EvalArgs) -> Result<()> {
         args.k.clone()
     };
     if ks.contains(&0) {
-        return Err(Error::usage("--k must be at least 1"));
+        return Err(Error::invalid("--k must be at least 1"));
     }
     ks.sort_unstable();
     ks.dedup();
-    crate::backend::cpu::warm_up_in_background();
+    nudge::backend::cpu::warm_up_in_background();
     // An explicit --corpus is scored as stored (a NUDGE-M output must be);
     // the dataset's own corpus is the untuned baseline, normalised.
     let normalize = args.cosine || args.data.corpus.is_none();
     let paths = args.data.paths()?;
     let start = std::time::Instant::now();
     let ds = Dataset::open(paths)?;
+    ds.notes
+        .iter()
+        .for_each(|n| log::notice(format!("note: {n}")));
     let split = match args.split {
         SplitArg::Train => SplitName::Train,
         SplitArg::Dev => SplitName::Dev,
         SplitArg::Test => SplitName::Test,
     };
-    let split = ds.required_split(split, args.data.skip_unknown_ids)?;
+    let judged = ds.required_split(split, args.data.skip_unknown_ids)?;
+    judged.warnings.iter().for_each(log::warn);
+    let split = judged.split;
     let flops = 2.0 * split.queries.len() as f64 * ds.corpus.rows() as f64 * ds.dim() as f64;
     let backend = args.device.backend_for(flops)?;
-    let q = split.matrix(&ds.queries);
-    let kmax = *ks.last().expect("at least one k");
-    let spec = ScanSpec {
-        queries: &q,
-        k: kmax,
-        rows: if normalize {
-            Rows::Normalize
-        } else {
-            Rows::AsStored
-        },
-        skip: None,
+    let opts = EvalOptions {
+        ks,
+        cosine: normalize,
+        chunk_rows: env_knob("NUDGE_CHUNK_ROWS")
+            .filter(|&n| n > 0)
+            .map(|n| n as usize),
+        control: super::control(),
     };
     let read_s = start.elapsed().as_secs_f64();
     let t = std::time::Instant::now();
-    let (top, report) = scan_corpus(backend.as_ref(), &ds.corpus, spec, None, |_, _| Ok(()))?;
+    let result = nudge::evaluate(
+        backend.as_ref(),
+        (&ds.corpus).into(),
+        &ds.queries,
+        &split,
+        &opts,
+    )?;
     let scan_s = t.elapsed().as_secs_f64();
-    check_finite(&report, &ds.corpus)?;
-    let scores = metrics::score(&top, &split.queries, &ks);
+    let scores = result.scores;
     if args.json {
         let mut o = Map::new();
         for s in &scores {
@@ -111,10 +112,10 @@ pub fn run(args: EvalArgs) -> Result<()> {
             split.queries.len(),
             ds.corpus.rows(),
             if normalize { "cosine" } else { "dot product" },
-            if report.zero.is_empty() {
+            if result.zero_rows.is_empty() {
                 String::new()
             } else {
-                format!(", {} zero rows", report.zero.len())
+                format!(", {} zero rows", result.zero_rows.len())
             }
         );
         for s in &scores {

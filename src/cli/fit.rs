@@ -6,19 +6,36 @@ use std::time::Instant;
 use clap::{Args, ValueEnum};
 use serde_json::{Map, Value, json};
 
-use super::DataArgs;
 use super::device::DeviceArgs;
-use crate::data::dataset::Dataset;
-use crate::data::npy::OutDtype;
-use crate::error::{Error, Result};
-use crate::eval::metrics::Scores;
-use crate::log;
-use crate::nudge::{self, Fit, FitOptions, Inputs, Method, output};
+use super::{DataArgs, env_knob, log};
+use nudge::fit::output;
+use nudge::{
+    Dataset, Error, Fit, FitOptions, Inputs, Method, OutDtype, Result, Scores, Split, WriteOptions,
+};
 
+/// `--out-dtype`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum OutType {
     F32,
     F16,
+}
+
+/// `--method`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum MethodArg {
+    #[value(name = "nudge-m")]
+    NudgeM,
+    #[value(name = "nudge-n")]
+    NudgeN,
+}
+
+impl MethodArg {
+    pub fn method(self) -> Method {
+        match self {
+            MethodArg::NudgeM => Method::NudgeM,
+            MethodArg::NudgeN => Method::NudgeN,
+        }
+    }
 }
 
 #[derive(Args, Debug)]
@@ -27,7 +44,7 @@ pub struct FitArgs {
     pub data: DataArgs,
     /// nudge-m (unconstrained norm; search the output by dot product) or nudge-n (unit-norm output)
     #[arg(long, value_enum)]
-    pub method: Method,
+    pub method: MethodArg,
     /// Where to write the fine-tuned corpus (.npy, input row order)
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
@@ -64,26 +81,27 @@ pub fn run(args: FitArgs) -> Result<()> {
     log::set_quiet(args.quiet);
     let start = Instant::now();
     if args.out.is_none() && args.delta.is_none() && args.report.is_none() {
-        return Err(Error::usage(
+        return Err(Error::invalid(
             "nothing to write: give --out FILE.npy, --delta DIR or --report FILE",
         ));
     }
+    let method = args.method.method();
     if let Some(g) = args.gamma {
-        let max = if args.method == Method::NudgeN {
+        let max = if method == Method::NudgeN {
             4.0
         } else {
             f64::MAX
         };
         if !(g.is_finite() && (0.0..=max).contains(&g)) {
-            return Err(Error::usage(format!(
+            return Err(Error::invalid(format!(
                 "--gamma {g}: expected a number >= 0 (and <= 4 for nudge-n)"
             )));
         }
     }
     if args.val_k == 0 {
-        return Err(Error::usage("--val-k must be at least 1"));
+        return Err(Error::invalid("--val-k must be at least 1"));
     }
-    crate::backend::cpu::warm_up_in_background();
+    nudge::backend::cpu::warm_up_in_background();
     let paths = args.data.paths()?;
     let mut outputs: Vec<PathBuf> = [&args.out, &args.report]
         .into_iter()
@@ -101,7 +119,7 @@ pub fn run(args: FitArgs) -> Result<()> {
         let o = std::path::absolute(o).unwrap_or_else(|_| o.clone());
         let r = std::path::absolute(r).unwrap_or_else(|_| r.clone());
         if o == r {
-            return Err(Error::usage(format!(
+            return Err(Error::invalid(format!(
                 "--out and --report both name {}; give them different paths",
                 o.display()
             )));
@@ -115,35 +133,56 @@ pub fn run(args: FitArgs) -> Result<()> {
         check_delta_dir(dir)?;
     }
     let ds = Dataset::open(paths)?;
-    let skip = args.data.skip_unknown_ids;
-    let (train, dev, test) = ds.fit_splits(skip, !args.no_test)?;
+    ds.notes
+        .iter()
+        .for_each(|n| log::notice(format!("note: {n}")));
+    let splits = ds.fit_splits(args.data.skip_unknown_ids, !args.no_test)?;
+    splits.warnings.iter().for_each(log::warn);
+    let (train, dev, test) = (&splits.train, &splits.dev, splits.test.as_ref());
     let read_s = start.elapsed().as_secs_f64();
 
-    let scanned = dev.queries.len() + test.as_ref().map_or(0, |t| t.queries.len());
+    let scanned = dev.queries.len() + test.map_or(0, |t| t.queries.len());
     let flops = 2.0 * scanned as f64 * ds.corpus.rows() as f64 * ds.dim() as f64;
     let backend = args.device.backend_for(flops)?;
-    let mut opts = FitOptions::new(args.method);
+    let mut opts = FitOptions::new(method);
     opts.gamma = args.gamma;
     opts.val_k = args.val_k;
     opts.allow_zero_rows = args.allow_zero_rows;
+    opts.chunk_rows = env_knob("NUDGE_CHUNK_ROWS")
+        .filter(|&n| n > 0)
+        .map(|n| n as usize);
+    opts.control = super::control();
     let inputs = Inputs {
-        corpus: &ds.corpus,
+        corpus: (&ds.corpus).into(),
         queries: &ds.queries,
-        train: &train,
-        dev: &dev,
-        test: test.as_ref(),
+        train,
+        dev,
+        test,
     };
-    let dtype = match args.out_dtype {
-        OutType::F32 => OutDtype::F32,
-        OutType::F16 => OutDtype::F16,
+    let mut write = WriteOptions {
+        dtype: match args.out_dtype {
+            OutType::F32 => OutDtype::F32,
+            OutType::F16 => OutDtype::F16,
+        },
+        ..Default::default()
     };
+    if let Some(max) = env_knob("NUDGE_OUTPUT_IN_MEMORY_MAX") {
+        write.in_memory_max = max;
+    }
+    let dtype = write.dtype;
     // The output corpus is written during the fit's pass over the corpus
     // (a temporary file until everything succeeded).
     let mut inline = match &args.out {
-        Some(out) => Some(output::InlineOutput::create(&ds.corpus, out, dtype)?),
+        Some(out) => Some(output::InlineOutput::create(
+            ds.corpus.rows(),
+            ds.corpus.cols(),
+            out,
+            &write,
+        )?),
         None => None,
     };
     let fit = nudge::fit_into(backend.as_ref(), &inputs, &opts, inline.as_mut())?;
+    fit.warnings.iter().for_each(log::warn);
     // Every output is staged in a temporary file and all are renamed into
     // place together at the end: a failure (or Ctrl-C) on the way leaves
     // none of them, and files already at those paths stay as they were.
@@ -162,22 +201,14 @@ pub fn run(args: FitArgs) -> Result<()> {
         timings.insert("write".into(), json!(fit_write + write_s));
         timings.insert("total".into(), json!(start.elapsed().as_secs_f64()));
         if let Some(path) = &args.report {
-            let report = report_json(
-                &fit,
-                &ds,
-                backend.as_ref(),
-                &train,
-                &dev,
-                test.as_ref(),
-                timings,
-            );
+            let report = report_json(&fit, &ds, backend.as_ref(), train, dev, test, timings);
             let text = serde_json::to_string_pretty(&report).expect("report serialises");
-            staged.push(crate::data::stage_write(
+            staged.push(nudge::data::stage_write(
                 path,
                 format!("{text}\n").as_bytes(),
             )?);
         }
-        crate::data::commit_all(staged)
+        nudge::data::commit_all(staged, &opts.control.cancel)
     })();
     if let Err(e) = written {
         if delta_dir_is_new {
@@ -204,7 +235,7 @@ fn stage_outputs(
     fit: &Fit,
     dtype: OutDtype,
     corpus: Option<output::InlineOutput>,
-) -> Result<Vec<crate::data::Pending>> {
+) -> Result<Vec<nudge::data::Pending>> {
     let mut staged = Vec::new();
     if let Some(corpus) = corpus {
         staged.push(corpus.finish()?);
@@ -229,7 +260,7 @@ pub fn check_writable(path: &Path) -> Result<()> {
         _ => Path::new("."),
     };
     if path.is_dir() {
-        return Err(Error::usage(format!(
+        return Err(Error::invalid(format!(
             "{}: is a directory; expected a file path",
             path.display()
         )));
@@ -238,13 +269,7 @@ pub fn check_writable(path: &Path) -> Result<()> {
         .prefix(".nudge-partial-")
         .tempfile_in(dir)
         .map(drop)
-        .map_err(|e| {
-            Error::runtime(format!(
-                "{}: cannot write in {}: {e}",
-                path.display(),
-                dir.display()
-            ))
-        })
+        .map_err(|e| Error::io(path, format!("write in {}", dir.display()), e))
 }
 
 /// Whether `--delta DIR` can be written: DIR is a directory, or the nearest
@@ -252,7 +277,7 @@ pub fn check_writable(path: &Path) -> Result<()> {
 fn check_delta_dir(dir: &Path) -> Result<()> {
     if dir.exists() {
         if !dir.is_dir() {
-            return Err(Error::usage(format!(
+            return Err(Error::invalid(format!(
                 "--delta {}: is not a directory",
                 dir.display()
             )));
@@ -283,7 +308,7 @@ fn check_delta_dir(dir: &Path) -> Result<()> {
 /// An output that would replace one of the inputs is refused: the input is
 /// memory-mapped while the output is written. Symbolic and hard links to an
 /// input count as the input.
-pub fn refuse_overwriting_input(out: &Path, paths: &crate::data::dataset::Paths) -> Result<()> {
+pub fn refuse_overwriting_input(out: &Path, paths: &nudge::Paths) -> Result<()> {
     let inputs = [
         &paths.corpus,
         &paths.queries,
@@ -312,7 +337,7 @@ pub fn refuse_overwriting_input(out: &Path, paths: &crate::data::dataset::Paths)
         move |p: &Path| canon(p).as_ref() == Some(&o)
     };
     if inputs.into_iter().flatten().any(|p| is_input(p)) {
-        return Err(Error::usage(format!(
+        return Err(Error::invalid(format!(
             "{}: refusing to overwrite an input file; choose another output path",
             out.display()
         )));
@@ -327,10 +352,10 @@ fn metrics_json(s: &Scores) -> Value {
 fn report_json(
     fit: &Fit,
     ds: &Dataset,
-    backend: &dyn crate::backend::Backend,
-    train: &crate::data::dataset::Split,
-    dev: &crate::data::dataset::Split,
-    test: Option<&crate::data::dataset::Split>,
+    backend: &dyn nudge::Backend,
+    train: &Split,
+    dev: &Split,
+    test: Option<&Split>,
     timings: Map<String, Value>,
 ) -> Value {
     let mut r = Map::new();

@@ -1,20 +1,24 @@
 //! The `nudge` command line: argument definitions shared by the subcommands,
-//! one file per subcommand.
+//! one file per subcommand, and what only a command-line program does
+//! (printing, progress bars, signals, environment variables, exit codes).
 
 pub mod bench;
 pub mod demo;
 pub mod device;
 pub mod devices;
+pub mod errors;
 pub mod eval;
 pub mod fit;
+pub mod interrupt;
+pub mod log;
+pub mod progress;
 pub mod synth;
 
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::data::dataset::Paths;
-use crate::error::Result;
+use nudge::{Control, Paths, Result};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -89,6 +93,23 @@ impl DataArgs {
         }
         .with_folder(self.dataset.as_deref())
     }
+}
+
+/// What a command hands the library to watch and stop it: progress bars
+/// (on a terminal, unless `--quiet`) and the Ctrl-C token.
+pub fn control() -> Control {
+    Control {
+        progress: progress::Bars::for_terminal(),
+        cancel: interrupt::token().clone(),
+    }
+}
+
+/// A hidden tuning knob from the environment: a positive integer, or
+/// nothing. (`NUDGE_CHUNK_ROWS` and `NUDGE_OUTPUT_IN_MEMORY_MAX` let tests
+/// force many small chunks and the streamed output on small data;
+/// `NUDGE_GPU_TIMEOUT_S` bounds a GPU wait.)
+pub fn env_knob(name: &str) -> Option<u64> {
+    std::env::var(name).ok()?.trim().parse().ok()
 }
 
 /// Runs a parsed command line.

@@ -5,9 +5,9 @@ use std::time::Instant;
 
 use clap::Args;
 
-use crate::data::synth::{self, SynthSpec};
-use crate::error::Result;
-use crate::log;
+use super::log;
+use nudge::Result;
+use nudge::data::synth::{self, SynthSpec};
 
 /// The size and seed of a synthetic dataset (shared with `nudge bench`).
 #[derive(Args, Debug, Clone)]
@@ -61,7 +61,7 @@ pub fn run(a: SynthArgs) -> Result<()> {
     log::set_quiet(a.quiet);
     let t = Instant::now();
     let spec = a.shape.spec();
-    let w = synth::write(&a.out, &spec)?;
+    let w = synth::write(&a.out, &spec, &super::control())?;
     log::notice(format!(
         "wrote {}: {} records x {}, {} clusters, {} groups, {}/{}/{} train/dev/test queries in {:.1} s",
         a.out.display(),

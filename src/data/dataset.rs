@@ -7,20 +7,26 @@ use std::path::{Path, PathBuf};
 use crate::data::ids::Ids;
 use crate::data::npy::NpyMatrix;
 use crate::data::qrels;
-use crate::error::{Error, Result};
-use crate::log;
+use crate::error::{Error, IdKind, Result};
 use crate::matrix::Matrix;
 
 /// Where each input lives. A dataset folder fills in whatever is not given
 /// explicitly; explicit paths win.
 #[derive(Debug, Clone, Default)]
 pub struct Paths {
+    /// `corpus.npy`: n x d embeddings, float32 or float16 (float64 converted).
     pub corpus: Option<PathBuf>,
+    /// `corpus_ids.txt`: one id per line in row order (else row numbers).
     pub corpus_ids: Option<PathBuf>,
+    /// `queries.npy`: the query embeddings of every split.
     pub queries: Option<PathBuf>,
+    /// `query_ids.txt`: one id per line in row order (else row numbers).
     pub query_ids: Option<PathBuf>,
+    /// `qrels/train.tsv`: query-id, corpus-id, score, with a header line.
     pub train_qrels: Option<PathBuf>,
+    /// `qrels/dev.tsv`.
     pub dev_qrels: Option<PathBuf>,
+    /// `qrels/test.tsv` (optional).
     pub test_qrels: Option<PathBuf>,
     /// The dataset folder the other paths were filled from, if any; names the
     /// file that is missing when a required split is not there.
@@ -28,15 +34,18 @@ pub struct Paths {
 }
 
 impl Paths {
+    /// The standard layout of the dataset folder `dir` (see
+    /// [`Paths::with_folder`]).
+    pub fn folder(dir: impl AsRef<Path>) -> Result<Paths> {
+        Paths::default().with_folder(Some(dir.as_ref()))
+    }
+
     /// Fills the unset paths from the standard layout of `dir`. Optional files
     /// (ids, test qrels) are taken only if they exist.
     pub fn with_folder(mut self, dir: Option<&Path>) -> Result<Paths> {
         let Some(dir) = dir else { return Ok(self) };
         if !dir.is_dir() {
-            return Err(Error::data(format!(
-                "{}: dataset folder does not exist",
-                dir.display()
-            )));
+            return Err(Error::data(dir, "dataset folder does not exist"));
         }
         let fill = |slot: &mut Option<PathBuf>, rel: &str, always: bool| {
             let p = dir.join(rel);
@@ -55,6 +64,7 @@ impl Paths {
         Ok(self)
     }
 
+    /// The qrels file of `split`, if known.
     pub fn qrels(&self, split: SplitName) -> Option<&PathBuf> {
         match split {
             SplitName::Train => self.train_qrels.as_ref(),
@@ -64,26 +74,24 @@ impl Paths {
     }
 }
 
+/// The three splits of a NUDGE dataset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SplitName {
+    /// The judgements whose records move.
     Train,
+    /// The judgements gamma is chosen on.
     Dev,
+    /// The judgements scored before and after.
     Test,
 }
 
 impl SplitName {
+    /// `train`, `dev` or `test`.
     pub fn as_str(self) -> &'static str {
         match self {
             SplitName::Train => "train",
             SplitName::Dev => "dev",
             SplitName::Test => "test",
-        }
-    }
-    pub fn flag(self) -> &'static str {
-        match self {
-            SplitName::Train => "--train-qrels",
-            SplitName::Dev => "--dev-qrels",
-            SplitName::Test => "--test-qrels",
         }
     }
 }
@@ -98,6 +106,7 @@ pub struct LabeledQuery {
 }
 
 impl LabeledQuery {
+    /// The relevance of `record` to this query (0 if it is not an answer).
     pub fn relevance(&self, record: u32) -> f32 {
         self.answers
             .iter()
@@ -106,193 +115,51 @@ impl LabeledQuery {
     }
 }
 
+/// The judgements of one split: each query that has a relevant record, with
+/// its answers.
 #[derive(Debug, Clone)]
 pub struct Split {
+    /// Which split.
     pub name: SplitName,
+    /// Its queries, in the order the judgements first name them.
     pub queries: Vec<LabeledQuery>,
 }
 
+/// A split built from judgements, and what the caller should tell the user
+/// about them (lines skipped, duplicates, queries with no relevant record).
+#[derive(Debug, Clone)]
+pub struct Judged {
+    /// The split.
+    pub split: Split,
+    /// Messages for the user; empty when the judgements were clean.
+    pub warnings: Vec<String>,
+}
+
 impl Split {
-    /// The embeddings of this split's queries, in split order.
-    pub fn matrix(&self, all: &Matrix) -> Matrix {
-        all.select_rows(self.queries.iter().map(|q| q.row as usize))
-    }
-}
-
-pub struct Dataset {
-    pub paths: Paths,
-    pub corpus: NpyMatrix,
-    pub corpus_ids: Ids,
-    pub queries: Matrix,
-    pub query_ids: Ids,
-}
-
-impl Dataset {
-    pub fn open(paths: Paths) -> Result<Dataset> {
-        let corpus_path = paths
-            .corpus
-            .clone()
-            .ok_or_else(|| Error::usage("no corpus: give --dataset DIR or --corpus FILE.npy"))?;
-        let queries_path = paths
-            .queries
-            .clone()
-            .ok_or_else(|| Error::usage("no queries: give --dataset DIR or --queries FILE.npy"))?;
-        let corpus = NpyMatrix::open(&corpus_path)?;
-        let qm = NpyMatrix::open(&queries_path)?;
-        if corpus.cols() == 0 {
-            return Err(Error::data(format!(
-                "{}: rows have 0 dimensions; expected n x d embeddings with d >= 1",
-                corpus_path.display()
-            )));
-        }
-        for (m, p) in [(&corpus, &corpus_path), (&qm, &queries_path)] {
-            if m.rows() > u32::MAX as usize {
-                return Err(Error::data(format!(
-                    "{}: {} rows; at most {} rows are supported",
-                    p.display(),
-                    m.rows(),
-                    u32::MAX
-                )));
-            }
-        }
-        if qm.cols() != corpus.cols() {
-            return Err(Error::data(format!(
-                "dimension mismatch: {} has {}-d rows but {} has {}-d rows; queries and corpus must come from the same model",
-                corpus_path.display(),
-                corpus.cols(),
-                queries_path.display(),
-                qm.cols()
-            )));
-        }
-        if corpus.rows() == 0 {
-            return Err(Error::data(format!(
-                "{}: the corpus has no rows",
-                corpus_path.display()
-            )));
-        }
-        // The three reads are independent: run them side by side.
-        let read_queries = || -> Result<Matrix> {
-            let queries = Matrix::new(qm.rows(), qm.cols(), qm.read_all()?);
-            if let Some((r, c)) = NpyMatrix::first_non_finite(&queries.data, queries.cols) {
-                return Err(Error::data(format!(
-                    "{}: row {r} (column {c}) is NaN or infinite; every query embedding must be finite",
-                    queries_path.display()
-                )));
-            }
-            Ok(queries)
-        };
-        let (queries, (corpus_ids, query_ids)) = rayon::join(read_queries, || {
-            rayon::join(
-                || Ids::load(paths.corpus_ids.as_deref(), corpus.rows(), &corpus_path),
-                || Ids::load(paths.query_ids.as_deref(), qm.rows(), &queries_path),
-            )
-        });
-        // Errors in the order the files were read before.
-        let queries = queries?;
-        let corpus_ids = corpus_ids?;
-        let query_ids = query_ids?;
-        Ok(Dataset {
-            paths,
-            corpus,
-            corpus_ids,
-            queries,
-            query_ids,
-        })
-    }
-
-    pub fn dim(&self) -> usize {
-        self.corpus.cols()
-    }
-
-    /// The train, dev and (if `with_test` and present) test splits of a fit,
-    /// read in parallel; warnings come out in that order all the same.
-    pub fn fit_splits(
-        &self,
-        skip_unknown: bool,
-        with_test: bool,
-    ) -> Result<(Split, Split, Option<Split>)> {
-        let mut notes: [Vec<String>; 3] = Default::default();
-        let [n_train, n_dev, n_test] = &mut notes;
-        let (train, (dev, test)) = rayon::join(
-            || self.required_noting(SplitName::Train, skip_unknown, n_train),
-            || {
-                rayon::join(
-                    || self.required_noting(SplitName::Dev, skip_unknown, n_dev),
-                    || {
-                        if with_test {
-                            self.split_noting(SplitName::Test, skip_unknown, n_test)
-                        } else {
-                            Ok(None)
-                        }
-                    },
-                )
-            },
-        );
-        notes.into_iter().flatten().for_each(log::warn);
-        Ok((train?, dev?, test?))
-    }
-
-    /// Loads the judgements of one split, adding its warnings to
-    /// `warnings`. `Ok(None)` if no qrels file is known for it. Ids that name
-    /// no row are an error unless `skip_unknown`.
-    fn split_noting(
-        &self,
+    /// A split from judgements given as `(query row, corpus row, score)`,
+    /// `None` for a judgement skipped because an id was unknown. A score
+    /// > 0 means relevant (graded scores are NDCG gains); a duplicated
+    /// (query, record) counts once. `queries` is the number of query rows.
+    /// `source` names the judgements in messages (a file, or e.g. `train`).
+    /// A split with no relevant record is a data error.
+    pub fn from_rows(
         name: SplitName,
-        skip_unknown: bool,
-        warnings: &mut Vec<String>,
-    ) -> Result<Option<Split>> {
-        let Some(path) = self.paths.qrels(name) else {
-            return Ok(None);
-        };
-        let text = qrels::read(path)?;
-        // Each judgement as (query row, record row, score), None for a line
-        // with an unknown id under --skip-unknown-ids; the ids are looked
-        // up as the file is parsed, on all cores. Qrels files list a query's
-        // judgements together: its id is looked up once per run of lines.
-        let judgements = qrels::parse_map(
-            &text,
-            path,
-            || None::<(&str, Option<u32>)>,
-            |last, j| {
-                let q = match *last {
-                    Some((id, row)) if id == j.query => row,
-                    _ => {
-                        let row = self.query_ids.row(j.query);
-                        *last = Some((j.query, row));
-                        row
-                    }
-                };
-                match (q, self.corpus_ids.row(j.record)) {
-                    (Some(q), Some(r)) => Ok(Some((q, r, j.score))),
-                    _ if skip_unknown => Ok(None),
-                    (q, _) => {
-                        let (what, id) = if q.is_none() {
-                            ("query", j.query)
-                        } else {
-                            ("corpus", j.record)
-                        };
-                        Err(Error::data(format!(
-                            "{}:{}: unknown {what} id {id:?} (not in the {what} ids); fix the file or pass --skip-unknown-ids",
-                            path.display(),
-                            j.line
-                        )))
-                    }
-                }
-            },
-        )?;
+        judgements: impl IntoIterator<Item = Option<(u32, u32, f32)>>,
+        queries: usize,
+        source: &Path,
+    ) -> Result<Judged> {
         let mut order: Vec<LabeledQuery> = Vec::new();
         // Per query row: its index in `order`, and whether a line judged it
         // not relevant.
         const NONE: usize = usize::MAX;
-        let mut slot = vec![NONE; self.queries.rows];
-        let mut not_relevant = vec![false; self.queries.rows];
+        let mut slot = vec![NONE; queries];
+        let mut not_relevant = vec![false; queries];
         let (mut unknown, mut duplicates) = (0usize, 0usize);
         // (query, record) pairs seen: a scan of the query's answers per line
         // is quadratic in the answers, and NFCorpus queries have up to 115.
-        let mut seen: FxHashSet<u64> =
-            FxHashSet::with_capacity_and_hasher(judgements.len(), Default::default());
-        for j in &judgements {
-            let Some((q, r, score)) = *j else {
+        let mut seen: FxHashSet<u64> = FxHashSet::default();
+        for j in judgements {
+            let Some((q, r, score)) = j else {
                 unknown += 1;
                 continue;
             };
@@ -314,16 +181,17 @@ impl Dataset {
             }
             order[i].answers.push((r, score));
         }
+        let mut warnings = Vec::new();
         if unknown > 0 {
             warnings.push(format!(
                 "{}: skipped {unknown} lines with unknown ids",
-                path.display()
+                source.display()
             ));
         }
         if duplicates > 0 {
             warnings.push(format!(
                 "{}: {duplicates} duplicate (query, record) lines counted once",
-                path.display()
+                source.display()
             ));
         }
         let unanswered = (0..slot.len())
@@ -332,53 +200,281 @@ impl Dataset {
         if unanswered > 0 {
             warnings.push(format!(
                 "{}: {unanswered} queries have no relevant record (score > 0) and are left out of the {} split",
-                path.display(),
+                source.display(),
                 name.as_str()
             ));
         }
         if order.is_empty() {
-            return Err(Error::data(format!(
-                "{}: the {} split has no query with a relevant record (score > 0)",
-                path.display(),
-                name.as_str()
+            return Err(Error::data(
+                source,
+                format!(
+                    "the {} split has no query with a relevant record (score > 0)",
+                    name.as_str()
+                ),
+            ));
+        }
+        Ok(Judged {
+            split: Split {
+                name,
+                queries: order,
+            },
+            warnings,
+        })
+    }
+
+    /// A split from judgements by id, as `(query id, corpus id, score)`
+    /// (BEIR's `{query_id: {corpus_id: score}}` flattened), with the ids
+    /// looked up in `query_ids` and `corpus_ids`. An unknown id is an
+    /// [`Error::UnknownId`] (with `line` the judgement's 1-based position),
+    /// or skipped with a warning if `skip_unknown`.
+    pub fn from_ids<'a>(
+        name: SplitName,
+        judgements: impl IntoIterator<Item = (&'a str, &'a str, f32)>,
+        query_ids: &Ids,
+        corpus_ids: &Ids,
+        skip_unknown: bool,
+    ) -> Result<Judged> {
+        let source = Path::new(name.as_str());
+        let mut rows = Vec::new();
+        for (i, (q, r, score)) in judgements.into_iter().enumerate() {
+            match (query_ids.row(q), corpus_ids.row(r)) {
+                (Some(q), Some(r)) => rows.push(Some((q, r, score))),
+                _ if skip_unknown => rows.push(None),
+                (q_row, _) => {
+                    let (what, id) = if q_row.is_none() {
+                        (IdKind::Query, q)
+                    } else {
+                        (IdKind::Corpus, r)
+                    };
+                    return Err(Error::UnknownId {
+                        path: source.to_path_buf(),
+                        line: i + 1,
+                        what,
+                        id: id.to_string(),
+                    });
+                }
+            }
+        }
+        Split::from_rows(name, rows, query_ids.len(), source)
+    }
+
+    /// The embeddings of this split's queries, in split order.
+    pub fn matrix(&self, all: &Matrix) -> Matrix {
+        all.select_rows(self.queries.iter().map(|q| q.row as usize))
+    }
+}
+
+/// A dataset on disk, opened: the corpus (read later, in chunks), the
+/// queries (read whole), and both id lists. The judgements are read per
+/// split ([`Dataset::fit_splits`], [`Dataset::required_split`]).
+pub struct Dataset {
+    /// Where everything came from.
+    pub paths: Paths,
+    /// The corpus, not yet read.
+    pub corpus: NpyMatrix,
+    /// Corpus ids, or row numbers.
+    pub corpus_ids: Ids,
+    /// Every query embedding.
+    pub queries: Matrix,
+    /// Query ids, or row numbers.
+    pub query_ids: Ids,
+    /// Things the user should know about the files (e.g. float64 data that
+    /// is converted to float32 as it is read).
+    pub notes: Vec<String>,
+}
+
+/// The splits a fit reads, and the warnings their judgements gave.
+#[derive(Debug, Clone)]
+pub struct FitSplits {
+    /// Training judgements.
+    pub train: Split,
+    /// Dev judgements.
+    pub dev: Split,
+    /// Test judgements, if asked for and present.
+    pub test: Option<Split>,
+    /// Warnings of all three, in that order.
+    pub warnings: Vec<String>,
+}
+
+impl Dataset {
+    /// Opens the files of `paths` and checks that they fit together.
+    pub fn open(paths: Paths) -> Result<Dataset> {
+        let corpus_path = paths
+            .corpus
+            .clone()
+            .ok_or(Error::MissingInput { what: "corpus" })?;
+        let queries_path = paths
+            .queries
+            .clone()
+            .ok_or(Error::MissingInput { what: "queries" })?;
+        let corpus = NpyMatrix::open(&corpus_path)?;
+        let qm = NpyMatrix::open(&queries_path)?;
+        let notes = [(&corpus, &corpus_path), (&qm, &queries_path)]
+            .iter()
+            .filter(|(m, _)| m.dtype() == crate::data::npy::Dtype::F64)
+            .map(|(_, p)| {
+                format!(
+                    "{}: float64 data is converted to float32 as it is read",
+                    p.display()
+                )
+            })
+            .collect();
+        if corpus.cols() == 0 {
+            return Err(Error::data(
+                corpus_path,
+                "rows have 0 dimensions; expected n x d embeddings with d >= 1",
+            ));
+        }
+        for (m, p) in [(&corpus, &corpus_path), (&qm, &queries_path)] {
+            if m.rows() > u32::MAX as usize {
+                return Err(Error::data(
+                    p,
+                    format!("{} rows; at most {} rows are supported", m.rows(), u32::MAX),
+                ));
+            }
+        }
+        if qm.cols() != corpus.cols() {
+            return Err(Error::inconsistent(format!(
+                "dimension mismatch: {} has {}-d rows but {} has {}-d rows; queries and corpus must come from the same model",
+                corpus_path.display(),
+                corpus.cols(),
+                queries_path.display(),
+                qm.cols()
             )));
         }
-        Ok(Some(Split {
-            name,
-            queries: order,
-        }))
-    }
-
-    /// One split, which must exist.
-    /// Without one: a data error naming the missing file when a dataset folder
-    /// was given (the folder is incomplete), else a usage error.
-    pub fn required_split(&self, name: SplitName, skip_unknown: bool) -> Result<Split> {
-        let mut warnings = Vec::new();
-        let split = self.required_noting(name, skip_unknown, &mut warnings);
-        warnings.into_iter().for_each(log::warn);
-        split
-    }
-
-    fn required_noting(
-        &self,
-        name: SplitName,
-        skip_unknown: bool,
-        warnings: &mut Vec<String>,
-    ) -> Result<Split> {
-        self.split_noting(name, skip_unknown, warnings)?
-            .ok_or_else(|| match &self.paths.folder {
-            Some(dir) => Error::data(format!(
-                "{}: not found; the {} split is required (expected query-id<TAB>corpus-id<TAB>score lines there, or give {} FILE)",
-                dir.join("qrels").join(format!("{}.tsv", name.as_str())).display(),
-                name.as_str(),
-                name.flag()
-            )),
-            None => Error::usage(format!(
-                "no {} qrels: give {} FILE or a --dataset folder with qrels/{}.tsv",
-                name.as_str(),
-                name.flag(),
-                name.as_str()
-            )),
+        if corpus.rows() == 0 {
+            return Err(Error::data(corpus_path, "the corpus has no rows"));
+        }
+        // The three reads are independent: run them side by side.
+        let read_queries = || -> Result<Matrix> {
+            let queries = Matrix::new(qm.rows(), qm.cols(), qm.read_all()?);
+            if let Some((r, c)) = NpyMatrix::first_non_finite(&queries.data, queries.cols) {
+                return Err(Error::data_row(
+                    &queries_path,
+                    r,
+                    format!(
+                        "row {r} (column {c}) is NaN or infinite; every query embedding must be finite"
+                    ),
+                ));
+            }
+            Ok(queries)
+        };
+        let (queries, (corpus_ids, query_ids)) = rayon::join(read_queries, || {
+            rayon::join(
+                || Ids::load(paths.corpus_ids.as_deref(), corpus.rows(), &corpus_path),
+                || Ids::load(paths.query_ids.as_deref(), qm.rows(), &queries_path),
+            )
+        });
+        // Errors in the order the files were read before.
+        let queries = queries?;
+        let corpus_ids = corpus_ids?;
+        let query_ids = query_ids?;
+        Ok(Dataset {
+            paths,
+            corpus,
+            corpus_ids,
+            queries,
+            query_ids,
+            notes,
         })
+    }
+
+    /// The embedding dimension.
+    pub fn dim(&self) -> usize {
+        self.corpus.cols()
+    }
+
+    /// The train, dev and (if `with_test` and present) test splits of a fit,
+    /// read in parallel; warnings come out in that order all the same.
+    pub fn fit_splits(&self, skip_unknown: bool, with_test: bool) -> Result<FitSplits> {
+        let (train, (dev, test)) = rayon::join(
+            || self.required_split(SplitName::Train, skip_unknown),
+            || {
+                rayon::join(
+                    || self.required_split(SplitName::Dev, skip_unknown),
+                    || {
+                        if with_test {
+                            self.split(SplitName::Test, skip_unknown)
+                        } else {
+                            Ok(None)
+                        }
+                    },
+                )
+            },
+        );
+        let (train, dev, test) = (train?, dev?, test?);
+        let mut warnings = train.warnings;
+        warnings.extend(dev.warnings);
+        let test = test.map(|t| {
+            warnings.extend(t.warnings);
+            t.split
+        });
+        Ok(FitSplits {
+            train: train.split,
+            dev: dev.split,
+            test,
+            warnings,
+        })
+    }
+
+    /// Loads the judgements of one split; `Ok(None)` if no qrels file is
+    /// known for it. Ids that name no row are an [`Error::UnknownId`]
+    /// unless `skip_unknown`.
+    pub fn split(&self, name: SplitName, skip_unknown: bool) -> Result<Option<Judged>> {
+        let Some(path) = self.paths.qrels(name) else {
+            return Ok(None);
+        };
+        let text = qrels::read(path)?;
+        // Each judgement as (query row, record row, score), None for a line
+        // with an unknown id when skipping those; the ids are looked up as
+        // the file is parsed, on all cores. Qrels files list a query's
+        // judgements together: its id is looked up once per run of lines.
+        let judgements = qrels::parse_map(
+            &text,
+            path,
+            || None::<(&str, Option<u32>)>,
+            |last, j| {
+                let q = match *last {
+                    Some((id, row)) if id == j.query => row,
+                    _ => {
+                        let row = self.query_ids.row(j.query);
+                        *last = Some((j.query, row));
+                        row
+                    }
+                };
+                match (q, self.corpus_ids.row(j.record)) {
+                    (Some(q), Some(r)) => Ok(Some((q, r, j.score))),
+                    _ if skip_unknown => Ok(None),
+                    (q, _) => {
+                        let (what, id) = if q.is_none() {
+                            (IdKind::Query, j.query)
+                        } else {
+                            (IdKind::Corpus, j.record)
+                        };
+                        Err(Error::UnknownId {
+                            path: path.clone(),
+                            line: j.line,
+                            what,
+                            id: id.to_string(),
+                        })
+                    }
+                }
+            },
+        )?;
+        Split::from_rows(name, judgements, self.queries.rows, path).map(Some)
+    }
+
+    /// One split, which must exist. Without one: [`Error::MissingSplit`],
+    /// naming the file that is missing when a dataset folder was given.
+    pub fn required_split(&self, name: SplitName, skip_unknown: bool) -> Result<Judged> {
+        self.split(name, skip_unknown)?
+            .ok_or_else(|| Error::MissingSplit {
+                split: name.as_str(),
+                expected: self
+                    .paths
+                    .folder
+                    .as_ref()
+                    .map(|dir| dir.join("qrels").join(format!("{}.tsv", name.as_str()))),
+            })
     }
 }

@@ -12,7 +12,11 @@ use rustc_hash::FxBuildHasher;
 
 use crate::error::{Error, Result};
 
-pub enum Ids {
+/// The ids of the rows of a matrix (corpus or queries): each row's name,
+/// and the row of each name.
+pub struct Ids(Repr);
+
+enum Repr {
     /// Ids are the row numbers `0..n`.
     RowNumbers(usize),
     /// One id per row, from a file: the file's text once, each row's id as a
@@ -36,34 +40,67 @@ fn span<'a>(text: &'a str, spans: &[(u32, u32)], row: u32) -> &'a str {
 }
 
 impl Ids {
+    /// The row numbers `0..n` as ids.
+    pub fn rows(n: usize) -> Ids {
+        Ids(Repr::RowNumbers(n))
+    }
+
+    /// One id per row, in row order; ids must be unique, non-empty and hold
+    /// no line break. `what` names them in errors (e.g. `corpus_ids`).
+    pub fn from_names<S: AsRef<str>>(
+        names: impl IntoIterator<Item = S>,
+        what: &str,
+    ) -> Result<Ids> {
+        let mut text = String::new();
+        let mut n = 0;
+        for name in names {
+            let name = name.as_ref();
+            if name.contains(['\n', '\r']) {
+                return Err(Error::data_row(
+                    what,
+                    n,
+                    format!("id {name:?} holds a line break"),
+                ));
+            }
+            text.push_str(name);
+            text.push('\n');
+            n += 1;
+        }
+        // Positions are 1-based lines of the joined text: row + 1.
+        Ids::parse(text, Path::new(what), n, Path::new(what))
+    }
+
+    /// Number of rows.
     pub fn len(&self) -> usize {
-        match self {
-            Ids::RowNumbers(n) => *n,
-            Ids::Named { spans, .. } => spans.len(),
+        match &self.0 {
+            Repr::RowNumbers(n) => *n,
+            Repr::Named { spans, .. } => spans.len(),
         }
     }
+    /// Whether there are no rows.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
     /// The row that has id `id`.
     pub fn row(&self, id: &str) -> Option<u32> {
-        match self {
-            Ids::RowNumbers(n) => {
+        match &self.0 {
+            Repr::RowNumbers(n) => {
                 // Only the canonical decimal form names a row: "07" is not "7".
                 let r: usize = id.parse().ok()?;
                 (r < *n && r.to_string() == id).then_some(r as u32)
             }
-            Ids::Named { text, spans, rows } => rows
+            Repr::Named { text, spans, rows } => rows
                 .find(hash(id), |&r| span(text, spans, r) == id)
                 .copied(),
         }
     }
 
+    /// The id of `row`.
     pub fn name(&self, row: usize) -> String {
-        match self {
-            Ids::RowNumbers(_) => row.to_string(),
-            Ids::Named { text, spans, .. } => span(text, spans, row as u32).to_string(),
+        match &self.0 {
+            Repr::RowNumbers(_) => row.to_string(),
+            Repr::Named { text, spans, .. } => span(text, spans, row as u32).to_string(),
         }
     }
 
@@ -80,21 +117,21 @@ impl Ids {
             text.drain(..'\u{feff}'.len_utf8());
         }
         if text.len() > u32::MAX as usize {
-            return Err(Error::data(format!(
-                "{}: larger than 4 GiB; an ids file holds one id per line",
-                path.display()
-            )));
+            return Err(Error::data(
+                path,
+                "larger than 4 GiB; an ids file holds one id per line",
+            ));
         }
         let mut spans: Vec<(u32, u32)> = Vec::with_capacity(expected_rows);
         let mut rows: HashTable<u32> = HashTable::with_capacity(expected_rows);
         for (i, line) in text.lines().enumerate() {
             let id = line.strip_suffix('\r').unwrap_or(line);
             if id.is_empty() {
-                return Err(Error::data(format!(
-                    "{}:{}: empty id; expected one non-empty id per line",
-                    path.display(),
-                    i + 1
-                )));
+                return Err(Error::data_line(
+                    path,
+                    i + 1,
+                    "empty id; expected one non-empty id per line",
+                ));
             }
             let start = id.as_ptr() as usize - text.as_ptr() as usize;
             let row = spans.len() as u32;
@@ -104,12 +141,14 @@ impl Ids {
                 |&r| hash(span(&text, &spans, r)),
             ) {
                 Entry::Occupied(prev) => {
-                    return Err(Error::data(format!(
-                        "{}:{}: duplicate id {id:?} (first seen on line {}); ids must be unique",
-                        path.display(),
+                    return Err(Error::data_line(
+                        path,
                         i + 1,
-                        prev.get() + 1
-                    )));
+                        format!(
+                            "duplicate id {id:?} (first seen on line {}); ids must be unique",
+                            prev.get() + 1
+                        ),
+                    ));
                 }
                 Entry::Vacant(slot) => {
                     slot.insert(row);
@@ -118,24 +157,28 @@ impl Ids {
             spans.push((start as u32, (start + id.len()) as u32));
         }
         if spans.len() != expected_rows {
-            return Err(Error::data(format!(
-                "{}: has {} ids but {} has {} rows; expected one id per row",
-                path.display(),
-                spans.len(),
-                matrix.display(),
-                expected_rows
-            )));
+            return Err(Error::data(
+                path,
+                format!(
+                    "has {} ids but {} has {} rows; expected one id per row",
+                    spans.len(),
+                    matrix.display(),
+                    expected_rows
+                ),
+            ));
         }
-        Ok(Ids::Named { text, spans, rows })
+        Ok(Ids(Repr::Named { text, spans, rows }))
     }
 
+    /// Reads the ids of a matrix's rows from `path` (see [`Ids::parse`]), or
+    /// uses the row numbers when there is no ids file. `expected_rows` is the
+    /// row count of `matrix`, which is named in errors.
     pub fn load(path: Option<&Path>, expected_rows: usize, matrix: &Path) -> Result<Ids> {
         match path {
-            None => Ok(Ids::RowNumbers(expected_rows)),
+            None => Ok(Ids(Repr::RowNumbers(expected_rows))),
             Some(p) => {
-                let text = std::fs::read_to_string(p).map_err(|e| {
-                    Error::data(format!("{}: cannot read ids file: {e}", p.display()))
-                })?;
+                let text = std::fs::read_to_string(p)
+                    .map_err(|e| Error::unreadable(p, "read ids file", e))?;
                 Ids::parse(text, p, expected_rows, matrix)
             }
         }
@@ -148,7 +191,7 @@ mod tests {
 
     #[test]
     fn row_numbers_are_canonical() {
-        let ids = Ids::RowNumbers(10);
+        let ids = Ids::rows(10);
         assert_eq!(ids.row("7"), Some(7));
         assert_eq!(ids.row("07"), None);
         assert_eq!(ids.row("10"), None);
@@ -162,19 +205,22 @@ mod tests {
         let ids = Ids::parse("a\r\nb\nc\n".into(), p, 3, m).unwrap();
         assert_eq!(ids.row("b"), Some(1));
         assert_eq!(ids.name(2), "c");
-        let e = Ids::parse("a\nb\na\n".into(), p, 3, m).err().unwrap();
-        assert!(
-            e.message.contains("ids.txt:3") && e.message.contains("duplicate"),
-            "{}",
-            e.message
+        // A duplicate on line 3, a missing id, an empty line 2: data errors
+        // that name the file and, where there is one, the line.
+        let data_at = |text: &str| match Ids::parse(text.into(), p, 3, m) {
+            Err(e @ Error::Data { .. }) => (e.path().map(Path::to_path_buf), e.line()),
+            other => panic!("expected a data error, got {:?}", other.err()),
+        };
+        assert_eq!(data_at("a\nb\na\n"), (Some(p.into()), Some(3)));
+        assert_eq!(data_at("a\nb\n"), (Some(p.into()), None));
+        assert_eq!(data_at("a\n\nb\n"), (Some(p.into()), Some(2)));
+        // Names given in memory: a duplicate is named by its position.
+        let e = Ids::from_names(["x", "y", "x"], "corpus_ids")
+            .err()
+            .unwrap();
+        assert_eq!(
+            (e.path(), e.line()),
+            (Some(Path::new("corpus_ids")), Some(3))
         );
-        let e = Ids::parse("a\nb\n".into(), p, 3, m).err().unwrap();
-        assert!(
-            e.message.contains("has 2 ids") && e.message.contains("3 rows"),
-            "{}",
-            e.message
-        );
-        let e = Ids::parse("a\n\nb\n".into(), p, 3, m).err().unwrap();
-        assert!(e.message.contains("ids.txt:2"), "{}", e.message);
     }
 }

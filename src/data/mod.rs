@@ -1,4 +1,6 @@
-//! Everything that touches files: `.npy` matrices, ids, qrels, dataset folders.
+//! Everything that touches files: `.npy` matrices, ids, qrels, dataset
+//! folders, and the in-memory corpus a fit can read instead.
+mod corpus;
 pub mod dataset;
 pub mod ids;
 pub mod npy;
@@ -10,6 +12,17 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
+pub use corpus::Corpus;
+
+/// "3, 17, 40 and 12 more": the first few of a list of rows, for messages.
+pub fn list_rows(rows: &[usize]) -> String {
+    let shown: Vec<String> = rows.iter().take(5).map(|r| r.to_string()).collect();
+    let mut s = shown.join(", ");
+    if rows.len() > 5 {
+        s.push_str(&format!(" and {} more", rows.len() - 5));
+    }
+    s
+}
 
 /// A finished output in its temporary file (`.nudge-partial-*`, same
 /// directory), not yet at its final path. [`Pending::commit`] renames it into
@@ -48,9 +61,9 @@ impl Pending {
     }
 }
 
-/// Commits staged outputs, unless the run was interrupted meanwhile.
-pub fn commit_all(pending: Vec<Pending>) -> Result<()> {
-    crate::interrupt::check()?;
+/// Commits staged outputs, unless the run was cancelled meanwhile.
+pub fn commit_all(pending: Vec<Pending>, cancel: &crate::Cancel) -> Result<()> {
+    cancel.check()?;
     for p in pending {
         p.commit()?;
     }
@@ -64,11 +77,11 @@ pub fn temp_beside(path: &Path, suffix: &str) -> Result<tempfile::NamedTempFile>
         _ => Path::new("."),
     };
     partial_file(dir, suffix).map_err(|e| {
-        Error::runtime(format!(
-            "{}: cannot create a temporary file in {}: {e}",
-            path.display(),
-            dir.display()
-        ))
+        Error::io(
+            path,
+            format!("create a temporary file in {}", dir.display()),
+            e,
+        )
     })
 }
 

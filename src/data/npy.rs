@@ -17,12 +17,16 @@ use crate::error::{Error, Result};
 /// Element types nudge reads. Everything is converted to f32 on the way in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dtype {
+    /// Little-endian IEEE half precision (`<f2`).
     F16,
+    /// Little-endian IEEE single precision (`<f4`).
     F32,
+    /// Little-endian IEEE double precision (`<f8`).
     F64,
 }
 
 impl Dtype {
+    /// Bytes per element on disk.
     pub fn size(self) -> usize {
         match self {
             Dtype::F16 => 2,
@@ -42,8 +46,11 @@ impl Dtype {
 /// What the header of an `.npy` file says.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Header {
+    /// Element type of the data.
     pub dtype: Dtype,
+    /// First dimension of the shape.
     pub rows: usize,
+    /// Second dimension of the shape (the embedding dimension).
     pub cols: usize,
     /// Byte offset of the first element.
     pub data_offset: usize,
@@ -186,50 +193,36 @@ impl NpyMatrix {
     /// Opens and validates `path`: header, dtype, rank and that the file holds
     /// every element the header promises.
     pub fn open(path: &Path) -> Result<NpyMatrix> {
-        let file = File::open(path)
-            .map_err(|e| Error::data(format!("{}: cannot open: {e}", path.display())))?;
+        let file = File::open(path).map_err(|e| Error::unreadable(path, "open", e))?;
         let meta = file.metadata().map_err(|e| Error::io(path, "stat", e))?;
         if meta.is_dir() {
-            return Err(Error::data(format!(
-                "{}: is a directory; expected a .npy file",
-                path.display()
-            )));
+            return Err(Error::data(path, "is a directory; expected a .npy file"));
         }
         let len = meta.len();
         if len == 0 {
-            return Err(Error::data(format!(
-                "{}: file is empty; expected a .npy matrix",
-                path.display()
-            )));
+            return Err(Error::data(path, "file is empty; expected a .npy matrix"));
         }
         let mut head = vec![0u8; len.min(1 << 16) as usize];
         file.read_exact_at(&mut head, 0)
             .map_err(|e| Error::io(path, "read", e))?;
-        let header =
-            parse_header(&head).map_err(|e| Error::data(format!("{}: {e}", path.display())))?;
+        let header = parse_header(&head).map_err(|e| Error::data(path, format!("{e}")))?;
         let need = header
             .rows
             .checked_mul(header.cols)
             .and_then(|n| n.checked_mul(header.dtype.size()))
             .and_then(|n| n.checked_add(header.data_offset))
-            .ok_or_else(|| {
-                Error::data(format!("{}: shape in header is too large", path.display()))
-            })?;
+            .ok_or_else(|| Error::data(path, "shape in header is too large"))?;
         if len < need as u64 {
-            return Err(Error::data(format!(
-                "{}: truncated: header says {} x {} {} ({} bytes of data) but the file holds only {} bytes of data",
-                path.display(),
-                header.rows,
-                header.cols,
-                header.dtype.descr(),
-                need - header.data_offset,
-                len - header.data_offset as u64
-            )));
-        }
-        if header.dtype == Dtype::F64 {
-            crate::log::notice(format!(
-                "note: {}: float64 data is converted to float32 as it is read",
-                path.display()
+            return Err(Error::data(
+                path,
+                format!(
+                    "truncated: header says {} x {} {} ({} bytes of data) but the file holds only {} bytes of data",
+                    header.rows,
+                    header.cols,
+                    header.dtype.descr(),
+                    need - header.data_offset,
+                    len - header.data_offset as u64
+                ),
             ));
         }
         Ok(NpyMatrix {
@@ -239,15 +232,19 @@ impl NpyMatrix {
         })
     }
 
+    /// The file this matrix was opened from, for messages.
     pub fn path(&self) -> &Path {
         &self.path
     }
+    /// Number of rows, from the header.
     pub fn rows(&self) -> usize {
         self.header.rows
     }
+    /// Number of columns, from the header.
     pub fn cols(&self) -> usize {
         self.header.cols
     }
+    /// Element type on disk (rows are converted to f32 when read).
     pub fn dtype(&self) -> Dtype {
         self.header.dtype
     }
@@ -306,11 +303,11 @@ impl NpyMatrix {
     }
 
     fn read_error(&self, start: usize, count: usize, e: std::io::Error) -> Error {
-        Error::runtime(format!(
-            "{}: cannot read rows {start}..{}: {e}",
-            self.path.display(),
-            start + count
-        ))
+        Error::io(
+            &self.path,
+            format!("read rows {start}..{}", start + count),
+            e,
+        )
     }
 
     /// The whole matrix as f32; for the (small) query matrix.
@@ -338,7 +335,9 @@ impl NpyMatrix {
 /// Output element type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OutDtype {
+    /// Single precision (`<f4`), exact.
     F32,
+    /// Half precision (`<f2`): half the size, rounded from f32.
     F16,
 }
 
@@ -365,17 +364,20 @@ pub struct NpyWriter {
 const WRITEBACK_STEP: u64 = 1 << 20;
 
 impl NpyWriter {
+    /// Starts a `rows x cols` matrix of `dtype` destined for `path`: writes
+    /// the header to a temporary file beside it. Exactly `rows` rows must be
+    /// written before [`NpyWriter::finish`].
     pub fn create(path: &Path, rows: usize, cols: usize, dtype: OutDtype) -> Result<NpyWriter> {
         let dir = match path.parent() {
             Some(p) if !p.as_os_str().is_empty() => p,
             _ => Path::new("."),
         };
         let tmp = super::partial_file(dir, ".npy").map_err(|e| {
-            Error::runtime(format!(
-                "{}: cannot create a temporary file in {}: {e}",
-                path.display(),
-                dir.display()
-            ))
+            Error::io(
+                path,
+                format!("create a temporary file in {}", dir.display()),
+                e,
+            )
         })?;
         let mut out = BufWriter::with_capacity(1 << 20, tmp);
         let descr = match dtype {
@@ -548,14 +550,14 @@ impl NpyWriter {
     /// Flushes and syncs the file but leaves it at its temporary path, for a
     /// command that commits several outputs together.
     pub fn finish_staged(self) -> Result<crate::data::Pending> {
-        if self.written != self.rows {
-            return Err(Error::runtime(format!(
-                "{}: internal error: wrote {} rows, header says {}",
-                self.path.display(),
-                self.written,
-                self.rows
-            )));
-        }
+        // Callers write every row they declared: a broken invariant, not
+        // an input error.
+        assert_eq!(
+            self.written,
+            self.rows,
+            "{}: rows written and rows in the header differ",
+            self.path.display()
+        );
         let tmp = self
             .out
             .into_inner()
@@ -646,14 +648,13 @@ mod tests {
 
         let bytes = std::fs::read(&p).unwrap();
         std::fs::write(&p, &bytes[..bytes.len() - 3]).unwrap();
-        let e = NpyMatrix::open(&p).err().unwrap();
-        assert!(
-            e.message.contains("truncated") && e.message.contains("m.npy"),
-            "{}",
-            e.message
-        );
-        std::fs::write(&p, b"").unwrap();
-        assert!(NpyMatrix::open(&p).err().unwrap().message.contains("empty"));
+        // Truncated and empty files are data errors about that file.
+        for bytes in [&bytes[..bytes.len() - 3], &b""[..]] {
+            std::fs::write(&p, bytes).unwrap();
+            let e = NpyMatrix::open(&p).err().unwrap();
+            assert!(matches!(e, Error::Data { .. }), "{e:?}");
+            assert_eq!(e.path(), Some(p.as_path()));
+        }
     }
 
     #[test]
@@ -677,7 +678,10 @@ mod tests {
         let p = dir.path().join("out.npy");
         let mut w = NpyWriter::create(&p, 2, 2, OutDtype::F32).unwrap();
         w.write_rows(&[1.0, 2.0]).unwrap();
-        assert!(w.finish().is_err());
+        // Finishing short of the header's rows is a caller's bug: it panics,
+        // and the unwinding removes the temporary file.
+        let finished = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| w.finish()));
+        assert!(finished.is_err(), "finishing a short file must panic");
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 }

@@ -13,8 +13,12 @@ use crate::error::{Error, Result};
 /// allocations per line were most of the time it took to read one.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Judgement<'a> {
+    /// The query's id (first column).
     pub query: &'a str,
+    /// The corpus record's id (second column).
     pub record: &'a str,
+    /// The relevance grade (third column): relevant if above zero, and the
+    /// gain NDCG uses.
     pub score: f32,
     /// 1-based line number, for error messages.
     pub line: usize,
@@ -54,10 +58,7 @@ pub fn parse_map<'a, S, T: Send>(
     let header = loop {
         let rest = &text[at..];
         if rest.is_empty() {
-            return Err(Error::data(format!(
-                "{}: file is empty; {expected}",
-                path.display()
-            )));
+            return Err(Error::data(path, format!("file is empty; {expected}")));
         }
         let len = rest.find('\n').map_or(rest.len(), |i| i + 1);
         let line = rest[..len].trim_end_matches('\n').trim_end_matches('\r');
@@ -73,20 +74,21 @@ pub fn parse_map<'a, S, T: Send>(
         && matches!(cols[1], "corpus-id" | "corpus_id" | "doc-id" | "docid")
         && cols[2] == "score";
     if !header_ok && cols.len() == 3 && cols[2].parse::<f32>().is_ok() {
-        return Err(Error::data(format!(
-            "{}:{}: missing header: the first line {:?} is a judgement; {expected} first",
-            path.display(),
+        return Err(Error::data_line(
+            path,
             header.0 + 1,
-            header.1
-        )));
+            format!(
+                "missing header: the first line {:?} is a judgement; {expected} first",
+                header.1
+            ),
+        ));
     }
     if !header_ok {
-        return Err(Error::data(format!(
-            "{}:{}: bad header {:?}; {expected}",
-            path.display(),
+        return Err(Error::data_line(
+            path,
             header.0 + 1,
-            header.1
-        )));
+            format!("bad header {:?}; {expected}", header.1),
+        ));
     }
     // The judgements, parsed in pieces on all cores (a qrels file can have
     // tens of thousands of lines); each piece knows its first line number
@@ -166,30 +168,30 @@ fn parse_lines<'a, T>(
                 } else {
                     ""
                 };
-                return Err(Error::data(format!(
-                    "{}:{}: {count} tab-separated columns; expected 3 (query-id, corpus-id, score){hint}",
-                    path.display(),
+                return Err(Error::data_line(
+                    path,
                     i + 1,
-                )));
+                    format!(
+                        "{count} tab-separated columns; expected 3 (query-id, corpus-id, score){hint}"
+                    ),
+                ));
             }
         };
         let score: f32 = parse_score(fields[2])
             .filter(|s: &f32| s.is_finite())
             .ok_or_else(|| {
-                Error::data(format!(
-                    "{}:{}: score {:?} is not a finite number; expected e.g. 1 or 0.5",
-                    path.display(),
+                Error::data_line(
+                    path,
                     i + 1,
-                    fields[2]
-                ))
+                    format!(
+                        "score {:?} is not a finite number; expected e.g. 1 or 0.5",
+                        fields[2]
+                    ),
+                )
             })?;
         let (q, r) = (fields[0].trim(), fields[1].trim());
         if q.is_empty() || r.is_empty() {
-            return Err(Error::data(format!(
-                "{}:{}: empty query or corpus id",
-                path.display(),
-                i + 1
-            )));
+            return Err(Error::data_line(path, i + 1, "empty query or corpus id"));
         }
         out.push(f(Judgement {
             query: q,
@@ -203,8 +205,7 @@ fn parse_lines<'a, T>(
 
 /// The text of a qrels file, for [`parse`].
 pub fn read(path: &Path) -> Result<String> {
-    std::fs::read_to_string(path)
-        .map_err(|e| Error::data(format!("{}: cannot read qrels file: {e}", path.display())))
+    std::fs::read_to_string(path).map_err(|e| Error::unreadable(path, "read qrels file", e))
 }
 
 #[cfg(test)]
@@ -233,18 +234,26 @@ mod tests {
     #[test]
     fn malformed_qrels_name_file_and_line() {
         let p = Path::new("t.tsv");
-        let msg = |t: &str| parse(t, p).err().unwrap().message;
-        assert!(msg("").contains("empty"));
-        assert!(msg("q\td\ts\n").contains("t.tsv:1: bad header"));
-        assert!(
-            msg("query-id\tcorpus-id\tscore\nq1\td1\n")
-                .contains("t.tsv:2: 2 tab-separated columns")
+        // Each is a data error naming the file and the line at fault.
+        let at = |t: &str| match parse(t, p) {
+            Err(e @ Error::Data { .. }) => (e.path().map(Path::to_path_buf), e.line()),
+            other => panic!("expected a data error, got {:?}", other.err()),
+        };
+        let file = Some(p.to_path_buf());
+        assert_eq!(at(""), (file.clone(), None));
+        assert_eq!(at("q\td\ts\n"), (file.clone(), Some(1)));
+        assert_eq!(
+            at("query-id\tcorpus-id\tscore\nq1\td1\n"),
+            (file.clone(), Some(2))
         );
-        assert!(
-            msg("query-id\tcorpus-id\tscore\nq1\td1\t1\nq1\td1\thigh\n")
-                .contains("t.tsv:3: score \"high\"")
+        assert_eq!(
+            at("query-id\tcorpus-id\tscore\nq1\td1\t1\nq1\td1\thigh\n"),
+            (file.clone(), Some(3))
         );
-        assert!(msg("query-id\tcorpus-id\tscore\nq1\td1\tNaN\n").contains("not a finite number"));
+        assert_eq!(
+            at("query-id\tcorpus-id\tscore\nq1\td1\tNaN\n"),
+            (file, Some(2))
+        );
     }
 
     #[test]
@@ -266,10 +275,6 @@ mod tests {
         bad[30_002] = "query-x\tdoc-y".to_string();
         bad[5_002] = "query-x\tdoc-y\tlots".to_string();
         let err = parse(&bad.join("\n"), Path::new("t.tsv")).err().unwrap();
-        assert!(
-            err.message.contains("t.tsv:5003: score \"lots\""),
-            "{}",
-            err.message
-        );
+        assert_eq!(err.line(), Some(5003), "{err}");
     }
 }

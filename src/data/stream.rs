@@ -9,7 +9,8 @@
 
 use std::sync::mpsc::{channel, sync_channel};
 
-use crate::data::npy::NpyMatrix;
+use crate::control::Cancel;
+use crate::data::Corpus;
 use crate::error::Result;
 
 /// Chunks in flight between the I/O thread and the consumer.
@@ -21,9 +22,10 @@ const AHEAD: usize = 2;
 /// its place there and `f` sees that place; otherwise into a few recycled
 /// buffers.
 pub fn for_each_chunk(
-    corpus: &NpyMatrix,
+    corpus: Corpus,
     chunk_rows: usize,
     into: Option<&mut [f32]>,
+    cancel: &Cancel,
     f: impl FnMut(&mut [f32], usize) -> Result<()>,
 ) -> Result<()> {
     let chunk_len = chunk_rows.max(1) * corpus.cols();
@@ -36,7 +38,7 @@ pub fn for_each_chunk(
                 corpus.rows() * corpus.cols(),
                 "room for the corpus"
             );
-            pump(corpus, chunk_rows, all.chunks_mut(chunk_len), f)
+            pump(corpus, chunk_rows, all.chunks_mut(chunk_len), cancel, f)
         }
         None => {
             let (recycle_tx, recycle_rx) = channel::<Vec<f32>>();
@@ -46,6 +48,7 @@ pub fn for_each_chunk(
                 corpus,
                 chunk_rows,
                 buffers.zip(std::iter::repeat(recycle_tx)),
+                cancel,
                 f,
             )
         }
@@ -77,9 +80,10 @@ impl ChunkBuf for &mut [f32] {
 }
 
 fn pump<B: ChunkBuf>(
-    corpus: &NpyMatrix,
+    corpus: Corpus,
     chunk_rows: usize,
     mut buffers: impl Iterator<Item = B> + Send,
+    cancel: &Cancel,
     mut f: impl FnMut(&mut [f32], usize) -> Result<()>,
 ) -> Result<()> {
     let n = corpus.rows();
@@ -105,8 +109,8 @@ fn pump<B: ChunkBuf>(
             }
         });
         for msg in rx {
-            // Ctrl-C: stop between chunks (see crate::interrupt).
-            crate::interrupt::check()?;
+            // A cancelled run stops between chunks.
+            cancel.check()?;
             let (mut buf, first, count) = msg?;
             f(buf.slice(count * cols), first)?;
             buf.done();

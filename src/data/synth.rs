@@ -19,17 +19,24 @@ use rand_distr::StandardNormal;
 use rand_xoshiro::Xoshiro256PlusPlus;
 use rayon::prelude::*;
 
+use crate::control::Control;
 use crate::data::npy::{NpyWriter, OutDtype, write_matrix};
 use crate::error::{Error, Result};
-use crate::progress::Progress;
 
+/// The size and seed of a synthetic dataset.
 #[derive(Debug, Clone)]
 pub struct SynthSpec {
+    /// Corpus rows.
     pub records: usize,
+    /// Embedding dimension.
     pub dim: usize,
+    /// Training queries.
     pub train: usize,
+    /// Dev queries.
     pub dev: usize,
+    /// Test queries (0 for none).
     pub test: usize,
+    /// The same seed gives the same bytes, whatever the thread count.
     pub seed: u64,
 }
 
@@ -105,14 +112,18 @@ impl Generator {
 
 /// What was written, for the command's summary.
 pub struct Written {
+    /// Answer groups (topics).
     pub groups: usize,
+    /// Clusters the records sit around.
     pub clusters: usize,
 }
 
-pub fn write(dir: &Path, spec: &SynthSpec) -> Result<Written> {
+/// Writes a dataset folder (`corpus.npy`, `queries.npy`, `qrels/*.tsv`) of
+/// `spec`'s size to `dir`.
+pub fn write(dir: &Path, spec: &SynthSpec, control: &Control) -> Result<Written> {
     if spec.records == 0 || spec.dim == 0 || spec.train == 0 || spec.dev == 0 {
-        return Err(Error::usage(
-            "--records, --dim, --train and --dev must be at least 1",
+        return Err(Error::invalid(
+            "records, dim, train and dev must each be at least 1",
         ));
     }
     std::fs::create_dir_all(dir.join("qrels"))
@@ -123,10 +134,11 @@ pub fn write(dir: &Path, spec: &SynthSpec) -> Result<Written> {
     // Corpus: blocks generated in parallel, written in order.
     let block = 4096;
     let mut w = NpyWriter::create(&dir.join("corpus.npy"), spec.records, d, OutDtype::F32)?;
-    let progress = Progress::new("corpus", spec.records as u64, "rows");
+    let progress = control.phase("corpus", spec.records as u64, "rows");
     let batch = block * rayon::current_num_threads().max(1) * 2;
     let mut start = 0;
     while start < spec.records {
+        control.check()?;
         let end = (start + batch).min(spec.records);
         let mut rows = vec![0.0f32; (end - start) * d];
         rows.par_chunks_mut(d)
@@ -136,7 +148,7 @@ pub fn write(dir: &Path, spec: &SynthSpec) -> Result<Written> {
         start = end;
         progress.set(start as u64);
     }
-    progress.finish();
+    drop(progress);
     w.finish()?;
 
     // Groups of 1-3 records of one cluster; about two training queries each.

@@ -36,9 +36,13 @@ pub fn ndcg_at(ranked: &[u32], q: &LabeledQuery, k: usize) -> f64 {
 /// Averages over a split's queries (all of which have an answer).
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Scores {
+    /// The cut-off these scores are at.
     pub k: usize,
+    /// Mean recall@k over the queries.
     pub recall: f64,
+    /// Mean NDCG@k over the queries.
     pub ndcg: f64,
+    /// Number of queries averaged over.
     pub queries: usize,
 }
 

@@ -1,3 +1,98 @@
-//! Retrieval quality: metrics and the exact search they are computed from.
+//! Retrieval quality: Recall@k and NDCG@k of a corpus on a split, by exact
+//! search ([`evaluate`]), and the metrics themselves ([`metrics`]).
+
 pub mod metrics;
-pub mod search;
+
+use crate::backend::{Backend, Rows, ScanSpec};
+use crate::control::Control;
+use crate::data::Corpus;
+use crate::data::dataset::Split;
+use crate::error::{Error, Result};
+use crate::fit::scan::{check_finite, scan_corpus};
+use crate::matrix::Matrix;
+pub use metrics::Scores;
+
+/// How to evaluate.
+#[derive(Debug, Clone)]
+pub struct EvalOptions {
+    /// Cut-offs, each at least 1 (sorted and deduplicated in the result).
+    pub ks: Vec<usize>,
+    /// Normalise the corpus rows before scoring (cosine), or score them as
+    /// stored (dot product: what a NUDGE-M output must be searched by).
+    pub cosine: bool,
+    /// Corpus rows per streamed chunk; `None` lets the backend choose.
+    pub chunk_rows: Option<usize>,
+    /// Progress and cancellation.
+    pub control: Control,
+}
+
+impl Default for EvalOptions {
+    /// At 10, by dot product.
+    fn default() -> EvalOptions {
+        EvalOptions {
+            ks: vec![10],
+            cosine: false,
+            chunk_rows: None,
+            control: Control::default(),
+        }
+    }
+}
+
+/// What [`evaluate`] measured.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Evaluation {
+    /// One entry per cut-off, ascending k.
+    pub scores: Vec<Scores>,
+    /// Corpus rows of zero norm (they score 0 against every query).
+    pub zero_rows: Vec<usize>,
+}
+
+/// Recall@k and NDCG@k of `corpus` on `split` (whose queries are rows of
+/// `queries`), by exact search in one streaming pass over the corpus. A
+/// corpus row holding a NaN or infinity is a data error naming it.
+pub fn evaluate(
+    backend: &dyn Backend,
+    corpus: Corpus,
+    queries: &Matrix,
+    split: &Split,
+    opts: &EvalOptions,
+) -> Result<Evaluation> {
+    let mut ks = opts.ks.clone();
+    if ks.is_empty() || ks.contains(&0) {
+        return Err(Error::invalid("cut-offs k must be given and at least 1"));
+    }
+    ks.sort_unstable();
+    ks.dedup();
+    if queries.cols != corpus.cols() {
+        return Err(Error::inconsistent(format!(
+            "dimension mismatch: the corpus has {}-d rows but the queries have {}-d rows",
+            corpus.cols(),
+            queries.cols
+        )));
+    }
+    let q = split.matrix(queries);
+    let spec = ScanSpec {
+        queries: &q,
+        k: *ks.last().expect("at least one k"),
+        rows: if opts.cosine {
+            Rows::Normalize
+        } else {
+            Rows::AsStored
+        },
+        skip: None,
+    };
+    let (top, report) = scan_corpus(
+        backend,
+        corpus,
+        spec,
+        opts.chunk_rows,
+        None,
+        &opts.control,
+        |_, _| Ok(()),
+    )?;
+    check_finite(&report, corpus)?;
+    Ok(Evaluation {
+        scores: metrics::score(&top, &split.queries, &ks),
+        zero_rows: report.zero,
+    })
+}

@@ -135,19 +135,17 @@ impl Context {
     pub fn new(opts: &GpuOptions) -> Result<Context> {
         let mut list = adapters();
         if list.is_empty() {
-            return Err(Error::runtime(
-                "no GPU adapter found (wgpu saw no Vulkan device); install a GPU driver, or mesa-vulkan-drivers and libvulkan1 for the CPU-emulated lavapipe, or use --device cpu",
-            ));
+            return Err(Error::NoAdapter);
         }
         if let Some(want) = &opts.adapter {
             let w = want.to_lowercase();
             let names: Vec<String> = list.iter().map(|a| a.get_info().name).collect();
             list.retain(|a| a.get_info().name.to_lowercase().contains(&w));
             if list.is_empty() {
-                return Err(Error::usage(format!(
-                    "--adapter {want:?}: no adapter name contains it; adapters: {}",
-                    names.join(", ")
-                )));
+                return Err(Error::NoSuchAdapter {
+                    wanted: want.clone(),
+                    available: names,
+                });
             }
         }
         list.sort_by_key(|a| rank(&a.get_info()));

@@ -68,6 +68,14 @@ impl Gpu {
         })
     }
 
+    /// L2-normalises rows (`cols` values each) in place on the device, as
+    /// the scan does with [`super::Rows::Normalize`]; zero rows stay zero.
+    /// The twin of [`super::cpu::normalize_rows`], which the fit uses.
+    pub fn normalize(&self, rows: &mut [f32], cols: usize, first_row: usize) -> Result<RowReport> {
+        self.one_shot("normalize", || ops::normalize(self, rows, cols, first_row))
+    }
+
+    /// How corpus chunks are held on the device.
     pub fn precision(&self) -> Precision {
         self.precision
     }
@@ -196,10 +204,6 @@ impl Backend for Gpu {
         let by_chunk = self.budget().min(CHUNK_BYTES) / (d4(dim).max(1) as u64 * 16);
         let by_scores = self.budget() / (queries.max(1) as u64 * 4);
         by_chunk.min(by_scores).clamp(1, 1 << 20) as usize
-    }
-
-    fn normalize(&self, rows: &mut [f32], cols: usize, first_row: usize) -> Result<RowReport> {
-        self.one_shot("normalize", || ops::normalize(self, rows, cols, first_row))
     }
 
     fn scan<'a>(&'a self, spec: ScanSpec<'a>) -> Result<Box<dyn Scan + 'a>> {

@@ -600,8 +600,8 @@ pub fn update(gpu: &Gpu, d: &mut Matrix, g: &Matrix, how: Update) -> Result<()> 
             },
         ),
         Update::N { gamma } => {
-            let crate::nudge::nudge_n::Step { sin, cos, .. } =
-                crate::nudge::nudge_n::Step::new(gamma);
+            let crate::method::nudge_n::Step { sin, cos, .. } =
+                crate::method::nudge_n::Step::new(gamma);
             (
                 &gpu.k.update_n,
                 UpdateParams {

@@ -16,13 +16,16 @@ pub fn grid() -> Vec<f64> {
 /// The update for one gamma: what depends on gamma alone, computed once.
 #[derive(Debug, Clone, Copy)]
 pub struct Step {
+    /// The bound on each record's squared move, `|d' - d|^2 <= gamma`.
     pub gamma: f64,
-    /// Sine and cosine of the rotation angle `theta = 2 asin(sqrt(gamma)/2)`.
+    /// Sine of the rotation angle `theta = 2 asin(sqrt(gamma)/2)`.
     pub sin: f64,
+    /// Cosine of the rotation angle theta.
     pub cos: f64,
 }
 
 impl Step {
+    /// Precomputes the rotation for `gamma`.
     pub fn new(gamma: f64) -> Step {
         let theta = 2.0 * (gamma.sqrt() / 2.0).asin();
         let (sin, cos) = theta.sin_cos();

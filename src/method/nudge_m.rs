@@ -7,7 +7,39 @@
 //! over moved records, [`static_bounds`] against the best static record);
 //! [`sweep`] picks the gamma covered by the most intervals.
 
-use crate::backend::{Bounds, Pair};
+/// A (dev query, answer) pair for the NUDGE-M interval search.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Pair {
+    /// Row of the query in the dev matrix.
+    pub query: u32,
+    /// Absolute record row of the answer x.
+    pub record: u32,
+    /// q . d_x (for a moved x, its entry of the block's S0)
+    pub s: f32,
+    /// q . Ghat_x (for a moved x, its entry of the block's slopes; 0 for a
+    /// record that does not move)
+    pub t: f32,
+}
+
+/// Running interval of one pair: x is ranked first for gamma in [low, high).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Bounds {
+    /// Gamma from which x ranks first.
+    pub low: f32,
+    /// Gamma from which x no longer ranks first.
+    pub high: f32,
+    /// x can never rank first (a competitor with the same slope scores higher).
+    pub dropped: bool,
+}
+
+impl Bounds {
+    /// No constraint yet: `[0, LARGE)`.
+    pub const OPEN: Bounds = Bounds {
+        low: 0.0,
+        high: LARGE,
+        dropped: false,
+    };
+}
 
 /// Added to score-slope differences before dividing, as the reference does.
 pub const EPS: f32 = 1e-8;

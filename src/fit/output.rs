@@ -7,30 +7,51 @@
 use std::path::Path;
 
 use crate::data::Pending;
-use crate::data::npy::{NpyMatrix, NpyWriter, OutDtype};
+use crate::data::npy::{NpyWriter, OutDtype};
 use std::sync::mpsc::{Receiver, SyncSender, channel, sync_channel};
 use std::thread::JoinHandle;
 
 use crate::error::{Error, Result};
 use crate::matrix::Matrix;
 
+/// How the tuned corpus is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriteOptions {
+    /// Element type of the written rows.
+    pub dtype: OutDtype,
+    /// Outputs of up to this many bytes (as f32) are assembled in memory and
+    /// written in one piece; larger ones stream to disk on a writer thread
+    /// during the pass. Tests set 0 to walk the streaming path on small data.
+    pub in_memory_max: u64,
+}
+
+impl Default for WriteOptions {
+    /// f32 rows; outputs of up to 64 MiB in memory.
+    fn default() -> WriteOptions {
+        WriteOptions {
+            dtype: OutDtype::F32,
+            in_memory_max: 64 << 20,
+        }
+    }
+}
+
 /// Fits and writes the output corpus to `path` (atomically) in the fit's
 /// own pass: the library form of `nudge fit --out`.
 pub fn fit_to_file(
     backend: &dyn crate::backend::Backend,
-    inputs: &crate::nudge::Inputs,
-    opts: &crate::nudge::FitOptions,
+    inputs: &crate::fit::Inputs,
+    opts: &crate::fit::FitOptions,
     path: &Path,
-    dtype: OutDtype,
-) -> Result<crate::nudge::Fit> {
-    let mut out = InlineOutput::create(inputs.corpus, path, dtype)?;
-    let fit = crate::nudge::fit_into(backend, inputs, opts, Some(&mut out))?;
+    write: &WriteOptions,
+) -> Result<crate::fit::Fit> {
+    let mut out = InlineOutput::create(inputs.corpus.rows(), inputs.corpus.cols(), path, write)?;
+    let fit = crate::fit::fit_into(backend, inputs, opts, Some(&mut out))?;
     out.finish()?.commit()?;
     Ok(fit)
 }
 
 /// The output corpus written during the fit's own pass (see
-/// [`crate::nudge::fit_into`]): rows arrive normalised and in order,
+/// [`crate::fit::fit_into`]): rows arrive normalised and in order,
 /// [`InlineOutput::put_moved`] puts the moved ones in as soon as they are
 /// updated, and [`InlineOutput::finish`] syncs the file.
 pub struct InlineOutput {
@@ -40,7 +61,7 @@ pub struct InlineOutput {
 
 /// Where the rows go until [`InlineOutput::put_moved`].
 enum Sink {
-    /// An output of up to [`in_memory_max`] bytes is kept in memory and
+    /// An output of up to [`WriteOptions::in_memory_max`] bytes is kept in memory and
     /// written in one piece once the moved rows are in place: for a
     /// small corpus, a writer thread, its buffers and a write call per run
     /// of moved rows cost more than the fit itself. The corpus pass reads
@@ -64,21 +85,17 @@ enum Sink {
     Failed,
 }
 
-/// Outputs up to this many bytes are assembled in memory; 64 MiB, or
-/// `NUDGE_OUTPUT_IN_MEMORY_MAX` (a hidden override, so tests can run the
-/// streaming path on small data).
-fn in_memory_max() -> u64 {
-    std::env::var("NUDGE_OUTPUT_IN_MEMORY_MAX")
-        .ok()
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(64 << 20)
-}
-
 impl InlineOutput {
-    pub fn create(corpus: &NpyMatrix, path: &Path, dtype: OutDtype) -> Result<InlineOutput> {
-        let (rows, cols) = (corpus.rows(), corpus.cols());
-        let w = NpyWriter::create(path, rows, cols, dtype)?;
-        let sink = if (rows * cols * 4) as u64 <= in_memory_max() {
+    /// Starts the output of a `rows x cols` corpus at `path` (a temporary
+    /// file beside it until [`InlineOutput::finish`] and a commit).
+    pub fn create(
+        rows: usize,
+        cols: usize,
+        path: &Path,
+        write: &WriteOptions,
+    ) -> Result<InlineOutput> {
+        let w = NpyWriter::create(path, rows, cols, write.dtype)?;
+        let sink = if (rows * cols * 4) as u64 <= write.in_memory_max {
             Sink::Memory {
                 writer: w,
                 // Zeroed memory fresh from the allocator costs nothing
@@ -128,9 +145,9 @@ impl InlineOutput {
                 rows[first * cols..first * cols + normalised.len()].copy_from_slice(normalised);
                 Ok(())
             }
-            Sink::Written(_) | Sink::Failed => Err(Error::runtime(
-                "internal error: output rows after the moved rows",
-            )),
+            Sink::Written(_) | Sink::Failed => {
+                unreachable!("output rows pushed after the moved rows")
+            }
             Sink::Stream {
                 send,
                 recycle,
@@ -178,7 +195,7 @@ impl InlineOutput {
                 w
             }
             Sink::Written(_) | Sink::Failed => {
-                return Err(Error::runtime("internal error: moved rows put twice"));
+                unreachable!("moved rows put twice");
             }
         };
         writer.start_writeback()?;
@@ -190,9 +207,7 @@ impl InlineOutput {
     pub fn finish(mut self) -> Result<Pending> {
         match std::mem::replace(&mut self.sink, Sink::Failed) {
             Sink::Written(w) => w.finish_staged(),
-            _ => Err(Error::runtime(
-                "internal error: the output was finished before its moved rows were put",
-            )),
+            _ => unreachable!("the output was finished before its moved rows were put"),
         }
     }
 }
@@ -215,9 +230,8 @@ fn stop_writer(
 ) -> Result<NpyWriter> {
     *send = None;
     match writer.take() {
-        Some(h) => h
-            .join()
-            .map_err(|_| Error::runtime("the output writer panicked"))?,
+        // A panic on the writer thread is a bug: carry it on here.
+        Some(h) => h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)),
         None => Err(Error::runtime("the output writer stopped")),
     }
 }

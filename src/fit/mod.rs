@@ -1,0 +1,612 @@
+//! The NUDGE fit, written once against the [`Backend`] steps.
+//!
+//! [`fit_into`] is the whole algorithm as five named steps:
+//!
+//! 1. [`scan_and_gather`]: one streaming pass over the corpus normalises the
+//!    rows, keeps the static top-k of every dev and test query, gathers the
+//!    moved rows (and writes the output as it goes, when asked to);
+//! 2. [`aggregate`]: G = segment sums of training queries per moved record;
+//! 3. [`choose_gamma`]: S0 = Qdev . D_M^T and S1 = Qdev . G_M^T, in blocks
+//!    of moved records, from which every gamma's dev score follows without
+//!    the corpus (the searches themselves are in `search`);
+//! 4. [`update`]: move the moved rows;
+//! 5. [`score_test`]: test metrics before and after, from the static lists
+//!    and the moved rows alone.
+//!
+//! The moved/static split comes from the judgements alone ([`plan`]),
+//! before the corpus is read. [`output`] writes the tuned corpus.
+
+pub mod output;
+pub(crate) mod plan;
+pub(crate) mod scan;
+mod search;
+
+use std::time::Instant;
+
+use crate::backend::{Backend, RowReport, Rows, ScanSpec, TopK};
+use crate::control::Control;
+use crate::data::Corpus;
+use crate::data::dataset::Split;
+use crate::error::{Error, Result};
+use crate::eval::metrics::{self, Scores};
+use crate::matrix::Matrix;
+use crate::method::{Method, nudge_n};
+use plan::Plan;
+use scan::{check_finite, scan_corpus};
+use search::Search;
+
+pub use search::slopes;
+
+/// How to fit: the method and its settings, plus the knobs a caller may
+/// tune (chunk and block sizes) and the [`Control`] that watches the run.
+#[derive(Debug, Clone)]
+pub struct FitOptions {
+    /// NUDGE-M or NUDGE-N.
+    pub method: Method,
+    /// Use this gamma instead of searching for one (NUDGE-N: 0 to 4).
+    pub gamma: Option<f64>,
+    /// k of the NUDGE-N dev score (top-k hits / min(|answers|, k)); at least 1.
+    pub val_k: usize,
+    /// Cut-off of the test metrics reported before and after; at least 1.
+    pub eval_k: usize,
+    /// Keep zero-norm corpus rows (unmoved) instead of failing with
+    /// [`Error::ZeroRows`].
+    pub allow_zero_rows: bool,
+    /// Moved records per S0/S1 block; `None` lets the backend choose from
+    /// the number of dev queries.
+    pub block_rows: Option<usize>,
+    /// Corpus rows per streamed chunk; `None` lets the backend choose. The
+    /// result does not depend on it (tests force tiny chunks to prove it).
+    pub chunk_rows: Option<usize>,
+    /// Progress and cancellation.
+    pub control: Control,
+}
+
+impl FitOptions {
+    /// The reference's defaults for `method`: gamma searched, `val_k` 1,
+    /// test metrics at 10.
+    pub fn new(method: Method) -> FitOptions {
+        FitOptions {
+            method,
+            gamma: None,
+            val_k: 1,
+            eval_k: 10,
+            allow_zero_rows: false,
+            block_rows: None,
+            chunk_rows: None,
+            control: Control::default(),
+        }
+    }
+
+    /// [`Error::Invalid`] for settings no fit can run with.
+    pub fn validate(&self) -> Result<()> {
+        if let Some(g) = self.gamma {
+            let max = match self.method {
+                Method::NudgeN => 4.0,
+                Method::NudgeM => f64::MAX,
+            };
+            if !(g.is_finite() && (0.0..=max).contains(&g)) {
+                return Err(Error::invalid(format!(
+                    "gamma {g}: expected a number >= 0 (and <= 4 for nudge-n)"
+                )));
+            }
+        }
+        if self.val_k == 0 {
+            return Err(Error::invalid("val_k must be at least 1"));
+        }
+        if self.eval_k == 0 {
+            return Err(Error::invalid("eval_k must be at least 1"));
+        }
+        if self.block_rows == Some(0) || self.chunk_rows == Some(0) {
+            return Err(Error::invalid("block and chunk sizes must be at least 1"));
+        }
+        Ok(())
+    }
+}
+
+/// How gamma was chosen, for the report.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(untagged)]
+pub enum DevScores {
+    /// NUDGE-N: (gamma, dev score) for every gamma tried.
+    Grid(Vec<GridPoint>),
+    /// NUDGE-M: how many (dev query, answer) intervals contain the winner.
+    Intervals {
+        /// Intervals that contain the chosen gamma.
+        best_count: usize,
+        /// Intervals (pairs whose answer can rank first for some gamma).
+        intervals: usize,
+        /// (dev query, answer) pairs.
+        pairs: usize,
+    },
+    /// NUDGE-M with a fixed gamma: no search ran.
+    Fixed,
+}
+
+/// One gamma of the NUDGE-N grid and its dev score.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct GridPoint {
+    /// The gamma.
+    pub gamma: f64,
+    /// Mean dev hit rate at `val_k` with that gamma.
+    pub score: f64,
+}
+
+/// What a fit found: gamma, the moved records and their new embeddings, and
+/// how it got there. The tuned corpus is the input with every row
+/// normalised and the rows `moved` replaced by `updated` ([`Fit::apply`]).
+#[derive(Debug, Clone)]
+pub struct Fit {
+    /// The method that ran.
+    pub method: Method,
+    /// The chosen (or given) gamma.
+    pub gamma: f64,
+    /// Why gamma is what it is, when that is not a plain search result
+    /// (fixed by the caller, or a search that could not judge; see
+    /// [`Fit::warnings`]).
+    pub gamma_reason: Option<String>,
+    /// Moved records, ascending corpus rows.
+    pub moved: Vec<u32>,
+    /// The moved records' new embeddings, one row per entry of `moved`.
+    pub updated: Matrix,
+    /// How gamma was chosen.
+    pub dev_scores: DevScores,
+    /// Test metrics at `eval_k` before the fit, when there is a test split.
+    pub before: Option<Scores>,
+    /// Test metrics at `eval_k` after the fit, when there is a test split.
+    pub after: Option<Scores>,
+    /// Corpus rows of zero norm, kept as they are (with `allow_zero_rows`).
+    pub zero_rows: Vec<usize>,
+    /// Things the caller should tell the user (e.g. gamma came out 0
+    /// because no dev query could judge it).
+    pub warnings: Vec<String>,
+    /// Seconds per phase, in order.
+    pub timings: Vec<(&'static str, f64)>,
+}
+
+impl Fit {
+    /// Turns a copy of the input corpus (`rows x cols`, row-major, in input
+    /// order) into the tuned corpus in place: every row L2-normalised (zero
+    /// rows stay zero), the moved rows replaced. Bit for bit what a fit
+    /// writes to its output.
+    pub fn apply(&self, corpus: &mut [f32], cols: usize) {
+        assert!(cols > 0 && corpus.len().is_multiple_of(cols), "whole rows");
+        crate::backend::cpu::normalize_rows(corpus, cols, 0);
+        for (i, &r) in self.moved.iter().enumerate() {
+            let r = r as usize;
+            corpus[r * cols..(r + 1) * cols].copy_from_slice(self.updated.row(i));
+        }
+    }
+}
+
+/// What a fit reads: the corpus, every query embedding, and the judgements
+/// of each split (rows into `queries` and the corpus).
+#[derive(Clone, Copy)]
+pub struct Inputs<'a> {
+    /// The corpus, on disk or in memory.
+    pub corpus: Corpus<'a>,
+    /// Every query embedding of every split, one per row.
+    pub queries: &'a Matrix,
+    /// Training judgements: the records they name move.
+    pub train: &'a Split,
+    /// Dev judgements: choose gamma.
+    pub dev: &'a Split,
+    /// Test judgements, scored before and after, if any.
+    pub test: Option<&'a Split>,
+}
+
+/// Fits NUDGE on `backend` and returns the moved records with their new
+/// embeddings; nothing is written (see [`Fit::apply`], or [`fit_into`] and
+/// [`output::fit_to_file`] to write the tuned corpus in the same pass).
+pub fn fit(backend: &dyn Backend, inputs: &Inputs, opts: &FitOptions) -> Result<Fit> {
+    fit_into(backend, inputs, opts, None)
+}
+
+/// [`fit`], also writing the output corpus during the fit's one pass over
+/// the corpus: every row goes out normalised as it is read, the moved rows
+/// go in once updated ([`output::InlineOutput::put_moved`]), and the caller
+/// syncs the file ([`output::InlineOutput::finish`]). The disk then works
+/// while the similarity search runs, instead of in a second pass of its own.
+pub fn fit_into(
+    backend: &dyn Backend,
+    inputs: &Inputs,
+    opts: &FitOptions,
+    mut out: Option<&mut output::InlineOutput>,
+) -> Result<Fit> {
+    opts.validate()?;
+    if inputs.queries.cols != inputs.corpus.cols() {
+        return Err(Error::inconsistent(format!(
+            "dimension mismatch: the corpus has {}-d rows but the queries have {}-d rows; queries and corpus must come from the same model",
+            inputs.corpus.cols(),
+            inputs.queries.cols
+        )));
+    }
+    let mut clock = Clock(Instant::now(), Vec::new());
+    let plan = Plan::new(inputs.corpus.rows(), inputs.train, inputs.dev);
+    let dev_k = match opts.method {
+        Method::NudgeM => 1,
+        Method::NudgeN => opts.val_k,
+    };
+    let q_dev = inputs.dev.matrix(inputs.queries);
+    let q_test = inputs.test.map(|t| t.matrix(inputs.queries));
+
+    let pass = scan_and_gather(
+        backend,
+        inputs,
+        opts,
+        &plan,
+        &q_dev,
+        q_test.as_ref(),
+        dev_k,
+        out.as_deref_mut(),
+    )?;
+    clock.lap("scan");
+
+    let g = aggregate(backend, inputs.queries, &plan, &pass.zero_rows)?;
+    clock.lap("aggregate");
+
+    let block = opts
+        .block_rows
+        .unwrap_or_else(|| backend.block_rows(q_dev.rows));
+    let search = Search {
+        backend,
+        q_dev: &q_dev,
+        dev: inputs.dev,
+        moved: &plan.moved,
+        kept: &plan.kept,
+        d_moved: &pass.moved,
+        kept_rows: &pass.kept,
+        g: &g,
+        block,
+        control: &opts.control,
+    };
+    let dev_static = static_part(&pass.top, 0, inputs.dev.queries.len(), dev_k);
+    let choice = choose_gamma(&search, &dev_static, opts, dev_k)?;
+    let reason = choice
+        .reason
+        .clone()
+        .or_else(|| explain_gamma(choice.gamma, inputs.dev, &plan.moved, &g));
+    let mut warnings = Vec::new();
+    if choice.reason.is_none()
+        && let Some(why) = &reason
+    {
+        warnings.push(if choice.gamma == 0.0 {
+            format!("gamma is 0, the output equals the normalised input: {why}")
+        } else {
+            why.clone()
+        });
+    }
+    clock.lap("gamma search");
+
+    let test = TestScoring {
+        backend,
+        top: &pass.top,
+        dev_queries: inputs.dev.queries.len(),
+        test: inputs.test.zip(q_test.as_ref()),
+        moved: &plan.moved,
+        k: opts.eval_k,
+        block,
+        control: &opts.control,
+    };
+    let before = score_test(&test, &pass.moved)?;
+    let mut evaluate_s = clock.split();
+    let updated = update(backend, opts.method, pass.moved, &g, choice.gamma)?;
+    clock.lap("update");
+    // The output is complete now: the disk can start on it while the test
+    // queries are scored.
+    if let Some(o) = out.as_mut() {
+        o.put_moved(&plan.moved, &updated)?;
+        clock.lap("write");
+    }
+    let after = score_test(&test, &updated)?;
+    evaluate_s += clock.split();
+    clock.1.push(("evaluate", evaluate_s));
+
+    Ok(Fit {
+        method: opts.method,
+        gamma: choice.gamma,
+        gamma_reason: reason,
+        moved: plan.moved,
+        updated,
+        dev_scores: choice.dev_scores,
+        before,
+        after,
+        zero_rows: pass.zero_rows,
+        warnings,
+        timings: clock.1,
+    })
+}
+
+/// What the corpus pass leaves: everything later steps need from the corpus.
+struct Pass {
+    /// Static top-k of the dev queries, then of the test queries.
+    top: TopK,
+    /// The moved rows, normalised, in `plan.moved` order.
+    moved: Matrix,
+    /// The dev answers that stay, normalised, in `plan.kept` order.
+    kept: Matrix,
+    /// Rows of zero norm (allowed by `allow_zero_rows`).
+    zero_rows: Vec<usize>,
+}
+
+/// Step 1: the one pass over the corpus. Every row is normalised once, here
+/// on the host, and everything downstream (the scan, the gathered rows, the
+/// written output) takes it as it is, so the moved rows and the written
+/// file agree bit for bit whatever the backend. The moved rows are left out
+/// of the static top-k; they and the static dev answers are copied out as
+/// the corpus streams past.
+#[allow(clippy::too_many_arguments)]
+fn scan_and_gather(
+    backend: &dyn Backend,
+    inputs: &Inputs,
+    opts: &FitOptions,
+    plan: &Plan,
+    q_dev: &Matrix,
+    q_test: Option<&Matrix>,
+    dev_k: usize,
+    out: Option<&mut output::InlineOutput>,
+) -> Result<Pass> {
+    let dim = inputs.corpus.cols();
+    // The scan's queries: the dev queries, then the test queries if any.
+    let q_scan = match q_test {
+        Some(t) => {
+            let mut both = q_dev.clone();
+            both.data.extend_from_slice(&t.data);
+            both.rows += t.rows;
+            std::borrow::Cow::Owned(both)
+        }
+        None => std::borrow::Cow::Borrowed(q_dev),
+    };
+    let k = dev_k.max(if q_test.is_some() { opts.eval_k } else { 0 });
+    let mut moved = Matrix::zeros(plan.moved.len(), dim);
+    let mut kept = Matrix::zeros(plan.kept.len(), dim);
+    let mut cursors = (0, 0);
+    let spec = ScanSpec {
+        queries: &q_scan,
+        k,
+        rows: Rows::Checked,
+        skip: Some(&plan.is_moved),
+    };
+    let mut report = RowReport::default();
+    // An output assembled in memory takes the corpus straight from the
+    // file; a streamed one is pushed each chunk.
+    let (into, mut push_to) = match out {
+        Some(o) if o.in_memory() => (o.rows_mut(), None),
+        o => (None, o),
+    };
+    let (top, _) = scan_corpus(
+        backend,
+        inputs.corpus,
+        spec,
+        opts.chunk_rows,
+        into,
+        &opts.control,
+        |chunk, first| {
+            report.extend(crate::backend::cpu::normalize_rows(chunk, dim, first));
+            let end = first + chunk.len() / dim.max(1);
+            for (rows, dst, cursor) in [
+                (&plan.moved, &mut moved, &mut cursors.0),
+                (&plan.kept, &mut kept, &mut cursors.1),
+            ] {
+                while *cursor < rows.len() && (rows[*cursor] as usize) < end {
+                    let r = rows[*cursor] as usize - first;
+                    dst.row_mut(*cursor)
+                        .copy_from_slice(&chunk[r * dim..(r + 1) * dim]);
+                    *cursor += 1;
+                }
+            }
+            match push_to.as_mut() {
+                Some(o) => o.push(chunk, first),
+                None => Ok(()),
+            }
+        },
+    )?;
+    check_finite(&report, inputs.corpus)?;
+    if !report.zero.is_empty() && !opts.allow_zero_rows {
+        return Err(Error::ZeroRows {
+            path: inputs.corpus.path_buf(),
+            rows: report.zero,
+        });
+    }
+    Ok(Pass {
+        top,
+        moved,
+        kept,
+        zero_rows: report.zero,
+    })
+}
+
+/// Step 2: the gradient G of every moved record, the sum of the training
+/// queries it answers. A zero row kept by `allow_zero_rows` gets G = 0, so
+/// that it stays as it is.
+fn aggregate(
+    backend: &dyn Backend,
+    queries: &Matrix,
+    plan: &Plan,
+    zero_rows: &[usize],
+) -> Result<Matrix> {
+    let mut g = backend.aggregate(queries, &plan.segments)?;
+    for (i, &r) in plan.moved.iter().enumerate() {
+        if zero_rows.binary_search(&(r as usize)).is_ok() {
+            g.row_mut(i).fill(0.0);
+        }
+    }
+    Ok(g)
+}
+
+/// Gamma, how it was found, and why when a caller fixed it.
+struct Choice {
+    gamma: f64,
+    dev_scores: DevScores,
+    reason: Option<String>,
+}
+
+/// Step 3: gamma, fixed by the caller or searched: NUDGE-M's exact interval
+/// sweep, or NUDGE-N's grid (a fixed NUDGE-N gamma is a grid of one, so its
+/// dev score is reported too).
+fn choose_gamma(
+    search: &Search,
+    dev_static: &TopK,
+    opts: &FitOptions,
+    dev_k: usize,
+) -> Result<Choice> {
+    let fixed = opts.gamma.map(|_| "fixed by the caller".to_string());
+    Ok(match (opts.method, opts.gamma) {
+        (Method::NudgeM, Some(g)) => Choice {
+            // NUDGE-M applies gamma in f32, as the reference does.
+            gamma: (g as f32) as f64,
+            dev_scores: DevScores::Fixed,
+            reason: fixed,
+        },
+        (Method::NudgeM, None) => {
+            let m = search.search_m(dev_static)?;
+            Choice {
+                gamma: m.gamma as f64,
+                dev_scores: DevScores::Intervals {
+                    best_count: m.count,
+                    intervals: m.intervals,
+                    pairs: m.pairs,
+                },
+                reason: None,
+            }
+        }
+        (Method::NudgeN, g) => {
+            let grid = match g {
+                Some(g) => vec![g],
+                None => nudge_n::grid(),
+            };
+            let points = search.search_n(&grid, dev_static, dev_k)?;
+            // The first best point wins, as in the reference.
+            let mut best = (f64::NEG_INFINITY, 0.0);
+            for p in &points {
+                if p.score > best.0 {
+                    best = (p.score, p.gamma);
+                }
+            }
+            Choice {
+                gamma: best.1,
+                dev_scores: DevScores::Grid(points),
+                reason: fixed,
+            }
+        }
+    })
+}
+
+/// The silent failures: the search "succeeds" but the dev queries could not
+/// judge it. `None` when the search result is a plain one.
+fn explain_gamma(gamma: f64, dev: &Split, moved: &[u32], g: &Matrix) -> Option<String> {
+    // Records that can really move: G != 0 (a zero row kept by
+    // allow_zero_rows, or training queries that cancel out, cannot).
+    let movable: Vec<bool> = (0..moved.len())
+        .map(|i| g.row(i).iter().any(|x| *x != 0.0))
+        .collect();
+    let n_movable = movable.iter().filter(|m| **m).count();
+    let is_movable = |row: u32| moved.binary_search(&row).is_ok_and(|i| movable[i]);
+    let dev_answers: usize = dev.queries.iter().map(|q| q.answers.len()).sum();
+    let dev_moved_answers = dev
+        .queries
+        .iter()
+        .flat_map(|q| &q.answers)
+        .filter(|a| is_movable(a.0))
+        .count();
+    if n_movable == 0 {
+        Some(if moved.is_empty() {
+            "no record answers a training query, so nothing can move".to_string()
+        } else {
+            format!(
+                "none of the {} records that answer a training query can move (zero-norm rows or a zero gradient)",
+                moved.len()
+            )
+        })
+    } else if dev_moved_answers == 0 {
+        Some(format!(
+            "no dev query has an answer that a training query moved ({n_movable} moved records, {dev_answers} dev answers); {}",
+            if gamma == 0.0 {
+                "no gamma can raise the dev score".to_string()
+            } else {
+                format!(
+                    "gamma {gamma} was chosen only from moves of records that answer no dev query"
+                )
+            }
+        ))
+    } else if gamma == 0.0 {
+        Some("no gamma scored higher on the dev queries than gamma 0".to_string())
+    } else {
+        None
+    }
+}
+
+/// Step 4: the moved rows, moved (NUDGE-M shift or NUDGE-N rotation).
+fn update(
+    backend: &dyn Backend,
+    method: Method,
+    mut rows: Matrix,
+    g: &Matrix,
+    gamma: f64,
+) -> Result<Matrix> {
+    match method {
+        Method::NudgeM => backend.update_m(&mut rows, g, gamma as f32)?,
+        Method::NudgeN => backend.update_n(&mut rows, g, gamma)?,
+    }
+    Ok(rows)
+}
+
+/// What scoring the test queries needs besides the moved rows.
+struct TestScoring<'a> {
+    backend: &'a dyn Backend,
+    /// The scan's lists: dev queries first, then test queries.
+    top: &'a TopK,
+    dev_queries: usize,
+    test: Option<(&'a Split, &'a Matrix)>,
+    moved: &'a [u32],
+    k: usize,
+    block: usize,
+    control: &'a Control,
+}
+
+/// Step 5: test metrics with the moved records at `rows`: the static lists
+/// of the scan, merged with the moved rows' scores. `None` without a test
+/// split.
+fn score_test(t: &TestScoring, rows: &Matrix) -> Result<Option<Scores>> {
+    let Some((test, q)) = t.test else {
+        return Ok(None);
+    };
+    let mut top = static_part(t.top, t.dev_queries, test.queries.len(), t.k);
+    for start in (0..t.moved.len()).step_by(t.block.max(1)) {
+        t.control.check()?;
+        let end = (start + t.block).min(t.moved.len());
+        let s = t.backend.similarity(q, &rows.rows_range(start, end))?;
+        for i in 0..q.rows {
+            top.offer(i, s.row(i), &t.moved[start..end]);
+        }
+    }
+    Ok(Some(metrics::score(&top, &test.queries, &[t.k]).remove(0)))
+}
+
+/// Rows `first..first+count` of a scan's lists, cut to `k`.
+fn static_part(top: &TopK, first: usize, count: usize, k: usize) -> TopK {
+    let mut out = TopK::new(count, k);
+    for q in 0..count {
+        for (s, r) in top.entries(first + q).take(k) {
+            out.push(q, s, r);
+        }
+    }
+    out
+}
+
+/// Seconds per phase.
+struct Clock(Instant, Vec<(&'static str, f64)>);
+
+impl Clock {
+    fn lap(&mut self, phase: &'static str) {
+        let s = self.split();
+        self.1.push((phase, s));
+    }
+    /// Seconds since the last lap or split, without recording a phase.
+    fn split(&mut self) -> f64 {
+        let now = Instant::now();
+        let s = (now - self.0).as_secs_f64();
+        self.0 = now;
+        s
+    }
+}
