@@ -10,9 +10,7 @@ use std::path::{Path, PathBuf};
 static GLOBAL: nudge::alloc::Allocator = nudge::alloc::Allocator;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use nudge::backend::cpu::Cpu;
-use nudge::data::dataset::{Dataset, Paths};
-use nudge::nudge::{FitOptions, Inputs, Method, fit};
+use nudge::{Cpu, Dataset, FitOptions, Inputs, Method, Paths, fit};
 
 fn datasets() -> Vec<(&'static str, PathBuf)> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -28,14 +26,14 @@ fn fits(c: &mut Criterion) {
     let mut g = c.benchmark_group("fit");
     g.sample_size(20);
     for (name, dir) in datasets() {
-        let ds = Dataset::open(Paths::default().with_folder(Some(&dir)).unwrap()).unwrap();
-        let (train, dev, test) = ds.fit_splits(false, true).unwrap();
+        let ds = Dataset::open(Paths::folder(&dir).unwrap()).unwrap();
+        let s = ds.fit_splits(false, true).unwrap();
         let inputs = Inputs {
-            corpus: &ds.corpus,
+            corpus: (&ds.corpus).into(),
             queries: &ds.queries,
-            train: &train,
-            dev: &dev,
-            test: test.as_ref(),
+            train: &s.train,
+            dev: &s.dev,
+            test: s.test.as_ref(),
         };
         for method in [Method::NudgeM, Method::NudgeN] {
             g.bench_function(format!("{name}/{}", method.as_str()), |b| {

@@ -105,9 +105,10 @@ pub enum Error {
     /// A judgement names an id that is not in the ids. [`Kind::Data`].
     #[error("{}:{line}: unknown {} id {id:?} (not in the {} ids)", path.display(), what.as_str(), what.as_str())]
     UnknownId {
-        /// The qrels file.
+        /// The qrels file (for judgements given in memory, the split's name).
         path: PathBuf,
-        /// 1-based line.
+        /// 1-based line (for judgements given in memory, the 1-based
+        /// position of the judgement).
         line: usize,
         /// Whether the query or the corpus id is unknown.
         what: IdKind,

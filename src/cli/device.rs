@@ -75,11 +75,6 @@ impl DeviceArgs {
         self.open(Some(flops))
     }
 
-    /// The backend, whatever the job's size.
-    pub fn backend(&self) -> Result<Box<dyn Backend>> {
-        self.open(None)
-    }
-
     fn open(&self, flops: Option<f64>) -> Result<Box<dyn Backend>> {
         let (backend, choice) = device::open(&self.options(), flops)?;
         match choice {

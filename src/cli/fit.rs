@@ -181,8 +181,12 @@ pub fn run(args: FitArgs) -> Result<()> {
         )?),
         None => None,
     };
-    let fit = nudge::fit_into(backend.as_ref(), &inputs, &opts, inline.as_mut())?;
+    let mut fit = nudge::fit_into(backend.as_ref(), &inputs, &opts, inline.as_mut())?;
     fit.warnings.iter().for_each(log::warn);
+    if args.gamma.is_some() {
+        // The library says "fixed by the caller"; here the caller is a flag.
+        fit.gamma_reason = Some("fixed by --gamma".to_string());
+    }
     // Every output is staged in a temporary file and all are renamed into
     // place together at the end: a failure (or Ctrl-C) on the way leaves
     // none of them, and files already at those paths stay as they were.

@@ -163,6 +163,12 @@ impl Split {
                 unknown += 1;
                 continue;
             };
+            if q as usize >= queries {
+                return Err(Error::data(
+                    source,
+                    format!("query row {q} is out of range: there are {queries} queries"),
+                ));
+            }
             if score <= 0.0 {
                 not_relevant[q as usize] = true;
                 continue;
@@ -261,6 +267,27 @@ impl Split {
     /// The embeddings of this split's queries, in split order.
     pub fn matrix(&self, all: &Matrix) -> Matrix {
         all.select_rows(self.queries.iter().map(|q| q.row as usize))
+    }
+
+    /// [`Error::Inconsistent`] unless every query row is below `queries`
+    /// and every answer below `records`: a split built for other matrices.
+    pub fn check_rows(&self, queries: usize, records: usize) -> Result<()> {
+        for q in &self.queries {
+            if q.row as usize >= queries {
+                return Err(Error::inconsistent(format!(
+                    "the {} split names query row {}, but there are {queries} queries",
+                    self.name.as_str(),
+                    q.row
+                )));
+            }
+            if let Some(&(r, _)) = q.answers.iter().find(|a| a.0 as usize >= records) {
+                return Err(Error::inconsistent(format!(
+                    "the {} split names corpus row {r}, but the corpus has {records} rows",
+                    self.name.as_str()
+                )));
+            }
+        }
+        Ok(())
     }
 }
 

@@ -46,7 +46,9 @@ impl Ids {
     }
 
     /// One id per row, in row order; ids must be unique, non-empty and hold
-    /// no line break. `what` names them in errors (e.g. `corpus_ids`).
+    /// no line break. `what` names them in errors (e.g. `corpus_ids`), which
+    /// give a duplicate or empty id's 1-based position as its `line`, as for
+    /// an ids file.
     pub fn from_names<S: AsRef<str>>(
         names: impl IntoIterator<Item = S>,
         what: &str,

@@ -70,6 +70,7 @@ pub fn evaluate(
             queries.cols
         )));
     }
+    split.check_rows(queries.rows, corpus.rows())?;
     let q = split.matrix(queries);
     let spec = ScanSpec {
         queries: &q,

@@ -221,6 +221,13 @@ pub fn fit_into(
             inputs.queries.cols
         )));
     }
+    let (n_queries, n_records) = (inputs.queries.rows, inputs.corpus.rows());
+    for split in [Some(inputs.train), Some(inputs.dev), inputs.test]
+        .into_iter()
+        .flatten()
+    {
+        split.check_rows(n_queries, n_records)?;
+    }
     let mut clock = Clock(Instant::now(), Vec::new());
     let plan = Plan::new(inputs.corpus.rows(), inputs.train, inputs.dev);
     let dev_k = match opts.method {

@@ -1,14 +1,12 @@
 //! No failure leaves a partial output, results are deterministic, and a fit
 //! that cannot judge its own result says so.
 
-mod robust_support;
-
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::common::*;
 use nudge::backend::Rows;
-use robust_support::*;
 
 fn report(case: &Case) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(case.out().join("report.json")).unwrap()).unwrap()

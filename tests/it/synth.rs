@@ -1,13 +1,6 @@
 //! `nudge synth`: deterministic for a seed, and NUDGE helps on what it writes.
 
-use std::process::Command;
-
-fn nudge(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_nudge"))
-        .args(args)
-        .output()
-        .unwrap()
-}
+use crate::common::{nudge, stderr};
 
 #[test]
 fn same_seed_same_files_and_nudge_helps() {
@@ -15,9 +8,8 @@ fn same_seed_same_files_and_nudge_helps() {
     let a = dir.path().join("a");
     let b = dir.path().join("b");
     for (out, threads) in [(&a, "1"), (&b, "2")] {
-        let o = Command::new(env!("CARGO_BIN_EXE_nudge"))
-            .env("RAYON_NUM_THREADS", threads)
-            .args([
+        let o = nudge(
+            &[
                 "synth",
                 "--out",
                 out.to_str().unwrap(),
@@ -25,13 +17,19 @@ fn same_seed_same_files_and_nudge_helps() {
                 "20000",
                 "--dim",
                 "96",
-            ])
-            .args([
-                "--train", "600", "--dev", "200", "--test", "200", "--seed", "7", "-q",
-            ])
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+                "--train",
+                "600",
+                "--dev",
+                "200",
+                "--test",
+                "200",
+                "--seed",
+                "7",
+                "-q",
+            ],
+            &[("RAYON_NUM_THREADS", threads)],
+        );
+        assert!(o.status.success(), "{}", stderr(&o));
     }
     for f in [
         "corpus.npy",
@@ -47,18 +45,22 @@ fn same_seed_same_files_and_nudge_helps() {
         );
     }
     let c = dir.path().join("c");
-    nudge(&[
-        "synth",
-        "--out",
-        c.to_str().unwrap(),
-        "--records",
-        "20000",
-        "--dim",
-        "96",
-        "--seed",
-        "8",
-        "-q",
-    ]);
+    let o = nudge(
+        &[
+            "synth",
+            "--out",
+            c.to_str().unwrap(),
+            "--records",
+            "20000",
+            "--dim",
+            "96",
+            "--seed",
+            "8",
+            "-q",
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
     assert_ne!(
         std::fs::read(a.join("corpus.npy")).unwrap(),
         std::fs::read(c.join("corpus.npy")).unwrap()
@@ -66,17 +68,20 @@ fn same_seed_same_files_and_nudge_helps() {
 
     for method in ["nudge-m", "nudge-n"] {
         let report = dir.path().join(format!("{method}.json"));
-        let o = nudge(&[
-            "fit",
-            "--dataset",
-            a.to_str().unwrap(),
-            "--method",
-            method,
-            "--report",
-            report.to_str().unwrap(),
-            "-q",
-        ]);
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let o = nudge(
+            &[
+                "fit",
+                "--dataset",
+                a.to_str().unwrap(),
+                "--method",
+                method,
+                "--report",
+                report.to_str().unwrap(),
+                "-q",
+            ],
+            &[],
+        );
+        assert!(o.status.success(), "{}", stderr(&o));
         let r: serde_json::Value =
             serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
         let (before, after) = (

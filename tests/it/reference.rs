@@ -1,11 +1,8 @@
 //! Parity with the reference implementation (PyPI nudge-ft 0.1.2) on every
 //! fixture: same gamma, same embeddings, same test metrics (CPU backend).
 
-mod common;
-
-use common::*;
-use nudge::backend::cpu::Cpu;
-use nudge::nudge::{FitOptions, Method};
+use crate::common::*;
+use nudge::{Cpu, FitOptions, Method};
 
 // Tolerances. The reference computes in float32 with torch/MKL; we compute the
 // same float32 quantities in a different summation order, so results agree to
@@ -24,7 +21,7 @@ fn check_fixture(name: &str, method: Method) {
     let dir = fixture(name);
     let l = load(&dir);
     let reference = reference(&dir);
-    let r = &reference[method_key(method)];
+    let r = &reference[method.as_str()];
     let (fit, rows) = fit_and_write(&Cpu, &l, &FitOptions::new(method));
 
     let want_gamma = r["gamma"].as_f64().unwrap();
@@ -39,7 +36,7 @@ fn check_fixture(name: &str, method: Method) {
             );
         }
     }
-    let want_rows = read_npy(&dir.join(format!("reference/{}.npy", method_key(method))));
+    let want_rows = read_npy(&dir.join(format!("reference/{}.npy", method.as_str())));
     let diff = max_abs_diff(&rows, &want_rows);
     assert!(
         diff <= ROW_TOL,

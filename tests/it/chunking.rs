@@ -1,11 +1,8 @@
 //! Streaming in pieces gives the same fit as one piece: moved-set blocks
 //! smaller than the moved set, for both methods.
 
-mod common;
-
-use common::*;
-use nudge::backend::cpu::Cpu;
-use nudge::nudge::{FitOptions, Method};
+use crate::common::*;
+use nudge::{Cpu, DevScores, FitOptions, Method};
 
 #[test]
 fn moved_set_in_many_blocks_equals_one_block() {
@@ -13,28 +10,28 @@ fn moved_set_in_many_blocks_equals_one_block() {
         let l = load(&fixture(name));
         for method in [Method::NudgeM, Method::NudgeN] {
             let mut whole = FitOptions::new(method);
-            whole.block = 1 << 20;
+            whole.block_rows = Some(1 << 20);
             let (a, rows_a) = fit_and_write(&Cpu, &l, &whole);
             assert!(a.moved.len() > 100, "fixture too small to chunk");
             let mut pieces = FitOptions::new(method);
-            pieces.block = 37; // many blocks, the last one ragged
+            pieces.block_rows = Some(37); // many blocks, the last one ragged
             let (b, rows_b) = fit_and_write(&Cpu, &l, &pieces);
             assert_eq!(a.gamma, b.gamma, "{name} {method:?}");
             assert_eq!(rows_a, rows_b, "{name} {method:?}: outputs differ");
             assert_eq!(a.after, b.after);
             match (&a.dev_scores, &b.dev_scores) {
-                (nudge::nudge::DevScores::Grid(x), nudge::nudge::DevScores::Grid(y)) => {
+                (DevScores::Grid(x), DevScores::Grid(y)) => {
                     let sx: Vec<f64> = x.iter().map(|p| p.score).collect();
                     let sy: Vec<f64> = y.iter().map(|p| p.score).collect();
                     assert_eq!(sx, sy);
                 }
                 (
-                    nudge::nudge::DevScores::Intervals {
+                    DevScores::Intervals {
                         best_count: x,
                         intervals: ix,
                         ..
                     },
-                    nudge::nudge::DevScores::Intervals {
+                    DevScores::Intervals {
                         best_count: y,
                         intervals: iy,
                         ..

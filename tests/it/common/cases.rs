@@ -1,9 +1,12 @@
-//! Helpers shared by the CLI tests: hand-written `.npy` files, fixture copies
-//! in temp dirs, running the built binary.
-#![allow(dead_code)]
+//! Hand-written `.npy` files, fixture copies in temp dirs, running the built
+//! binary.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+
+use nudge::data::npy::NpyMatrix;
+
+use super::fixture;
 
 /// The raw bytes of an `.npy` file with the given header fields.
 pub fn npy_bytes(descr: &str, fortran: bool, shape: &str, data: &[u8]) -> Vec<u8> {
@@ -38,14 +41,8 @@ pub fn write_f32(path: &Path, rows: usize, cols: usize, data: &[f32]) {
 
 /// Reads a float32 `.npy` (as nudge writes it) back: (rows, cols, data).
 pub fn read_f32(path: &Path) -> (usize, usize, Vec<f32>) {
-    let m = nudge::data::npy::NpyMatrix::open(path).unwrap();
+    let m = NpyMatrix::open(path).unwrap();
     (m.rows(), m.cols(), m.read_all().unwrap())
-}
-
-pub fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
 }
 
 /// A temp dir holding a copy of fixture `name` in `data/` (without its

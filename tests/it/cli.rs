@@ -1,23 +1,9 @@
 //! The `nudge` binary end to end: what a user runs, the files it writes, the
 //! exit codes it returns.
 
-mod common;
-
 use std::path::Path;
-use std::process::{Command, Output};
 
-use common::*;
-
-fn nudge(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_nudge"))
-        .args(args)
-        .output()
-        .expect("run nudge")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
+use crate::common::*;
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
@@ -30,17 +16,20 @@ fn fit_writes_corpus_and_report_that_eval_agrees_with() {
     for method in ["nudge-m", "nudge-n"] {
         let out = dir.path().join(format!("{method}.npy"));
         let report = dir.path().join(format!("{method}.json"));
-        let o = nudge(&[
-            "fit",
-            "--dataset",
-            s(&data),
-            "--method",
-            method,
-            "--out",
-            s(&out),
-            "--report",
-            s(&report),
-        ]);
+        let o = nudge(
+            &[
+                "fit",
+                "--dataset",
+                s(&data),
+                "--method",
+                method,
+                "--out",
+                s(&out),
+                "--report",
+                s(&report),
+            ],
+            &[],
+        );
         assert!(o.status.success(), "{}", stderr(&o));
         // The human output ends with the before -> after table.
         let err = stderr(&o);
@@ -75,18 +64,21 @@ fn fit_writes_corpus_and_report_that_eval_agrees_with() {
 
         // `nudge eval` of the written corpus reproduces the report's "after",
         // by dot product as NUDGE-M output must be searched.
-        let o = nudge(&[
-            "eval",
-            "--dataset",
-            s(&data),
-            "--corpus",
-            s(&out),
-            "--k",
-            "10",
-            "--k",
-            "1",
-            "--json",
-        ]);
+        let o = nudge(
+            &[
+                "eval",
+                "--dataset",
+                s(&data),
+                "--corpus",
+                s(&out),
+                "--k",
+                "10",
+                "--k",
+                "1",
+                "--json",
+            ],
+            &[],
+        );
         assert!(o.status.success(), "{}", stderr(&o));
         let e: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
         assert_eq!(e["queries"], 100);
@@ -101,7 +93,7 @@ fn fit_writes_corpus_and_report_that_eval_agrees_with() {
     }
     // Without --corpus, eval scores the untuned (normalised) dataset corpus:
     // the report's "before".
-    let o = nudge(&["eval", "--dataset", s(&data), "--json", "--quiet"]);
+    let o = nudge(&["eval", "--dataset", s(&data), "--json", "--quiet"], &[]);
     let e: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let r: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.path().join("nudge-n.json")).unwrap()).unwrap();
@@ -115,30 +107,33 @@ fn explicit_paths_override_the_folder_and_f16_output_works() {
     let dir = tempfile::tempdir().unwrap();
     let data = fixture("rawnorms-stringids");
     let out = dir.path().join("t.npy");
-    let o = nudge(&[
-        "fit",
-        "--corpus",
-        s(&data.join("corpus.npy")),
-        "--corpus-ids",
-        s(&data.join("corpus_ids.txt")),
-        "--queries",
-        s(&data.join("queries.npy")),
-        "--query-ids",
-        s(&data.join("query_ids.txt")),
-        "--train-qrels",
-        s(&data.join("qrels/train.tsv")),
-        "--dev-qrels",
-        s(&data.join("qrels/dev.tsv")),
-        "--method",
-        "nudge-n",
-        "--out",
-        s(&out),
-        "--out-dtype",
-        "f16",
-        "--device",
-        "cpu",
-        "--quiet",
-    ]);
+    let o = nudge(
+        &[
+            "fit",
+            "--corpus",
+            s(&data.join("corpus.npy")),
+            "--corpus-ids",
+            s(&data.join("corpus_ids.txt")),
+            "--queries",
+            s(&data.join("queries.npy")),
+            "--query-ids",
+            s(&data.join("query_ids.txt")),
+            "--train-qrels",
+            s(&data.join("qrels/train.tsv")),
+            "--dev-qrels",
+            s(&data.join("qrels/dev.tsv")),
+            "--method",
+            "nudge-n",
+            "--out",
+            s(&out),
+            "--out-dtype",
+            "f16",
+            "--device",
+            "cpu",
+            "--quiet",
+        ],
+        &[],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(o.stderr.is_empty(), "--quiet printed: {}", stderr(&o));
     let got = read_npy(&out);
@@ -152,16 +147,19 @@ fn delta_holds_only_the_moved_records() {
     let dir = tempfile::tempdir().unwrap();
     let data = fixture("rawnorms-stringids");
     let delta = dir.path().join("delta");
-    let o = nudge(&[
-        "fit",
-        "--dataset",
-        s(&data),
-        "--method",
-        "nudge-n",
-        "--delta",
-        s(&delta),
-        "-q",
-    ]);
+    let o = nudge(
+        &[
+            "fit",
+            "--dataset",
+            s(&data),
+            "--method",
+            "nudge-n",
+            "--delta",
+            s(&delta),
+            "-q",
+        ],
+        &[],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     let ids = std::fs::read_to_string(delta.join("ids.txt")).unwrap();
     let vectors = read_npy(&delta.join("vectors.npy"));
@@ -181,7 +179,7 @@ fn delta_holds_only_the_moved_records() {
 
 #[test]
 fn demo_runs_on_the_bundled_data() {
-    let o = nudge(&["demo", "--device", "cpu"]);
+    let o = nudge(&["demo", "--device", "cpu"], &[]);
     assert!(o.status.success(), "{}", stderr(&o));
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(
@@ -194,10 +192,10 @@ fn demo_runs_on_the_bundled_data() {
 fn exit_codes_tell_usage_from_data_errors() {
     let data = fixture("small");
     // Usage: missing --method.
-    let o = nudge(&["fit", "--dataset", s(&data), "--out", "/tmp/x.npy"]);
+    let o = nudge(&["fit", "--dataset", s(&data), "--out", "/tmp/x.npy"], &[]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     // Usage: nothing to write.
-    let o = nudge(&["fit", "--dataset", s(&data), "--method", "nudge-m"]);
+    let o = nudge(&["fit", "--dataset", s(&data), "--method", "nudge-m"], &[]);
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("nothing to write"));
     // Data: a qrels line naming a record that does not exist.
@@ -209,17 +207,20 @@ fn exit_codes_tell_usage_from_data_errors() {
     )
     .unwrap();
     let out = dir.path().join("o.npy");
-    let o = nudge(&[
-        "fit",
-        "--dataset",
-        s(&data),
-        "--train-qrels",
-        s(&bad),
-        "--method",
-        "nudge-m",
-        "--out",
-        s(&out),
-    ]);
+    let o = nudge(
+        &[
+            "fit",
+            "--dataset",
+            s(&data),
+            "--train-qrels",
+            s(&bad),
+            "--method",
+            "nudge-m",
+            "--out",
+            s(&out),
+        ],
+        &[],
+    );
     assert_eq!(o.status.code(), Some(3));
     let err = stderr(&o);
     assert!(
@@ -228,18 +229,21 @@ fn exit_codes_tell_usage_from_data_errors() {
     );
     assert!(!out.exists());
     // ... which --skip-unknown-ids turns into a warning.
-    let o = nudge(&[
-        "fit",
-        "--dataset",
-        s(&data),
-        "--train-qrels",
-        s(&bad),
-        "--method",
-        "nudge-m",
-        "--out",
-        s(&out),
-        "--skip-unknown-ids",
-    ]);
+    let o = nudge(
+        &[
+            "fit",
+            "--dataset",
+            s(&data),
+            "--train-qrels",
+            s(&bad),
+            "--method",
+            "nudge-m",
+            "--out",
+            s(&out),
+            "--skip-unknown-ids",
+        ],
+        &[],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stderr(&o).contains("skipped 1 lines with unknown ids"));
 }

@@ -3,9 +3,9 @@
 
 use std::path::Path;
 
-use nudge::data::ids::Ids;
 use nudge::data::npy::{Dtype, parse_header};
 use nudge::data::qrels::{self, Judgement};
+use nudge::{Ids, Kind};
 use proptest::prelude::*;
 
 fn config() -> ProptestConfig {
@@ -116,11 +116,15 @@ proptest! {
     fn qrels_never_panic_and_errors_name_the_file(text in any::<String>()) {
         let p = Path::new("fuzz/q.tsv");
         if let Err(e) = qrels::parse(&text, p) {
-            prop_assert!(e.message.starts_with("fuzz/q.tsv"), "{}", e.message);
+            prop_assert_eq!(e.kind(), Kind::Data, "{}", e);
+            prop_assert_eq!(e.path(), Some(p), "{}", e);
         }
+        // Past a good header, every error names its line too.
         let with_header = format!("query-id\tcorpus-id\tscore\n{text}");
         if let Err(e) = qrels::parse(&with_header, p) {
-            prop_assert!(e.message.starts_with("fuzz/q.tsv:"), "{}", e.message);
+            prop_assert_eq!(e.kind(), Kind::Data, "{}", e);
+            prop_assert_eq!(e.path(), Some(p), "{}", e);
+            prop_assert!(e.line().is_some_and(|l| l >= 2), "{}", e);
         }
     }
 
@@ -174,7 +178,8 @@ proptest! {
     fn ids_never_panic_and_errors_name_the_file(text in any::<String>(), rows in 0usize..8) {
         let p = Path::new("fuzz/ids.txt");
         if let Err(e) = Ids::parse(text, p, rows, Path::new("m.npy")) {
-            prop_assert!(e.message.starts_with("fuzz/ids.txt"), "{}", e.message);
+            prop_assert_eq!(e.kind(), Kind::Data, "{}", e);
+            prop_assert_eq!(e.path(), Some(p), "{}", e);
         }
     }
 

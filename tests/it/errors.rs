@@ -2,9 +2,7 @@
 //! (2 usage, 3 data, 4 runtime), stderr names the file and the row, line or
 //! id, and a failed run leaves no output (nor a `.nudge-partial-*` file).
 
-mod robust_support;
-
-use robust_support::*;
+use crate::common::*;
 
 /// The small fixture's corpus as f32: (rows, cols, data).
 fn corpus(case: &Case) -> (usize, usize, Vec<f32>) {
