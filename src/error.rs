@@ -169,7 +169,7 @@ pub enum Error {
 
     /// The GPU failed: a lost device, an allocation, a wait that timed out.
     /// [`Kind::Runtime`].
-    #[error("GPU: {message}")]
+    #[error("{message}")]
     Gpu {
         /// What failed.
         message: String,

@@ -68,7 +68,7 @@
 //! - [`data`]: `.npy`, ids, qrels, dataset folders, synthetic data.
 //! - [`alloc`]: the allocator the binary runs on (and why).
 
-#![warn(missing_docs)]
+#![deny(missing_docs)]
 
 pub mod alloc;
 pub mod backend;

@@ -57,8 +57,9 @@ impl DeviceArgs {
             },
             ..Default::default()
         };
-        // TODO(merge): GpuOptions::timeout from NUDGE_GPU_TIMEOUT_S
-        let _ = &mut gpu;
+        if let Some(s) = super::env_knob("NUDGE_GPU_TIMEOUT_S") {
+            gpu.timeout = std::time::Duration::from_secs(s);
+        }
         DeviceOptions {
             device: match self.device {
                 DeviceArg::Auto => Device::Auto,

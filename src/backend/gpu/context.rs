@@ -3,9 +3,12 @@
 //!
 //! It exists so that the rest of the GPU backend never touches a wgpu failure
 //! mode directly: no adapter, an allocation that fails, a lost device or a
-//! wait that never returns all surface here as `Error::runtime` instead of a
+//! wait that never returns all surface here as `Error::Gpu` instead of a
 //! panic (wgpu's default uncaptured-error handler panics) or a hang.
 
+use std::fmt;
+use std::marker::PhantomData;
+use std::str::FromStr;
 use std::sync::mpsc::RecvTimeoutError;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -13,7 +16,10 @@ use std::time::{Duration, Instant};
 use crate::error::{Error, Result};
 
 /// How the corpus chunk is stored on the device during a scan.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+///
+/// Parsed from and printed as `f32` / `f16` (the library does not depend on
+/// a command-line parser; the CLI parses it through [`FromStr`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Precision {
     /// 32-bit floats end to end.
     #[default]
@@ -22,11 +28,48 @@ pub enum Precision {
     F16,
 }
 
+impl Precision {
+    /// The name the command line and the logs use: `f32` or `f16`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::F16 => "f16",
+        }
+    }
+}
+
+impl fmt::Display for Precision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Precision {
+    type Err = Error;
+
+    /// `f32` or `f16` (as [`Precision::as_str`] writes them); anything else
+    /// is a usage error.
+    fn from_str(s: &str) -> Result<Precision> {
+        match s {
+            "f32" => Ok(Precision::F32),
+            "f16" => Ok(Precision::F16),
+            _ => Err(Error::invalid(format!(
+                "GPU precision {s:?}: expected f32 or f16"
+            ))),
+        }
+    }
+}
+
+/// How long one wait on the device may take unless [`GpuOptions::timeout`]
+/// says otherwise.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
+
 /// What the user asked for when choosing a device.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct GpuOptions {
     /// Keep only adapters whose name contains this (case-insensitive).
     pub adapter: Option<String>,
+    /// How the corpus chunk is stored on the device during a scan.
     pub precision: Precision,
     /// Read f16 chunks as packed u32 pairs even where the adapter has
     /// `SHADER_F16` (so tests can cover both paths on one device).
@@ -35,24 +78,53 @@ pub struct GpuOptions {
     /// Inputs larger than a buffer are split on the host; a tiny cap makes
     /// tests walk those paths with small data.
     pub buffer_limit: Option<u64>,
+    /// Longest any single wait on the device (a submission, a read-back)
+    /// may take before it is an error rather than a hang: a lost or wedged
+    /// GPU must not stall a batch job forever. The library reads no
+    /// environment; the caller decides (default 600 s).
+    pub timeout: Duration,
+}
+
+// By hand rather than derived: the timeout's default is not zero.
+impl Default for GpuOptions {
+    fn default() -> GpuOptions {
+        GpuOptions {
+            adapter: None,
+            precision: Precision::default(),
+            packed_f16_only: false,
+            buffer_limit: None,
+            timeout: DEFAULT_TIMEOUT,
+        }
+    }
 }
 
 /// One adapter as `nudge devices` describes it.
 #[derive(Debug, Clone)]
 pub struct AdapterSummary {
+    /// The adapter's name, as `--adapter` matches it.
     pub name: String,
+    /// The wgpu backend (Vulkan, ...).
     pub backend: String,
+    /// Discrete, integrated, virtual, CPU or other.
     pub device_type: String,
     /// A rasteriser running on the CPU (lavapipe/llvmpipe, SwiftShader):
     /// correct, but slower than the CPU backend.
     pub software: bool,
+    /// Driver name and version information.
     pub driver: String,
+    /// Largest buffer the adapter allows, in bytes.
     pub max_buffer_size: u64,
+    /// Largest storage-buffer binding, in bytes.
     pub max_storage_binding: u64,
+    /// Largest compute workgroup per dimension.
     pub max_workgroup_size: [u32; 3],
+    /// Most invocations in one compute workgroup.
     pub max_invocations: u32,
+    /// The adapter has `SHADER_F16` (native f16 reads).
     pub shader_f16: bool,
+    /// The adapter has subgroup operations.
     pub subgroups: bool,
+    /// Smallest and largest subgroup size.
     pub subgroup_sizes: (u32, u32),
 }
 
@@ -118,10 +190,16 @@ struct Faults {
     first: Option<String>,
 }
 
+/// An open device and queue, with the error capture and bounded waits that
+/// every kernel call goes through.
 pub struct Context {
+    /// The wgpu device.
     pub device: wgpu::Device,
+    /// Its queue (one: submissions execute in order).
     pub queue: wgpu::Queue,
+    /// The adapter the device was opened on (its name prefixes errors).
     pub info: wgpu::AdapterInfo,
+    /// The device's limits (the adapter's own, not wgpu's defaults).
     pub limits: wgpu::Limits,
     /// `SHADER_F16` was requested (f16 precision on an adapter that has it).
     pub native_f16: bool,
@@ -166,7 +244,7 @@ impl Context {
             ..Default::default()
         };
         let (device, queue) = pollster::block_on(adapter.request_device(&desc))
-            .map_err(|e| Error::runtime(format!("{}: cannot open the device: {e}", info.name)))?;
+            .map_err(|e| Error::gpu(format!("{}: cannot open the device: {e}", info.name)))?;
         let faults = Arc::new(Mutex::new(Faults::default()));
         let f = faults.clone();
         device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
@@ -179,10 +257,6 @@ impl Context {
             f.first
                 .get_or_insert_with(|| format!("device lost ({reason:?}): {msg}"));
         });
-        let timeout = std::env::var("NUDGE_GPU_TIMEOUT_S")
-            .ok()
-            .and_then(|s| s.parse::<u64>().ok())
-            .unwrap_or(600);
         Ok(Context {
             limits: device.limits(),
             device,
@@ -190,7 +264,7 @@ impl Context {
             info,
             native_f16,
             faults,
-            timeout: Duration::from_secs(timeout),
+            timeout: opts.timeout,
         })
     }
 
@@ -205,7 +279,7 @@ impl Context {
     pub fn check(&self) -> Result<()> {
         let f = self.faults.lock().unwrap_or_else(|p| p.into_inner());
         match &f.first {
-            Some(msg) => Err(Error::runtime(format!("GPU {}: {msg}", self.info.name))),
+            Some(msg) => Err(Error::gpu(format!("GPU {}: {msg}", self.info.name))),
             None => Ok(()),
         }
     }
@@ -222,13 +296,13 @@ impl Context {
         let e_val = pollster::block_on(val.pop());
         let e_oom = pollster::block_on(oom.pop());
         if let Some(e) = e_oom {
-            return Err(Error::runtime(format!(
+            return Err(Error::gpu(format!(
                 "GPU {}: out of device memory during {what}: {e}",
                 self.info.name
             )));
         }
         if let Some(e) = e_val {
-            return Err(Error::runtime(format!(
+            return Err(Error::gpu(format!(
                 "GPU {}: {what} failed: {e}",
                 self.info.name
             )));
@@ -237,6 +311,8 @@ impl Context {
         out
     }
 
+    /// A storage buffer of at least `size` bytes (16 at least, a multiple
+    /// of 16), which copies may read and fill.
     pub fn storage(&self, label: &str, size: u64) -> wgpu::Buffer {
         self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(label),
@@ -273,19 +349,8 @@ impl Context {
         }
     }
 
-    /// A uniform buffer holding one parameter block.
-    pub fn uniform<T: bytemuck::Pod>(&self, value: &T) -> wgpu::Buffer {
-        let bytes = bytemuck::bytes_of(value);
-        let b = self.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("params"),
-            size: (bytes.len() as u64).max(16).next_multiple_of(16),
-            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
-        self.write(&b, bytes);
-        b
-    }
-
+    /// A mappable buffer of at least `size` bytes that copies can fill, for
+    /// reading results back.
     pub fn staging(&self, size: u64) -> wgpu::Buffer {
         self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("read-back"),
@@ -304,8 +369,8 @@ impl Context {
         });
         self.check()?;
         r.map(|_| ()).map_err(|e| {
-            Error::runtime(format!(
-                "GPU {}: waiting for the device failed after at most {} s (set NUDGE_GPU_TIMEOUT_S to wait longer): {e}",
+            Error::gpu(format!(
+                "GPU {}: waiting for the device failed after at most {} s (the GPU timeout): {e}",
                 self.info.name,
                 self.timeout.as_secs()
             ))
@@ -347,8 +412,8 @@ impl Context {
                     let _ = self.device.poll(wgpu::PollType::Poll);
                 }
                 Err(_) => {
-                    return Err(fail(Error::runtime(format!(
-                        "GPU {}: read-back never completed within {} s (set NUDGE_GPU_TIMEOUT_S to wait longer)",
+                    return Err(fail(Error::gpu(format!(
+                        "GPU {}: read-back never completed within {} s (the GPU timeout)",
                         self.info.name,
                         self.timeout.as_secs()
                     ))));
@@ -356,14 +421,14 @@ impl Context {
             }
         };
         state.map_err(|e| {
-            Error::runtime(format!(
+            Error::gpu(format!(
                 "GPU {}: cannot map a read-back buffer: {e}",
                 self.info.name
             ))
         })?;
         let out = {
             let view = staging.get_mapped_range(..size).map_err(|e| {
-                fail(Error::runtime(format!(
+                fail(Error::gpu(format!(
                     "GPU {}: cannot read back: {e}",
                     self.info.name
                 )))
@@ -377,17 +442,76 @@ impl Context {
         Ok(out)
     }
 
-    /// Copies `len` bytes of `src` back to the host.
+    /// Copies `len` bytes of `src` back to the host through a new staging
+    /// buffer (see [`Context::read_through`]).
     pub fn read<T: bytemuck::Pod>(&self, src: &wgpu::Buffer, len: u64) -> Result<Vec<T>> {
         if len == 0 {
             return Ok(Vec::new());
         }
-        let staging = self.staging(len);
+        self.read_through(src, len, &self.staging(len))
+    }
+
+    /// Copies `len` bytes of `src` into `staging` (at least that large) and
+    /// reads them back with [`Context::read_mapped`].
+    ///
+    /// The one way a whole buffer comes back to the host: [`Context::read`]
+    /// passes a fresh staging buffer, the one-shot steps a pooled one (they
+    /// run one at a time, so one staging buffer serves them all).
+    pub fn read_through<T: bytemuck::Pod>(
+        &self,
+        src: &wgpu::Buffer,
+        len: u64,
+        staging: &wgpu::Buffer,
+    ) -> Result<Vec<T>> {
+        if len == 0 {
+            return Ok(Vec::new());
+        }
         let mut enc = self
             .device
             .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
-        enc.copy_buffer_to_buffer(src, 0, &staging, 0, len.next_multiple_of(4));
+        enc.copy_buffer_to_buffer(src, 0, staging, 0, len.next_multiple_of(4));
         let idx = self.queue.submit([enc.finish()]);
-        self.read_mapped(&staging, len, Some(idx))
+        self.read_mapped(staging, len, Some(idx))
+    }
+}
+
+/// A uniform buffer holding one `T` parameter block.
+///
+/// Made once per step (or per scan) and rewritten with [`Uniform::set`]
+/// before each dispatch, rather than allocated per dispatch: a queued write
+/// lands before the next submission and after every earlier one, so each
+/// submission still sees the value written just before it, and hot loops
+/// (a chunk per scan push, a block per moved-set step) no longer allocate.
+/// Its type ties it to the kernels whose `Params` it matches.
+pub struct Uniform<T> {
+    buffer: wgpu::Buffer,
+    _params: PhantomData<fn() -> T>,
+}
+
+impl<T: bytemuck::Pod> Uniform<T> {
+    /// A zeroed parameter block; [`Uniform::set`] it before each dispatch.
+    pub fn new(ctx: &Context) -> Uniform<T> {
+        let size = std::mem::size_of::<T>() as u64;
+        Uniform {
+            buffer: ctx.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("params"),
+                size: size.max(16).next_multiple_of(16),
+                usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            }),
+            _params: PhantomData,
+        }
+    }
+
+    /// Queues `value` as the block every later submission reads.
+    pub fn set(&self, ctx: &Context, value: &T) {
+        ctx.write(&self.buffer, bytemuck::bytes_of(value));
+    }
+}
+
+impl<T> Uniform<T> {
+    /// The underlying buffer, for binding.
+    pub fn buffer(&self) -> &wgpu::Buffer {
+        &self.buffer
     }
 }

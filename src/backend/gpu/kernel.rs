@@ -1,49 +1,495 @@
-//! Compiled pipelines with explicit bind-group layouts, and dispatch sizing.
+//! Compiled pipelines, their bindings, and dispatch sizing.
 //!
-//! Every pipeline is built once in `Gpu::new` from the WGSL under `shaders/`
-//! (one file per job). Layouts are explicit rather than derived by wgpu, so a
-//! kernel's bindings are listed here next to the code that fills them.
+//! Every kernel's bindings are declared exactly once, in the `kernels!` table
+//! below: slot, WGSL name, access and (for the parameter block) Rust type.
+//! From that one declaration come the bind-group layout the pipeline is built
+//! with, the typed struct a caller fills to bind buffers (one field per WGSL
+//! binding, named like it), and the public [`SPECS`] table that a test
+//! compares with the `@group(0) @binding(n) var<...> name` lines of the
+//! shaders. So a buffer can only be bound by the name the WGSL gives it:
+//! there is no positional list to match by hand against the shader, and two
+//! buffers of the same type (S0 and the slopes, say) cannot be swapped
+//! without the swap being visible as a wrong field name.
 
+use std::collections::HashMap;
+use std::marker::PhantomData;
+
+use bytemuck::{Pod, Zeroable};
+
+use super::context::{Context, Uniform};
 use crate::error::Result;
-
-use super::context::Context;
 
 /// Threads per workgroup of every one-dimensional kernel (the WGSL files say
 /// `@workgroup_size(64)`).
-pub const WG: u32 = 64;
+pub(crate) const WG: u32 = 64;
 /// Workgroup count limit per dimension that WebGPU guarantees.
 const MAX_GROUPS: u32 = 65535;
 
-#[derive(Debug, Clone, Copy)]
-pub enum Bind {
+/// How a kernel accesses one of its bindings, as its WGSL declares it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// `var<uniform>`: a parameter block.
     Uniform,
+    /// `var<storage, read>`.
     Read,
+    /// `var<storage, read_write>`.
     Write,
 }
 
-pub struct Kernel {
-    pipeline: wgpu::ComputePipeline,
-    layout: wgpu::BindGroupLayout,
-    slots: Vec<u32>,
+impl Access {
+    /// The address space and access mode between `var<` and `>`, as the
+    /// shaders spell them.
+    pub fn wgsl(self) -> &'static str {
+        match self {
+            Access::Uniform => "uniform",
+            Access::Read => "storage, read",
+            Access::Write => "storage, read_write",
+        }
+    }
 }
 
-impl Kernel {
-    pub fn new(
-        ctx: &Context,
-        module: &wgpu::ShaderModule,
-        entry: &str,
-        binds: &[(u32, Bind)],
-    ) -> Kernel {
-        let entries: Vec<wgpu::BindGroupLayoutEntry> = binds
+/// One `@group(0) @binding(slot) var<access> name` that a kernel binds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BindingDecl {
+    /// The `@binding(n)` number.
+    pub slot: u32,
+    /// The WGSL variable's name (and the Rust field's).
+    pub name: &'static str,
+    /// Uniform, read-only or read-write storage.
+    pub access: Access,
+    /// Bytes of the Rust parameter block for a uniform binding, 0 for a
+    /// storage buffer (so the test can compare it with the WGSL struct).
+    pub size: usize,
+}
+
+/// A WGSL module as it is compiled: some files of `shaders/` concatenated.
+#[derive(Debug)]
+pub struct Shader {
+    /// Label of the module (and key of the compiled-module cache).
+    pub name: &'static str,
+    /// The full source handed to wgpu.
+    pub source: &'static str,
+}
+
+/// One compute entry point of a shader and every binding it uses.
+#[derive(Debug)]
+pub struct KernelSpec {
+    /// The field of the kernel table that holds it (`topk_partial`).
+    pub name: &'static str,
+    /// The module the entry point lives in.
+    pub shader: &'static Shader,
+    /// The `@compute fn` name.
+    pub entry: &'static str,
+    /// Bindings in slot order; also the bind-group layout.
+    pub bindings: &'static [BindingDecl],
+}
+
+/// `normalize.wgsl`: row normalisation, status, f16 packing.
+pub const NORMALIZE: Shader = Shader {
+    name: "normalize",
+    source: include_str!("../../../shaders/normalize.wgsl"),
+};
+/// `similarity.wgsl`: the tiled GEMM (f32 and packed-f16 corpus).
+pub const SIMILARITY: Shader = Shader {
+    name: "similarity",
+    source: include_str!("../../../shaders/similarity.wgsl"),
+};
+/// The GEMM with native f16 reads (`enable f16;` must open the module, hence
+/// the separate prefix file); compiled only where the device has
+/// `SHADER_F16`.
+pub const SIMILARITY_F16: Shader = Shader {
+    name: "similarity_f16",
+    source: concat!(
+        include_str!("../../../shaders/similarity_f16.wgsl"),
+        include_str!("../../../shaders/similarity.wgsl")
+    ),
+};
+/// `topk.wgsl` with the shared list helpers of `topk_list.wgsl`.
+pub const TOPK: Shader = Shader {
+    name: "topk",
+    source: concat!(
+        include_str!("../../../shaders/topk_list.wgsl"),
+        include_str!("../../../shaders/topk.wgsl")
+    ),
+};
+/// `aggregate.wgsl`: CSR segment sums.
+pub const AGGREGATE: Shader = Shader {
+    name: "aggregate",
+    source: include_str!("../../../shaders/aggregate.wgsl"),
+};
+/// `nudge_m_bounds.wgsl`: the NUDGE-M interval bounds.
+pub const NUDGE_M_BOUNDS: Shader = Shader {
+    name: "nudge_m_bounds",
+    source: include_str!("../../../shaders/nudge_m_bounds.wgsl"),
+};
+/// `nudge_n_merge.wgsl` with the shared list helpers of `topk_list.wgsl`.
+pub const NUDGE_N_MERGE: Shader = Shader {
+    name: "nudge_n_merge",
+    source: concat!(
+        include_str!("../../../shaders/topk_list.wgsl"),
+        include_str!("../../../shaders/nudge_n_merge.wgsl")
+    ),
+};
+/// `update.wgsl`: the NUDGE-M and NUDGE-N embedding updates.
+pub const UPDATE: Shader = Shader {
+    name: "update",
+    source: include_str!("../../../shaders/update.wgsl"),
+};
+
+/// `Params` of `normalize.wgsl` (every entry point of it).
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+pub(crate) struct NormParams {
+    /// Rows in the chunk.
+    pub rows: u32,
+    /// Floats per row.
+    pub cols: u32,
+    /// Floats between row starts (`cols` padded to a multiple of 4).
+    pub stride: u32,
+    /// 1: only report non-finite rows, leave the values as they are.
+    pub check_only: u32,
+}
+
+/// `Params` of `similarity.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+pub(crate) struct GemmParams {
+    /// Rows of `a` (and of `c`).
+    pub m: u32,
+    /// Rows of `b` (columns of `c`).
+    pub n: u32,
+    /// vec4s per row of `a` and `b`.
+    pub d4: u32,
+    /// Floats between rows of `c`.
+    pub ldc: u32,
+}
+
+/// `Params` of `topk.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+pub(crate) struct TopkParams {
+    /// Running lists (one per query, or per gamma and query).
+    pub lists: u32,
+    /// Columns in the score block.
+    pub n: u32,
+    /// Floats between rows of the score block.
+    pub ld: u32,
+    /// List length.
+    pub k: u32,
+    /// Columns per segment of `partial`.
+    pub seg_len: u32,
+    /// Segments per list (scratch lists per running list).
+    pub segs: u32,
+    /// Absolute corpus row of column 0.
+    pub first_row: u32,
+    /// 1: leave out the rows set in `skip`.
+    pub use_skip: u32,
+    /// -inf (WGSL has no infinite literal).
+    pub neg_inf: f32,
+    /// To the 16-byte size of a uniform block.
+    pub pad: [u32; 3],
+}
+
+/// `Params` of `aggregate.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+pub(crate) struct AggParams {
+    /// Segments (output rows) in this dispatch.
+    pub segments: u32,
+    /// vec4s per row.
+    pub d4: u32,
+    /// 1: start from `out` (the sum so far of a long segment) instead of 0.
+    pub carry: u32,
+    /// To the 16-byte size of a uniform block.
+    pub pad: u32,
+}
+
+/// `Params` of `nudge_m_bounds.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+pub(crate) struct BoundsParams {
+    /// Pairs (invocations).
+    pub pairs: u32,
+    /// Block columns in this dispatch.
+    pub width: u32,
+    /// Floats between rows of S0 and the slopes.
+    pub ld: u32,
+    /// To the 16-byte size of a uniform block.
+    pub pad: u32,
+}
+
+/// `Params` of `nudge_n_merge.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+pub(crate) struct MergeParams {
+    /// Gammas times queries; list = g * queries + q.
+    pub lists: u32,
+    /// Queries (rows of S0 and S1).
+    pub queries: u32,
+    /// Block columns in this dispatch.
+    pub width: u32,
+    /// Floats between rows of S0 and S1.
+    pub ld: u32,
+    /// List length.
+    pub k: u32,
+    /// Columns per segment.
+    pub seg_len: u32,
+    /// Segments per list.
+    pub segs: u32,
+    /// -inf (WGSL has no infinite literal).
+    pub neg_inf: f32,
+}
+
+/// `Params` of `update.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+pub(crate) struct UpdateParams {
+    /// Rows in this dispatch.
+    pub rows: u32,
+    /// Floats per row.
+    pub cols: u32,
+    /// Step size.
+    pub gamma: f32,
+    /// NUDGE-N: sine of the rotation angle (from the host, in f64).
+    pub sin_t: f32,
+    /// NUDGE-N: its cosine.
+    pub cos_t: f32,
+    /// NUDGE-N: 1 - gamma / 2, the clamp threshold.
+    pub clamp_at: f32,
+    /// To the 16-byte size of a uniform block.
+    pub pad: [u32; 2],
+}
+
+/// What a binding field holds: a storage buffer, or a typed uniform.
+pub(crate) trait AsBuffer {
+    fn buffer(&self) -> &wgpu::Buffer;
+}
+
+impl AsBuffer for wgpu::Buffer {
+    fn buffer(&self) -> &wgpu::Buffer {
+        self
+    }
+}
+
+impl<T> AsBuffer for Uniform<T> {
+    fn buffer(&self) -> &wgpu::Buffer {
+        Uniform::buffer(self)
+    }
+}
+
+/// A kernel's binding declaration and the typed struct that fills it.
+///
+/// Implemented (by `kernels!`) for the struct at `'static`, which only names
+/// the kernel; [`Kernel::dispatch`] takes the struct at any lifetime.
+pub(crate) trait Layout {
+    /// The kernel's struct of buffers, one field per WGSL binding.
+    type Bindings<'a>;
+    /// Entry point and bindings, in the same order as [`Layout::buffers`].
+    const SPEC: KernelSpec;
+    /// The struct's buffers in `SPEC.bindings` order.
+    fn buffers<'a>(b: &Self::Bindings<'a>) -> Vec<&'a wgpu::Buffer>;
+}
+
+/// The field type of one binding: `&Uniform<P>` for `Uniform<P>`, a plain
+/// buffer for storage.
+macro_rules! binding_type {
+    ($a:lifetime, Uniform<$P:ty>) => { &$a Uniform<$P> };
+    ($a:lifetime, Read) => { &$a wgpu::Buffer };
+    ($a:lifetime, Write) => { &$a wgpu::Buffer };
+}
+
+/// The WGSL access of a binding, for the generated field docs.
+macro_rules! binding_access {
+    (Uniform) => {
+        "uniform"
+    };
+    (Read) => {
+        "storage, read"
+    };
+    (Write) => {
+        "storage, read_write"
+    };
+}
+
+/// Bytes of the Rust parameter block of a binding (0 for storage).
+macro_rules! binding_size {
+    (Uniform<$P:ty>) => {
+        std::mem::size_of::<$P>()
+    };
+    ($access:ident) => {
+        0
+    };
+}
+
+/// Declares every kernel: for each, a bindings struct (fields named and
+/// ordered like the WGSL bindings), its [`Layout`], a field of [`Kernels`],
+/// and an entry of [`SPECS`].
+macro_rules! kernels {
+    ($(
+        $(#[$doc:meta])*
+        $field:ident: $Name:ident = $shader:ident::$entry:literal {
+            $( $slot:literal => $bind:ident: $access:ident $(<$P:ty>)? ),* $(,)?
+        }
+    )*) => {
+        $(
+            $(#[$doc])*
+            pub(crate) struct $Name<'a> {
+                $(
+                    #[doc = concat!("`@binding(", stringify!($slot), ") var<",
+                        binding_access!($access), "> ", stringify!($bind), "` of the WGSL.")]
+                    pub $bind: binding_type!('a, $access $(<$P>)?),
+                )*
+            }
+
+            impl Layout for $Name<'static> {
+                type Bindings<'a> = $Name<'a>;
+                const SPEC: KernelSpec = KernelSpec {
+                    name: stringify!($field),
+                    shader: &$shader,
+                    entry: $entry,
+                    bindings: &[$(BindingDecl {
+                        slot: $slot,
+                        name: stringify!($bind),
+                        access: Access::$access,
+                        size: binding_size!($access $(<$P>)?),
+                    },)*],
+                };
+                fn buffers<'a>(b: &Self::Bindings<'a>) -> Vec<&'a wgpu::Buffer> {
+                    vec![$(AsBuffer::buffer(b.$bind)),*]
+                }
+            }
+        )*
+
+        /// Every kernel the backend can build, with the bindings the Rust
+        /// side declares for it (for the test that compares them with the
+        /// WGSL).
+        pub const SPECS: &[&KernelSpec] = &[$(&<$Name<'static> as Layout>::SPEC),*];
+    };
+}
+
+kernels! {
+    /// `normalize.wgsl::main`: normalise rows in place (or only check them)
+    /// and write a status per row.
+    normalize: Normalize = NORMALIZE::"main" {
+        0 => p: Uniform<NormParams>,
+        1 => x: Write,
+        2 => status: Write,
+    }
+    /// `normalize.wgsl::main_f16`: the same on a chunk uploaded as f16.
+    normalize_f16: NormalizeF16 = NORMALIZE::"main_f16" {
+        0 => p: Uniform<NormParams>,
+        2 => status: Write,
+        5 => words: Write,
+    }
+    /// `normalize.wgsl::to_f16`: pack a normalised f32 chunk into halves.
+    to_f16: ToF16 = NORMALIZE::"to_f16" {
+        0 => p: Uniform<NormParams>,
+        3 => xv: Read,
+        4 => packed: Write,
+    }
+    /// `similarity.wgsl::main`: `c = a . b^T` in f32.
+    gemm: Gemm = SIMILARITY::"main" {
+        0 => p: Uniform<GemmParams>,
+        1 => a: Read,
+        2 => b: Read,
+        3 => c: Write,
+    }
+    /// `similarity.wgsl::main_f16`: the same with `b` as packed f16 pairs.
+    gemm_f16: GemmF16 = SIMILARITY::"main_f16" {
+        0 => p: Uniform<GemmParams>,
+        1 => a: Read,
+        3 => c: Write,
+        4 => b16: Read,
+    }
+    /// `similarity_f16.wgsl::main_f16_native`: the same reading `b` as
+    /// native `vec4<f16>`.
+    gemm_f16_native: GemmF16Native = SIMILARITY_F16::"main_f16_native" {
+        0 => p: Uniform<GemmParams>,
+        1 => a: Read,
+        3 => c: Write,
+        5 => b16h: Read,
+    }
+    /// `topk.wgsl::partial`: best k per (list, segment) of a score block.
+    topk_partial: TopkPartial = TOPK::"partial" {
+        0 => p: Uniform<TopkParams>,
+        1 => scores: Read,
+        2 => skip: Read,
+        3 => part_s: Write,
+        4 => part_r: Write,
+    }
+    /// `topk.wgsl::merge`: fold the partial lists into the running ones.
+    topk_merge: TopkMerge = TOPK::"merge" {
+        0 => p: Uniform<TopkParams>,
+        3 => part_s: Write,
+        4 => part_r: Write,
+        5 => run_s: Write,
+        6 => run_r: Write,
+    }
+    /// `aggregate.wgsl::main`: sums of CSR row segments.
+    aggregate: Aggregate = AGGREGATE::"main" {
+        0 => p: Uniform<AggParams>,
+        1 => rows: Read,
+        2 => offsets: Read,
+        3 => indices: Read,
+        4 => out: Write,
+    }
+    /// `nudge_m_bounds.wgsl::main`: tighten the NUDGE-M bounds of pairs.
+    nudge_m_bounds: NudgeMBounds = NUDGE_M_BOUNDS::"main" {
+        0 => p: Uniform<BoundsParams>,
+        1 => pairs: Read,
+        2 => s0: Read,
+        3 => slope: Read,
+        4 => records: Read,
+        5 => bounds: Write,
+    }
+    /// `nudge_n_merge.wgsl::main`: partial top-k of moved-record scores.
+    nudge_n_partial: NudgeNPartial = NUDGE_N_MERGE::"main" {
+        0 => p: Uniform<MergeParams>,
+        1 => s0: Read,
+        2 => s1: Read,
+        3 => coef: Read,
+        4 => records: Read,
+        5 => part_s: Write,
+        6 => part_r: Write,
+    }
+    /// `update.wgsl::update_m`: the NUDGE-M step.
+    update_m: UpdateM = UPDATE::"update_m" {
+        0 => p: Uniform<UpdateParams>,
+        1 => d: Write,
+        2 => g: Read,
+    }
+    /// `update.wgsl::update_n`: the NUDGE-N step.
+    update_n: UpdateN = UPDATE::"update_n" {
+        0 => p: Uniform<UpdateParams>,
+        1 => d: Write,
+        2 => g: Read,
+    }
+}
+
+/// One compute pipeline, typed by the bindings struct it takes.
+pub(crate) struct Kernel<L: Layout> {
+    pipeline: wgpu::ComputePipeline,
+    layout: wgpu::BindGroupLayout,
+    _bindings: PhantomData<fn() -> L>,
+}
+
+impl<L: Layout> Kernel<L> {
+    /// Builds the pipeline with the layout `L::SPEC` declares (explicit
+    /// rather than derived by wgpu, so that wgpu checks it against the
+    /// shader when the pipeline is created).
+    fn new(ctx: &Context, module: &wgpu::ShaderModule) -> Kernel<L> {
+        let spec = &L::SPEC;
+        let entries: Vec<wgpu::BindGroupLayoutEntry> = spec
+            .bindings
             .iter()
-            .map(|&(binding, kind)| wgpu::BindGroupLayoutEntry {
-                binding,
+            .map(|b| wgpu::BindGroupLayoutEntry {
+                binding: b.slot,
                 visibility: wgpu::ShaderStages::COMPUTE,
                 ty: wgpu::BindingType::Buffer {
-                    ty: match kind {
-                        Bind::Uniform => wgpu::BufferBindingType::Uniform,
-                        Bind::Read => wgpu::BufferBindingType::Storage { read_only: true },
-                        Bind::Write => wgpu::BufferBindingType::Storage { read_only: false },
+                    ty: match b.access {
+                        Access::Uniform => wgpu::BufferBindingType::Uniform,
+                        Access::Read => wgpu::BufferBindingType::Storage { read_only: true },
+                        Access::Write => wgpu::BufferBindingType::Storage { read_only: false },
                     },
                     has_dynamic_offset: false,
                     min_binding_size: None,
@@ -54,60 +500,72 @@ impl Kernel {
         let layout = ctx
             .device
             .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
-                label: Some(entry),
+                label: Some(spec.entry),
                 entries: &entries,
             });
         let pl = ctx
             .device
             .create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
-                label: Some(entry),
+                label: Some(spec.entry),
                 bind_group_layouts: &[Some(&layout)],
                 immediate_size: 0,
             });
         let pipeline = ctx
             .device
             .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                label: Some(entry),
+                label: Some(spec.entry),
                 layout: Some(&pl),
                 module,
-                entry_point: Some(entry),
+                entry_point: Some(spec.entry),
                 compilation_options: Default::default(),
                 cache: None,
             });
         Kernel {
             pipeline,
             layout,
-            slots: binds.iter().map(|b| b.0).collect(),
+            _bindings: PhantomData,
         }
     }
 
-    /// A bind group of `buffers`, in the order the kernel's bindings were
-    /// listed.
-    pub fn bind(&self, ctx: &Context, buffers: &[&wgpu::Buffer]) -> wgpu::BindGroup {
-        debug_assert_eq!(buffers.len(), self.slots.len());
-        let entries: Vec<wgpu::BindGroupEntry> = self
-            .slots
+    /// The bind group of `bindings`, each buffer at the slot its field
+    /// names.
+    fn bind(&self, ctx: &Context, bindings: &L::Bindings<'_>) -> wgpu::BindGroup {
+        let spec = &L::SPEC;
+        let buffers = L::buffers(bindings);
+        // Both lists come from one `kernels!` entry; this only guards the
+        // macro itself.
+        debug_assert_eq!(
+            buffers.len(),
+            spec.bindings.len(),
+            "kernel {}: bindings struct and layout differ",
+            spec.name
+        );
+        let entries: Vec<wgpu::BindGroupEntry> = spec
+            .bindings
             .iter()
             .zip(buffers)
-            .map(|(&binding, b)| wgpu::BindGroupEntry {
-                binding,
+            .map(|(decl, b)| wgpu::BindGroupEntry {
+                binding: decl.slot,
                 resource: b.as_entire_binding(),
             })
             .collect();
         ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: None,
+            label: Some(spec.name),
             layout: &self.layout,
             entries: &entries,
         })
     }
 
-    /// Records one dispatch of `groups` workgroups.
-    pub fn record(
+    /// Binds `bindings` and records one dispatch of `groups` workgroups
+    /// (none when either count is 0).
+    pub(crate) fn dispatch(
         &self,
+        ctx: &Context,
         enc: &mut wgpu::CommandEncoder,
-        group: &wgpu::BindGroup,
+        bindings: L::Bindings<'_>,
         groups: (u32, u32),
     ) {
+        let group = self.bind(ctx, &bindings);
         if groups.0 == 0 || groups.1 == 0 {
             return;
         }
@@ -116,14 +574,14 @@ impl Kernel {
             timestamp_writes: None,
         });
         pass.set_pipeline(&self.pipeline);
-        pass.set_bind_group(0, group, &[]);
+        pass.set_bind_group(0, &group, &[]);
         pass.dispatch_workgroups(groups.0, groups.1, 1);
     }
 }
 
 /// `count` workgroups laid out as x * y with x within the per-dimension
 /// limit; kernels rebuild the linear index as `wid.y * nwg.x + wid.x`.
-pub fn grid(count: usize) -> (u32, u32) {
+pub(crate) fn grid(count: usize) -> (u32, u32) {
     if count == 0 {
         return (0, 0);
     }
@@ -132,184 +590,84 @@ pub fn grid(count: usize) -> (u32, u32) {
 }
 
 /// Workgroups for `items` invocations of a 64-wide kernel.
-pub fn grid_items(items: usize) -> (u32, u32) {
+pub(crate) fn grid_items(items: usize) -> (u32, u32) {
     grid(items.div_ceil(WG as usize))
 }
 
-/// Every pipeline the backend uses.
-pub struct Kernels {
-    pub normalize: Kernel,
-    pub to_f16: Kernel,
-    pub normalize_f16: Kernel,
-    pub gemm: Kernel,
+/// Every pipeline the backend uses, each typed by its bindings struct.
+pub(crate) struct Kernels {
+    /// Normalise (or check) an f32 chunk.
+    pub normalize: Kernel<Normalize<'static>>,
+    /// Pack a normalised f32 chunk as f16.
+    pub to_f16: Kernel<ToF16<'static>>,
+    /// Normalise (or check) a chunk uploaded as f16.
+    pub normalize_f16: Kernel<NormalizeF16<'static>>,
+    /// The f32 GEMM.
+    pub gemm: Kernel<Gemm<'static>>,
     /// The packed-f16 GEMM (any adapter).
-    pub gemm_f16: Kernel,
+    pub gemm_f16: Kernel<GemmF16<'static>>,
     /// The native-f16 GEMM, when the device has `SHADER_F16`.
-    pub gemm_f16_native: Option<Kernel>,
-    pub topk_partial: Kernel,
-    pub topk_merge: Kernel,
-    pub aggregate: Kernel,
-    pub nudge_m_bounds: Kernel,
-    pub nudge_n_partial: Kernel,
-    pub update_m: Kernel,
-    pub update_n: Kernel,
+    pub gemm_f16_native: Option<Kernel<GemmF16Native<'static>>>,
+    /// Top-k, first pass: best k per segment.
+    pub topk_partial: Kernel<TopkPartial<'static>>,
+    /// Top-k, second pass: merge into the running lists.
+    pub topk_merge: Kernel<TopkMerge<'static>>,
+    /// Segment sums.
+    pub aggregate: Kernel<Aggregate<'static>>,
+    /// NUDGE-M bounds.
+    pub nudge_m_bounds: Kernel<NudgeMBounds<'static>>,
+    /// NUDGE-N partial lists (merged by `topk_merge`).
+    pub nudge_n_partial: Kernel<NudgeNPartial<'static>>,
+    /// NUDGE-M update.
+    pub update_m: Kernel<UpdateM<'static>>,
+    /// NUDGE-N update.
+    pub update_n: Kernel<UpdateN<'static>>,
 }
 
-fn module(ctx: &Context, name: &str, source: &'static str) -> wgpu::ShaderModule {
-    ctx.device
-        .create_shader_module(wgpu::ShaderModuleDescriptor {
-            label: Some(name),
-            source: wgpu::ShaderSource::Wgsl(source.into()),
-        })
+/// Compiled shader modules, each compiled once however many kernels use it.
+struct Modules<'c> {
+    ctx: &'c Context,
+    compiled: HashMap<&'static str, wgpu::ShaderModule>,
+}
+
+impl Modules<'_> {
+    fn kernel<L: Layout>(&mut self) -> Kernel<L> {
+        let shader = L::SPEC.shader;
+        let ctx = self.ctx;
+        let module = self.compiled.entry(shader.name).or_insert_with(|| {
+            ctx.device
+                .create_shader_module(wgpu::ShaderModuleDescriptor {
+                    label: Some(shader.name),
+                    source: wgpu::ShaderSource::Wgsl(shader.source.into()),
+                })
+        });
+        Kernel::new(ctx, module)
+    }
 }
 
 impl Kernels {
-    pub fn new(ctx: &Context) -> Result<Kernels> {
-        use Bind::*;
+    /// Compiles every kernel (the native-f16 GEMM only where the device was
+    /// opened with `SHADER_F16`); a compile or layout error is an `Error`.
+    pub(crate) fn new(ctx: &Context) -> Result<Kernels> {
         ctx.scoped("compiling the kernels", || {
-            let normalize = module(
+            let mut m = Modules {
                 ctx,
-                "normalize",
-                include_str!("../../../shaders/normalize.wgsl"),
-            );
-            let similarity = module(
-                ctx,
-                "similarity",
-                include_str!("../../../shaders/similarity.wgsl"),
-            );
-            let native = ctx.native_f16.then(|| {
-                module(
-                    ctx,
-                    "similarity_f16",
-                    concat!(
-                        include_str!("../../../shaders/similarity_f16.wgsl"),
-                        include_str!("../../../shaders/similarity.wgsl")
-                    ),
-                )
-            });
-            let topk = module(
-                ctx,
-                "topk",
-                concat!(
-                    include_str!("../../../shaders/topk_list.wgsl"),
-                    include_str!("../../../shaders/topk.wgsl")
-                ),
-            );
-            let aggregate = module(
-                ctx,
-                "aggregate",
-                include_str!("../../../shaders/aggregate.wgsl"),
-            );
-            let bounds = module(
-                ctx,
-                "nudge_m_bounds",
-                include_str!("../../../shaders/nudge_m_bounds.wgsl"),
-            );
-            let merge = module(
-                ctx,
-                "nudge_n_merge",
-                concat!(
-                    include_str!("../../../shaders/topk_list.wgsl"),
-                    include_str!("../../../shaders/nudge_n_merge.wgsl")
-                ),
-            );
-            let update = module(ctx, "update", include_str!("../../../shaders/update.wgsl"));
+                compiled: HashMap::new(),
+            };
             Ok(Kernels {
-                normalize: Kernel::new(
-                    ctx,
-                    &normalize,
-                    "main",
-                    &[(0, Uniform), (1, Write), (2, Write)],
-                ),
-                normalize_f16: Kernel::new(
-                    ctx,
-                    &normalize,
-                    "main_f16",
-                    &[(0, Uniform), (2, Write), (5, Write)],
-                ),
-                to_f16: Kernel::new(
-                    ctx,
-                    &normalize,
-                    "to_f16",
-                    &[(0, Uniform), (3, Read), (4, Write)],
-                ),
-                gemm: Kernel::new(
-                    ctx,
-                    &similarity,
-                    "main",
-                    &[(0, Uniform), (1, Read), (2, Read), (3, Write)],
-                ),
-                gemm_f16: Kernel::new(
-                    ctx,
-                    &similarity,
-                    "main_f16",
-                    &[(0, Uniform), (1, Read), (3, Write), (4, Read)],
-                ),
-                gemm_f16_native: native.as_ref().map(|m| {
-                    Kernel::new(
-                        ctx,
-                        m,
-                        "main_f16_native",
-                        &[(0, Uniform), (1, Read), (3, Write), (5, Read)],
-                    )
-                }),
-                topk_partial: Kernel::new(
-                    ctx,
-                    &topk,
-                    "partial",
-                    &[(0, Uniform), (1, Read), (2, Read), (3, Write), (4, Write)],
-                ),
-                topk_merge: Kernel::new(
-                    ctx,
-                    &topk,
-                    "merge",
-                    &[(0, Uniform), (3, Write), (4, Write), (5, Write), (6, Write)],
-                ),
-                aggregate: Kernel::new(
-                    ctx,
-                    &aggregate,
-                    "main",
-                    &[(0, Uniform), (1, Read), (2, Read), (3, Read), (4, Write)],
-                ),
-                nudge_m_bounds: Kernel::new(
-                    ctx,
-                    &bounds,
-                    "main",
-                    &[
-                        (0, Uniform),
-                        (1, Read),
-                        (2, Read),
-                        (3, Read),
-                        (4, Read),
-                        (5, Write),
-                    ],
-                ),
-                nudge_n_partial: Kernel::new(
-                    ctx,
-                    &merge,
-                    "main",
-                    &[
-                        (0, Uniform),
-                        (1, Read),
-                        (2, Read),
-                        (3, Read),
-                        (4, Read),
-                        (5, Write),
-                        (6, Write),
-                    ],
-                ),
-                update_m: Kernel::new(
-                    ctx,
-                    &update,
-                    "update_m",
-                    &[(0, Uniform), (1, Write), (2, Read)],
-                ),
-                update_n: Kernel::new(
-                    ctx,
-                    &update,
-                    "update_n",
-                    &[(0, Uniform), (1, Write), (2, Read)],
-                ),
+                normalize: m.kernel(),
+                normalize_f16: m.kernel(),
+                to_f16: m.kernel(),
+                gemm: m.kernel(),
+                gemm_f16: m.kernel(),
+                gemm_f16_native: ctx.native_f16.then(|| m.kernel()),
+                topk_partial: m.kernel(),
+                topk_merge: m.kernel(),
+                aggregate: m.kernel(),
+                nudge_m_bounds: m.kernel(),
+                nudge_n_partial: m.kernel(),
+                update_m: m.kernel(),
+                update_n: m.kernel(),
             })
         })
     }

@@ -34,6 +34,8 @@ const MAX_CHUNK_BYTES: u64 = 256 << 20;
 /// Corpus bytes per streamed chunk.
 const CHUNK_BYTES: u64 = 64 << 20;
 
+/// The GPU [`Backend`]: one device, its compiled kernels and the buffers the
+/// one-shot steps reuse.
 pub struct Gpu {
     ctx: Context,
     k: Kernels,
@@ -75,7 +77,7 @@ impl Gpu {
         self.one_shot("normalize", || ops::normalize(self, rows, cols, first_row))
     }
 
-    /// How corpus chunks are held on the device.
+    /// How corpus chunks are stored on the device during a scan.
     pub fn precision(&self) -> Precision {
         self.precision
     }
@@ -125,7 +127,8 @@ impl Gpu {
         b
     }
 
-    /// Reads `len` bytes of `src` back through the pooled staging buffer.
+    /// Reads `len` bytes of `src` back through the pooled staging buffer
+    /// (`Context::read_through`, the one read-back path).
     fn read<T: bytemuck::Pod>(&self, src: &wgpu::Buffer, len: u64) -> Result<Vec<T>> {
         if len == 0 {
             return Ok(Vec::new());
@@ -141,13 +144,7 @@ impl Gpu {
                 }
             }
         };
-        let mut enc = self
-            .ctx
-            .device
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
-        enc.copy_buffer_to_buffer(src, 0, &staging, 0, len.next_multiple_of(4));
-        let idx = self.ctx.queue.submit([enc.finish()]);
-        self.ctx.read_mapped(&staging, len, Some(idx))
+        self.ctx.read_through(src, len, &staging)
     }
 
     /// Runs one one-shot step: alone (the pool is shared) and inside error

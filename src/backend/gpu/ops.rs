@@ -5,12 +5,21 @@
 //! way that cannot change the result (row blocks for row-wise steps, column
 //! sub-blocks for the order-free bound and top-k reductions), so the kernels
 //! never see more than `device.limits()` allows.
+//!
+//! Each step makes its parameter blocks once per call and rewrites them per
+//! piece (see `Uniform`), rather than allocating one per dispatch; buffers
+//! are bound by name through the kernel's bindings struct (see `kernel`).
 
 use std::borrow::Cow;
 
 use bytemuck::{Pod, Zeroable};
 
-use super::kernel::{grid, grid_items};
+use super::context::Uniform;
+use super::kernel::{
+    AggParams, Aggregate, BoundsParams, Gemm, GemmF16, GemmF16Native, GemmParams, MergeParams,
+    NormParams, Normalize, NudgeMBounds, NudgeNPartial, TopkMerge, TopkParams, UpdateM, UpdateN,
+    UpdateParams, grid, grid_items,
+};
 use super::{Gpu, d4, pad_rows};
 use crate::backend::{Bounds, MovedBlock, Pair, RowReport, Segments, SlopeBlock, TopK};
 use crate::error::{Error, Result};
@@ -21,82 +30,6 @@ use crate::matrix::Matrix;
 pub(super) const SEG: usize = 128;
 /// Output tile side of `similarity.wgsl`.
 pub(super) const TILE: usize = 64;
-
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-pub(super) struct NormParams {
-    pub rows: u32,
-    pub cols: u32,
-    pub stride: u32,
-    pub check_only: u32,
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-pub(super) struct GemmParams {
-    pub m: u32,
-    pub n: u32,
-    pub d4: u32,
-    pub ldc: u32,
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-pub(super) struct TopkParams {
-    pub lists: u32,
-    pub n: u32,
-    pub ld: u32,
-    pub k: u32,
-    pub seg_len: u32,
-    pub segs: u32,
-    pub first_row: u32,
-    pub use_skip: u32,
-    pub neg_inf: f32,
-    pub pad: [u32; 3],
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct AggParams {
-    segments: u32,
-    d4: u32,
-    carry: u32,
-    pad: u32,
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct BoundsParams {
-    pairs: u32,
-    width: u32,
-    ld: u32,
-    pad: u32,
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct MergeParams {
-    lists: u32,
-    queries: u32,
-    width: u32,
-    ld: u32,
-    k: u32,
-    seg_len: u32,
-    segs: u32,
-    neg_inf: f32,
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct UpdateParams {
-    rows: u32,
-    cols: u32,
-    gamma: f32,
-    sin_t: f32,
-    cos_t: f32,
-    clamp_at: f32,
-    pad: [u32; 2],
-}
 
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
@@ -117,8 +50,8 @@ struct GpuBounds {
 }
 
 fn too_big(what: &str) -> Error {
-    Error::runtime(format!(
-        "{what} does not fit in one GPU storage binding on this device; use --device cpu"
+    Error::gpu(format!(
+        "{what} does not fit in one GPU storage binding on this device; run on the CPU instead"
     ))
 }
 
@@ -145,6 +78,7 @@ fn encoder(gpu: &Gpu) -> wgpu::CommandEncoder {
         .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None })
 }
 
+/// [`crate::backend::Backend::normalize`]: rows in blocks of one binding.
 pub fn normalize(gpu: &Gpu, rows: &mut [f32], cols: usize, first_row: usize) -> Result<RowReport> {
     let mut report = RowReport::default();
     if cols == 0 || rows.is_empty() {
@@ -157,20 +91,32 @@ pub fn normalize(gpu: &Gpu, rows: &mut [f32], cols: usize, first_row: usize) -> 
     if w * 4 > gpu.max_binding() as usize {
         return Err(too_big("one corpus row"));
     }
+    let params = Uniform::new(ctx);
     for start in (0..n).step_by(per) {
         let cnt = per.min(n - start);
         let slice = &mut rows[start * cols..(start + cnt) * cols];
         let buf = gpu.put("rows", &pad_rows(slice, cols));
         let status = gpu.scratch("status", cnt as u64 * 4);
-        let params = ctx.uniform(&NormParams {
-            rows: cnt as u32,
-            cols: cols as u32,
-            stride: w as u32,
-            check_only: 0,
-        });
-        let bg = gpu.k.normalize.bind(ctx, &[&params, &buf, &status]);
+        params.set(
+            ctx,
+            &NormParams {
+                rows: cnt as u32,
+                cols: cols as u32,
+                stride: w as u32,
+                check_only: 0,
+            },
+        );
         let mut enc = encoder(gpu);
-        gpu.k.normalize.record(&mut enc, &bg, grid(cnt));
+        gpu.k.normalize.dispatch(
+            ctx,
+            &mut enc,
+            Normalize {
+                p: &params,
+                x: &buf,
+                status: &status,
+            },
+            grid(cnt),
+        );
         submit(gpu, enc);
         let out: Vec<f32> = gpu.read(&buf, (cnt * w * 4) as u64)?;
         let st: Vec<u32> = gpu.read(&status, cnt as u64 * 4)?;
@@ -182,30 +128,40 @@ pub fn normalize(gpu: &Gpu, rows: &mut [f32], cols: usize, first_row: usize) -> 
     Ok(report)
 }
 
-/// Records one GEMM `c = a . b^T` of `m x n` (rows padded to `w4` vec4s).
+/// Records one GEMM `c = a . b^T` of `m x n` (rows padded to `w4` vec4s),
+/// with `b` as f16 (native where the device has it, else packed pairs) when
+/// `f16`. `params` is the caller's block, rewritten here: one per step or
+/// scan, since a submission reads the value last written before it.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn record_gemm(
     gpu: &Gpu,
     enc: &mut wgpu::CommandEncoder,
+    params: &Uniform<GemmParams>,
     a: &wgpu::Buffer,
     b: &wgpu::Buffer,
     c: &wgpu::Buffer,
     (m, n, w4): (usize, usize, usize),
     f16: bool,
 ) {
-    let params = gpu.ctx.uniform(&GemmParams {
-        m: m as u32,
-        n: n as u32,
-        d4: w4 as u32,
-        ldc: n as u32,
-    });
+    let ctx = &gpu.ctx;
+    params.set(
+        ctx,
+        &GemmParams {
+            m: m as u32,
+            n: n as u32,
+            d4: w4 as u32,
+            ldc: n as u32,
+        },
+    );
     let groups = (n.div_ceil(TILE) as u32, m.div_ceil(TILE) as u32);
-    if f16 {
-        let k = gpu.k.gemm_f16_native.as_ref().unwrap_or(&gpu.k.gemm_f16);
-        let bg = k.bind(&gpu.ctx, &[&params, a, c, b]);
-        k.record(enc, &bg, groups);
-    } else {
-        let bg = gpu.k.gemm.bind(&gpu.ctx, &[&params, a, b, c]);
-        gpu.k.gemm.record(enc, &bg, groups);
+    let p = params;
+    match (&gpu.k.gemm_f16_native, f16) {
+        (Some(k), true) => k.dispatch(ctx, enc, GemmF16Native { p, a, c, b16h: b }, groups),
+        (None, true) => gpu
+            .k
+            .gemm_f16
+            .dispatch(ctx, enc, GemmF16 { p, a, c, b16: b }, groups),
+        (_, false) => gpu.k.gemm.dispatch(ctx, enc, Gemm { p, a, b, c }, groups),
     }
 }
 
@@ -213,12 +169,13 @@ pub(super) fn record_gemm(
 /// grid is at most 65535 tiles per dimension).
 pub(super) const MAX_GEMM_ROWS: usize = 65535 * TILE;
 
+/// [`crate::backend::Backend::similarity`]: `a . b^T` in blocks that fit.
 pub fn similarity(gpu: &Gpu, a: &Matrix, b: &Matrix) -> Result<Matrix> {
     if a.cols != b.cols {
-        return Err(Error::runtime(format!(
+        panic!(
             "similarity of {}-column and {}-column matrices",
             a.cols, b.cols
-        )));
+        );
     }
     let (m, n, d) = (a.rows, b.rows, a.cols);
     let mut out = Matrix::zeros(m, n);
@@ -234,6 +191,7 @@ pub fn similarity(gpu: &Gpu, a: &Matrix, b: &Matrix) -> Result<Matrix> {
     let ma = m.min(rows_fit).min(MAX_GEMM_ROWS);
     // budget / 4 / ma >= 4 since ma <= rows_fit.
     let nb = n.min(rows_fit).min(budget / 4 / ma).min(MAX_GEMM_ROWS);
+    let params = Uniform::new(&gpu.ctx);
     for a0 in (0..m).step_by(ma) {
         let mc = ma.min(m - a0);
         let abuf = gpu.put("a", &pad_rows(&a.data[a0 * d..(a0 + mc) * d], d));
@@ -242,7 +200,16 @@ pub fn similarity(gpu: &Gpu, a: &Matrix, b: &Matrix) -> Result<Matrix> {
             let bbuf = gpu.put("b", &pad_rows(&b.data[b0 * d..(b0 + nc) * d], d));
             let cbuf = gpu.scratch("c", (mc * nc * 4) as u64);
             let mut enc = encoder(gpu);
-            record_gemm(gpu, &mut enc, &abuf, &bbuf, &cbuf, (mc, nc, w), false);
+            record_gemm(
+                gpu,
+                &mut enc,
+                &params,
+                &abuf,
+                &bbuf,
+                &cbuf,
+                (mc, nc, w),
+                false,
+            );
             submit(gpu, enc);
             let c: Vec<f32> = gpu.read(&cbuf, (mc * nc * 4) as u64)?;
             for i in 0..mc {
@@ -254,6 +221,8 @@ pub fn similarity(gpu: &Gpu, a: &Matrix, b: &Matrix) -> Result<Matrix> {
     Ok(out)
 }
 
+/// [`crate::backend::Backend::aggregate`]: segment sums, bit for bit the
+/// CPU's (long segments are summed in pieces that carry the sum so far).
 pub fn aggregate(gpu: &Gpu, rows: &Matrix, seg: &Segments) -> Result<Matrix> {
     let d = rows.cols;
     let s = seg.len();
@@ -262,14 +231,16 @@ pub fn aggregate(gpu: &Gpu, rows: &Matrix, seg: &Segments) -> Result<Matrix> {
         return Ok(out);
     }
     let off = &seg.offsets;
-    if off.windows(2).any(|w| w[0] > w[1]) || off[s] as usize > seg.indices.len() {
-        return Err(Error::runtime(
-            "aggregate: segment offsets are not ascending",
-        ));
-    }
-    if seg.indices.iter().any(|&i| i as usize >= rows.rows) {
-        return Err(Error::runtime("aggregate: a segment index is out of range"));
-    }
+    // A caller that breaks this is a bug, not bad input.
+    assert!(
+        !(off.windows(2).any(|w| w[0] > w[1]) || off[s] as usize > seg.indices.len()),
+        "aggregate: segment offsets are not ascending"
+    );
+    // A caller that breaks this is a bug, not bad input.
+    assert!(
+        !(seg.indices.iter().any(|&i| i as usize >= rows.rows)),
+        "aggregate: a segment index is out of range"
+    );
     let ctx = &gpu.ctx;
     let w = d4(d);
     let row_bytes = w * 16;
@@ -286,6 +257,7 @@ pub fn aggregate(gpu: &Gpu, rows: &Matrix, seg: &Segments) -> Result<Matrix> {
     let mut r0 = 0;
     // Rows of segment r0 already summed, when it is too long for one piece.
     let mut done = 0usize;
+    let params = Uniform::new(ctx);
     while r0 < s {
         let left = off[r0 + 1] as usize - off[r0] as usize - done;
         let (r1, o0, o1, carry) = if done == 0 && left <= max_nnz {
@@ -326,20 +298,30 @@ pub fn aggregate(gpu: &Gpu, rows: &Matrix, seg: &Segments) -> Result<Matrix> {
         } else {
             gpu.scratch("sums", (segs * row_bytes) as u64)
         };
-        let params = ctx.uniform(&AggParams {
-            segments: segs as u32,
-            d4: w as u32,
-            carry: carry as u32,
-            pad: 0,
-        });
+        params.set(
+            ctx,
+            &AggParams {
+                segments: segs as u32,
+                d4: w as u32,
+                carry: carry as u32,
+                pad: 0,
+            },
+        );
         let obuf_off = gpu.put("offsets", &local_off);
         let ibuf = gpu.put("indices", &idx);
-        let bg = gpu
-            .k
-            .aggregate
-            .bind(ctx, &[&params, &rbuf, &obuf_off, &ibuf, &obuf]);
         let mut enc = encoder(gpu);
-        gpu.k.aggregate.record(&mut enc, &bg, grid_items(segs * w));
+        gpu.k.aggregate.dispatch(
+            ctx,
+            &mut enc,
+            Aggregate {
+                p: &params,
+                rows: &rbuf,
+                offsets: &obuf_off,
+                indices: &ibuf,
+                out: &obuf,
+            },
+            grid_items(segs * w),
+        );
         submit(gpu, enc);
         let sums: Vec<f32> = gpu.read(&obuf, (segs * row_bytes) as u64)?;
         for (i, src) in sums.chunks_exact(w * 4).enumerate() {
@@ -369,14 +351,16 @@ fn columns(m: &Matrix, c0: usize, c1: usize) -> Cow<'_, [f32]> {
 
 fn check_block(block: &MovedBlock) -> Result<()> {
     let w = block.records.len();
-    if block.s0.cols != w || block.s1.cols != w || block.s0.rows != block.s1.rows {
-        return Err(Error::runtime(
-            "moved block: S0, S1 and the record list disagree in shape",
-        ));
-    }
+    // A caller that breaks this is a bug, not bad input.
+    assert!(
+        !(block.s0.cols != w || block.s1.cols != w || block.s0.rows != block.s1.rows),
+        "moved block: S0, S1 and the record list disagree in shape"
+    );
     Ok(())
 }
 
+/// [`crate::backend::Backend::nudge_m_bounds`]: pairs in blocks, the block's
+/// columns in pieces (the bounds reduction is order-free).
 pub fn nudge_m_bounds(
     gpu: &Gpu,
     block: &SlopeBlock,
@@ -385,22 +369,24 @@ pub fn nudge_m_bounds(
 ) -> Result<()> {
     let width = block.records.len();
     let q = block.s.rows;
-    if block.s.cols != width || block.t.cols != width || block.t.rows != q {
-        return Err(Error::runtime(
-            "slope block: S0, slopes and the record list disagree in shape",
-        ));
-    }
+    // A caller that breaks this is a bug, not bad input.
+    assert!(
+        !(block.s.cols != width || block.t.cols != width || block.t.rows != q),
+        "slope block: S0, slopes and the record list disagree in shape"
+    );
     if width == 0 || pairs.is_empty() {
         return Ok(());
     }
-    if bounds.len() != pairs.len() {
-        return Err(Error::runtime("nudge-m bounds: argument lengths disagree"));
-    }
-    if pairs.iter().any(|p| p.query as usize >= q) {
-        return Err(Error::runtime(
-            "nudge-m bounds: a pair's query is out of range",
-        ));
-    }
+    // A caller that breaks this is a bug, not bad input.
+    assert!(
+        !(bounds.len() != pairs.len()),
+        "nudge-m bounds: argument lengths disagree"
+    );
+    // A caller that breaks this is a bug, not bad input.
+    assert!(
+        !(pairs.iter().any(|p| p.query as usize >= q)),
+        "nudge-m bounds: a pair's query is out of range"
+    );
     let ctx = &gpu.ctx;
     let budget = gpu.budget() as usize;
     let cols_fit = budget / (q * 4);
@@ -408,6 +394,7 @@ pub fn nudge_m_bounds(
         return Err(too_big("one row of S0"));
     }
     let max_pairs = budget / 16;
+    let params = Uniform::new(ctx);
     for p0 in (0..pairs.len()).step_by(max_pairs) {
         let p1 = (p0 + max_pairs).min(pairs.len());
         let gp: Vec<GpuPair> = pairs[p0..p1]
@@ -436,20 +423,29 @@ pub fn nudge_m_bounds(
             // Scaled S1, in the pooled S1 buffer.
             let t = gpu.put("s1", &columns(block.t, c0, c1));
             let rec = gpu.put("records", &block.records[c0..c1]);
-            let params = ctx.uniform(&BoundsParams {
-                pairs: (p1 - p0) as u32,
-                width: (c1 - c0) as u32,
-                ld: (c1 - c0) as u32,
-                pad: 0,
-            });
-            let bg = gpu
-                .k
-                .nudge_m_bounds
-                .bind(ctx, &[&params, &pbuf, &s0, &t, &rec, &bbuf]);
+            params.set(
+                ctx,
+                &BoundsParams {
+                    pairs: (p1 - p0) as u32,
+                    width: (c1 - c0) as u32,
+                    ld: (c1 - c0) as u32,
+                    pad: 0,
+                },
+            );
             let mut enc = encoder(gpu);
-            gpu.k
-                .nudge_m_bounds
-                .record(&mut enc, &bg, grid_items(p1 - p0));
+            gpu.k.nudge_m_bounds.dispatch(
+                ctx,
+                &mut enc,
+                NudgeMBounds {
+                    p: &params,
+                    pairs: &pbuf,
+                    s0: &s0,
+                    slope: &t,
+                    records: &rec,
+                    bounds: &bbuf,
+                },
+                grid_items(p1 - p0),
+            );
             submit(gpu, enc);
         }
         let back: Vec<GpuBounds> = gpu.read(&bbuf, ((p1 - p0) * 16) as u64)?;
@@ -464,6 +460,8 @@ pub fn nudge_m_bounds(
     Ok(())
 }
 
+/// [`crate::backend::Backend::nudge_n_merge`]: moved-record scores merged
+/// into the running lists, the block's columns in pieces.
 pub fn nudge_n_merge(
     gpu: &Gpu,
     block: &MovedBlock,
@@ -477,14 +475,16 @@ pub fn nudge_n_merge(
         return Ok(());
     }
     let (q, k) = (tops[0].queries, tops[0].k);
-    if tops.iter().any(|t| t.queries != q || t.k != k) || coef.len() < g * width {
-        return Err(Error::runtime("nudge-n merge: argument shapes disagree"));
-    }
-    if q != block.s0.rows {
-        return Err(Error::runtime(
-            "nudge-n merge: the lists and S0 have different query counts",
-        ));
-    }
+    // A caller that breaks this is a bug, not bad input.
+    assert!(
+        !(tops.iter().any(|t| t.queries != q || t.k != k) || coef.len() < g * width),
+        "nudge-n merge: argument shapes disagree"
+    );
+    // A caller that breaks this is a bug, not bad input.
+    assert!(
+        !(q != block.s0.rows),
+        "nudge-n merge: the lists and S0 have different query counts"
+    );
     if q == 0 || k == 0 {
         return Ok(());
     }
@@ -508,6 +508,8 @@ pub fn nudge_n_merge(
     let part_len = lists * sub.div_ceil(seg_len) * k * 4;
     let ps = gpu.scratch("part scores", part_len as u64);
     let pr = gpu.scratch("part rows", part_len as u64);
+    let mp = Uniform::new(ctx);
+    let tp = Uniform::new(ctx);
     for c0 in (0..width).step_by(cols_fit) {
         let c1 = (c0 + cols_fit).min(width);
         let cols = c1 - c0;
@@ -524,38 +526,61 @@ pub fn nudge_n_merge(
         }
         let cbuf = gpu.put("coef", &cf);
         let rec = gpu.put("records", &block.records[c0..c1]);
-        let mp = ctx.uniform(&MergeParams {
-            lists: lists as u32,
-            queries: q as u32,
-            width: cols as u32,
-            ld: cols as u32,
-            k: k as u32,
-            seg_len: seg_len as u32,
-            segs: segs as u32,
-            neg_inf: f32::NEG_INFINITY,
-        });
-        let tp = ctx.uniform(&TopkParams {
-            lists: lists as u32,
-            n: cols as u32,
-            ld: cols as u32,
-            k: k as u32,
-            seg_len: seg_len as u32,
-            segs: segs as u32,
-            first_row: 0,
-            use_skip: 0,
-            neg_inf: f32::NEG_INFINITY,
-            pad: [0; 3],
-        });
-        let bg1 = gpu
-            .k
-            .nudge_n_partial
-            .bind(ctx, &[&mp, &s0, &s1, &cbuf, &rec, &ps, &pr]);
-        let bg2 = gpu.k.topk_merge.bind(ctx, &[&tp, &ps, &pr, &rs, &rr]);
+        mp.set(
+            ctx,
+            &MergeParams {
+                lists: lists as u32,
+                queries: q as u32,
+                width: cols as u32,
+                ld: cols as u32,
+                k: k as u32,
+                seg_len: seg_len as u32,
+                segs: segs as u32,
+                neg_inf: f32::NEG_INFINITY,
+            },
+        );
+        tp.set(
+            ctx,
+            &TopkParams {
+                lists: lists as u32,
+                n: cols as u32,
+                ld: cols as u32,
+                k: k as u32,
+                seg_len: seg_len as u32,
+                segs: segs as u32,
+                first_row: 0,
+                use_skip: 0,
+                neg_inf: f32::NEG_INFINITY,
+                pad: [0; 3],
+            },
+        );
         let mut enc = encoder(gpu);
-        gpu.k
-            .nudge_n_partial
-            .record(&mut enc, &bg1, grid_items(lists * segs));
-        gpu.k.topk_merge.record(&mut enc, &bg2, grid_items(lists));
+        gpu.k.nudge_n_partial.dispatch(
+            ctx,
+            &mut enc,
+            NudgeNPartial {
+                p: &mp,
+                s0: &s0,
+                s1: &s1,
+                coef: &cbuf,
+                records: &rec,
+                part_s: &ps,
+                part_r: &pr,
+            },
+            grid_items(lists * segs),
+        );
+        gpu.k.topk_merge.dispatch(
+            ctx,
+            &mut enc,
+            TopkMerge {
+                p: &tp,
+                part_s: &ps,
+                part_r: &pr,
+                run_s: &rs,
+                run_r: &rr,
+            },
+            grid_items(lists),
+        );
         submit(gpu, enc);
     }
     let back_s: Vec<f32> = gpu.read(&rs, (lists * k * 4) as u64)?;
@@ -568,16 +593,29 @@ pub fn nudge_n_merge(
     Ok(())
 }
 
+/// Which embedding update [`update`] applies.
 pub enum Update {
-    M { gamma: f32 },
-    N { gamma: f64 },
+    /// NUDGE-M: `d += gamma * g / |g|` per row (`update.wgsl::update_m`).
+    M {
+        /// Step size.
+        gamma: f32,
+    },
+    /// NUDGE-N: the rotation of `update.wgsl::update_n`.
+    N {
+        /// Step size (the rotation angle comes from it, in f64).
+        gamma: f64,
+    },
 }
 
+/// [`crate::backend::Backend::update_m`] and `update_n`: `d` updated from
+/// `g` in row blocks.
 pub fn update(gpu: &Gpu, d: &mut Matrix, g: &Matrix, how: Update) -> Result<()> {
     let (rows, cols) = (d.rows, d.cols);
-    if g.rows != rows || g.cols != cols {
-        return Err(Error::runtime("update: D and G differ in shape"));
-    }
+    // A caller that breaks this is a bug, not bad input.
+    assert!(
+        !(g.rows != rows || g.cols != cols),
+        "update: D and G differ in shape"
+    );
     if rows == 0 || cols == 0 {
         return Ok(());
     }
@@ -586,48 +624,62 @@ pub fn update(gpu: &Gpu, d: &mut Matrix, g: &Matrix, how: Update) -> Result<()> 
     if per == 0 {
         return Err(too_big("one embedding row"));
     }
-    let (kernel, params) = match how {
-        Update::M { gamma } => (
-            &gpu.k.update_m,
-            UpdateParams {
-                rows: 0,
-                cols: cols as u32,
-                gamma,
-                sin_t: 0.0,
-                cos_t: 1.0,
-                clamp_at: 0.0,
-                pad: [0; 2],
-            },
-        ),
+    let m = matches!(how, Update::M { .. });
+    let base = match how {
+        Update::M { gamma } => UpdateParams {
+            rows: 0,
+            cols: cols as u32,
+            gamma,
+            sin_t: 0.0,
+            cos_t: 1.0,
+            clamp_at: 0.0,
+            pad: [0; 2],
+        },
         Update::N { gamma } => {
             let crate::method::nudge_n::Step { sin, cos, .. } =
                 crate::method::nudge_n::Step::new(gamma);
-            (
-                &gpu.k.update_n,
-                UpdateParams {
-                    rows: 0,
-                    cols: cols as u32,
-                    gamma: gamma as f32,
-                    sin_t: sin as f32,
-                    cos_t: cos as f32,
-                    clamp_at: (1.0 - gamma / 2.0) as f32,
-                    pad: [0; 2],
-                },
-            )
+            UpdateParams {
+                rows: 0,
+                cols: cols as u32,
+                gamma: gamma as f32,
+                sin_t: sin as f32,
+                cos_t: cos as f32,
+                clamp_at: (1.0 - gamma / 2.0) as f32,
+                pad: [0; 2],
+            }
         }
     };
+    let params = Uniform::new(ctx);
     for r0 in (0..rows).step_by(per) {
         let n = per.min(rows - r0);
         let range = r0 * cols..(r0 + n) * cols;
         let dbuf = gpu.put("d", &d.data[range.clone()]);
         let gbuf = gpu.put("g", &g.data[range.clone()]);
-        let pbuf = ctx.uniform(&UpdateParams {
-            rows: n as u32,
-            ..params
-        });
-        let bg = kernel.bind(ctx, &[&pbuf, &dbuf, &gbuf]);
+        params.set(
+            ctx,
+            &UpdateParams {
+                rows: n as u32,
+                ..base
+            },
+        );
         let mut enc = encoder(gpu);
-        kernel.record(&mut enc, &bg, grid_items(n));
+        // Two kernels with the same bindings, hence two structs.
+        let groups = grid_items(n);
+        if m {
+            let b = UpdateM {
+                p: &params,
+                d: &dbuf,
+                g: &gbuf,
+            };
+            gpu.k.update_m.dispatch(ctx, &mut enc, b, groups);
+        } else {
+            let b = UpdateN {
+                p: &params,
+                d: &dbuf,
+                g: &gbuf,
+            };
+            gpu.k.update_n.dispatch(ctx, &mut enc, b, groups);
+        }
         submit(gpu, enc);
         let out: Vec<f32> = gpu.read(&dbuf, (n * cols * 4) as u64)?;
         d.data[range].copy_from_slice(&out);

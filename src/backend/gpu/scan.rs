@@ -18,8 +18,12 @@
 
 use bytemuck::Zeroable;
 
-use super::kernel::{grid, grid_items};
-use super::ops::{self, NormParams, SEG, TopkParams};
+use super::context::Uniform;
+use super::kernel::{
+    GemmParams, NormParams, Normalize, NormalizeF16, ToF16, TopkMerge, TopkParams, TopkPartial,
+    grid, grid_items,
+};
+use super::ops::{self, SEG};
 use super::{Gpu, Precision, d4, pad_rows};
 use crate::backend::Backend;
 use crate::backend::{RowReport, Rows, Scan, ScanSpec, TopK};
@@ -33,6 +37,7 @@ struct Slot {
     last: Option<wgpu::SubmissionIndex>,
 }
 
+/// A running top-k scan on the device (see the module comment).
 pub struct GpuScan<'a> {
     gpu: &'a Gpu,
     q: usize,
@@ -52,6 +57,13 @@ pub struct GpuScan<'a> {
     /// corpus never pays for a `cap`-row chunk).
     bufs: Option<ChunkBuffers>,
     next: usize,
+    /// Parameter blocks, one per kernel family, rewritten each push. One
+    /// block serves both slots: a queued write lands after every earlier
+    /// submission, so chunk i's GEMM still reads chunk i's sizes while
+    /// chunk i+1's are being written.
+    norm_params: Uniform<NormParams>,
+    gemm_params: Uniform<GemmParams>,
+    topk_params: Uniform<TopkParams>,
 }
 
 struct ChunkBuffers {
@@ -63,14 +75,16 @@ struct ChunkBuffers {
 }
 
 impl<'a> GpuScan<'a> {
+    /// Uploads the queries (and the skip mask) and sizes the chunks; fails
+    /// when they or the top-k lists cannot fit in one binding.
     pub fn new(gpu: &'a Gpu, spec: ScanSpec<'a>) -> Result<GpuScan<'a>> {
         let ctx = &gpu.ctx;
         let (q, d, k) = (spec.queries.rows, spec.queries.cols, spec.k);
         let w = d4(d).max(1);
         let budget = gpu.budget() as usize;
         if q * w * 16 > gpu.max_binding() as usize {
-            return Err(Error::runtime(format!(
-                "{q} queries of dimension {d} do not fit in one GPU storage binding; use --device cpu"
+            return Err(Error::gpu(format!(
+                "{q} queries of dimension {d} do not fit in one GPU storage binding; run on the CPU instead"
             )));
         }
         let cap = gpu
@@ -83,8 +97,8 @@ impl<'a> GpuScan<'a> {
         let seg_len = SEG.max(cap.div_ceil(max_segs));
         let segs = cap.div_ceil(seg_len);
         if (q * segs * k * 4).max(q * k * 4) > gpu.max_binding() as usize {
-            return Err(Error::runtime(format!(
-                "top-{k} lists of {q} queries do not fit in GPU memory bindings; use --device cpu"
+            return Err(Error::gpu(format!(
+                "top-{k} lists of {q} queries do not fit in GPU memory bindings; run on the CPU instead"
             )));
         }
         let queries = ctx.upload("queries", &pad_rows(&spec.queries.data, d));
@@ -117,6 +131,9 @@ impl<'a> GpuScan<'a> {
             run_r: ctx.upload("run rows", &top.rows),
             bufs: None,
             next: 0,
+            norm_params: Uniform::new(ctx),
+            gemm_params: Uniform::new(ctx),
+            topk_params: Uniform::new(ctx),
         })
     }
 
@@ -160,7 +177,7 @@ impl<'a> GpuScan<'a> {
         let bufs = self
             .bufs
             .as_mut()
-            .ok_or_else(|| Error::runtime("GPU scan: chunk buffers missing"))?;
+            .expect("chunk buffers are made when the scan starts");
         let slot = &mut bufs.slots[self.next];
         self.next = (self.next + 1) % 2;
         // Ring full: the slot's previous chunk must be consumed before its
@@ -169,12 +186,16 @@ impl<'a> GpuScan<'a> {
             ctx.wait(Some(idx))?;
         }
         let padded = pad_rows(chunk, d);
-        let np = ctx.uniform(&NormParams {
-            rows: n as u32,
-            cols: d as u32,
-            stride: (w * 4) as u32,
-            check_only: !self.normalize as u32,
-        });
+        let np = &self.norm_params;
+        np.set(
+            ctx,
+            &NormParams {
+                rows: n as u32,
+                cols: d as u32,
+                stride: (w * 4) as u32,
+                check_only: !self.normalize as u32,
+            },
+        );
         // f16: upload half the bytes when every value survives the trip
         // (see `to_f16_exact`); otherwise upload f32 and pack on the device.
         let halves = match &slot.packed {
@@ -189,13 +210,21 @@ impl<'a> GpuScan<'a> {
         match (&halves, &slot.packed) {
             (Some(h), Some(packed)) => {
                 ctx.write(packed, bytemuck::cast_slice(h));
-                let bg = gpu.k.normalize_f16.bind(ctx, &[&np, &slot.status, packed]);
-                gpu.k.normalize_f16.record(&mut enc, &bg, grid(n));
+                let b = NormalizeF16 {
+                    p: np,
+                    status: &slot.status,
+                    words: packed,
+                };
+                gpu.k.normalize_f16.dispatch(ctx, &mut enc, b, grid(n));
             }
             _ => {
                 ctx.write(&slot.chunk, bytemuck::cast_slice(&padded));
-                let bg = gpu.k.normalize.bind(ctx, &[&np, &slot.chunk, &slot.status]);
-                gpu.k.normalize.record(&mut enc, &bg, grid(n));
+                let b = Normalize {
+                    p: np,
+                    x: &slot.chunk,
+                    status: &slot.status,
+                };
+                gpu.k.normalize.dispatch(ctx, &mut enc, b, grid(n));
             }
         }
         enc.copy_buffer_to_buffer(
@@ -217,8 +246,12 @@ impl<'a> GpuScan<'a> {
         let (b, f16) = match &slot.packed {
             Some(packed) if halves.is_some() => (packed, true),
             Some(packed) if self.f16 && self.normalize => {
-                let bg = gpu.k.to_f16.bind(ctx, &[&np, &slot.chunk, packed]);
-                gpu.k.to_f16.record(&mut enc, &bg, grid_items(n * w));
+                let b = ToF16 {
+                    p: np,
+                    xv: &slot.chunk,
+                    packed,
+                };
+                gpu.k.to_f16.dispatch(ctx, &mut enc, b, grid_items(n * w));
                 (packed, true)
             }
             _ => (&slot.chunk, false),
@@ -227,6 +260,7 @@ impl<'a> GpuScan<'a> {
             ops::record_gemm(
                 gpu,
                 &mut enc,
+                &self.gemm_params,
                 &self.queries,
                 b,
                 &bufs.scores,
@@ -234,30 +268,42 @@ impl<'a> GpuScan<'a> {
                 f16,
             );
             let segs = n.div_ceil(self.seg_len);
-            let tp = ctx.uniform(&TopkParams {
-                lists: self.q as u32,
-                n: n as u32,
-                ld: n as u32,
-                k: self.k as u32,
-                seg_len: self.seg_len as u32,
-                segs: segs as u32,
-                first_row: first_row as u32,
-                use_skip: self.use_skip as u32,
-                neg_inf: f32::NEG_INFINITY,
-                ..TopkParams::zeroed()
-            });
-            let bg1 = gpu.k.topk_partial.bind(
+            let tp = &self.topk_params;
+            tp.set(
                 ctx,
-                &[&tp, &bufs.scores, &self.skip, &bufs.part_s, &bufs.part_r],
+                &TopkParams {
+                    lists: self.q as u32,
+                    n: n as u32,
+                    ld: n as u32,
+                    k: self.k as u32,
+                    seg_len: self.seg_len as u32,
+                    segs: segs as u32,
+                    first_row: first_row as u32,
+                    use_skip: self.use_skip as u32,
+                    neg_inf: f32::NEG_INFINITY,
+                    ..TopkParams::zeroed()
+                },
             );
-            let bg2 = gpu.k.topk_merge.bind(
-                ctx,
-                &[&tp, &bufs.part_s, &bufs.part_r, &self.run_s, &self.run_r],
-            );
+            let partial = TopkPartial {
+                p: tp,
+                scores: &bufs.scores,
+                skip: &self.skip,
+                part_s: &bufs.part_s,
+                part_r: &bufs.part_r,
+            };
+            let merge = TopkMerge {
+                p: tp,
+                part_s: &bufs.part_s,
+                part_r: &bufs.part_r,
+                run_s: &self.run_s,
+                run_r: &self.run_r,
+            };
             gpu.k
                 .topk_partial
-                .record(&mut enc, &bg1, grid_items(self.q * segs));
-            gpu.k.topk_merge.record(&mut enc, &bg2, grid_items(self.q));
+                .dispatch(ctx, &mut enc, partial, grid_items(self.q * segs));
+            gpu.k
+                .topk_merge
+                .dispatch(ctx, &mut enc, merge, grid_items(self.q));
         }
         slot.last = Some(ctx.queue.submit([enc.finish()]));
 
@@ -274,7 +320,7 @@ impl Scan for GpuScan<'_> {
         }
         let n = chunk.len() / self.d;
         if first_row + n > u32::MAX as usize {
-            return Err(Error::runtime(
+            return Err(Error::gpu(
                 "corpus rows beyond 2^32 cannot be ranked on the GPU",
             ));
         }
