@@ -10,7 +10,7 @@ use super::device::DeviceArgs;
 use super::{DataArgs, env_knob, log};
 use nudge::fit::output;
 use nudge::{
-    Dataset, Error, Fit, FitOptions, Inputs, Method, OutDtype, Result, Scores, Split, WriteOptions,
+    Dataset, Error, Fit, FitOptions, Inputs, Method, OutDtype, Result, Scores, WriteOptions,
 };
 
 /// `--out-dtype`.
@@ -205,7 +205,8 @@ pub fn run(args: FitArgs) -> Result<()> {
         timings.insert("write".into(), json!(fit_write + write_s));
         timings.insert("total".into(), json!(start.elapsed().as_secs_f64()));
         if let Some(path) = &args.report {
-            let report = report_json(&fit, &ds, backend.as_ref(), train, dev, test, timings);
+            let mut report = fit.report();
+            report["timings"] = Value::Object(timings);
             let text = serde_json::to_string_pretty(&report).expect("report serialises");
             staged.push(nudge::data::stage_write(
                 path,
@@ -347,45 +348,6 @@ pub fn refuse_overwriting_input(out: &Path, paths: &nudge::Paths) -> Result<()> 
         )));
     }
     Ok(())
-}
-
-fn metrics_json(s: &Scores) -> Value {
-    json!({ format!("recall@{}", s.k): s.recall, format!("ndcg@{}", s.k): s.ndcg, "queries": s.queries })
-}
-
-fn report_json(
-    fit: &Fit,
-    ds: &Dataset,
-    backend: &dyn nudge::Backend,
-    train: &Split,
-    dev: &Split,
-    test: Option<&Split>,
-    timings: Map<String, Value>,
-) -> Value {
-    let mut r = Map::new();
-    r.insert("method".into(), json!(fit.method.as_str()));
-    r.insert("gamma".into(), json!(fit.gamma));
-    r.insert("gamma_reason".into(), json!(fit.gamma_reason));
-    r.insert("backend".into(), json!(backend.name()));
-    r.insert("device".into(), json!(backend.device_name()));
-    r.insert("records".into(), json!(ds.corpus.rows()));
-    r.insert("dim".into(), json!(ds.dim()));
-    r.insert(
-        "queries".into(),
-        json!({ "train": train.queries.len(), "dev": dev.queries.len(), "test": test.map_or(0, |t| t.queries.len()) }),
-    );
-    r.insert("moved_records".into(), json!(fit.moved.len()));
-    r.insert("zero_rows".into(), json!(fit.zero_rows.len()));
-    r.insert(
-        "dev_scores".into(),
-        serde_json::to_value(&fit.dev_scores).expect("serialises"),
-    );
-    r.insert("timings".into(), Value::Object(timings));
-    if let (Some(b), Some(a)) = (&fit.before, &fit.after) {
-        r.insert("before".into(), metrics_json(b));
-        r.insert("after".into(), metrics_json(a));
-    }
-    Value::Object(r)
 }
 
 fn summary(fit: &Fit, ds: &Dataset, device: String, out: Option<&Path>, total: f64) {

@@ -162,9 +162,56 @@ pub struct Fit {
     pub warnings: Vec<String>,
     /// Seconds per phase, in order.
     pub timings: Vec<(&'static str, f64)>,
+    /// What ran it: the backend's name (`cpu`, `gpu`) and its device.
+    pub backend: (&'static str, String),
+    /// Corpus rows and dimension.
+    pub shape: (usize, usize),
+    /// Queries in the train, dev and test splits (0 without a test split).
+    pub queries: [usize; 3],
 }
 
 impl Fit {
+    /// The fit as the JSON object `nudge fit --report` writes (and the
+    /// Python package's `FitResult.report`): method, gamma, gamma_reason,
+    /// backend, device, records, dim, queries, moved_records, zero_rows,
+    /// dev_scores, timings (seconds per phase) and, with a test split,
+    /// before/after.
+    pub fn report(&self) -> serde_json::Value {
+        use serde_json::{Map, Value, json};
+        let metrics = |s: &Scores| {
+            json!({ format!("recall@{}", s.k): s.recall, format!("ndcg@{}", s.k): s.ndcg, "queries": s.queries })
+        };
+        let mut timings = Map::new();
+        for (phase, s) in &self.timings {
+            timings.insert((*phase).into(), json!(s));
+        }
+        let mut r = Map::new();
+        r.insert("method".into(), json!(self.method.as_str()));
+        r.insert("gamma".into(), json!(self.gamma));
+        r.insert("gamma_reason".into(), json!(self.gamma_reason));
+        r.insert("backend".into(), json!(self.backend.0));
+        r.insert("device".into(), json!(self.backend.1));
+        r.insert("records".into(), json!(self.shape.0));
+        r.insert("dim".into(), json!(self.shape.1));
+        let [train, dev, test] = self.queries;
+        r.insert(
+            "queries".into(),
+            json!({ "train": train, "dev": dev, "test": test }),
+        );
+        r.insert("moved_records".into(), json!(self.moved.len()));
+        r.insert("zero_rows".into(), json!(self.zero_rows.len()));
+        r.insert(
+            "dev_scores".into(),
+            serde_json::to_value(&self.dev_scores).expect("dev scores serialise"),
+        );
+        r.insert("timings".into(), Value::Object(timings));
+        if let (Some(b), Some(a)) = (&self.before, &self.after) {
+            r.insert("before".into(), metrics(b));
+            r.insert("after".into(), metrics(a));
+        }
+        Value::Object(r)
+    }
+
     /// Turns a copy of the input corpus (`rows x cols`, row-major, in input
     /// order) into the tuned corpus in place: every row L2-normalised (zero
     /// rows stay zero), the moved rows replaced. Bit for bit what a fit
@@ -321,6 +368,13 @@ pub fn fit_into(
         zero_rows: pass.zero_rows,
         warnings,
         timings: clock.1,
+        backend: (backend.name(), backend.device_name()),
+        shape: (n_records, inputs.corpus.cols()),
+        queries: [
+            inputs.train.queries.len(),
+            inputs.dev.queries.len(),
+            inputs.test.map_or(0, |t| t.queries.len()),
+        ],
     })
 }
 
