@@ -1,0 +1,653 @@
+//! `nudge_rs._nudge`: the compiled half of the Python package, a thin layer
+//! over the `nudge` library. Arrays come in as numpy views (read without a
+//! copy when C-contiguous float32/float16), the fit runs with the GIL
+//! released, progress and Ctrl-C travel through the library's `Control`,
+//! and results go back as numpy arrays built without a copy. Argument
+//! checking that is easier in Python (dtypes, judgement dicts) is done by
+//! `nudge_rs/__init__.py`, which is the public surface.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use numpy::{
+    IntoPyArray, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2, PyReadwriteArray2,
+    PyUntypedArrayMethods,
+};
+use pyo3::exceptions::{PyOSError, PyRuntimeError, PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList, PyString};
+
+use nudge::backend::device::{self, DeviceOptions};
+use nudge::data::npy::NpyMatrix;
+use nudge::{
+    Backend, Cancel, Control, Corpus, Dataset, Error, EvalOptions, Fit, FitOptions, Ids, Inputs,
+    Kind, Matrix, Method, Paths, Split, SplitName,
+};
+
+pyo3::create_exception!(
+    _nudge,
+    DataError,
+    PyValueError,
+    "The input data is malformed or inconsistent; the message names the array or file, the row, line or id."
+);
+pyo3::create_exception!(
+    _nudge,
+    DeviceError,
+    PyRuntimeError,
+    "The run failed on the machine: the GPU device, an allocation, a wait that timed out."
+);
+
+/// A 2-D matrix as the caller gave it.
+#[derive(FromPyObject)]
+enum Rows<'py> {
+    F32(PyReadonlyArray2<'py, f32>),
+    F16(PyReadonlyArray2<'py, half::f16>),
+    Path(PathBuf),
+}
+
+/// Borrowed rows, or an opened `.npy` file, ready for the library.
+enum Source<'a> {
+    F32(&'a [f32], usize),
+    F16(&'a [half::f16], usize),
+    Npy(NpyMatrix),
+}
+
+impl Source<'_> {
+    fn corpus(&self) -> Corpus<'_> {
+        match self {
+            Source::F32(d, c) => Corpus::F32 { data: d, cols: *c },
+            Source::F16(d, c) => Corpus::F16 { data: d, cols: *c },
+            Source::Npy(m) => Corpus::Npy(m),
+        }
+    }
+}
+
+fn contiguous<'a, T: numpy::Element>(
+    a: &'a PyReadonlyArray2<'_, T>,
+    what: &str,
+) -> PyResult<(&'a [T], usize)> {
+    let cols = a.shape()[1];
+    let data = a
+        .as_slice()
+        .map_err(|_| PyTypeError::new_err(format!("{what}: expected a C-contiguous array")))?;
+    Ok((data, cols))
+}
+
+fn source<'a>(rows: &'a Rows<'_>, what: &str) -> PyResult<Source<'a>> {
+    Ok(match rows {
+        Rows::F32(a) => {
+            let (d, c) = contiguous(a, what)?;
+            Source::F32(d, c)
+        }
+        Rows::F16(a) => {
+            let (d, c) = contiguous(a, what)?;
+            Source::F16(d, c)
+        }
+        Rows::Path(p) => Source::Npy(NpyMatrix::open(p).map_err(to_py)?),
+    })
+}
+
+/// The query matrix in f32 (queries are few: a copy is cheap), checked
+/// finite.
+fn query_matrix(rows: &Rows<'_>) -> PyResult<Matrix> {
+    let src = source(rows, "queries")?;
+    let c = src.corpus();
+    let m = Matrix::new(c.rows(), c.cols(), c.read_rows(0, c.rows()).map_err(to_py)?);
+    if let Some((r, col)) = NpyMatrix::first_non_finite(&m.data, m.cols.max(1)) {
+        let name = match &src {
+            Source::Npy(n) => n.path().to_path_buf(),
+            _ => PathBuf::from("queries"),
+        };
+        return Err(to_py(Error::data_row(
+            name,
+            r,
+            format!(
+                "row {r} (column {col}) is NaN or infinite; every query embedding must be finite"
+            ),
+        )));
+    }
+    Ok(m)
+}
+
+/// The error's message, with the argument that fixes it where there is one
+/// (the Python twin of the CLI's flag hints).
+fn describe(e: &Error) -> String {
+    match e {
+        Error::UnknownId { .. } => {
+            format!("{e}; fix the judgements or pass skip_unknown_ids=True")
+        }
+        Error::ZeroRows { .. } => {
+            format!("{e}. Remove them, or pass allow_zero_rows=True to keep them as they are")
+        }
+        Error::NoAdapter => format!("{e}, or use device=\"cpu\""),
+        Error::MissingSplit { split, .. } => format!("{e} (a {split} split is required)"),
+        _ => e.to_string(),
+    }
+}
+
+/// A library error as the Python exception its kind calls for.
+fn to_py(e: Error) -> PyErr {
+    let msg = describe(&e);
+    match (&e, e.kind()) {
+        (Error::Io { .. }, _) => PyOSError::new_err(msg),
+        (_, Kind::Data) => DataError::new_err(msg),
+        (_, Kind::Usage) => PyValueError::new_err(msg),
+        (_, Kind::Interrupted) => pyo3::exceptions::PyKeyboardInterrupt::new_err(msg),
+        _ => DeviceError::new_err(msg),
+    }
+}
+
+/// The library's progress sink for a Python caller: checks for Ctrl-C at
+/// every report (the GIL is released during the fit, so Python's own
+/// handler cannot run until we ask it to) and forwards to the caller's
+/// callable `(phase, done, total)`. An exception from either cancels the
+/// run and is re-raised once the library has cleaned up.
+struct PyProgress {
+    callback: Option<Py<PyAny>>,
+    cancel: Cancel,
+    phase: Mutex<(String, u64)>,
+    error: Mutex<Option<PyErr>>,
+}
+
+impl PyProgress {
+    fn report(&self, done: u64) {
+        if self.cancel.is_cancelled() {
+            return;
+        }
+        let result = Python::attach(|py| -> PyResult<()> {
+            py.check_signals()?;
+            if let Some(cb) = &self.callback {
+                let (phase, total) = self.phase.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                cb.call1(py, (phase, done, total))?;
+            }
+            Ok(())
+        });
+        if let Err(e) = result {
+            *self.error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+            self.cancel.cancel();
+        }
+    }
+
+    /// The exception that stopped the run, if one did.
+    fn take_error(&self) -> Option<PyErr> {
+        self.error.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+}
+
+impl nudge::Progress for PyProgress {
+    fn start(&self, phase: &str, total: u64, _unit: &str) {
+        *self.phase.lock().unwrap_or_else(|p| p.into_inner()) = (phase.to_string(), total);
+        self.report(0);
+    }
+    fn set(&self, done: u64) {
+        self.report(done);
+    }
+    fn finish(&self) {}
+}
+
+fn control(callback: Option<Py<PyAny>>) -> (Control, Arc<PyProgress>) {
+    let cancel = Cancel::new();
+    let progress = Arc::new(PyProgress {
+        callback,
+        cancel: cancel.clone(),
+        phase: Mutex::new((String::new(), 0)),
+        error: Mutex::new(None),
+    });
+    let control = Control {
+        progress: Some(progress.clone()),
+        cancel,
+    };
+    (control, progress)
+}
+
+/// Runs `f` without the GIL; an error caused by a Python exception raised
+/// in a progress report (Ctrl-C, or the callback's own) becomes that
+/// exception.
+fn run_detached<T: Send>(
+    py: Python<'_>,
+    progress: &PyProgress,
+    f: impl FnOnce() -> nudge::Result<T> + Send,
+) -> PyResult<T> {
+    let result = py.detach(f);
+    match (result, progress.take_error()) {
+        (Ok(v), _) => Ok(v),
+        (Err(_), Some(pyerr)) => Err(pyerr),
+        (Err(e), None) => Err(to_py(e)),
+    }
+}
+
+fn backend(device: &str, adapter: Option<String>, flops: f64) -> PyResult<Box<dyn Backend>> {
+    let mut opts = DeviceOptions {
+        device: device.parse().map_err(to_py)?,
+        ..Default::default()
+    };
+    opts.gpu.adapter = adapter;
+    let (b, _) = device::open(&opts, Some(flops)).map_err(to_py)?;
+    Ok(b)
+}
+
+/// BEIR-style judgements, `{query_id: {corpus_id: score}}` (ids `str` or
+/// `int`), walked in place: no list of tuples, no `String` per id (NFCorpus
+/// has 60k judgements, and building them in Python cost more than the fit).
+type Judgements<'py> = Bound<'py, PyDict>;
+
+// `PyUnicode_AsUTF8AndSize` is in the limited API from Python 3.10 on, and
+// exported by every CPython 3: pyo3 does not declare it for an abi3-py39
+// build, so it is declared here and called only where the running
+// interpreter is 3.10 or newer (`UTF8_IN_PLACE`). It returns the string's
+// cached UTF-8, borrowed: no bytes object per id (60k of them cost NFCorpus
+// a sixth of its fit).
+unsafe extern "C" {
+    fn PyUnicode_AsUTF8AndSize(
+        unicode: *mut pyo3::ffi::PyObject,
+        size: *mut pyo3::ffi::Py_ssize_t,
+    ) -> *const std::os::raw::c_char;
+}
+
+static UTF8_IN_PLACE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+
+/// An id key as text: a `str` borrowed in place where the interpreter
+/// allows it, otherwise (and for an `int`) written into `buf`, which is
+/// reused, so no allocation per id.
+fn key<'a>(k: &'a Bound<'_, PyAny>, buf: &'a mut String, what: &str) -> PyResult<&'a str> {
+    buf.clear();
+    if let Ok(s) = k.cast::<PyString>() {
+        if *UTF8_IN_PLACE.get_or_init(|| s.py().version_info() >= (3, 10)) {
+            let mut len: pyo3::ffi::Py_ssize_t = 0;
+            // SAFETY: `s` is a live str (the GIL is held, `k` borrows it for
+            // 'a); the UTF-8 buffer belongs to the str object and lives as
+            // long as it does; `len` receives its length in bytes.
+            let ptr = unsafe { PyUnicode_AsUTF8AndSize(s.as_ptr(), &mut len) };
+            if ptr.is_null() {
+                return Err(PyErr::fetch(s.py()));
+            }
+            // SAFETY: CPython guarantees `len` bytes of valid UTF-8 at `ptr`.
+            let bytes = unsafe { std::slice::from_raw_parts(ptr as *const u8, len as usize) };
+            return Ok(unsafe { std::str::from_utf8_unchecked(bytes) });
+        }
+        buf.push_str(&s.to_cow()?);
+        return Ok(buf.as_str());
+    }
+    if let Ok(i) = k.extract::<i64>() {
+        use std::fmt::Write;
+        let _ = write!(buf, "{i}");
+        return Ok(buf.as_str());
+    }
+    Err(PyTypeError::new_err(format!(
+        "{what}: ids must be str or int, got {}",
+        k.get_type().name()?
+    )))
+}
+
+fn ids(names: Option<Vec<String>>, rows: usize, what: &str) -> PyResult<Ids> {
+    match names {
+        None => Ok(Ids::rows(rows)),
+        Some(n) => {
+            if n.len() != rows {
+                return Err(PyValueError::new_err(format!(
+                    "{what}: {} ids for {rows} rows; expected one id per row",
+                    n.len()
+                )));
+            }
+            Ids::from_names(&n, what).map_err(to_py)
+        }
+    }
+}
+
+fn split(
+    name: SplitName,
+    j: &Judgements<'_>,
+    query_ids: &Ids,
+    corpus_ids: &Ids,
+    skip_unknown: bool,
+    warnings: &mut Vec<String>,
+) -> PyResult<Split> {
+    let what = name.as_str();
+    let mut rows = Vec::with_capacity(j.len());
+    let (mut qbuf, mut cbuf) = (String::new(), String::new());
+    let mut position = 0;
+    for (q, answers) in j.iter() {
+        let answers = answers.cast::<PyDict>().map_err(|_| {
+            PyTypeError::new_err(format!("{what}: expected {{query_id: {{corpus_id: score}}}}"))
+        })?;
+        let q = key(&q, &mut qbuf, what)?;
+        let q_row = query_ids.row(q);
+        for (c, score) in answers.iter() {
+            position += 1;
+            let c = key(&c, &mut cbuf, what)?;
+            let score: f64 = score.extract().map_err(|_| {
+                PyTypeError::new_err(format!("{what}[{q:?}][{c:?}]: the score must be a number"))
+            })?;
+            match (q_row, corpus_ids.row(c)) {
+                (Some(qr), Some(cr)) => rows.push(Some((qr, cr, score as f32))),
+                _ if skip_unknown => rows.push(None),
+                (qr, _) => {
+                    let (kind, id) = match qr {
+                        None => (nudge::IdKind::Query, q),
+                        Some(_) => (nudge::IdKind::Corpus, c),
+                    };
+                    return Err(to_py(Error::UnknownId {
+                        path: PathBuf::from(what),
+                        line: position,
+                        what: kind,
+                        id: id.to_string(),
+                    }));
+                }
+            }
+        }
+    }
+    let judged = Split::from_rows(name, rows, query_ids.len(), std::path::Path::new(what))
+        .map_err(to_py)?;
+    warnings.extend(judged.warnings);
+    Ok(judged.split)
+}
+
+/// The fit as the dict `FitResult` is made from.
+fn fit_dict<'py>(
+    py: Python<'py>,
+    fit: Fit,
+    corpus_ids: &Ids,
+    mut warnings: Vec<String>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    let report = serde_json::to_string(&fit.report()).expect("report serialises");
+    let json = py.import("json")?;
+    d.set_item("report", json.call_method1("loads", (report,))?)?;
+    d.set_item("gamma", fit.gamma)?;
+    d.set_item("gamma_reason", fit.gamma_reason.clone())?;
+    let names: Vec<String> = fit
+        .moved
+        .iter()
+        .map(|&r| corpus_ids.name(r as usize))
+        .collect();
+    d.set_item("moved_ids", names)?;
+    let moved: Vec<i64> = fit.moved.iter().map(|&r| r as i64).collect();
+    d.set_item("moved", moved.into_pyarray(py))?;
+    let (rows, cols) = (fit.updated.rows, fit.updated.cols);
+    let vectors = fit.updated.data.into_pyarray(py).reshape([rows, cols])?;
+    d.set_item("vectors", vectors)?;
+    let metrics = |s: &Option<nudge::Scores>| -> PyResult<Option<Bound<'py, PyDict>>> {
+        let Some(s) = s else { return Ok(None) };
+        let m = PyDict::new(py);
+        m.set_item(format!("recall@{}", s.k), s.recall)?;
+        m.set_item(format!("ndcg@{}", s.k), s.ndcg)?;
+        m.set_item("queries", s.queries)?;
+        Ok(Some(m))
+    };
+    d.set_item("before", metrics(&fit.before)?)?;
+    d.set_item("after", metrics(&fit.after)?)?;
+    warnings.extend(fit.warnings);
+    d.set_item("warnings", PyList::new(py, warnings)?)?;
+    Ok(d)
+}
+
+fn flops(queries: usize, rows: usize, dim: usize) -> f64 {
+    2.0 * queries as f64 * rows as f64 * dim as f64
+}
+
+/// Fits NUDGE over arrays or `.npy` paths (see `nudge_rs.fit`).
+#[pyfunction]
+#[pyo3(signature = (corpus, queries, train, dev, test, corpus_ids, query_ids, method, gamma, val_k, eval_k, allow_zero_rows, skip_unknown_ids, device, adapter, progress))]
+#[allow(clippy::too_many_arguments)]
+fn fit<'py>(
+    py: Python<'py>,
+    corpus: Rows<'py>,
+    queries: Rows<'py>,
+    train: Judgements<'py>,
+    dev: Judgements<'py>,
+    test: Option<Judgements<'py>>,
+    corpus_ids: Option<Vec<String>>,
+    query_ids: Option<Vec<String>>,
+    method: &str,
+    gamma: Option<f64>,
+    val_k: usize,
+    eval_k: usize,
+    allow_zero_rows: bool,
+    skip_unknown_ids: bool,
+    device: &str,
+    adapter: Option<String>,
+    progress: Option<Py<PyAny>>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let method: Method = method.parse().map_err(to_py)?;
+    let src = source(&corpus, "corpus")?;
+    let c = src.corpus();
+    let q = query_matrix(&queries)?;
+    let corpus_ids = ids(corpus_ids, c.rows(), "corpus_ids")?;
+    let query_ids = ids(query_ids, q.rows, "query_ids")?;
+    let mut warnings = Vec::new();
+    let train = split(
+        SplitName::Train,
+        &train,
+        &query_ids,
+        &corpus_ids,
+        skip_unknown_ids,
+        &mut warnings,
+    )?;
+    let dev = split(
+        SplitName::Dev,
+        &dev,
+        &query_ids,
+        &corpus_ids,
+        skip_unknown_ids,
+        &mut warnings,
+    )?;
+    let test = match &test {
+        Some(t) => Some(split(
+            SplitName::Test,
+            t,
+            &query_ids,
+            &corpus_ids,
+            skip_unknown_ids,
+            &mut warnings,
+        )?),
+        None => None,
+    };
+    let scanned = dev.queries.len() + test.as_ref().map_or(0, |t| t.queries.len());
+    let backend = backend(device, adapter, flops(scanned, c.rows(), c.cols()))?;
+    let (control, sink) = control(progress);
+    let mut opts = FitOptions::new(method);
+    opts.gamma = gamma;
+    opts.val_k = val_k;
+    opts.eval_k = eval_k;
+    opts.allow_zero_rows = allow_zero_rows;
+    opts.control = control;
+    let inputs = Inputs {
+        corpus: c,
+        queries: &q,
+        train: &train,
+        dev: &dev,
+        test: test.as_ref(),
+    };
+    let fit = run_detached(py, &sink, || nudge::fit(backend.as_ref(), &inputs, &opts))?;
+    fit_dict(py, fit, &corpus_ids, warnings)
+}
+
+/// Fits NUDGE on a dataset folder (see `nudge_rs.fit_dataset`).
+#[pyfunction]
+#[pyo3(signature = (path, method, gamma, val_k, eval_k, allow_zero_rows, skip_unknown_ids, with_test, device, adapter, progress))]
+#[allow(clippy::too_many_arguments)]
+fn fit_dataset<'py>(
+    py: Python<'py>,
+    path: PathBuf,
+    method: &str,
+    gamma: Option<f64>,
+    val_k: usize,
+    eval_k: usize,
+    allow_zero_rows: bool,
+    skip_unknown_ids: bool,
+    with_test: bool,
+    device: &str,
+    adapter: Option<String>,
+    progress: Option<Py<PyAny>>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let method: Method = method.parse().map_err(to_py)?;
+    let ds = Dataset::open(Paths::folder(&path).map_err(to_py)?).map_err(to_py)?;
+    let splits = ds.fit_splits(skip_unknown_ids, with_test).map_err(to_py)?;
+    let scanned = splits.dev.queries.len() + splits.test.as_ref().map_or(0, |t| t.queries.len());
+    let backend = backend(device, adapter, flops(scanned, ds.corpus.rows(), ds.dim()))?;
+    let (control, sink) = control(progress);
+    let mut opts = FitOptions::new(method);
+    opts.gamma = gamma;
+    opts.val_k = val_k;
+    opts.eval_k = eval_k;
+    opts.allow_zero_rows = allow_zero_rows;
+    opts.control = control;
+    let inputs = Inputs {
+        corpus: (&ds.corpus).into(),
+        queries: &ds.queries,
+        train: &splits.train,
+        dev: &splits.dev,
+        test: splits.test.as_ref(),
+    };
+    let fit = run_detached(py, &sink, || nudge::fit(backend.as_ref(), &inputs, &opts))?;
+    let mut warnings = ds.notes.clone();
+    warnings.extend(splits.warnings.iter().cloned());
+    fit_dict(py, fit, &ds.corpus_ids, warnings)
+}
+
+/// Recall@k and NDCG@k of a corpus on judgements (see `nudge_rs.evaluate`).
+#[pyfunction]
+#[pyo3(signature = (corpus, queries, qrels, corpus_ids, query_ids, ks, cosine, skip_unknown_ids, device, adapter, progress))]
+#[allow(clippy::too_many_arguments)]
+fn evaluate<'py>(
+    py: Python<'py>,
+    corpus: Rows<'py>,
+    queries: Rows<'py>,
+    qrels: Judgements<'py>,
+    corpus_ids: Option<Vec<String>>,
+    query_ids: Option<Vec<String>>,
+    ks: Vec<usize>,
+    cosine: bool,
+    skip_unknown_ids: bool,
+    device: &str,
+    adapter: Option<String>,
+    progress: Option<Py<PyAny>>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let src = source(&corpus, "corpus")?;
+    let c = src.corpus();
+    let q = query_matrix(&queries)?;
+    let corpus_ids = ids(corpus_ids, c.rows(), "corpus_ids")?;
+    let query_ids = ids(query_ids, q.rows, "query_ids")?;
+    let mut warnings = Vec::new();
+    let split = split(
+        SplitName::Test,
+        &qrels,
+        &query_ids,
+        &corpus_ids,
+        skip_unknown_ids,
+        &mut warnings,
+    )?;
+    let backend = backend(
+        device,
+        adapter,
+        flops(split.queries.len(), c.rows(), c.cols()),
+    )?;
+    let (control, sink) = control(progress);
+    let opts = EvalOptions {
+        ks,
+        cosine,
+        chunk_rows: None,
+        control,
+    };
+    let result = run_detached(py, &sink, || {
+        nudge::evaluate(backend.as_ref(), c, &q, &split, &opts)
+    })?;
+    let d = PyDict::new(py);
+    for s in &result.scores {
+        d.set_item(format!("recall@{}", s.k), s.recall)?;
+        d.set_item(format!("ndcg@{}", s.k), s.ndcg)?;
+    }
+    d.set_item("queries", split.queries.len())?;
+    d.set_item("warnings", PyList::new(py, warnings)?)?;
+    Ok(d)
+}
+
+/// Turns `out` (a copy of the corpus, float32, C order) into the tuned
+/// corpus in place: rows normalised, moved rows replaced by `vectors`.
+#[pyfunction]
+fn apply(
+    py: Python<'_>,
+    mut out: PyReadwriteArray2<'_, f32>,
+    moved: PyReadonlyArray1<'_, i64>,
+    vectors: PyReadonlyArray2<'_, f32>,
+) -> PyResult<()> {
+    let cols = out.shape()[1];
+    let n = out.shape()[0];
+    let vec_cols = vectors.shape()[1];
+    if vec_cols != cols {
+        return Err(PyValueError::new_err(format!(
+            "the corpus has {cols} columns but the fit's vectors have {vec_cols}"
+        )));
+    }
+    let moved: Vec<u32> = moved
+        .as_slice()
+        .map_err(|_| PyTypeError::new_err("moved: expected a C-contiguous array"))?
+        .iter()
+        .map(|&r| {
+            if r < 0 || r as usize >= n {
+                Err(PyValueError::new_err(format!(
+                    "moved row {r} is outside the corpus of {n} rows: apply the fit to the corpus it was fitted on"
+                )))
+            } else {
+                Ok(r as u32)
+            }
+        })
+        .collect::<PyResult<_>>()?;
+    let updated = vectors
+        .as_slice()
+        .map_err(|_| PyTypeError::new_err("vectors: expected a C-contiguous array"))?
+        .to_vec();
+    let data = out
+        .as_slice_mut()
+        .map_err(|_| PyTypeError::new_err("out: expected a C-contiguous float32 array"))?;
+    let fit = Fit {
+        method: Method::NudgeN,
+        gamma: 0.0,
+        gamma_reason: None,
+        updated: Matrix::new(moved.len(), cols, updated),
+        moved,
+        dev_scores: nudge::DevScores::Fixed,
+        before: None,
+        after: None,
+        zero_rows: Vec::new(),
+        warnings: Vec::new(),
+        timings: Vec::new(),
+        backend: ("cpu", String::new()),
+        shape: (n, cols),
+        queries: [0; 3],
+    };
+    py.detach(|| fit.apply(data, cols.max(1)));
+    Ok(())
+}
+
+/// The GPU adapters wgpu can see, best first, as dicts.
+#[pyfunction]
+fn devices(py: Python<'_>) -> PyResult<Bound<'_, PyList>> {
+    let list = PyList::empty(py);
+    for a in py.detach(nudge::backend::gpu::list_adapters) {
+        let d = PyDict::new(py);
+        d.set_item("name", a.name)?;
+        d.set_item("backend", a.backend)?;
+        d.set_item("device_type", a.device_type)?;
+        d.set_item("software", a.software)?;
+        d.set_item("driver", a.driver)?;
+        d.set_item("max_buffer_size", a.max_buffer_size)?;
+        d.set_item("max_storage_binding", a.max_storage_binding)?;
+        d.set_item("shader_f16", a.shader_f16)?;
+        d.set_item("subgroups", a.subgroups)?;
+        list.append(d)?;
+    }
+    Ok(list)
+}
+
+#[pymodule]
+fn _nudge(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(fit, m)?)?;
+    m.add_function(wrap_pyfunction!(fit_dataset, m)?)?;
+    m.add_function(wrap_pyfunction!(evaluate, m)?)?;
+    m.add_function(wrap_pyfunction!(apply, m)?)?;
+    m.add_function(wrap_pyfunction!(devices, m)?)?;
+    m.add("DataError", m.py().get_type::<DataError>())?;
+    m.add("DeviceError", m.py().get_type::<DeviceError>())?;
+    Ok(())
+}
