@@ -60,7 +60,7 @@
 //!
 //! # Modules
 //!
-//! - [`fit`]: the algorithm, written once against the [`Backend`] steps.
+//! - [`fit`](mod@fit): the algorithm, written once against the [`Backend`] steps.
 //! - [`method`]: the NUDGE-M and NUDGE-N rules both sides share.
 //! - [`backend`]: the steps a backend implements; the CPU one is the
 //!   reference, the GPU one runs WGSL kernels.

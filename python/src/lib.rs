@@ -308,7 +308,9 @@ fn split(
     let mut position = 0;
     for (q, answers) in j.iter() {
         let answers = answers.cast::<PyDict>().map_err(|_| {
-            PyTypeError::new_err(format!("{what}: expected {{query_id: {{corpus_id: score}}}}"))
+            PyTypeError::new_err(format!(
+                "{what}: expected {{query_id: {{corpus_id: score}}}}"
+            ))
         })?;
         let q = key(&q, &mut qbuf, what)?;
         let q_row = query_ids.row(q);
@@ -336,8 +338,8 @@ fn split(
             }
         }
     }
-    let judged = Split::from_rows(name, rows, query_ids.len(), std::path::Path::new(what))
-        .map_err(to_py)?;
+    let judged =
+        Split::from_rows(name, rows, query_ids.len(), std::path::Path::new(what)).map_err(to_py)?;
     warnings.extend(judged.warnings);
     Ok(judged.split)
 }

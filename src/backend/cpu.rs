@@ -19,7 +19,7 @@ pub struct Cpu;
 
 /// Columns of the output (rows of `b`) per `gemm` call in [`gemm_nt`], at
 /// most; chunks of the corpus and blocks of moved records come in multiples
-/// of it (see [`tile_cols`]).
+/// of it (see `tile_cols`).
 pub const GEMM_BLOCK: usize = 512;
 
 /// Columns per tile for an `m`-row left-hand side. With one row tile
@@ -52,7 +52,7 @@ thread_local! {
 /// crate alone does not give that: it picks its k-blocking and kernels (gemv
 /// for one row, a small-matrix path) from the shape, so the same dot product
 /// rounds differently in a 1-row corpus chunk than in a 1000-row one. Here
-/// the output is cut into tiles of [`GEMM_ROWS`] x [`tile_cols`] (the last
+/// the output is cut into tiles of `GEMM_ROWS` x `tile_cols` (the last
 /// column block padded to full width; the tiling depends on `m` alone), and
 /// each tile is one single-threaded `gemm` call; the tiles run in parallel.
 pub fn gemm_nt(a: &[f32], b: &[f32], m: usize, n: usize, k: usize, out: &mut [f32]) {

@@ -1,6 +1,6 @@
 //! The few steps a backend implements, and nothing else.
 //!
-//! The NUDGE algorithm ([`crate::fit`]) is written once against the
+//! The NUDGE algorithm ([`crate::fit`](mod@crate::fit)) is written once against the
 //! [`Backend`] trait; `cpu` is the reference implementation and `gpu` runs the
 //! same steps as WGSL kernels. Every step has one job and a CPU twin, so each
 //! GPU kernel can be tested against its twin on its own.

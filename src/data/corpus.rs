@@ -119,7 +119,7 @@ fn whole_rows(len: usize, cols: usize) -> Result<()> {
             "rows have 0 dimensions; expected n x d embeddings with d >= 1",
         ));
     }
-    if len % cols != 0 {
+    if !len.is_multiple_of(cols) {
         return Err(Error::data(
             "corpus",
             format!("{len} values are not a whole number of rows of {cols}"),

@@ -138,7 +138,7 @@ pub struct Judged {
 impl Split {
     /// A split from judgements given as `(query row, corpus row, score)`,
     /// `None` for a judgement skipped because an id was unknown. A score
-    /// > 0 means relevant (graded scores are NDCG gains); a duplicated
+    /// above 0 means relevant (graded scores are NDCG gains); a duplicated
     /// (query, record) counts once. `queries` is the number of query rows.
     /// `source` names the judgements in messages (a file, or e.g. `train`).
     /// A split with no relevant record is a data error.

@@ -205,7 +205,7 @@ impl NpyMatrix {
         let mut head = vec![0u8; len.min(1 << 16) as usize];
         file.read_exact_at(&mut head, 0)
             .map_err(|e| Error::io(path, "read", e))?;
-        let header = parse_header(&head).map_err(|e| Error::data(path, format!("{e}")))?;
+        let header = parse_header(&head).map_err(|e| Error::data(path, e))?;
         let need = header
             .rows
             .checked_mul(header.cols)

@@ -2,18 +2,18 @@
 //!
 //! [`fit_into`] is the whole algorithm as five named steps:
 //!
-//! 1. [`scan_and_gather`]: one streaming pass over the corpus normalises the
+//! 1. `scan_and_gather`: one streaming pass over the corpus normalises the
 //!    rows, keeps the static top-k of every dev and test query, gathers the
 //!    moved rows (and writes the output as it goes, when asked to);
-//! 2. [`aggregate`]: G = segment sums of training queries per moved record;
-//! 3. [`choose_gamma`]: S0 = Qdev . D_M^T and S1 = Qdev . G_M^T, in blocks
+//! 2. `aggregate`: G = segment sums of training queries per moved record;
+//! 3. `choose_gamma`: S0 = Qdev . D_M^T and S1 = Qdev . G_M^T, in blocks
 //!    of moved records, from which every gamma's dev score follows without
 //!    the corpus (the searches themselves are in `search`);
-//! 4. [`update`]: move the moved rows;
-//! 5. [`score_test`]: test metrics before and after, from the static lists
+//! 4. `update`: move the moved rows;
+//! 5. `score_test`: test metrics before and after, from the static lists
 //!    and the moved rows alone.
 //!
-//! The moved/static split comes from the judgements alone ([`plan`]),
+//! The moved/static split comes from the judgements alone (`plan`),
 //! before the corpus is read. [`output`] writes the tuned corpus.
 
 pub mod output;
@@ -178,9 +178,7 @@ impl Fit {
     /// before/after.
     pub fn report(&self) -> serde_json::Value {
         use serde_json::{Map, Value, json};
-        let metrics = |s: &Scores| {
-            json!({ format!("recall@{}", s.k): s.recall, format!("ndcg@{}", s.k): s.ndcg, "queries": s.queries })
-        };
+        let metrics = |s: &Scores| json!({ format!("recall@{}", s.k): s.recall, format!("ndcg@{}", s.k): s.ndcg, "queries": s.queries });
         let mut timings = Map::new();
         for (phase, s) in &self.timings {
             timings.insert((*phase).into(), json!(s));

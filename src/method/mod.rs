@@ -1,6 +1,6 @@
 //! The two NUDGE methods and their per-record rules, free of any backend.
 //!
-//! These are the formulas both sides need: the fit ([`crate::fit`]) uses
+//! These are the formulas both sides need: the fit ([`crate::fit`](mod@crate::fit)) uses
 //! them to choose gamma, and every backend ([`crate::backend`]) applies the
 //! same per-element rules in its kernels. Keeping them here, below both,
 //! means the backends depend on the method and not on the fit.

@@ -379,7 +379,7 @@ pub fn nudge_m_bounds(
     }
     // A caller that breaks this is a bug, not bad input.
     assert!(
-        !(bounds.len() != pairs.len()),
+        bounds.len() == pairs.len(),
         "nudge-m bounds: argument lengths disagree"
     );
     // A caller that breaks this is a bug, not bad input.
@@ -482,7 +482,7 @@ pub fn nudge_n_merge(
     );
     // A caller that breaks this is a bug, not bad input.
     assert!(
-        !(q != block.s0.rows),
+        q == block.s0.rows,
         "nudge-n merge: the lists and S0 have different query counts"
     );
     if q == 0 || k == 0 {
