@@ -1,17 +1,22 @@
 //! The integration tests, one binary with a module per area (one binary
 //! links the crate once, and runs every area's tests side by side).
 //!
+//! Cases that make sense on every backend are written once and run on each
+//! (`common::backends`: the CPU, and the GPU devices when there is an
+//! adapter; `NUDGE_REQUIRE_GPU=1` makes a missing adapter a failure).
+//!
 //! - `api`: the public library API (in-memory fits, progress,
 //!   cancellation, error variants).
-//! - `chunking`: a fit in many blocks of moved records equals one block.
+//! - `chunking`: a fit in many blocks of moved records equals one block
+//!   (every backend).
 //! - `cli`: the `nudge` binary end to end.
 //! - `errors`: every bad input gets a clear error and exit code.
 //! - `fuzz`: property tests of the parsers.
-//! - `reference`: parity with the reference implementation.
+//! - `gpu`: each GPU kernel against its CPU twin, the kernel table against
+//!   the WGSL, device failures, the CLI on a GPU.
+//! - `reference`: parity with the reference implementation (every backend).
 //! - `safety`: no partial outputs, determinism, interruption.
 //! - `synth`: `nudge synth`.
-//!
-//! The GPU tests (`tests/gpu_*.rs`) are separate binaries for now.
 
 mod api;
 mod chunking;
@@ -19,6 +24,7 @@ mod cli;
 mod common;
 mod errors;
 mod fuzz;
+mod gpu;
 mod reference;
 mod safety;
 mod synth;

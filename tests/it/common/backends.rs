@@ -1,21 +1,35 @@
-//! Shared by the GPU test files: one device per test binary, skipped with a
-//! hint when the machine has no adapter, and a small deterministic RNG.
+//! Every backend a test can run on, each opened once per test binary, and
+//! [`backend_tests!`], which runs one test body on each of a set of them.
+//!
+//! Without a GPU adapter the GPU devices are left out (with a hint on how
+//! to get one, printed once per device); with `NUDGE_REQUIRE_GPU=1` a
+//! missing adapter is a failure instead:
+//!
+//! ```text
+//! NUDGE_REQUIRE_GPU=1 XDG_RUNTIME_DIR=/tmp cargo test --release --test it
+//! ```
+//!
+//! The sets:
+//! - [`all`]: the CPU, the GPU, and the GPU with buffers capped at 128 KiB
+//!   (the fixtures' queries still fit in one buffer, but every corpus is
+//!   scanned in many pieces and the moved-set steps are split).
+//! - [`all_with_f16`]: those, and the GPU with the corpus chunk stored as
+//!   f16 (native where the adapter has `SHADER_F16`, and packed in u32
+//!   pairs): for tests whose tolerance allows f16 scan scores.
+//! - [`every_gpu`]: the GPU, and the GPU with buffers capped at 8 KiB, for a
+//!   kernel against its CPU twin (CPU against CPU cannot fail). 8 KiB is too
+//!   small for a whole fit (the queries of a scan must fit in one buffer) but
+//!   sends small kernel inputs down every path that splits an input.
 
-#![allow(dead_code)]
-
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::OnceLock;
 
-use nudge::backend::gpu::{Gpu, GpuOptions, Precision};
+use nudge::{Backend, Cpu, Gpu, GpuOptions, Precision};
 
-fn open(precision: Precision, packed_f16_only: bool) -> Option<Gpu> {
-    open_with(GpuOptions {
-        precision,
-        packed_f16_only,
-        ..Default::default()
-    })
-}
+/// A backend and the label failures name it by.
+pub type On<T> = (&'static str, &'static T);
 
-fn open_with(opts: GpuOptions) -> Option<Gpu> {
+fn open(opts: GpuOptions) -> Option<Gpu> {
     match Gpu::new(&opts) {
         Ok(g) => Some(g),
         Err(e) => {
@@ -23,85 +37,145 @@ fn open_with(opts: GpuOptions) -> Option<Gpu> {
                 panic!("NUDGE_REQUIRE_GPU=1 but no GPU backend: {e}");
             }
             eprintln!(
-                "skipping GPU test: {e}\n  (install mesa-vulkan-drivers and libvulkan1 to run it on the CPU-emulated lavapipe device; set NUDGE_REQUIRE_GPU=1 to make this a failure)"
+                "skipping the GPU cases: {e}\n  (install mesa-vulkan-drivers and libvulkan1 to run them on the CPU-emulated lavapipe device; set NUDGE_REQUIRE_GPU=1 to make this a failure)"
             );
             None
         }
     }
 }
 
-/// The f32 device, opened once per test binary; `None` (after a skip
-/// message) if there is no adapter and `NUDGE_REQUIRE_GPU` is not 1.
-pub fn gpu() -> Option<&'static Gpu> {
-    static GPU: OnceLock<Option<Gpu>> = OnceLock::new();
-    GPU.get_or_init(|| open(Precision::F32, false)).as_ref()
+/// One `OnceLock` per device: opened by the first test that asks.
+macro_rules! device {
+    ($(#[$doc:meta])* $name:ident, $opts:expr) => {
+        $(#[$doc])*
+        pub fn $name() -> Option<&'static Gpu> {
+            static GPU: OnceLock<Option<Gpu>> = OnceLock::new();
+            GPU.get_or_init(|| open($opts)).as_ref()
+        }
+    };
 }
 
-/// A device whose buffers are capped at 8 KiB, so that small inputs take
-/// every path that splits inputs too large for one buffer.
-pub fn gpu_small() -> Option<&'static Gpu> {
-    static GPU: OnceLock<Option<Gpu>> = OnceLock::new();
-    GPU.get_or_init(|| {
-        open_with(GpuOptions {
-            buffer_limit: Some(8 << 10),
-            ..Default::default()
-        })
-    })
-    .as_ref()
-}
-
-/// A device whose buffers are capped at 128 KiB: the fixtures' queries
-/// still fit in one buffer, but every corpus is scanned in many pieces and
-/// the moved-set steps are split.
-pub fn gpu_128k() -> Option<&'static Gpu> {
-    static GPU: OnceLock<Option<Gpu>> = OnceLock::new();
-    GPU.get_or_init(|| {
-        open_with(GpuOptions {
-            buffer_limit: Some(128 << 10),
-            ..Default::default()
-        })
-    })
-    .as_ref()
-}
-
-/// The plain device and the 8 KiB-buffer one (none without an adapter).
-pub fn gpus() -> Vec<&'static Gpu> {
-    [gpu(), gpu_small()].into_iter().flatten().collect()
-}
-
-/// The same with the corpus chunk stored as f16.
-pub fn gpu_f16() -> Option<&'static Gpu> {
-    static GPU: OnceLock<Option<Gpu>> = OnceLock::new();
-    GPU.get_or_init(|| open(Precision::F16, false)).as_ref()
-}
-
-/// f16 read as packed u32 pairs even where the adapter has SHADER_F16.
-pub fn gpu_f16_packed() -> Option<&'static Gpu> {
-    static GPU: OnceLock<Option<Gpu>> = OnceLock::new();
-    GPU.get_or_init(|| open(Precision::F16, true)).as_ref()
-}
-
-/// xorshift64*: reproducible inputs without a dependency.
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+device!(
+    /// The f32 device; `None` (after a skip hint) without an adapter.
+    gpu,
+    GpuOptions::default()
+);
+device!(
+    /// Buffers capped at 8 KiB: small inputs take every path that splits
+    /// inputs too large for one buffer.
+    gpu_8k,
+    GpuOptions {
+        buffer_limit: Some(8 << 10),
+        ..Default::default()
     }
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+);
+device!(
+    /// Buffers capped at 128 KiB: a fit of a fixture in many pieces.
+    gpu_128k,
+    GpuOptions {
+        buffer_limit: Some(128 << 10),
+        ..Default::default()
     }
-    /// Uniform in [-1, 1).
-    pub fn f(&mut self) -> f32 {
-        (self.next_u64() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+);
+device!(
+    /// The corpus chunk stored as f16 (native f16 where the adapter has it).
+    gpu_f16,
+    GpuOptions {
+        precision: Precision::F16,
+        ..Default::default()
     }
-    pub fn below(&mut self, n: usize) -> usize {
-        (self.next_u64() % n as u64) as usize
+);
+device!(
+    /// f16 read as packed u32 pairs even where the adapter has SHADER_F16.
+    gpu_f16_packed,
+    GpuOptions {
+        precision: Precision::F16,
+        packed_f16_only: true,
+        ..Default::default()
     }
-    pub fn vec(&mut self, n: usize) -> Vec<f32> {
-        (0..n).map(|_| self.f()).collect()
-    }
+);
+
+/// One of the device functions above.
+type Open = fn() -> Option<&'static Gpu>;
+
+fn gpus(list: &[(&'static str, Open)]) -> Vec<On<Gpu>> {
+    list.iter()
+        .filter_map(|&(label, open)| open().map(|g| (label, g)))
+        .collect()
 }
+
+fn with_cpu(gpus: Vec<On<Gpu>>) -> Vec<On<dyn Backend>> {
+    let mut out: Vec<On<dyn Backend>> = vec![("cpu", &Cpu)];
+    out.extend(
+        gpus.into_iter()
+            .map(|(l, g)| (l, g as &'static dyn Backend)),
+    );
+    out
+}
+
+/// The CPU and the f32 GPU devices a whole fit runs on (see the module doc).
+pub fn all() -> Vec<On<dyn Backend>> {
+    with_cpu(gpus(&[("gpu", gpu), ("gpu-128k", gpu_128k)]))
+}
+
+/// [`all`] and the f16 GPU devices.
+pub fn all_with_f16() -> Vec<On<dyn Backend>> {
+    with_cpu(gpus(&[
+        ("gpu", gpu),
+        ("gpu-128k", gpu_128k),
+        ("gpu-f16", gpu_f16),
+        ("gpu-f16-packed", gpu_f16_packed),
+    ]))
+}
+
+/// The GPU devices a kernel is compared with its CPU twin on.
+pub fn every_gpu() -> Vec<On<Gpu>> {
+    gpus(&[("gpu", gpu), ("gpu-8k", gpu_8k)])
+}
+
+/// Runs `body` on every backend of `set`, all of them even when one fails,
+/// then fails with the label and panic message of each that failed.
+#[track_caller]
+pub fn run_each<T: ?Sized>(test: &str, set: Vec<On<T>>, body: impl Fn(&'static T)) {
+    let mut failed = Vec::new();
+    for (label, backend) in set {
+        if let Err(panic) = catch_unwind(AssertUnwindSafe(|| body(backend))) {
+            let msg = panic
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| panic.downcast_ref::<&str>().copied())
+                .unwrap_or("(no message)");
+            failed.push(format!("[{label}] {msg}"));
+        }
+    }
+    assert!(
+        failed.is_empty(),
+        "{test} failed on {} backend(s):\n{}",
+        failed.len(),
+        failed.join("\n")
+    );
+}
+
+/// Tests run on every backend of a set: each `fn name(b) { ... }` becomes one
+/// `#[test] fn name()` that runs the body with `b` bound to each backend of
+/// [`all`] in turn (`&'static dyn Backend`), and `fn name(b in set()) {...}`
+/// does the same over another set ([`all_with_f16`]; [`every_gpu`], where
+/// `b` is a `&'static Gpu`). A failure names the backend's label.
+macro_rules! backend_tests {
+    () => {};
+    ($(#[$meta:meta])* fn $name:ident($b:ident in $set:expr) $body:block $($rest:tt)*) => {
+        $(#[$meta])*
+        #[test]
+        fn $name() {
+            $crate::common::backends::run_each(stringify!($name), $set, |$b| $body);
+        }
+        $crate::common::backends::backend_tests! { $($rest)* }
+    };
+    ($(#[$meta:meta])* fn $name:ident($b:ident) $body:block $($rest:tt)*) => {
+        $crate::common::backends::backend_tests! {
+            $(#[$meta])* fn $name($b in $crate::common::backends::all()) $body $($rest)*
+        }
+    };
+}
+
+pub(crate) use backend_tests;

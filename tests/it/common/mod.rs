@@ -1,6 +1,7 @@
 //! Helpers shared by the test modules: fixtures fitted through the library
 //! and their reference outputs (here), hand-written `.npy` files, fixture
-//! copies in temp dirs and runs of the built binary ([`cases`]).
+//! copies in temp dirs and runs of the built binary ([`cases`]), and the
+//! backends a test runs on ([`backends`]).
 
 use std::path::{Path, PathBuf};
 
@@ -11,6 +12,7 @@ use nudge::{
     WriteOptions,
 };
 
+pub mod backends;
 mod cases;
 
 pub use cases::*;

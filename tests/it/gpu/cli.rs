@@ -1,155 +1,14 @@
-//! Full fits of every fixture in `tests/fixtures/` through the GPU backend,
-//! against the reference output of nudge-ft (`reference/reference.json` and
-//! the `reference/nudge-*.npy` corpora).
-//!
-//! What must match, and why that closely: the NUDGE-N gamma exactly (it is a
-//! grid point; a different one would mean a different ranking decision);
-//! the NUDGE-M gamma within 1e-4 relative (it is a ratio of score
-//! differences, computed from GPU dot products that differ from the
-//! reference's in the last bits); every output value within 1e-4 (unit-scale
-//! vectors after a handful of f32 operations); test metrics within 1e-4.
-//!
-//! Run with `NUDGE_REQUIRE_GPU=1 XDG_RUNTIME_DIR=/tmp cargo test --release`
-//! to make a missing adapter a failure instead of a skip.
+//! The `nudge` binary on a GPU: `fit --device gpu` names the backend and
+//! adapter, `auto` picks the CPU for small jobs and a hardware adapter (never
+//! a software one unless named) for large ones, `devices` lists adapters.
 
-mod common;
-mod gpu_support;
-
-use std::path::{Path, PathBuf};
-
-use gpu_support::gpu;
-use nudge::backend::Backend;
-use nudge::nudge::{FitOptions, Method};
-
-fn fixtures() -> Vec<PathBuf> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&root)
-        .expect("tests/fixtures")
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.join("reference/reference.json").exists())
-        .collect();
-    dirs.sort();
-    assert!(!dirs.is_empty(), "no fixtures under {}", root.display());
-    dirs
-}
-
-/// Each reference corpus of a fixture with the fit that produced it:
-/// `nudge-m.npy` (searched gamma) or `nudge-m-gamma0.3.npy` (fixed).
-fn references(dir: &Path) -> Vec<(Method, Option<f64>, PathBuf)> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir.join("reference")).unwrap() {
-        let p = e.unwrap().path();
-        let name = p.file_name().unwrap().to_string_lossy().to_string();
-        let Some(stem) = name.strip_suffix(".npy") else {
-            continue;
-        };
-        let (method, rest) = if let Some(r) = stem.strip_prefix("nudge-m") {
-            (Method::NudgeM, r)
-        } else if let Some(r) = stem.strip_prefix("nudge-n") {
-            (Method::NudgeN, r)
-        } else {
-            continue;
-        };
-        let gamma = rest
-            .strip_prefix("-gamma")
-            .map(|g| g.parse::<f64>().expect("gamma in file name"));
-        out.push((method, gamma, p));
-    }
-    out.sort_by_key(|r| r.2.clone());
-    out
-}
-
-fn close(a: f64, b: f64, tol: f64) -> bool {
-    (a - b).abs() <= tol
-}
-
-fn check_fixture(backend: &dyn Backend, dir: &Path) {
-    let name = dir.file_name().unwrap().to_string_lossy().to_string();
-    let reference = common::reference(dir);
-    let l = common::load(dir);
-    for (method, fixed, ref_path) in references(dir) {
-        let what = format!("{name} {}", ref_path.display());
-        let mut opts = FitOptions::new(method);
-        opts.gamma = fixed;
-        let (f, got) = common::fit_and_write(backend, &l, &opts);
-        let r = &reference[method.as_str()];
-        if fixed.is_none() {
-            let want = r["gamma"].as_f64().unwrap();
-            match method {
-                Method::NudgeN => assert_eq!(f.gamma, want, "{what}: gamma"),
-                Method::NudgeM => assert!(
-                    close(f.gamma, want, 1e-4 * want.abs().max(1e-12)),
-                    "{what}: gamma {} vs {want}",
-                    f.gamma
-                ),
-            }
-            let (before, after) = (f.before.as_ref().unwrap(), f.after.as_ref().unwrap());
-            let base = &reference["no_ft"];
-            for (got, want) in [
-                (before.recall, &base["test_recall10"]),
-                (before.ndcg, &base["test_ndcg10"]),
-                (after.recall, &r["test_recall10"]),
-                (after.ndcg, &r["test_ndcg10"]),
-            ] {
-                let want = want.as_f64().unwrap();
-                assert!(close(got, want, 1e-4), "{what}: metric {got} vs {want}");
-            }
-        }
-        let want_shape = nudge::data::npy::NpyMatrix::open(&ref_path).unwrap();
-        assert_eq!(
-            (want_shape.rows(), want_shape.cols()),
-            (l.ds.corpus.rows(), l.ds.corpus.cols()),
-            "{what}"
-        );
-        let want = common::read_npy(&ref_path);
-        assert_eq!(got.len(), want.len(), "{what}");
-        let worst = common::max_abs_diff(&got, &want);
-        assert!(worst <= 1e-4, "{what}: rows differ by up to {worst}");
-    }
-}
-
-#[test]
-fn every_fixture_fits_like_the_reference_on_the_gpu() {
-    let Some(g) = gpu() else { return };
-    for dir in fixtures() {
-        check_fixture(g, &dir);
-    }
-}
-
-#[test]
-fn f16_corpus_precision_still_fits_like_the_reference() {
-    // f16 storage changes scan scores by up to ~5e-4, which can reorder only
-    // near-ties of the static top-k; the fixtures have none that matter.
-    let Some(g) = gpu_support::gpu_f16() else {
-        return;
-    };
-    for dir in fixtures() {
-        check_fixture(g, &dir);
-    }
-}
-
-#[test]
-fn packed_f16_corpus_precision_still_fits_like_the_reference() {
-    let Some(g) = gpu_support::gpu_f16_packed() else {
-        return;
-    };
-    for dir in fixtures() {
-        check_fixture(g, &dir);
-    }
-}
-
-#[test]
-fn fits_with_small_buffers_split_the_work_and_still_match() {
-    let Some(g) = gpu_support::gpu_128k() else {
-        return;
-    };
-    for dir in fixtures() {
-        check_fixture(g, &dir);
-    }
-}
+use crate::common::backends::gpu;
+use crate::common::{bin, fixture};
+use nudge::backend::device::SMALL_JOB_FLOPS;
+use nudge::backend::gpu::list_adapters;
 
 fn nudge_cli(args: &[&str]) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_nudge"))
+    std::process::Command::new(bin())
         .args(args)
         .env("XDG_RUNTIME_DIR", std::env::temp_dir())
         .output()
@@ -173,8 +32,8 @@ fn cli_fit_on_the_gpu_names_the_backend_and_adapter() {
     if gpu().is_none() {
         return;
     }
-    let adapter = nudge::backend::gpu::list_adapters().remove(0).name;
-    let small = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/small");
+    let adapter = list_adapters().remove(0).name;
+    let small = fixture("small");
     let tmp = tempfile::tempdir().unwrap();
     for precision in ["f32", "f16"] {
         let report = tmp.path().join(format!("report-{precision}.json"));
@@ -241,10 +100,8 @@ fn cli_fit_on_the_gpu_names_the_backend_and_adapter() {
     ]);
     let out = nudge_ok(&["eval", "--dataset", big.to_str().unwrap(), "--json"]);
     let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let all_software = nudge::backend::gpu::list_adapters()
-        .iter()
-        .all(|a| a.software);
-    const { assert!(2.0 * 1000.0 * 30000.0 * 384.0 > nudge::cli::device::SMALL_JOB_FLOPS) };
+    let all_software = list_adapters().iter().all(|a| a.software);
+    const { assert!(2.0 * 1000.0 * 30000.0 * 384.0 > SMALL_JOB_FLOPS) };
     assert_eq!(r["backend"], if all_software { "cpu" } else { "gpu" });
     // An adapter filter that matches nothing is a usage error (exit 2), also
     // under --device auto: the user asked for something that is not there.
@@ -268,7 +125,7 @@ fn cli_devices_lists_the_adapter() {
     let out = nudge_cli(&["devices"]);
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
-    let first = &nudge::backend::gpu::list_adapters()[0];
+    let first = &list_adapters()[0];
     assert!(text.contains(&first.name), "{text}");
     for field in [
         "backend",
@@ -279,13 +136,4 @@ fn cli_devices_lists_the_adapter() {
     ] {
         assert!(text.contains(field), "missing {field}: {text}");
     }
-}
-
-/// Records with the same G tie exactly on the GPU too (`common::write_twins`):
-/// on an NVIDIA H200 the kernel once fused the slope scaling into an FMA and
-/// turned NFCorpus's ties into gamma = 3e7.
-#[test]
-fn nudge_m_slope_ties_are_exact_on_the_gpu() {
-    let Some(g) = gpu() else { return };
-    common::check_twins(g);
 }

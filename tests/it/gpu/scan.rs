@@ -1,0 +1,194 @@
+//! The streaming top-k scan (`src/backend/gpu/scan.rs`) against the CPU's:
+//! chunks with fewer rows than k, exact ties (duplicate rows), masked rows,
+//! zero and NaN rows, and the f16 corpus chunk. Tolerances: see `super`.
+
+use super::{Rng, assert_topk_close, random, score_tol, unit_rows};
+use crate::common::backends::{backend_tests, every_gpu, gpu_f16, gpu_f16_packed};
+use nudge::Cpu;
+use nudge::backend::topk::EMPTY;
+use nudge::backend::{Backend, RowReport, Rows, ScanSpec, TopK};
+use nudge::matrix::Matrix;
+
+/// Runs the same scan on both backends, pushing `chunks` rows at a time.
+fn both_scans(
+    g: &dyn Backend,
+    q: &Matrix,
+    corpus: &[f32],
+    chunks: &[usize],
+    k: usize,
+    normalize: bool,
+    skip: Option<&[bool]>,
+) -> (TopK, TopK, RowReport, RowReport) {
+    let d = q.cols;
+    let mut out = Vec::new();
+    for b in [g, &Cpu as &dyn Backend] {
+        let mut scan = b
+            .scan(ScanSpec {
+                queries: q,
+                k,
+                rows: if normalize {
+                    Rows::Normalize
+                } else {
+                    Rows::AsStored
+                },
+                skip,
+            })
+            .unwrap();
+        let mut report = RowReport::default();
+        let mut start = 0;
+        for &c in chunks {
+            let end = (start + c).min(corpus.len() / d);
+            report.extend(scan.push(&corpus[start * d..end * d], start).unwrap());
+            start = end;
+        }
+        out.push((scan.finish().unwrap(), report));
+    }
+    let (c, rc) = out.pop().unwrap();
+    let (g, rg) = out.pop().unwrap();
+    (g, c, rg, rc)
+}
+
+backend_tests! {
+    fn scan_matches_cpu(g in every_gpu()) {
+        let mut rng = Rng::new(3);
+        for (nq, n, d, k, chunks) in [
+            (3, 10, 1, 4, vec![3, 3, 4]),
+            (5, 300, 3, 7, vec![130, 1, 169]),
+            (17, 500, 17, 10, vec![64, 200, 236]),
+            (9, 257, 33, 5, vec![257]),
+            (4, 40, 1024, 3, vec![2, 38]),
+            (2, 5, 8, 12, vec![2, 3]), // k larger than the corpus
+        ] {
+            let q = random(&mut rng, nq, d);
+            let mut corpus = rng.vec(n * d);
+            if nq * d.div_ceil(4) * 16 > g.max_binding() as usize {
+                // The queries stay in one binding; too many is an error.
+                let spec = ScanSpec {
+                    queries: &q,
+                    k,
+                    rows: Rows::Normalize,
+                    skip: None,
+                };
+                assert!(g.scan(spec).is_err());
+                continue;
+            }
+            // Duplicate rows give exact ties.
+            for r in (0..n).step_by(7).skip(1) {
+                let src = rng.below(r);
+                corpus.copy_within(src * d..(src + 1) * d, r * d);
+            }
+            let skip: Vec<bool> = (0..n).map(|r| r % 5 == 2).collect();
+            for normalize in [true, false] {
+                for mask in [None, Some(&skip[..])] {
+                    let (got, want, rg, rc) =
+                        both_scans(g, &q, &corpus, &chunks, k, normalize, mask);
+                    assert_eq!(rg, rc);
+                    let what = format!(
+                        "n={n} d={d} k={k} normalize={normalize} mask={}",
+                        mask.is_some()
+                    );
+                    // Unnormalised rows have entries up to 1 in magnitude.
+                    let tol = score_tol(&q) * if normalize { 1.0 } else { (d as f32).sqrt() };
+                    assert_topk_close(&got, &want, tol, &what);
+                    if let Some(m) = mask {
+                        assert!(
+                            got.rows.iter().all(|&r| r == EMPTY || !m[r as usize]),
+                            "{what}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    fn scan_ties_go_to_the_lower_row(g in every_gpu()) {
+        let mut rng = Rng::new(4);
+        let (n, d) = (150, 19);
+        let mut corpus = unit_rows(random(&mut rng, n, d)).data;
+        // Rows 3, 40 and 120 are one vector; the query is that vector, so the
+        // three tie at the top (bit-identical scores) far above everything else.
+        for r in [40, 120] {
+            corpus.copy_within(3 * d..4 * d, r * d);
+        }
+        let q = Matrix::new(1, d, corpus[3 * d..4 * d].to_vec());
+        // Pushed in an order that puts the higher rows in earlier chunks of
+        // the GPU's segments too.
+        let (got, want, _, _) = both_scans(g, &q, &corpus, &[100, 50], 4, false, None);
+        assert_eq!(&got.rows(0)[..3], &[3, 40, 120]);
+        assert_eq!(got.scores(0)[0], got.scores(0)[2]);
+        assert_eq!(&got.rows(0)[..3], &want.rows(0)[..3]);
+        // Masking the first of them hands its place to the next.
+        let skip: Vec<bool> = (0..n).map(|r| r == 3).collect();
+        let (got, _, _, _) = both_scans(g, &q, &corpus, &[150], 2, false, Some(&skip));
+        assert_eq!(got.rows(0), &[40, 120]);
+    }
+
+    fn scan_reports_and_excludes_bad_rows(g in every_gpu()) {
+        let d = 6;
+        let mut corpus = vec![0.5f32; 8 * d];
+        corpus[d..2 * d].fill(0.0);
+        corpus[3 * d + 2] = f32::NAN;
+        corpus[6 * d] = f32::NEG_INFINITY;
+        let q = Matrix::new(2, d, vec![1.0; 2 * d]);
+        for normalize in [true, false] {
+            let (got, want, rg, rc) = both_scans(g, &q, &corpus, &[4, 4], 8, normalize, None);
+            assert_eq!(rg, rc, "normalize={normalize}");
+            assert_eq!(rg.non_finite, vec![3, 6]);
+            assert_eq!(rg.zero, if normalize { vec![1] } else { vec![] });
+            assert_eq!(got.rows, want.rows, "normalize={normalize}");
+            // NaN scores never enter a list (a -inf one may, as on the CPU).
+            assert!(!got.rows.contains(&3));
+        }
+    }
+}
+
+#[test]
+fn scan_in_f16_is_close_to_f32() {
+    let Some(g) = gpu_f16() else { return };
+    let has_f16 = nudge::backend::gpu::list_adapters()
+        .first()
+        .is_some_and(|a| a.shader_f16);
+    assert_eq!(g.native_f16(), has_f16);
+    check_f16_scan(g);
+}
+
+#[test]
+fn scan_in_packed_f16_is_close_to_f32() {
+    let Some(g) = gpu_f16_packed() else { return };
+    assert!(!g.native_f16());
+    check_f16_scan(g);
+}
+
+fn check_f16_scan(g: &dyn Backend) {
+    let mut rng = Rng::new(5);
+    let (nq, n, d, k) = (6, 400, 33, 5);
+    let q = random(&mut rng, nq, d);
+    let mut corpus = rng.vec(n * d);
+    // The second chunk holds a value beyond the f16 range (and a tiny one
+    // that f16 flushes to zero), so it is uploaded as f32 and packed on the
+    // device; the first goes up as f16.
+    corpus[200 * d + 5] = 1e5;
+    corpus[300 * d + 7] = 1e-9;
+    let max_q = (0..nq)
+        .map(|i| q.row(i).iter().map(|x| x * x).sum::<f32>().sqrt())
+        .fold(0.0f32, f32::max);
+    for normalize in [true, false] {
+        let (got, want, rg, rc) = both_scans(g, &q, &corpus, &[150, 250], k, normalize, None);
+        assert_eq!(rg, rc);
+        // f16 keeps 11 significant bits. A unit row is rounded twice (raw
+        // values on upload, normalised values after) and its norm comes
+        // from rounded values: each element is off by at most ~1.5 * 2^-11
+        // of itself, so a score by at most 1.5 * 2^-11 |q| (Cauchy-Schwarz);
+        // we allow 2^-10 |q|. Unnormalised rows (entries up to 1) are
+        // rounded once: 2^-11 |q| |x| <= 2^-11 |q| sqrt(d); the chunk with
+        // 1e5 in it is scored in f32 (it would overflow f16).
+        let tol = if normalize {
+            max_q * 2f32.powi(-10)
+        } else {
+            max_q * (d as f32).sqrt() * 2f32.powi(-11)
+        };
+        assert_topk_close(&got, &want, tol, &format!("f16 normalize={normalize}"));
+        // And the f16 storage is really in effect.
+        assert_ne!(got.scores, want.scores);
+    }
+}
