@@ -455,6 +455,16 @@ impl Backend for Cpu {
         Ok(out)
     }
 
+    fn similarity_into(&self, a: &Matrix, b: &[f32], b_rows: usize, out: &mut Matrix) -> Result<()> {
+        // gemm_nt writes every element: the old contents need no zeroing,
+        // and a reused buffer is faulted in once per fit.
+        out.rows = a.rows;
+        out.cols = b_rows;
+        out.data.resize(a.rows * b_rows, 0.0);
+        gemm_nt(&a.data, b, a.rows, b_rows, a.cols, &mut out.data);
+        Ok(())
+    }
+
     fn aggregate(&self, rows: &Matrix, segments: &Segments) -> Result<Matrix> {
         let d = rows.cols;
         let mut out = Matrix::zeros(segments.len(), d);

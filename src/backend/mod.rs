@@ -142,7 +142,21 @@ pub trait Backend: Sync {
     /// Starts a streaming top-k scan.
     fn scan<'a>(&'a self, spec: ScanSpec<'a>) -> Result<Box<dyn Scan + 'a>>;
     /// `a . b^T` (both row-major, same number of columns).
+    ///
+    /// Every element must come out bit for bit the same whatever the other
+    /// rows of `b` are and wherever its row sits in `b`: the fit computes a
+    /// pair's own NUDGE-M score in one call and its competitors' in
+    /// another, and the chunking of the corpus must not change the result.
     fn similarity(&self, a: &Matrix, b: &Matrix) -> Result<Matrix>;
+    /// [`Backend::similarity`] of `a` with the `b_rows` rows in `b`
+    /// (row-major, `a.cols` values each), into `out`, whose memory is
+    /// reused: the fit calls this block after block, and fresh score blocks
+    /// cost page faults. The default copies; backends override it.
+    fn similarity_into(&self, a: &Matrix, b: &[f32], b_rows: usize, out: &mut Matrix) -> Result<()> {
+        let b = Matrix::new(b_rows, a.cols, b[..b_rows * a.cols].to_vec());
+        *out = self.similarity(a, &b)?;
+        Ok(())
+    }
     /// Segment sums of `rows` (see [`Segments`]).
     fn aggregate(&self, rows: &Matrix, segments: &Segments) -> Result<Matrix>;
     /// NUDGE-M: tightens every pair's bounds over one block of moved records

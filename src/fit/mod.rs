@@ -631,10 +631,13 @@ fn score_test(t: &TestScoring, rows: &Matrix) -> Result<Option<Scores>> {
         return Ok(None);
     };
     let mut top = static_part(t.top, t.dev_queries, test.queries.len(), t.k);
+    let mut s = Matrix::default();
+    let d = rows.cols;
     for start in (0..t.moved.len()).step_by(t.block.max(1)) {
         t.control.check()?;
         let end = (start + t.block).min(t.moved.len());
-        let s = t.backend.similarity(q, &rows.rows_range(start, end))?;
+        t.backend
+            .similarity_into(q, &rows.data[start * d..end * d], end - start, &mut s)?;
         for i in 0..q.rows {
             top.offer(i, s.row(i), &t.moved[start..end]);
         }

@@ -43,40 +43,43 @@ pub(super) struct Sweep {
 }
 
 impl Search<'_> {
-    /// S0 and S1 of the moved records `start..end`.
-    fn block(&self, start: usize, end: usize) -> Result<(Matrix, Matrix)> {
+    /// S0 and S1 of the moved records `start..end`, into `s0` and `s1`
+    /// (reused block after block).
+    fn block(&self, start: usize, end: usize, s0: &mut Matrix, s1: &mut Matrix) -> Result<()> {
+        let d = self.d_moved.cols;
+        let (n, rows) = (end - start, start * d..end * d);
         // Side by side: a small block is too few GEMM tiles to keep every
         // core busy on its own (SciFact's S0 is 3 tiles for 2 cores).
-        let (s0, s1) = rayon::join(
+        let (a, b) = rayon::join(
             || {
                 self.backend
-                    .similarity(self.q_dev, &self.d_moved.rows_range(start, end))
+                    .similarity_into(self.q_dev, &self.d_moved.data[rows.clone()], n, s0)
             },
             || {
                 self.backend
-                    .similarity(self.q_dev, &self.g.rows_range(start, end))
+                    .similarity_into(self.q_dev, &self.g.data[rows.clone()], n, s1)
             },
         );
-        Ok((s0?, s1?))
+        a.and(b)
     }
 
     /// The block loop: calls `f(start, S0, S1)` for every block of moved
-    /// records in order, checking for cancellation between blocks and
-    /// reporting progress to `phase` (offset by `done`, for a search that
-    /// walks the blocks twice).
+    /// records in order (each block computed once, into buffers reused from
+    /// block to block), checking for cancellation between blocks and
+    /// reporting progress to `phase`.
     fn for_each_block(
         &self,
         phase: &Phase,
-        done: usize,
-        mut f: impl FnMut(usize, Matrix, Matrix) -> Result<()>,
+        mut f: impl FnMut(usize, &Matrix, &mut Matrix) -> Result<()>,
     ) -> Result<()> {
         let m = self.moved.len();
+        let (mut s0, mut s1) = (Matrix::default(), Matrix::default());
         for start in (0..m).step_by(self.block.max(1)) {
             self.control.check()?;
             let end = (start + self.block).min(m);
-            let (s0, s1) = self.block(start, end)?;
-            f(start, s0, s1)?;
-            phase.set((done + end) as u64);
+            self.block(start, end, &mut s0, &mut s1)?;
+            f(start, &s0, &mut s1)?;
+            phase.set(end as u64);
         }
         Ok(())
     }
@@ -110,19 +113,21 @@ impl Search<'_> {
     }
 
     /// NUDGE-M's exact search: the interval of every (dev query, answer)
-    /// pair, then the sweep.
+    /// pair, then the sweep. Each S0/S1 block is computed once.
     ///
     /// A pair's own score and slope must be the very numbers its competitors
     /// are compared with: records that answer the same training queries have
     /// the same G, so their slopes cancel to exactly 0 in the reference and
     /// such a pair is dropped or kept by the sign of the score difference
-    /// alone. Computed another way (a separate dot product), the difference
-    /// is a rounding error instead, and its quotient an arbitrary bound
-    /// (NFCorpus has many such records; a GPU's fused multiply-add had
-    /// turned them into gamma = 3e7). So the block loop runs twice, once
-    /// for the pairs' own values and once for the bounds (the backends are
-    /// deterministic, so both passes see the same numbers), unless there is
-    /// only one block, which is then kept for the second pass.
+    /// alone. Computed another way (a dot product in another order), the
+    /// difference is a rounding error instead, and its quotient an
+    /// arbitrary bound (NFCorpus has many such records; a GPU's fused
+    /// multiply-add had turned them into gamma = 3e7). So the pairs' own
+    /// values come from [`Backend::similarity`] too, over just the moved
+    /// records that are dev answers: every backend gives each element of a
+    /// similarity the same bits whatever else is in the call, so these are
+    /// the numbers the blocks hold. The bounds then take one pass over the
+    /// blocks. (With a single block, its own numbers are read from it.)
     pub fn search_m(&self, dev_static: &TopK) -> Result<Sweep> {
         let m = self.moved.len();
         let inv_norm: Vec<f32> = (0..m)
@@ -139,50 +144,62 @@ impl Search<'_> {
             .filter_map(|(i, p)| Some((self.moved.binary_search(&p.record).ok()?, i)))
             .collect();
         own.sort_unstable();
-        let one_block = m <= self.block.max(1);
-        let phase = self.control.phase(
-            "gamma search",
-            if one_block { m } else { 2 * m } as u64,
-            "moved records",
-        );
-        // Pass 1: each pair's own (s, t).
-        let mut cached = None;
-        let mut next = 0;
-        self.for_each_block(&phase, 0, |start, s0, mut t| {
-            slopes(&mut t, &inv_norm[start..start + s0.cols]);
-            let end = start + s0.cols;
-            while let Some(&(mi, i)) = own.get(next).filter(|o| o.0 < end) {
-                let q = pairs[i].query as usize;
-                pairs[i].s = s0.row(q)[mi - start];
-                pairs[i].t = t.row(q)[mi - start];
-                next += 1;
+        let phase = self.control.phase("gamma search", m as u64, "moved records");
+        // Every pair's bounds against the best static record, once its own
+        // (s, t) is known.
+        let static_bounds = |pairs: &[Pair]| -> Vec<nudge_m::Bounds> {
+            pairs
+                .iter()
+                .map(|p| nudge_m::static_bounds(p, dev_static.entries(p.query as usize).next()))
+                .collect()
+        };
+        // The pairs' own (s, t) from S0 and the slopes `t`, whose column
+        // for moved record `mi` is `col_of(mi)`.
+        let read_own = |pairs: &mut [Pair], s0: &Matrix, t: &Matrix, col_of: &dyn Fn(usize) -> usize| {
+            for &(mi, i) in &own {
+                let (q, c) = (pairs[i].query as usize, col_of(mi));
+                pairs[i].s = s0.row(q)[c];
+                pairs[i].t = t.row(q)[c];
             }
-            if one_block {
-                cached = Some((s0, t));
+        };
+        if m > self.block.max(1) {
+            // The moved records that are dev answers, once each.
+            let mut cols: Vec<usize> = own.iter().map(|o| o.0).collect();
+            cols.dedup();
+            let d = self.d_moved.cols;
+            let gather = |src: &Matrix| {
+                let mut out = Vec::with_capacity(cols.len() * d);
+                for &c in &cols {
+                    out.extend_from_slice(src.row(c));
+                }
+                out
+            };
+            let (mut s0, mut t) = (Matrix::default(), Matrix::default());
+            self.backend
+                .similarity_into(self.q_dev, &gather(self.d_moved), cols.len(), &mut s0)?;
+            self.backend
+                .similarity_into(self.q_dev, &gather(self.g), cols.len(), &mut t)?;
+            let inv: Vec<f32> = cols.iter().map(|&c| inv_norm[c]).collect();
+            slopes(&mut t, &inv);
+            let col_of = |mi: usize| cols.binary_search(&mi).expect("an own column");
+            read_own(&mut pairs, &s0, &t, &col_of);
+        }
+        let mut bounds = None;
+        self.for_each_block(&phase, |start, s0, t| {
+            slopes(t, &inv_norm[start..start + s0.cols]);
+            if bounds.is_none() && m <= self.block.max(1) {
+                read_own(&mut pairs, s0, t, &|mi| mi - start);
             }
-            Ok(())
-        })?;
-        // Pass 2: every pair's bounds against every moved competitor.
-        let mut bounds: Vec<nudge_m::Bounds> = pairs
-            .iter()
-            .map(|p| nudge_m::static_bounds(p, dev_static.entries(p.query as usize).next()))
-            .collect();
-        let mut tighten = |start: usize, s0: &Matrix, t: &Matrix| {
+            let bounds = bounds.get_or_insert_with(|| static_bounds(&pairs));
             let block = SlopeBlock {
                 records: &self.moved[start..start + s0.cols],
                 s: s0,
                 t,
             };
-            self.backend.nudge_m_bounds(&block, &pairs, &mut bounds)
-        };
-        match cached {
-            Some((s0, t)) => tighten(0, &s0, &t)?,
-            None => self.for_each_block(&phase, m, |start, s0, mut t| {
-                slopes(&mut t, &inv_norm[start..start + s0.cols]);
-                tighten(start, &s0, &t)
-            })?,
-        }
+            self.backend.nudge_m_bounds(&block, &pairs, bounds)
+        })?;
         drop(phase);
+        let bounds = bounds.unwrap_or_else(|| static_bounds(&pairs));
         let intervals: Vec<(f32, f32)> = bounds.into_iter().filter_map(nudge_m::finish).collect();
         let (gamma, count) = nudge_m::sweep(&intervals);
         Ok(Sweep {
@@ -208,7 +225,7 @@ impl Search<'_> {
         let phase = self
             .control
             .phase("gamma search", self.moved.len() as u64, "moved records");
-        self.for_each_block(&phase, 0, |start, s0, s1| {
+        self.for_each_block(&phase, |start, s0, s1| {
             let w = s0.cols;
             let mut coef = vec![(0.0, 0.0); grid.len() * w];
             coef.par_chunks_mut(w.max(1))
@@ -221,8 +238,8 @@ impl Search<'_> {
                 });
             let block = MovedBlock {
                 records: &self.moved[start..start + w],
-                s0: &s0,
-                s1: &s1,
+                s0,
+                s1,
             };
             self.backend.nudge_n_merge(&block, &coef, &mut tops)
         })?;
