@@ -92,6 +92,46 @@ fn scan(c: &mut Criterion) {
     g.finish();
 }
 
+/// The streaming similarity + top-k against the bare GEMM of the same
+/// shapes, in one run: the scan must keep at least 85% of the GEMM's
+/// throughput (the top-k selection, the masking and the chunk hand-over
+/// under 15%). The corpus goes through in the chunks the fit would use.
+fn scan_vs_gemm(c: &mut Criterion) {
+    let mut g = c.benchmark_group("scan_vs_gemm");
+    g.sample_size(10);
+    let d = 384;
+    for (nq, n) in [(100, 65536), (1000, 16384), (10000, 4096)] {
+        let q = random(nq, d, 5);
+        let corpus = random(n, d, 6);
+        let chunk = Cpu.chunk_rows(nq, d, n);
+        g.throughput(Throughput::Elements((2 * nq * n * d) as u64)); // flops
+        g.bench_function(BenchmarkId::new("scan", nq), |b| {
+            b.iter(|| {
+                let spec = ScanSpec {
+                    queries: &q,
+                    k: 10,
+                    rows: Rows::Checked,
+                    skip: None,
+                };
+                let mut s = Cpu.scan(spec).unwrap();
+                for (i, rows) in corpus.data.chunks(chunk * d).enumerate() {
+                    s.push(rows, i * chunk).unwrap();
+                }
+                s.finish().unwrap()
+            })
+        });
+        let mut out = vec![0.0f32; nq * chunk];
+        g.bench_function(BenchmarkId::new("gemm", nq), |b| {
+            b.iter(|| {
+                for rows in corpus.data.chunks(chunk * d) {
+                    gemm_nt(&q.data, rows, nq, rows.len() / d, d, &mut out);
+                }
+            })
+        });
+    }
+    g.finish();
+}
+
 fn aggregate(c: &mut Criterion) {
     let q = random(10_000, 384, 5);
     let m = 8000;
@@ -175,6 +215,7 @@ criterion_group!(
     benches,
     gemm_choice,
     scan,
+    scan_vs_gemm,
     aggregate,
     updates,
     gamma_scoring

@@ -455,7 +455,13 @@ impl Backend for Cpu {
         Ok(out)
     }
 
-    fn similarity_into(&self, a: &Matrix, b: &[f32], b_rows: usize, out: &mut Matrix) -> Result<()> {
+    fn similarity_into(
+        &self,
+        a: &Matrix,
+        b: &[f32],
+        b_rows: usize,
+        out: &mut Matrix,
+    ) -> Result<()> {
         // gemm_nt writes every element: the old contents need no zeroing,
         // and a reused buffer is faulted in once per fit.
         out.rows = a.rows;

@@ -152,7 +152,13 @@ pub trait Backend: Sync {
     /// (row-major, `a.cols` values each), into `out`, whose memory is
     /// reused: the fit calls this block after block, and fresh score blocks
     /// cost page faults. The default copies; backends override it.
-    fn similarity_into(&self, a: &Matrix, b: &[f32], b_rows: usize, out: &mut Matrix) -> Result<()> {
+    fn similarity_into(
+        &self,
+        a: &Matrix,
+        b: &[f32],
+        b_rows: usize,
+        out: &mut Matrix,
+    ) -> Result<()> {
         let b = Matrix::new(b_rows, a.cols, b[..b_rows * a.cols].to_vec());
         *out = self.similarity(a, &b)?;
         Ok(())

@@ -237,6 +237,15 @@ pub fn run(a: BenchArgs) -> Result<()> {
         }
     }
 
+    // This machine's GEMM on the shape of the fit's blocks (the dev
+    // queries against a chunk of records), timed here, after the children,
+    // so nothing else runs meanwhile: the floor every CPU phase is held to.
+    let gemm = runs.iter().find(|r| r.backend == "cpu").map(|r| {
+        let q = &r.output["queries"];
+        let dev = q["dev"].as_u64().or_else(|| q.as_u64()).unwrap_or(1000) as usize;
+        let d = r.output["dim"].as_u64().unwrap_or(384) as usize;
+        super::floor::gemm_gflops(dev, 8192, d)
+    });
     let queries_in_scan = |r: &Run| -> f64 {
         let q = &r.output["queries"];
         if r.step.starts_with("eval") {
@@ -263,6 +272,11 @@ pub fn run(a: BenchArgs) -> Result<()> {
                 "corpus_gb_per_s": corpus_bytes as f64 / scan / 1e9,
                 "peak_mib": r.peak_bytes as f64 / (1 << 20) as f64,
                 "gamma": r.output["gamma"],
+                // The GEMM-only time of each phase's similarity work.
+                "floor": match gemm {
+                    Some(g) if r.backend == "cpu" => super::floor::floor(&r.step, &r.output, g),
+                    _ => Value::Null,
+                },
             })
         })
         .collect();
@@ -280,7 +294,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
     if a.json {
         println!(
             "{}",
-            json!({ "dataset": s(&dataset), "runs": rows, "gpu_speedup": speedups, "notes": notes })
+            json!({ "dataset": s(&dataset), "runs": rows, "gpu_speedup": speedups, "cpu_gemm_gflops": gemm, "notes": notes })
         );
         return Ok(());
     }
@@ -300,6 +314,33 @@ pub fn run(a: BenchArgs) -> Result<()> {
             r["corpus_gb_per_s"].as_f64().unwrap_or(f64::NAN),
             r["peak_mib"].as_f64().unwrap_or(f64::NAN),
         );
+    }
+    if let Some(g) = gemm {
+        println!(
+            "\nthe floor: each phase's similarity GFLOP at this machine's GEMM ({g:.1} GFLOP/s)"
+        );
+        println!(
+            "{:<5} {:<12} {:<13} {:>8} {:>9} {:>9} {:>8}",
+            "", "step", "phase", "GFLOP", "floor ms", "actual ms", "x floor"
+        );
+        for r in rows.iter().filter(|r| r["floor"].is_object()) {
+            for (phase, f) in r["floor"].as_object().into_iter().flatten() {
+                if f["gflop"].as_f64().unwrap_or(0.0) <= 0.0 {
+                    continue; // e.g. no test queries: nothing to compare
+                }
+                let ms = |v: &Value| v.as_f64().map_or(f64::NAN, |x| x * 1e3);
+                println!(
+                    "{:<5} {:<12} {:<13} {:>8.2} {:>9.1} {:>9.1} {:>8.2}",
+                    r["backend"].as_str().unwrap_or(""),
+                    r["step"].as_str().unwrap_or(""),
+                    phase,
+                    f["gflop"].as_f64().unwrap_or(f64::NAN),
+                    ms(&f["floor_s"]),
+                    ms(&f["actual_s"]),
+                    f["x_floor"].as_f64().unwrap_or(f64::NAN),
+                );
+            }
+        }
     }
     for (step, x) in &speedups {
         println!(

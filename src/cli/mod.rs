@@ -9,6 +9,7 @@ pub mod devices;
 pub mod errors;
 pub mod eval;
 pub mod fit;
+pub mod floor;
 pub mod interrupt;
 pub mod log;
 pub mod progress;

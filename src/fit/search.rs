@@ -144,7 +144,9 @@ impl Search<'_> {
             .filter_map(|(i, p)| Some((self.moved.binary_search(&p.record).ok()?, i)))
             .collect();
         own.sort_unstable();
-        let phase = self.control.phase("gamma search", m as u64, "moved records");
+        let phase = self
+            .control
+            .phase("gamma search", m as u64, "moved records");
         // Every pair's bounds against the best static record, once its own
         // (s, t) is known.
         let static_bounds = |pairs: &[Pair]| -> Vec<nudge_m::Bounds> {
@@ -155,13 +157,14 @@ impl Search<'_> {
         };
         // The pairs' own (s, t) from S0 and the slopes `t`, whose column
         // for moved record `mi` is `col_of(mi)`.
-        let read_own = |pairs: &mut [Pair], s0: &Matrix, t: &Matrix, col_of: &dyn Fn(usize) -> usize| {
-            for &(mi, i) in &own {
-                let (q, c) = (pairs[i].query as usize, col_of(mi));
-                pairs[i].s = s0.row(q)[c];
-                pairs[i].t = t.row(q)[c];
-            }
-        };
+        let read_own =
+            |pairs: &mut [Pair], s0: &Matrix, t: &Matrix, col_of: &dyn Fn(usize) -> usize| {
+                for &(mi, i) in &own {
+                    let (q, c) = (pairs[i].query as usize, col_of(mi));
+                    pairs[i].s = s0.row(q)[c];
+                    pairs[i].t = t.row(q)[c];
+                }
+            };
         if m > self.block.max(1) {
             // The moved records that are dev answers, once each.
             let mut cols: Vec<usize> = own.iter().map(|o| o.0).collect();
