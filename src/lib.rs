@@ -66,6 +66,7 @@
 //!   reference, the GPU one runs WGSL kernels.
 //! - [`eval`]: metrics and exact search.
 //! - [`data`]: `.npy`, ids, qrels, dataset folders, synthetic data.
+//! - [`report`]: self-contained HTML reports of a fit and of a bench.
 //! - [`alloc`]: the allocator the binary runs on (and why).
 
 #![deny(missing_docs)]
@@ -79,6 +80,7 @@ pub mod eval;
 pub mod fit;
 pub mod matrix;
 pub mod method;
+pub mod report;
 
 pub use backend::Backend;
 pub use backend::cpu::Cpu;

@@ -597,29 +597,27 @@ fn apply(
         .collect::<PyResult<_>>()?;
     let updated = vectors
         .as_slice()
-        .map_err(|_| PyTypeError::new_err("vectors: expected a C-contiguous array"))?
-        .to_vec();
+        .map_err(|_| PyTypeError::new_err("vectors: expected a C-contiguous array"))?;
+    if vectors.shape()[0] != moved.len() {
+        return Err(PyValueError::new_err(format!(
+            "{} moved rows but {} vectors",
+            moved.len(),
+            vectors.shape()[0]
+        )));
+    }
     let data = out
         .as_slice_mut()
         .map_err(|_| PyTypeError::new_err("out: expected a C-contiguous float32 array"))?;
-    let fit = Fit {
-        method: Method::NudgeN,
-        gamma: 0.0,
-        gamma_reason: None,
-        updated: Matrix::new(moved.len(), cols, updated),
-        moved,
-        dev_scores: nudge::DevScores::Fixed,
-        before: None,
-        after: None,
-        zero_rows: Vec::new(),
-        warnings: Vec::new(),
-        timings: Vec::new(),
-        backend: ("cpu", String::new()),
-        shape: (n, cols),
-        queries: [0; 3],
-    };
-    py.detach(|| fit.apply(data, cols.max(1)));
+    py.detach(|| nudge::fit::apply(data, cols.max(1), &moved, updated));
     Ok(())
+}
+
+/// The self-contained HTML report of a fit, from its report as JSON text.
+#[pyfunction]
+fn report_html(report: &str) -> PyResult<String> {
+    let json: serde_json::Value = serde_json::from_str(report)
+        .map_err(|e| PyValueError::new_err(format!("report: not JSON: {e}")))?;
+    nudge::report::fit_html(&json).map_err(to_py)
 }
 
 /// The GPU adapters wgpu can see, best first, as dicts.
@@ -649,6 +647,7 @@ fn _nudge(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(evaluate, m)?)?;
     m.add_function(wrap_pyfunction!(apply, m)?)?;
     m.add_function(wrap_pyfunction!(devices, m)?)?;
+    m.add_function(wrap_pyfunction!(report_html, m)?)?;
     m.add("DataError", m.py().get_type::<DataError>())?;
     m.add("DeviceError", m.py().get_type::<DeviceError>())?;
     Ok(())

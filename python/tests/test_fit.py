@@ -275,3 +275,13 @@ def test_ctrl_c_raises_keyboard_interrupt() -> None:
 def test_devices_lists_dicts() -> None:
     for a in nudge_rs.devices():
         assert {"name", "backend", "software"} <= set(a)
+
+
+def test_to_html_writes_the_report(tmp_path: Path) -> None:
+    r = nudge_rs.fit_dataset(SCIFACT, method="nudge-n", device="cpu")
+    page = tmp_path / "fit.html"
+    r.to_html(page)
+    html = page.read_text()
+    assert html.startswith("<!DOCTYPE html>") and "<script" not in html
+    gamma = html[html.index('<figure id="gamma-chart">'):]
+    assert gamma[: gamma.index("</figure>")].count("<circle") == 25

@@ -30,6 +30,9 @@ pub struct BenchArgs {
     /// Print one JSON object on stdout instead of the table
     #[arg(long)]
     pub json: bool,
+    /// Also write the runs as a self-contained HTML page with charts
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
     /// Print nothing but errors (and the --json object)
     #[arg(long, short)]
     pub quiet: bool,
@@ -97,6 +100,9 @@ fn s(p: &Path) -> String {
 
 pub fn run(a: BenchArgs) -> Result<()> {
     log::set_quiet(a.quiet);
+    if let Some(path) = &a.html {
+        super::fit::check_writable(path)?;
+    }
     let tmp = tempfile::Builder::new()
         .prefix("nudge-bench-")
         .tempdir()
@@ -291,11 +297,12 @@ pub fn run(a: BenchArgs) -> Result<()> {
             speedups.insert(step.into(), json!(c / g));
         }
     }
+    let result = json!({ "dataset": s(&dataset), "runs": rows, "gpu_speedup": speedups, "cpu_gemm_gflops": gemm, "notes": notes });
+    if let Some(path) = &a.html {
+        nudge::data::atomic_write(path, nudge::report::bench_html(&result)?.as_bytes())?;
+    }
     if a.json {
-        println!(
-            "{}",
-            json!({ "dataset": s(&dataset), "runs": rows, "gpu_speedup": speedups, "cpu_gemm_gflops": gemm, "notes": notes })
-        );
+        println!("{result}");
         return Ok(());
     }
     println!(

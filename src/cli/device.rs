@@ -47,6 +47,15 @@ pub struct DeviceArgs {
 }
 
 impl DeviceArgs {
+    /// `--device` as given (auto, cpu, gpu).
+    pub fn device_name(&self) -> &'static str {
+        match self.device {
+            DeviceArg::Auto => "auto",
+            DeviceArg::Cpu => "cpu",
+            DeviceArg::Gpu => "gpu",
+        }
+    }
+
     /// The library's options for these flags (and `NUDGE_GPU_TIMEOUT_S`).
     pub fn options(&self) -> DeviceOptions {
         let mut gpu = GpuOptions {

@@ -54,6 +54,9 @@ pub struct FitArgs {
     /// Write a JSON report of the fit (gamma, dev scores, timings, metrics)
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
+    /// Write a self-contained HTML report (gamma curve, before/after, moves, timings)
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
     /// Use this gamma instead of searching for one
     #[arg(long, value_name = "X")]
     pub gamma: Option<f64>,
@@ -80,9 +83,9 @@ pub struct FitArgs {
 pub fn run(args: FitArgs) -> Result<()> {
     log::set_quiet(args.quiet);
     let start = Instant::now();
-    if args.out.is_none() && args.delta.is_none() && args.report.is_none() {
+    if args.out.is_none() && args.delta.is_none() && args.report.is_none() && args.html.is_none() {
         return Err(Error::invalid(
-            "nothing to write: give --out FILE.npy, --delta DIR or --report FILE",
+            "nothing to write: give --out FILE.npy, --delta DIR, --report FILE or --html FILE",
         ));
     }
     let method = args.method.method();
@@ -103,7 +106,7 @@ pub fn run(args: FitArgs) -> Result<()> {
     }
     nudge::backend::cpu::warm_up_in_background();
     let paths = args.data.paths()?;
-    let mut outputs: Vec<PathBuf> = [&args.out, &args.report]
+    let mut outputs: Vec<PathBuf> = [&args.out, &args.report, &args.html]
         .into_iter()
         .flatten()
         .cloned()
@@ -115,18 +118,25 @@ pub fn run(args: FitArgs) -> Result<()> {
     for out in &outputs {
         refuse_overwriting_input(out, &paths)?;
     }
-    if let (Some(o), Some(r)) = (&args.out, &args.report) {
-        let o = std::path::absolute(o).unwrap_or_else(|_| o.clone());
-        let r = std::path::absolute(r).unwrap_or_else(|_| r.clone());
-        if o == r {
-            return Err(Error::invalid(format!(
-                "--out and --report both name {}; give them different paths",
-                o.display()
-            )));
+    let named = [
+        ("--out", &args.out),
+        ("--report", &args.report),
+        ("--html", &args.html),
+    ];
+    for (i, (a, x)) in named.iter().enumerate() {
+        for (b, y) in &named[i + 1..] {
+            if let (Some(x), Some(y)) = (x, y)
+                && std::path::absolute(x).ok() == std::path::absolute(y).ok()
+            {
+                return Err(Error::invalid(format!(
+                    "{a} and {b} both name {}; give them different paths",
+                    x.display()
+                )));
+            }
         }
     }
     // Fail before the fit, not after it, when an output cannot be written.
-    for out in [&args.out, &args.report].into_iter().flatten() {
+    for out in [&args.out, &args.report, &args.html].into_iter().flatten() {
         check_writable(out)?;
     }
     if let Some(dir) = &args.delta {
@@ -204,14 +214,19 @@ pub fn run(args: FitArgs) -> Result<()> {
         let fit_write = timings.get("write").and_then(Value::as_f64).unwrap_or(0.0);
         timings.insert("write".into(), json!(fit_write + write_s));
         timings.insert("total".into(), json!(start.elapsed().as_secs_f64()));
+        let mut report = fit.report();
+        report["timings"] = Value::Object(timings);
+        report["inputs"] = inputs_json(&ds, &args);
         if let Some(path) = &args.report {
-            let mut report = fit.report();
-            report["timings"] = Value::Object(timings);
             let text = serde_json::to_string_pretty(&report).expect("report serialises");
             staged.push(nudge::data::stage_write(
                 path,
                 format!("{text}\n").as_bytes(),
             )?);
+        }
+        if let Some(path) = &args.html {
+            let html = nudge::report::fit_html(&report)?;
+            staged.push(nudge::data::stage_write(path, html.as_bytes())?);
         }
         nudge::data::commit_all(staged, &opts.control.cancel)
     })();
@@ -231,6 +246,23 @@ pub fn run(args: FitArgs) -> Result<()> {
         start.elapsed().as_secs_f64(),
     );
     Ok(())
+}
+
+/// The inputs as the HTML report lists them: each file, with the corpus's
+/// and the queries' shape and element type.
+fn inputs_json(ds: &Dataset, args: &FitArgs) -> Value {
+    let p = &ds.paths;
+    let file = |x: &Option<PathBuf>| x.as_ref().map(|x| x.display().to_string());
+    json!({
+        "corpus": format!("{} ({} x {}, {})", file(&p.corpus).unwrap_or_default(), ds.corpus.rows(), ds.corpus.cols(), ds.corpus.dtype().descr()),
+        "queries": format!("{} ({} x {})", file(&p.queries).unwrap_or_default(), ds.queries.rows, ds.queries.cols),
+        "corpus ids": file(&p.corpus_ids).unwrap_or_else(|| "row numbers".into()),
+        "query ids": file(&p.query_ids).unwrap_or_else(|| "row numbers".into()),
+        "train qrels": file(&p.train_qrels),
+        "dev qrels": file(&p.dev_qrels),
+        "test qrels": if args.no_test { None } else { file(&p.test_qrels) },
+        "device flag": args.device.device_name(),
+    })
 }
 
 /// Writes `--out` and `--delta` to temporary files, uncommitted.

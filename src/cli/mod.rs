@@ -13,6 +13,7 @@ pub mod floor;
 pub mod interrupt;
 pub mod log;
 pub mod progress;
+pub mod report;
 pub mod synth;
 
 use std::path::PathBuf;
@@ -44,6 +45,8 @@ pub enum Command {
     Synth(synth::SynthArgs),
     /// Time fit and eval on the CPU path and the GPU path in one run.
     Bench(bench::BenchArgs),
+    /// Render a saved fit report (`fit --report`) as a self-contained HTML page.
+    Report(report::ReportArgs),
     /// List the GPU adapters nudge can use.
     Devices(devices::DevicesArgs),
 }
@@ -121,6 +124,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Demo(a) => demo::run(a),
         Command::Synth(a) => synth::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::Report(a) => report::run(a),
         Command::Devices(a) => devices::run(a),
     }
 }

@@ -34,7 +34,8 @@ impl Dtype {
             Dtype::F64 => 8,
         }
     }
-    fn descr(self) -> &'static str {
+    /// The numpy type string, e.g. `<f4`.
+    pub fn descr(self) -> &'static str {
         match self {
             Dtype::F16 => "<f2",
             Dtype::F32 => "<f4",

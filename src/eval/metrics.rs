@@ -46,6 +46,19 @@ pub struct Scores {
     pub queries: usize,
 }
 
+/// NDCG@k of every query of a split, in split order (`top` row i belongs to
+/// `queries[i]`).
+pub fn per_query_ndcg(top: &TopK, queries: &[LabeledQuery], k: usize) -> Vec<f64> {
+    queries
+        .iter()
+        .enumerate()
+        .map(|(i, q)| {
+            let ranked: Vec<u32> = top.entries(i).map(|e| e.1).collect();
+            ndcg_at(&ranked, q, k)
+        })
+        .collect()
+}
+
 /// Scores every query of a split from its top-k list (`top` row i belongs to
 /// `queries[i]`), at each cut-off in `ks` (each <= `top.k`).
 pub fn score(top: &TopK, queries: &[LabeledQuery], ks: &[usize]) -> Vec<Scores> {

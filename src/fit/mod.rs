@@ -139,6 +139,8 @@ pub struct GridPoint {
 pub struct Fit {
     /// The method that ran.
     pub method: Method,
+    /// k of the NUDGE-N dev score (1 for NUDGE-M).
+    pub val_k: usize,
     /// The chosen (or given) gamma.
     pub gamma: f64,
     /// Why gamma is what it is, when that is not a plain search result
@@ -151,6 +153,15 @@ pub struct Fit {
     pub updated: Matrix,
     /// How gamma was chosen.
     pub dev_scores: DevScores,
+    /// NUDGE-M: every dev pair's interval `[low, high)` of gamma where its
+    /// answer ranks first (the sweep picks the gamma most of them contain);
+    /// empty for NUDGE-N or a fixed gamma.
+    pub dev_intervals: Vec<(f32, f32)>,
+    /// NDCG at `eval_k` of every test query before and after, in split
+    /// order, when there is a test split.
+    pub test_ndcg: Option<(Vec<f64>, Vec<f64>)>,
+    /// How far (L2) each moved record moved, in `moved` order.
+    pub moved_distances: Vec<f32>,
     /// Test metrics at `eval_k` before the fit, when there is a test split.
     pub before: Option<Scores>,
     /// Test metrics at `eval_k` after the fit, when there is a test split.
@@ -187,6 +198,7 @@ impl Fit {
         r.insert("method".into(), json!(self.method.as_str()));
         r.insert("gamma".into(), json!(self.gamma));
         r.insert("gamma_reason".into(), json!(self.gamma_reason));
+        r.insert("val_k".into(), json!(self.val_k));
         r.insert("backend".into(), json!(self.backend.0));
         r.insert("device".into(), json!(self.backend.1));
         r.insert("records".into(), json!(self.shape.0));
@@ -207,6 +219,18 @@ impl Fit {
             r.insert("before".into(), metrics(b));
             r.insert("after".into(), metrics(a));
         }
+        // What the HTML report draws (`nudge report`): the curves and
+        // distributions behind the numbers above.
+        if !self.dev_intervals.is_empty() {
+            r.insert("dev_intervals".into(), json!(self.dev_intervals));
+        }
+        if let (Some((b, a)), Some(s)) = (&self.test_ndcg, &self.after) {
+            r.insert(
+                "per_query_ndcg".into(),
+                json!({ "k": s.k, "before": b, "after": a }),
+            );
+        }
+        r.insert("moved_distances".into(), json!(self.moved_distances));
         Value::Object(r)
     }
 
@@ -215,12 +239,25 @@ impl Fit {
     /// rows stay zero), the moved rows replaced. Bit for bit what a fit
     /// writes to its output.
     pub fn apply(&self, corpus: &mut [f32], cols: usize) {
-        assert!(cols > 0 && corpus.len().is_multiple_of(cols), "whole rows");
-        crate::backend::cpu::normalize_rows(corpus, cols, 0);
-        for (i, &r) in self.moved.iter().enumerate() {
-            let r = r as usize;
-            corpus[r * cols..(r + 1) * cols].copy_from_slice(self.updated.row(i));
-        }
+        apply(corpus, cols, &self.moved, &self.updated.data);
+    }
+}
+
+/// [`Fit::apply`] from its parts: `moved` rows (ascending, each below the
+/// corpus's row count) and their new embeddings `updated` (one row of
+/// `cols` values per entry of `moved`), for a fit that was saved (the
+/// delta of `nudge fit --delta`, a Python `FitResult`).
+pub fn apply(corpus: &mut [f32], cols: usize, moved: &[u32], updated: &[f32]) {
+    assert!(cols > 0 && corpus.len().is_multiple_of(cols), "whole rows");
+    assert_eq!(
+        updated.len(),
+        moved.len() * cols,
+        "one updated row per moved row"
+    );
+    crate::backend::cpu::normalize_rows(corpus, cols, 0);
+    for (&r, row) in moved.iter().zip(updated.chunks_exact(cols)) {
+        let r = r as usize;
+        corpus[r * cols..(r + 1) * cols].copy_from_slice(row);
     }
 }
 
@@ -342,7 +379,21 @@ pub fn fit_into(
     };
     let before = score_test(&test, &pass.moved)?;
     let mut evaluate_s = clock.split();
+    let original = pass.moved.clone();
     let updated = update(backend, opts.method, pass.moved, &g, choice.gamma)?;
+    // How far each moved record went (L2), for the report.
+    let moved_distances = (0..updated.rows)
+        .map(|i| {
+            let d2: f32 = updated
+                .row(i)
+                .iter()
+                .zip(original.row(i))
+                .map(|(a, b)| (a - b) * (a - b))
+                .sum();
+            d2.sqrt()
+        })
+        .collect();
+    drop(original);
     clock.lap("update");
     // The output is complete now: the disk can start on it while the test
     // queries are scored.
@@ -354,13 +405,19 @@ pub fn fit_into(
     evaluate_s += clock.split();
     clock.1.push(("evaluate", evaluate_s));
 
+    let (before, before_q) = before.unzip();
+    let (after, after_q) = after.unzip();
     Ok(Fit {
         method: opts.method,
+        val_k: dev_k,
         gamma: choice.gamma,
         gamma_reason: reason,
         moved: plan.moved,
         updated,
         dev_scores: choice.dev_scores,
+        dev_intervals: choice.intervals,
+        test_ndcg: before_q.zip(after_q),
+        moved_distances,
         before,
         after,
         zero_rows: pass.zero_rows,
@@ -498,6 +555,8 @@ struct Choice {
     gamma: f64,
     dev_scores: DevScores,
     reason: Option<String>,
+    /// NUDGE-M's dev intervals (empty otherwise).
+    intervals: Vec<(f32, f32)>,
 }
 
 /// Step 3: gamma, fixed by the caller or searched: NUDGE-M's exact interval
@@ -516,6 +575,7 @@ fn choose_gamma(
             gamma: (g as f32) as f64,
             dev_scores: DevScores::Fixed,
             reason: fixed,
+            intervals: Vec::new(),
         },
         (Method::NudgeM, None) => {
             let m = search.search_m(dev_static)?;
@@ -523,10 +583,11 @@ fn choose_gamma(
                 gamma: m.gamma as f64,
                 dev_scores: DevScores::Intervals {
                     best_count: m.count,
-                    intervals: m.intervals,
+                    intervals: m.intervals.len(),
                     pairs: m.pairs,
                 },
                 reason: None,
+                intervals: m.intervals,
             }
         }
         (Method::NudgeN, g) => {
@@ -546,6 +607,7 @@ fn choose_gamma(
                 gamma: best.1,
                 dev_scores: DevScores::Grid(points),
                 reason: fixed,
+                intervals: Vec::new(),
             }
         }
     })
@@ -624,9 +686,9 @@ struct TestScoring<'a> {
 }
 
 /// Step 5: test metrics with the moved records at `rows`: the static lists
-/// of the scan, merged with the moved rows' scores. `None` without a test
-/// split.
-fn score_test(t: &TestScoring, rows: &Matrix) -> Result<Option<Scores>> {
+/// of the scan, merged with the moved rows' scores, averaged and per query
+/// (NDCG). `None` without a test split.
+fn score_test(t: &TestScoring, rows: &Matrix) -> Result<Option<(Scores, Vec<f64>)>> {
     let Some((test, q)) = t.test else {
         return Ok(None);
     };
@@ -642,7 +704,10 @@ fn score_test(t: &TestScoring, rows: &Matrix) -> Result<Option<Scores>> {
             top.offer(i, s.row(i), &t.moved[start..end]);
         }
     }
-    Ok(Some(metrics::score(&top, &test.queries, &[t.k]).remove(0)))
+    Ok(Some((
+        metrics::score(&top, &test.queries, &[t.k]).remove(0),
+        metrics::per_query_ndcg(&top, &test.queries, t.k),
+    )))
 }
 
 /// Rows `first..first+count` of a scan's lists, cut to `k`.

@@ -38,7 +38,9 @@ pub(super) struct Sweep {
     pub gamma: f32,
     /// Intervals that contain gamma.
     pub count: usize,
-    pub intervals: usize,
+    /// The intervals `[low, high)` of gamma where a pair's answer ranks
+    /// first, one per pair that can rank first.
+    pub intervals: Vec<(f32, f32)>,
     pub pairs: usize,
 }
 
@@ -208,7 +210,7 @@ impl Search<'_> {
         Ok(Sweep {
             gamma,
             count,
-            intervals: intervals.len(),
+            intervals,
             pairs: pairs.len(),
         })
     }

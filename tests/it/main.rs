@@ -15,6 +15,7 @@
 //! - `gpu`: each GPU kernel against its CPU twin, the kernel table against
 //!   the WGSL, device failures, the CLI on a GPU.
 //! - `reference`: parity with the reference implementation (every backend).
+//! - `report`: the HTML reports, rendered in headless Chromium.
 //! - `safety`: no partial outputs, determinism, interruption.
 //! - `synth`: `nudge synth`.
 
@@ -26,5 +27,6 @@ mod errors;
 mod fuzz;
 mod gpu;
 mod reference;
+mod report;
 mod safety;
 mod synth;

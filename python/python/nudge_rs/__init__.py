@@ -160,6 +160,18 @@ class FitResult:
         _nudge.apply(out, np.ascontiguousarray(self.moved, dtype=np.int64), self.vectors)
         return out
 
+    def to_html(self, path: Union[str, "os.PathLike[str]"]) -> None:
+        """Write the fit's self-contained HTML report (the dev score against
+        gamma, test quality before and after, the moved records, where the
+        time went) to ``path``, as ``nudge fit --html`` does."""
+        import json
+
+        html = _nudge.report_html(json.dumps(self.report))
+        tmp = os.fspath(path) + ".partial"
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(html)
+        os.replace(tmp, path)
+
     def __repr__(self) -> str:
         return (
             f"FitResult(method={self.method!r}, gamma={self.gamma!r}, moved={len(self.moved)}, "
