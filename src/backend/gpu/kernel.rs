@@ -136,6 +136,26 @@ pub const UPDATE: Shader = Shader {
     source: include_str!("../../../shaders/update.wgsl"),
 };
 
+/// `peak.wgsl`: the FP32 FMA-throughput probe.
+pub const PEAK: Shader = Shader {
+    name: "peak",
+    source: include_str!("../../../shaders/peak.wgsl"),
+};
+
+/// `Params` of `peak.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+pub(crate) struct PeakParams {
+    /// Rounds of 16 vec4 FMAs per invocation.
+    pub iters: u32,
+    /// The multiplier of every FMA.
+    pub a: f32,
+    /// The addend of every FMA.
+    pub b: f32,
+    /// To the 16-byte size of a uniform block.
+    pub pad: u32,
+}
+
 /// `Params` of `normalize.wgsl` (every entry point of it).
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
@@ -452,6 +472,11 @@ kernels! {
         5 => part_s: Write,
         6 => part_r: Write,
     }
+    /// `peak.wgsl::main`: FMA chains that measure the FP32 peak.
+    fma_peak: FmaPeak = PEAK::"main" {
+        0 => p: Uniform<PeakParams>,
+        1 => out: Write,
+    }
     /// `update.wgsl::update_m`: the NUDGE-M step.
     update_m: UpdateM = UPDATE::"update_m" {
         0 => p: Uniform<UpdateParams>,
@@ -565,17 +590,37 @@ impl<L: Layout> Kernel<L> {
         bindings: L::Bindings<'_>,
         groups: (u32, u32),
     ) {
+        self.dispatch_counted(ctx, enc, bindings, groups, 0.0);
+    }
+
+    /// [`Kernel::dispatch`] of a kernel that does `flops` floating-point
+    /// operations, for its GFLOP/s in the per-kernel timings. The pass is
+    /// timed where the device has timestamps (see `profile`).
+    pub(crate) fn dispatch_counted(
+        &self,
+        ctx: &Context,
+        enc: &mut wgpu::CommandEncoder,
+        bindings: L::Bindings<'_>,
+        groups: (u32, u32),
+        flops: f64,
+    ) {
         let group = self.bind(ctx, &bindings);
         if groups.0 == 0 || groups.1 == 0 {
             return;
         }
-        let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
-            label: None,
-            timestamp_writes: None,
-        });
-        pass.set_pipeline(&self.pipeline);
-        pass.set_bind_group(0, &group, &[]);
-        pass.dispatch_workgroups(groups.0, groups.1, 1);
+        let slot = ctx.profiler.slot(L::SPEC.name, flops);
+        {
+            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: None,
+                timestamp_writes: slot.as_ref().map(|s| s.writes()),
+            });
+            pass.set_pipeline(&self.pipeline);
+            pass.set_bind_group(0, &group, &[]);
+            pass.dispatch_workgroups(groups.0, groups.1, 1);
+        }
+        if let Some(s) = slot {
+            s.resolve(enc);
+        }
     }
 }
 
@@ -618,6 +663,8 @@ pub(crate) struct Kernels {
     pub nudge_m_bounds: Kernel<NudgeMBounds<'static>>,
     /// NUDGE-N partial lists (merged by `topk_merge`).
     pub nudge_n_partial: Kernel<NudgeNPartial<'static>>,
+    /// The FP32 throughput probe.
+    pub fma_peak: Kernel<FmaPeak<'static>>,
     /// NUDGE-M update.
     pub update_m: Kernel<UpdateM<'static>>,
     /// NUDGE-N update.
@@ -666,6 +713,7 @@ impl Kernels {
                 aggregate: m.kernel(),
                 nudge_m_bounds: m.kernel(),
                 nudge_n_partial: m.kernel(),
+                fma_peak: m.kernel(),
                 update_m: m.kernel(),
                 update_n: m.kernel(),
             })

@@ -155,13 +155,20 @@ pub(super) fn record_gemm(
     );
     let groups = (n.div_ceil(TILE) as u32, m.div_ceil(TILE) as u32);
     let p = params;
+    // The useful work, 2 m n d (padding columns of d included).
+    let flops = 2.0 * m as f64 * n as f64 * (w4 * 4) as f64;
     match (&gpu.k.gemm_f16_native, f16) {
-        (Some(k), true) => k.dispatch(ctx, enc, GemmF16Native { p, a, c, b16h: b }, groups),
-        (None, true) => gpu
+        (Some(k), true) => {
+            k.dispatch_counted(ctx, enc, GemmF16Native { p, a, c, b16h: b }, groups, flops)
+        }
+        (None, true) => {
+            let b = GemmF16 { p, a, c, b16: b };
+            gpu.k.gemm_f16.dispatch_counted(ctx, enc, b, groups, flops)
+        }
+        (_, false) => gpu
             .k
-            .gemm_f16
-            .dispatch(ctx, enc, GemmF16 { p, a, c, b16: b }, groups),
-        (_, false) => gpu.k.gemm.dispatch(ctx, enc, Gemm { p, a, b, c }, groups),
+            .gemm
+            .dispatch_counted(ctx, enc, Gemm { p, a, b, c }, groups, flops),
     }
 }
 

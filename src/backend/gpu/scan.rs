@@ -331,7 +331,7 @@ impl Scan for GpuScan<'_> {
                 let piece = &chunk[start * self.d..(start + cnt) * self.d];
                 report.extend(self.push_piece(piece, first_row + start)?);
             }
-            Ok(())
+            gpu.collect_if_low()
         })?;
         Ok(report)
     }
