@@ -136,6 +136,28 @@ pub const UPDATE: Shader = Shader {
     source: include_str!("../../../shaders/update.wgsl"),
 };
 
+/// The register-blocked GEMM of `tiled.rs`. Its source here is only the
+/// interface every generated variant opens with; the module is built from
+/// [`super::tiled::Tile::wgsl`] of the adapter's tile shape.
+pub const GEMM_TILED: Shader = Shader {
+    name: "gemm_tiled",
+    source: super::tiled::INTERFACE,
+};
+
+/// `Params` of the generated GEMM (`tiled::INTERFACE`).
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+pub(crate) struct TiledParams {
+    /// Rows of `a` (padded to the tile).
+    pub m: u32,
+    /// Rows of `b` (padded to the tile).
+    pub n: u32,
+    /// vec4s per row of `a` and `b` (padded to the k-tile).
+    pub d4: u32,
+    /// vec4s between rows of `c`.
+    pub ldc4: u32,
+}
+
 /// `peak.wgsl`: the FP32 FMA-throughput probe.
 pub const PEAK: Shader = Shader {
     name: "peak",
@@ -414,6 +436,14 @@ kernels! {
         2 => b: Read,
         3 => c: Write,
     }
+    /// The generated register-blocked GEMM `c = a . b^T` in f32 on padded
+    /// shapes (`tiled.rs`).
+    gemm_tiled: GemmTiled = GEMM_TILED::"main" {
+        0 => p: Uniform<TiledParams>,
+        1 => a: Read,
+        2 => b: Read,
+        3 => c: Write,
+    }
     /// `similarity.wgsl::main_f16`: the same with `b` as packed f16 pairs.
     gemm_f16: GemmF16 = SIMILARITY::"main_f16" {
         0 => p: Uniform<GemmParams>,
@@ -649,6 +679,10 @@ pub(crate) struct Kernels {
     pub normalize_f16: Kernel<NormalizeF16<'static>>,
     /// The f32 GEMM.
     pub gemm: Kernel<Gemm<'static>>,
+    /// The register-blocked f32 GEMM, of shape `tile`.
+    pub gemm_tiled: Kernel<GemmTiled<'static>>,
+    /// The tile shape `gemm_tiled` was generated for.
+    pub tile: super::tiled::Tile,
     /// The packed-f16 GEMM (any adapter).
     pub gemm_f16: Kernel<GemmF16<'static>>,
     /// The native-f16 GEMM, when the device has `SHADER_F16`.
@@ -678,6 +712,32 @@ struct Modules<'c> {
 }
 
 impl Modules<'_> {
+    /// The kernel `L` from generated WGSL that is in bounds by
+    /// construction. Release builds compile it without wgpu's runtime
+    /// checks (index clamping, loop-bounding counters): the generated GEMM
+    /// indexes only `tile`-padded buffers the host sized for its grid (see
+    /// `tiled.rs`) and its loops are bounded by `p.d4`. Debug builds (the
+    /// tests in debug) keep every check, so an indexing mistake there shows
+    /// up as wrong results rather than memory corruption.
+    fn generated<L: Layout>(&mut self, source: String) -> Kernel<L> {
+        let desc = wgpu::ShaderModuleDescriptor {
+            label: Some(L::SPEC.shader.name),
+            source: wgpu::ShaderSource::Wgsl(source.into()),
+        };
+        let module = if cfg!(debug_assertions) {
+            self.ctx.device.create_shader_module(desc)
+        } else {
+            // SAFETY: see above; every access of the generated kernel is in
+            // bounds of buffers sized by `Tile::pad` for its dispatch grid.
+            unsafe {
+                self.ctx
+                    .device
+                    .create_shader_module_trusted(desc, wgpu::ShaderRuntimeChecks::unchecked())
+            }
+        };
+        Kernel::new(self.ctx, &module)
+    }
+
     fn kernel<L: Layout>(&mut self) -> Kernel<L> {
         let shader = L::SPEC.shader;
         let ctx = self.ctx;
@@ -701,7 +761,10 @@ impl Kernels {
                 ctx,
                 compiled: HashMap::new(),
             };
+            let tile = super::tiled::Tile::for_device(ctx);
             Ok(Kernels {
+                gemm_tiled: m.generated(tile.wgsl()),
+                tile,
                 normalize: m.kernel(),
                 normalize_f16: m.kernel(),
                 to_f16: m.kernel(),

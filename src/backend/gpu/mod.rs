@@ -20,6 +20,7 @@ mod measure;
 mod ops;
 pub mod profile;
 mod scan;
+pub mod tiled;
 
 use super::{
     Backend, Bounds, MovedBlock, Pair, RowReport, Scan, ScanSpec, Segments, SlopeBlock, TopK,
@@ -217,7 +218,11 @@ pub(crate) fn d4(cols: usize) -> usize {
 /// Rows of `cols` floats padded with zeros to `d4(cols) * 4` floats (zeros
 /// change neither dot products nor norms); borrowed when already aligned.
 pub(crate) fn pad_rows(data: &[f32], cols: usize) -> std::borrow::Cow<'_, [f32]> {
-    let w = d4(cols) * 4;
+    pad_rows_to(data, cols, d4(cols) * 4)
+}
+
+/// Rows of `cols` floats padded with zeros to `w >= cols` floats.
+pub(crate) fn pad_rows_to(data: &[f32], cols: usize, w: usize) -> std::borrow::Cow<'_, [f32]> {
     if w == cols {
         return std::borrow::Cow::Borrowed(data);
     }

@@ -16,9 +16,9 @@ use bytemuck::{Pod, Zeroable};
 
 use super::context::Uniform;
 use super::kernel::{
-    AggParams, Aggregate, BoundsParams, Gemm, GemmF16, GemmF16Native, GemmParams, MergeParams,
-    NormParams, Normalize, NudgeMBounds, NudgeNPartial, TopkMerge, TopkParams, UpdateM, UpdateN,
-    UpdateParams, grid, grid_items,
+    AggParams, Aggregate, BoundsParams, Gemm, GemmF16, GemmF16Native, GemmParams, GemmTiled,
+    MergeParams, NormParams, Normalize, NudgeMBounds, NudgeNPartial, TiledParams, TopkMerge,
+    TopkParams, UpdateM, UpdateN, UpdateParams, grid, grid_items,
 };
 use super::{Gpu, d4, pad_rows};
 use crate::backend::{Bounds, MovedBlock, Pair, RowReport, Segments, SlopeBlock, TopK};
@@ -170,6 +170,41 @@ pub(super) fn record_gemm(
             .gemm
             .dispatch_counted(ctx, enc, Gemm { p, a, b, c }, groups, flops),
     }
+}
+
+/// Records the register-blocked GEMM `c = a . b^T` on shapes already
+/// padded to the device's tile (`m`, `n` rows, `w4` vec4s per row, both
+/// multiples of the tile; `c` has `n` columns).
+#[allow(clippy::too_many_arguments)]
+pub(super) fn record_gemm_tiled(
+    gpu: &Gpu,
+    enc: &mut wgpu::CommandEncoder,
+    params: &Uniform<TiledParams>,
+    a: &wgpu::Buffer,
+    b: &wgpu::Buffer,
+    c: &wgpu::Buffer,
+    (m, n, w4): (usize, usize, usize),
+    flops: f64,
+) {
+    let t = gpu.k.tile;
+    debug_assert!(
+        m % t.bm as usize == 0 && n % t.bn as usize == 0 && (w4 * 4) % t.bk as usize == 0,
+        "tiled GEMM on unpadded shapes"
+    );
+    let ctx = &gpu.ctx;
+    params.set(
+        ctx,
+        &TiledParams {
+            m: m as u32,
+            n: n as u32,
+            d4: w4 as u32,
+            ldc4: (n / 4) as u32,
+        },
+    );
+    let groups = ((n / t.bn as usize) as u32, (m / t.bm as usize) as u32);
+    gpu.k
+        .gemm_tiled
+        .dispatch_counted(ctx, enc, GemmTiled { p: params, a, b, c }, groups, flops);
 }
 
 /// Most rows one GEMM dispatch may cover in either operand (the workgroup
