@@ -145,10 +145,7 @@ fn intervals_chart(intervals: &[(f64, f64)], gamma: f64) -> Result<String> {
     }
     steps.push((x1, count));
     let best = steps.iter().map(|s| s.1).max().unwrap_or(0) as f64;
-    let at_gamma = steps
-        .iter()
-        .rfind(|s| s.0 <= gamma)
-        .map_or(0, |s| s.1) as f64;
+    let at_gamma = steps.iter().rfind(|s| s.0 <= gamma).map_or(0, |s| s.1) as f64;
     svg(|root| {
         let mut chart = ChartBuilder::on(root)
             .margin(12)

@@ -139,6 +139,12 @@ pub trait Backend: Sync {
         score_block_rows(queries)
     }
 
+    /// GPU time per kernel so far, from timestamp queries (empty on the
+    /// CPU, or on an adapter without timestamps).
+    fn kernel_timings(&self) -> Vec<gpu::KernelTime> {
+        Vec::new()
+    }
+
     /// Starts a streaming top-k scan.
     fn scan<'a>(&'a self, spec: ScanSpec<'a>) -> Result<Box<dyn Scan + 'a>>;
     /// `a . b^T` (both row-major, same number of columns).

@@ -169,6 +169,16 @@ pub fn run(a: BenchArgs) -> Result<()> {
             }
         }
     };
+    // The GPU's own ceiling, measured once on the adapter the GPU runs
+    // get: FP32 peak and host-to-device bandwidth.
+    let mut gpu_peak: Option<(f64, f64)> = None;
+    if backends.contains(&"gpu") {
+        log::notice("gpu: measuring the FP32 peak and host-to-device bandwidth ...");
+        match super::devices::measure(&nudge::GpuOptions::default()) {
+            Ok((gflops, _, h2d)) => gpu_peak = Some((gflops, h2d)),
+            Err(e) => notes.push(format!("gpu: peak not measured ({e})")),
+        }
+    }
     let mut runs: Vec<Run> = Vec::new();
     'backends: for backend in backends {
         let mut steps: Vec<(String, Vec<String>)> = vec![(
@@ -268,7 +278,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
             let n = r.output["records"].as_f64().unwrap_or(0.0);
             let d = r.output["dim"].as_f64().unwrap_or(0.0);
             let flops = 2.0 * queries_in_scan(r) * n * d;
-            json!({
+            let mut row = json!({
                 "backend": r.backend,
                 "device": r.output["device"],
                 "step": r.step,
@@ -283,7 +293,31 @@ pub fn run(a: BenchArgs) -> Result<()> {
                     Some(g) if r.backend == "cpu" => super::floor::floor(&r.step, &r.output, g),
                     _ => Value::Null,
                 },
-            })
+            });
+            if r.backend == "gpu" {
+                let kernels = t["gpu_kernels"].clone();
+                // The similarity kernels: every GEMM variant that ran (the
+                // scan's and the moved-set blocks'), work over time.
+                let (mut flop, mut ms) = (0.0, 0.0);
+                for k in ["gemm_tiled", "gemm", "gemm_f16", "gemm_f16_native"] {
+                    if let (Some(g), Some(t)) =
+                        (kernels[k]["gflops"].as_f64(), kernels[k]["ms"].as_f64())
+                    {
+                        flop += g * t * 1e6;
+                        ms += t;
+                    }
+                }
+                let gemm = (ms > 0.0).then(|| flop / (ms * 1e6));
+                row["gpu_kernels"] = kernels;
+                if let Some((peak, h2d)) = gpu_peak {
+                    row["fp32_peak_gflops"] = json!(peak);
+                    row["h2d_gbps"] = json!(h2d);
+                    if let Some(g) = gemm {
+                        row["similarity_peak_fraction"] = json!(g / peak);
+                    }
+                }
+            }
+            row
         })
         .collect();
     let mut speedups = serde_json::Map::new();
@@ -354,6 +388,29 @@ pub fn run(a: BenchArgs) -> Result<()> {
             "gpu speedup, {step}: {:.2}x",
             x.as_f64().unwrap_or(f64::NAN)
         );
+    }
+    for r in rows.iter().filter(|r| r["backend"] == "gpu") {
+        let Some(k) = r["gpu_kernels"].as_object() else {
+            continue;
+        };
+        let parts: Vec<String> = k
+            .iter()
+            .map(|(name, v)| {
+                let ms = v["ms"].as_f64().unwrap_or(f64::NAN);
+                match v["gflops"].as_f64() {
+                    Some(g) => format!("{name} {ms:.1} ms ({g:.1} GFLOP/s)"),
+                    None => format!("{name} {ms:.1} ms"),
+                }
+            })
+            .collect();
+        println!(
+            "gpu kernels, {}: {}",
+            r["step"].as_str().unwrap_or(""),
+            parts.join(", ")
+        );
+    }
+    if let Some((peak, h2d)) = gpu_peak {
+        println!("gpu fp32 peak (measured): {peak:.1} GFLOP/s; host to device {h2d:.2} GB/s");
     }
     for n in &notes {
         println!("{n}");

@@ -3,17 +3,32 @@
 
 use clap::Args;
 
-use nudge::Result;
 use nudge::backend::gpu::list_adapters;
+use nudge::{Gpu, GpuOptions, Result};
 
 #[derive(Args, Debug)]
-pub struct DevicesArgs {}
+pub struct DevicesArgs {
+    /// Also measure each adapter's FP32 peak (an FMA-throughput kernel) and
+    /// host-to-device bandwidth (seconds per adapter)
+    #[arg(long)]
+    pub peak: bool,
+}
+
+/// The measured FP32 peak and host-to-device bandwidth of the adapter
+/// `GpuOptions` picks, as `nudge devices --peak` and `nudge bench` report
+/// them: (GFLOP/s, timed by timestamps, GB/s).
+pub fn measure(opts: &GpuOptions) -> Result<(f64, bool, f64)> {
+    let gpu = Gpu::new(opts)?;
+    let peak = gpu.fp32_peak()?;
+    let h2d = gpu.h2d_gbps(64 << 20)?;
+    Ok((peak.gflops, peak.timestamps, h2d))
+}
 
 fn mib(bytes: u64) -> String {
     format!("{} MiB", bytes >> 20)
 }
 
-pub fn run(_args: DevicesArgs) -> Result<()> {
+pub fn run(args: DevicesArgs) -> Result<()> {
     let list = list_adapters();
     if list.is_empty() {
         println!(
@@ -57,6 +72,30 @@ pub fn run(_args: DevicesArgs) -> Result<()> {
             );
         } else {
             println!("   subgroups        no");
+        }
+        println!(
+            "   timestamps       {}",
+            if a.timestamps {
+                "yes (per-kernel GPU times)"
+            } else {
+                "no"
+            }
+        );
+        if args.peak {
+            let opts = GpuOptions {
+                adapter: Some(a.name.clone()),
+                ..Default::default()
+            };
+            match measure(&opts) {
+                Ok((gflops, ts, h2d)) => {
+                    println!(
+                        "   fp32 peak        {gflops:.1} GFLOP/s (measured, {})",
+                        if ts { "timestamps" } else { "host clock" }
+                    );
+                    println!("   host to device   {h2d:.2} GB/s (measured)");
+                }
+                Err(e) => println!("   fp32 peak        not measured: {e}"),
+            }
         }
     }
     Ok(())

@@ -100,10 +100,12 @@ pub fn run(args: EvalArgs) -> Result<()> {
         o.insert("device".into(), json!(backend.device_name()));
         o.insert("records".into(), json!(ds.corpus.rows()));
         o.insert("dim".into(), json!(ds.dim()));
-        o.insert(
-            "timings".into(),
-            json!({ "read": read_s, "scan": scan_s, "total": start.elapsed().as_secs_f64() }),
-        );
+        let mut timings =
+            json!({ "read": read_s, "scan": scan_s, "total": start.elapsed().as_secs_f64() });
+        if let Some(k) = super::kernel_timings_json(backend.as_ref()) {
+            timings["gpu_kernels"] = k;
+        }
+        o.insert("timings".into(), timings);
         println!("{}", Value::Object(o));
     } else {
         println!(

@@ -214,6 +214,9 @@ pub fn run(args: FitArgs) -> Result<()> {
         let fit_write = timings.get("write").and_then(Value::as_f64).unwrap_or(0.0);
         timings.insert("write".into(), json!(fit_write + write_s));
         timings.insert("total".into(), json!(start.elapsed().as_secs_f64()));
+        if let Some(k) = super::kernel_timings_json(backend.as_ref()) {
+            timings.insert("gpu_kernels".into(), k);
+        }
         let mut report = fit.report();
         report["timings"] = Value::Object(timings);
         report["inputs"] = inputs_json(&ds, &args);

@@ -128,3 +128,24 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Devices(a) => devices::run(a),
     }
 }
+
+/// The backend's per-kernel GPU times as `{name: {ms, calls, gflops}}`
+/// (`gflops` only for kernels that count their work); `None` when it has
+/// none (the CPU, or an adapter without timestamp queries).
+pub fn kernel_timings_json(backend: &dyn nudge::Backend) -> Option<serde_json::Value> {
+    let times = backend.kernel_timings();
+    if times.is_empty() {
+        return None;
+    }
+    let mut o = serde_json::Map::new();
+    for t in times {
+        let mut k = serde_json::Map::new();
+        k.insert("ms".into(), serde_json::json!(t.ms));
+        k.insert("calls".into(), serde_json::json!(t.calls));
+        if let Some(g) = t.gflops() {
+            k.insert("gflops".into(), serde_json::json!(g));
+        }
+        o.insert(t.name, serde_json::Value::Object(k));
+    }
+    Some(serde_json::Value::Object(o))
+}

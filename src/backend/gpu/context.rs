@@ -13,6 +13,7 @@ use std::sync::mpsc::RecvTimeoutError;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use super::profile::Profiler;
 use crate::error::{Error, Result};
 
 /// How the corpus chunk is stored on the device during a scan.
@@ -83,6 +84,10 @@ pub struct GpuOptions {
     /// GPU must not stall a batch job forever. The library reads no
     /// environment; the caller decides (default 600 s).
     pub timeout: Duration,
+    /// Time every kernel dispatch with timestamp queries where the adapter
+    /// has them (see [`super::Gpu::kernel_timings`]). On by default: two
+    /// timestamps per dispatch cost next to nothing.
+    pub timestamps: bool,
 }
 
 // By hand rather than derived: the timeout's default is not zero.
@@ -94,6 +99,7 @@ impl Default for GpuOptions {
             packed_f16_only: false,
             buffer_limit: None,
             timeout: DEFAULT_TIMEOUT,
+            timestamps: true,
         }
     }
 }
@@ -126,6 +132,8 @@ pub struct AdapterSummary {
     pub subgroups: bool,
     /// Smallest and largest subgroup size.
     pub subgroup_sizes: (u32, u32),
+    /// The adapter has timestamp queries (per-kernel GPU times).
+    pub timestamps: bool,
 }
 
 fn instance() -> wgpu::Instance {
@@ -166,6 +174,7 @@ pub fn list_adapters() -> Vec<AdapterSummary> {
                 shader_f16: f.contains(wgpu::Features::SHADER_F16),
                 subgroups: f.contains(wgpu::Features::SUBGROUP),
                 subgroup_sizes: (info.subgroup_min_size, info.subgroup_max_size),
+                timestamps: f.contains(wgpu::Features::TIMESTAMP_QUERY),
             }
         })
         .collect()
@@ -203,6 +212,8 @@ pub struct Context {
     pub limits: wgpu::Limits,
     /// `SHADER_F16` was requested (f16 precision on an adapter that has it).
     pub native_f16: bool,
+    /// Per-kernel timestamps (inert without `TIMESTAMP_QUERY`).
+    pub profiler: Profiler,
     faults: Arc<Mutex<Faults>>,
     timeout: Duration,
 }
@@ -236,6 +247,11 @@ impl Context {
         if native_f16 {
             features |= wgpu::Features::SHADER_F16;
         }
+        let timestamps =
+            opts.timestamps && adapter.features().contains(wgpu::Features::TIMESTAMP_QUERY);
+        if timestamps {
+            features |= wgpu::Features::TIMESTAMP_QUERY;
+        }
         // The adapter's own limits: the defaults cap buffers at 256 MiB.
         let desc = wgpu::DeviceDescriptor {
             label: Some("nudge"),
@@ -257,7 +273,9 @@ impl Context {
             f.first
                 .get_or_insert_with(|| format!("device lost ({reason:?}): {msg}"));
         });
+        let profiler = Profiler::new(&device, &queue, timestamps);
         Ok(Context {
+            profiler,
             limits: device.limits(),
             device,
             queue,
@@ -472,6 +490,25 @@ impl Context {
         enc.copy_buffer_to_buffer(src, 0, staging, 0, len.next_multiple_of(4));
         let idx = self.queue.submit([enc.finish()]);
         self.read_mapped(staging, len, Some(idx))
+    }
+}
+
+impl Context {
+    /// Adds the times of every dispatch that has executed to the
+    /// profiler's totals (see [`Profiler::collect`]); nothing without
+    /// timestamps.
+    pub fn collect_timings(&self) -> Result<()> {
+        self.profiler.collect(|resolve, staging| {
+            let mut enc = self
+                .device
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
+            enc.copy_buffer_to_buffer(resolve, 0, staging, 0, resolve.size());
+            // In the same submission: a slot resolved after this copy is
+            // read by the next collection, never lost to the clear.
+            enc.clear_buffer(resolve, 0, None);
+            let idx = self.queue.submit([enc.finish()]);
+            self.read_mapped(staging, staging.size(), Some(idx))
+        })
     }
 }
 

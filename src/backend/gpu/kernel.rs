@@ -136,6 +136,48 @@ pub const UPDATE: Shader = Shader {
     source: include_str!("../../../shaders/update.wgsl"),
 };
 
+/// The register-blocked GEMM of `tiled.rs`. Its source here is only the
+/// interface every generated variant opens with; the module is built from
+/// [`super::tiled::Tile::wgsl`] of the adapter's tile shape.
+pub const GEMM_TILED: Shader = Shader {
+    name: "gemm_tiled",
+    source: super::tiled::INTERFACE,
+};
+
+/// `Params` of the generated GEMM (`tiled::INTERFACE`).
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+pub(crate) struct TiledParams {
+    /// Rows of `a` (padded to the tile).
+    pub m: u32,
+    /// Rows of `b` (padded to the tile).
+    pub n: u32,
+    /// vec4s per row of `a` and `b` (padded to the k-tile).
+    pub d4: u32,
+    /// vec4s between rows of `c`.
+    pub ldc4: u32,
+}
+
+/// `peak.wgsl`: the FP32 FMA-throughput probe.
+pub const PEAK: Shader = Shader {
+    name: "peak",
+    source: include_str!("../../../shaders/peak.wgsl"),
+};
+
+/// `Params` of `peak.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+pub(crate) struct PeakParams {
+    /// Rounds of 16 vec4 FMAs per invocation.
+    pub iters: u32,
+    /// The multiplier of every FMA.
+    pub a: f32,
+    /// The addend of every FMA.
+    pub b: f32,
+    /// To the 16-byte size of a uniform block.
+    pub pad: u32,
+}
+
 /// `Params` of `normalize.wgsl` (every entry point of it).
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
@@ -394,6 +436,14 @@ kernels! {
         2 => b: Read,
         3 => c: Write,
     }
+    /// The generated register-blocked GEMM `c = a . b^T` in f32 on padded
+    /// shapes (`tiled.rs`).
+    gemm_tiled: GemmTiled = GEMM_TILED::"main" {
+        0 => p: Uniform<TiledParams>,
+        1 => a: Read,
+        2 => b: Read,
+        3 => c: Write,
+    }
     /// `similarity.wgsl::main_f16`: the same with `b` as packed f16 pairs.
     gemm_f16: GemmF16 = SIMILARITY::"main_f16" {
         0 => p: Uniform<GemmParams>,
@@ -451,6 +501,11 @@ kernels! {
         4 => records: Read,
         5 => part_s: Write,
         6 => part_r: Write,
+    }
+    /// `peak.wgsl::main`: FMA chains that measure the FP32 peak.
+    fma_peak: FmaPeak = PEAK::"main" {
+        0 => p: Uniform<PeakParams>,
+        1 => out: Write,
     }
     /// `update.wgsl::update_m`: the NUDGE-M step.
     update_m: UpdateM = UPDATE::"update_m" {
@@ -565,17 +620,37 @@ impl<L: Layout> Kernel<L> {
         bindings: L::Bindings<'_>,
         groups: (u32, u32),
     ) {
+        self.dispatch_counted(ctx, enc, bindings, groups, 0.0);
+    }
+
+    /// [`Kernel::dispatch`] of a kernel that does `flops` floating-point
+    /// operations, for its GFLOP/s in the per-kernel timings. The pass is
+    /// timed where the device has timestamps (see `profile`).
+    pub(crate) fn dispatch_counted(
+        &self,
+        ctx: &Context,
+        enc: &mut wgpu::CommandEncoder,
+        bindings: L::Bindings<'_>,
+        groups: (u32, u32),
+        flops: f64,
+    ) {
         let group = self.bind(ctx, &bindings);
         if groups.0 == 0 || groups.1 == 0 {
             return;
         }
-        let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
-            label: None,
-            timestamp_writes: None,
-        });
-        pass.set_pipeline(&self.pipeline);
-        pass.set_bind_group(0, &group, &[]);
-        pass.dispatch_workgroups(groups.0, groups.1, 1);
+        let slot = ctx.profiler.slot(L::SPEC.name, flops);
+        {
+            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: None,
+                timestamp_writes: slot.as_ref().map(|s| s.writes()),
+            });
+            pass.set_pipeline(&self.pipeline);
+            pass.set_bind_group(0, &group, &[]);
+            pass.dispatch_workgroups(groups.0, groups.1, 1);
+        }
+        if let Some(s) = slot {
+            s.resolve(enc);
+        }
     }
 }
 
@@ -604,6 +679,10 @@ pub(crate) struct Kernels {
     pub normalize_f16: Kernel<NormalizeF16<'static>>,
     /// The f32 GEMM.
     pub gemm: Kernel<Gemm<'static>>,
+    /// The register-blocked f32 GEMM, of shape `tile`.
+    pub gemm_tiled: Kernel<GemmTiled<'static>>,
+    /// The tile shape `gemm_tiled` was generated for.
+    pub tile: super::tiled::Tile,
     /// The packed-f16 GEMM (any adapter).
     pub gemm_f16: Kernel<GemmF16<'static>>,
     /// The native-f16 GEMM, when the device has `SHADER_F16`.
@@ -618,6 +697,8 @@ pub(crate) struct Kernels {
     pub nudge_m_bounds: Kernel<NudgeMBounds<'static>>,
     /// NUDGE-N partial lists (merged by `topk_merge`).
     pub nudge_n_partial: Kernel<NudgeNPartial<'static>>,
+    /// The FP32 throughput probe.
+    pub fma_peak: Kernel<FmaPeak<'static>>,
     /// NUDGE-M update.
     pub update_m: Kernel<UpdateM<'static>>,
     /// NUDGE-N update.
@@ -631,6 +712,32 @@ struct Modules<'c> {
 }
 
 impl Modules<'_> {
+    /// The kernel `L` from generated WGSL that is in bounds by
+    /// construction. Release builds compile it without wgpu's runtime
+    /// checks (index clamping, loop-bounding counters): the generated GEMM
+    /// indexes only `tile`-padded buffers the host sized for its grid (see
+    /// `tiled.rs`) and its loops are bounded by `p.d4`. Debug builds (the
+    /// tests in debug) keep every check, so an indexing mistake there shows
+    /// up as wrong results rather than memory corruption.
+    fn generated<L: Layout>(&mut self, source: String) -> Kernel<L> {
+        let desc = wgpu::ShaderModuleDescriptor {
+            label: Some(L::SPEC.shader.name),
+            source: wgpu::ShaderSource::Wgsl(source.into()),
+        };
+        let module = if cfg!(debug_assertions) {
+            self.ctx.device.create_shader_module(desc)
+        } else {
+            // SAFETY: see above; every access of the generated kernel is in
+            // bounds of buffers sized by `Tile::pad` for its dispatch grid.
+            unsafe {
+                self.ctx
+                    .device
+                    .create_shader_module_trusted(desc, wgpu::ShaderRuntimeChecks::unchecked())
+            }
+        };
+        Kernel::new(self.ctx, &module)
+    }
+
     fn kernel<L: Layout>(&mut self) -> Kernel<L> {
         let shader = L::SPEC.shader;
         let ctx = self.ctx;
@@ -654,7 +761,10 @@ impl Kernels {
                 ctx,
                 compiled: HashMap::new(),
             };
+            let tile = super::tiled::Tile::for_device(ctx);
             Ok(Kernels {
+                gemm_tiled: m.generated(tile.wgsl()),
+                tile,
                 normalize: m.kernel(),
                 normalize_f16: m.kernel(),
                 to_f16: m.kernel(),
@@ -666,6 +776,7 @@ impl Kernels {
                 aggregate: m.kernel(),
                 nudge_m_bounds: m.kernel(),
                 nudge_n_partial: m.kernel(),
+                fma_peak: m.kernel(),
                 update_m: m.kernel(),
                 update_n: m.kernel(),
             })

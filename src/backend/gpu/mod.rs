@@ -16,8 +16,11 @@ use std::sync::Mutex;
 
 pub mod context;
 pub mod kernel;
+mod measure;
 mod ops;
+pub mod profile;
 mod scan;
+pub mod tiled;
 
 use super::{
     Backend, Bounds, MovedBlock, Pair, RowReport, Scan, ScanSpec, Segments, SlopeBlock, TopK,
@@ -27,6 +30,8 @@ use crate::matrix::Matrix;
 use context::Context;
 pub use context::{AdapterSummary, GpuOptions, Precision, list_adapters};
 use kernel::Kernels;
+pub use measure::{Peak, fma_peak_twin};
+pub use profile::KernelTime;
 
 /// No single buffer of a streamed step grows beyond this, whatever the
 /// device allows: larger ones gain nothing and cost memory.
@@ -151,7 +156,52 @@ impl Gpu {
     /// scopes.
     fn one_shot<T>(&self, what: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
         let _alone = self.op.lock().unwrap_or_else(|p| p.into_inner());
-        self.ctx.scoped(what, f)
+        let out = self.ctx.scoped(what, f)?;
+        self.collect_if_low()?;
+        Ok(out)
+    }
+
+    /// Collects the kernel times when few timestamp slots are left (called
+    /// between steps, so that a long fit keeps timing every dispatch).
+    fn collect_if_low(&self) -> Result<()> {
+        if self.ctx.profiler.running_low() {
+            self.ctx.collect_timings()?;
+        }
+        Ok(())
+    }
+
+    /// The adapter has timestamp queries and dispatches are being timed.
+    pub fn timestamps(&self) -> bool {
+        self.ctx.profiler.enabled()
+    }
+
+    /// GPU time per kernel since the device was opened (or the last
+    /// [`Gpu::reset_kernel_timings`]), from timestamp queries; empty where
+    /// the adapter has none. Waits for the work submitted so far.
+    pub fn kernel_timings(&self) -> Result<Vec<KernelTime>> {
+        self.ctx.wait(None)?;
+        self.ctx.collect_timings()?;
+        Ok(self.ctx.profiler.totals())
+    }
+
+    /// Forgets the per-kernel times so far.
+    pub fn reset_kernel_timings(&self) {
+        self.ctx.profiler.reset();
+    }
+
+    /// Dispatches that ran untimed because every timestamp slot was in use.
+    pub fn untimed_dispatches(&self) -> u64 {
+        self.ctx.profiler.untimed()
+    }
+
+    /// The collected total of one kernel (zero when it has none).
+    fn kernel_time(&self, name: &str) -> KernelTime {
+        self.ctx
+            .profiler
+            .totals()
+            .into_iter()
+            .find(|t| t.name == name)
+            .unwrap_or_default()
     }
 
     /// Bytes one buffer of a streamed or split step may use.
@@ -168,7 +218,11 @@ pub(crate) fn d4(cols: usize) -> usize {
 /// Rows of `cols` floats padded with zeros to `d4(cols) * 4` floats (zeros
 /// change neither dot products nor norms); borrowed when already aligned.
 pub(crate) fn pad_rows(data: &[f32], cols: usize) -> std::borrow::Cow<'_, [f32]> {
-    let w = d4(cols) * 4;
+    pad_rows_to(data, cols, d4(cols) * 4)
+}
+
+/// Rows of `cols` floats padded with zeros to `w >= cols` floats.
+pub(crate) fn pad_rows_to(data: &[f32], cols: usize, w: usize) -> std::borrow::Cow<'_, [f32]> {
     if w == cols {
         return std::borrow::Cow::Borrowed(data);
     }
@@ -201,6 +255,11 @@ impl Backend for Gpu {
         let by_chunk = self.budget().min(CHUNK_BYTES) / (d4(dim).max(1) as u64 * 16);
         let by_scores = self.budget() / (queries.max(1) as u64 * 4);
         by_chunk.min(by_scores).clamp(1, 1 << 20) as usize
+    }
+
+    fn kernel_timings(&self) -> Vec<KernelTime> {
+        // A failure to read the times back is not the step's failure.
+        Gpu::kernel_timings(self).unwrap_or_default()
     }
 
     fn scan<'a>(&'a self, spec: ScanSpec<'a>) -> Result<Box<dyn Scan + 'a>> {

@@ -16,9 +16,9 @@ use bytemuck::{Pod, Zeroable};
 
 use super::context::Uniform;
 use super::kernel::{
-    AggParams, Aggregate, BoundsParams, Gemm, GemmF16, GemmF16Native, GemmParams, MergeParams,
-    NormParams, Normalize, NudgeMBounds, NudgeNPartial, TopkMerge, TopkParams, UpdateM, UpdateN,
-    UpdateParams, grid, grid_items,
+    AggParams, Aggregate, BoundsParams, Gemm, GemmF16, GemmF16Native, GemmParams, GemmTiled,
+    MergeParams, NormParams, Normalize, NudgeMBounds, NudgeNPartial, TiledParams, TopkMerge,
+    TopkParams, UpdateM, UpdateN, UpdateParams, grid, grid_items,
 };
 use super::{Gpu, d4, pad_rows};
 use crate::backend::{Bounds, MovedBlock, Pair, RowReport, Segments, SlopeBlock, TopK};
@@ -155,14 +155,56 @@ pub(super) fn record_gemm(
     );
     let groups = (n.div_ceil(TILE) as u32, m.div_ceil(TILE) as u32);
     let p = params;
+    // The useful work, 2 m n d (padding columns of d included).
+    let flops = 2.0 * m as f64 * n as f64 * (w4 * 4) as f64;
     match (&gpu.k.gemm_f16_native, f16) {
-        (Some(k), true) => k.dispatch(ctx, enc, GemmF16Native { p, a, c, b16h: b }, groups),
-        (None, true) => gpu
+        (Some(k), true) => {
+            k.dispatch_counted(ctx, enc, GemmF16Native { p, a, c, b16h: b }, groups, flops)
+        }
+        (None, true) => {
+            let b = GemmF16 { p, a, c, b16: b };
+            gpu.k.gemm_f16.dispatch_counted(ctx, enc, b, groups, flops)
+        }
+        (_, false) => gpu
             .k
-            .gemm_f16
-            .dispatch(ctx, enc, GemmF16 { p, a, c, b16: b }, groups),
-        (_, false) => gpu.k.gemm.dispatch(ctx, enc, Gemm { p, a, b, c }, groups),
+            .gemm
+            .dispatch_counted(ctx, enc, Gemm { p, a, b, c }, groups, flops),
     }
+}
+
+/// Records the register-blocked GEMM `c = a . b^T` on shapes already
+/// padded to the device's tile (`m`, `n` rows, `w4` vec4s per row, both
+/// multiples of the tile; `c` has `n` columns).
+#[allow(clippy::too_many_arguments)]
+pub(super) fn record_gemm_tiled(
+    gpu: &Gpu,
+    enc: &mut wgpu::CommandEncoder,
+    params: &Uniform<TiledParams>,
+    a: &wgpu::Buffer,
+    b: &wgpu::Buffer,
+    c: &wgpu::Buffer,
+    (m, n, w4): (usize, usize, usize),
+    flops: f64,
+) {
+    let t = gpu.k.tile;
+    debug_assert!(
+        m % t.bm as usize == 0 && n % t.bn as usize == 0 && (w4 * 4) % t.bk as usize == 0,
+        "tiled GEMM on unpadded shapes"
+    );
+    let ctx = &gpu.ctx;
+    params.set(
+        ctx,
+        &TiledParams {
+            m: m as u32,
+            n: n as u32,
+            d4: w4 as u32,
+            ldc4: (n / 4) as u32,
+        },
+    );
+    let groups = ((n / t.bn as usize) as u32, (m / t.bm as usize) as u32);
+    gpu.k
+        .gemm_tiled
+        .dispatch_counted(ctx, enc, GemmTiled { p: params, a, b, c }, groups, flops);
 }
 
 /// Most rows one GEMM dispatch may cover in either operand (the workgroup

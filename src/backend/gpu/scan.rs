@@ -20,11 +20,12 @@ use bytemuck::Zeroable;
 
 use super::context::Uniform;
 use super::kernel::{
-    GemmParams, NormParams, Normalize, NormalizeF16, ToF16, TopkMerge, TopkParams, TopkPartial,
-    grid, grid_items,
+    GemmParams, NormParams, Normalize, NormalizeF16, TiledParams, ToF16, TopkMerge, TopkParams,
+    TopkPartial, grid, grid_items,
 };
 use super::ops::{self, SEG};
-use super::{Gpu, Precision, d4, pad_rows};
+use super::tiled::Tile;
+use super::{Gpu, Precision, d4, pad_rows_to};
 use crate::backend::Backend;
 use crate::backend::{RowReport, Rows, Scan, ScanSpec, TopK};
 use crate::error::{Error, Result};
@@ -45,6 +46,13 @@ pub struct GpuScan<'a> {
     k: usize,
     normalize: bool,
     f16: bool,
+    /// f32 chunks are scored by the register-blocked GEMM (`tiled.rs`) on
+    /// shapes padded to its tile: queries to `q_pad` rows, chunks to whole
+    /// column tiles, rows to `w4` vec4s.
+    tiled: bool,
+    q_pad: usize,
+    /// vec4s per padded row of the queries and the chunk.
+    w4: usize,
     /// Most rows per slot; larger pushes are split.
     cap: usize,
     seg_len: usize,
@@ -63,6 +71,7 @@ pub struct GpuScan<'a> {
     /// chunk i+1's are being written.
     norm_params: Uniform<NormParams>,
     gemm_params: Uniform<GemmParams>,
+    tiled_params: Uniform<TiledParams>,
     topk_params: Uniform<TopkParams>,
 }
 
@@ -80,17 +89,28 @@ impl<'a> GpuScan<'a> {
     pub fn new(gpu: &'a Gpu, spec: ScanSpec<'a>) -> Result<GpuScan<'a>> {
         let ctx = &gpu.ctx;
         let (q, d, k) = (spec.queries.rows, spec.queries.cols, spec.k);
-        let w = d4(d).max(1);
+        let tile = gpu.k.tile;
         let budget = gpu.budget() as usize;
-        if q * w * 16 > gpu.max_binding() as usize {
+        // The tiled GEMM needs the padded queries, one whole column tile of
+        // chunk rows and its padded score block in one binding each; where
+        // a tiny buffer limit leaves no room (tests), the simple GEMM runs.
+        let (tw, tq, bn) = (tile.width(d) / 4, Tile::pad(q, tile.bm), tile.bn as usize);
+        let tiled_cap = (budget / (tq * 4) / bn * bn).min(budget / (tw * 16) / bn * bn);
+        let tiled = gpu.precision == Precision::F32 && tiled_cap > 0 && tq * tw * 16 <= budget;
+        let (w, q_pad) = if tiled { (tw, tq) } else { (d4(d).max(1), q) };
+        if q_pad * w * 16 > gpu.max_binding() as usize {
             return Err(Error::gpu(format!(
                 "{q} queries of dimension {d} do not fit in one GPU storage binding; run on the CPU instead"
             )));
         }
-        let cap = gpu
+        let mut cap = gpu
             .chunk_rows(q, d, usize::MAX)
             .min(ops::MAX_GEMM_ROWS)
             .min(u32::MAX as usize / w);
+        if tiled {
+            // Whole tiles of padded chunk rows and scores still fit.
+            cap = cap.min(tiled_cap);
+        }
         // Scratch lists of the partial top-k: q * segs * k entries.
         let per_list = (q * k.max(1) * 4).max(1);
         let max_segs = (budget / per_list).max(1);
@@ -101,7 +121,9 @@ impl<'a> GpuScan<'a> {
                 "top-{k} lists of {q} queries do not fit in GPU memory bindings; run on the CPU instead"
             )));
         }
-        let queries = ctx.upload("queries", &pad_rows(&spec.queries.data, d));
+        let mut qdata = pad_rows_to(&spec.queries.data, d, w * 4).into_owned();
+        qdata.resize(q_pad * w * 4, 0.0);
+        let queries = ctx.upload("queries", &qdata);
         let (skip, use_skip) = match spec.skip {
             Some(mask) => {
                 let mut bits = vec![0u32; mask.len().div_ceil(32).max(1)];
@@ -122,6 +144,9 @@ impl<'a> GpuScan<'a> {
             k,
             normalize: spec.rows == Rows::Normalize,
             f16: gpu.precision == Precision::F16,
+            tiled,
+            q_pad,
+            w4: w,
             cap,
             seg_len,
             queries,
@@ -133,6 +158,7 @@ impl<'a> GpuScan<'a> {
             next: 0,
             norm_params: Uniform::new(ctx),
             gemm_params: Uniform::new(ctx),
+            tiled_params: Uniform::new(ctx),
             topk_params: Uniform::new(ctx),
         })
     }
@@ -146,10 +172,11 @@ impl<'a> GpuScan<'a> {
         // Drain the queue so the new ring starts with no chunk in flight
         // (the old buffers are freed once the device is done with them).
         ctx.wait(None)?;
-        let w = d4(self.d).max(1);
+        let w = self.w4;
         let segs = rows.div_ceil(self.seg_len);
+        let cols = self.padded_cols(rows);
         let slot = || Slot {
-            chunk: ctx.storage("chunk", (rows * w * 16) as u64),
+            chunk: ctx.storage("chunk", (cols * w * 16) as u64),
             packed: self
                 .f16
                 .then(|| ctx.storage("chunk f16", (rows * w * 8) as u64)),
@@ -159,7 +186,7 @@ impl<'a> GpuScan<'a> {
         };
         self.bufs = Some(ChunkBuffers {
             rows,
-            scores: ctx.storage("scores", (self.q * rows * 4) as u64),
+            scores: ctx.storage("scores", (self.q_pad * cols * 4) as u64),
             part_s: ctx.storage("part scores", (self.q * segs * self.k * 4) as u64),
             part_r: ctx.storage("part rows", (self.q * segs * self.k * 4) as u64),
             slots: vec![slot(), slot()],
@@ -167,12 +194,23 @@ impl<'a> GpuScan<'a> {
         Ok(())
     }
 
+    /// Columns of the score block (and rows of the chunk buffer) for a
+    /// chunk of `rows` rows: whole column tiles for the tiled GEMM.
+    fn padded_cols(&self, rows: usize) -> usize {
+        if self.tiled {
+            Tile::pad(rows, self.gpu.k.tile.bn)
+        } else {
+            rows
+        }
+    }
+
     fn push_piece(&mut self, chunk: &[f32], first_row: usize) -> Result<RowReport> {
         let gpu = self.gpu;
         let ctx = &gpu.ctx;
         let d = self.d;
         let n = chunk.len() / d;
-        let w = d4(d);
+        let w = self.w4;
+        let ld = self.padded_cols(n);
         self.ensure(n)?;
         let bufs = self
             .bufs
@@ -185,7 +223,7 @@ impl<'a> GpuScan<'a> {
         if let Some(idx) = slot.last.take() {
             ctx.wait(Some(idx))?;
         }
-        let padded = pad_rows(chunk, d);
+        let padded = pad_rows_to(chunk, d, w * 4);
         let np = &self.norm_params;
         np.set(
             ctx,
@@ -256,7 +294,19 @@ impl<'a> GpuScan<'a> {
             }
             _ => (&slot.chunk, false),
         };
-        if self.k > 0 && self.q > 0 {
+        if self.k > 0 && self.q > 0 && self.tiled {
+            let flops = 2.0 * self.q as f64 * n as f64 * d as f64;
+            ops::record_gemm_tiled(
+                gpu,
+                &mut enc,
+                &self.tiled_params,
+                &self.queries,
+                b,
+                &bufs.scores,
+                (self.q_pad, ld, w),
+                flops,
+            );
+        } else if self.k > 0 && self.q > 0 {
             ops::record_gemm(
                 gpu,
                 &mut enc,
@@ -267,6 +317,8 @@ impl<'a> GpuScan<'a> {
                 (self.q, n, w),
                 f16,
             );
+        }
+        if self.k > 0 && self.q > 0 {
             let segs = n.div_ceil(self.seg_len);
             let tp = &self.topk_params;
             tp.set(
@@ -274,7 +326,7 @@ impl<'a> GpuScan<'a> {
                 &TopkParams {
                     lists: self.q as u32,
                     n: n as u32,
-                    ld: n as u32,
+                    ld: ld as u32,
                     k: self.k as u32,
                     seg_len: self.seg_len as u32,
                     segs: segs as u32,
@@ -331,7 +383,7 @@ impl Scan for GpuScan<'_> {
                 let piece = &chunk[start * self.d..(start + cnt) * self.d];
                 report.extend(self.push_piece(piece, first_row + start)?);
             }
-            Ok(())
+            gpu.collect_if_low()
         })?;
         Ok(report)
     }

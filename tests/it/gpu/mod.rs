@@ -23,6 +23,7 @@
 mod cli;
 mod context;
 mod kernel;
+mod measure;
 mod ops;
 mod scan;
 

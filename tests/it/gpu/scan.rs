@@ -192,3 +192,34 @@ fn check_f16_scan(g: &dyn Backend) {
         assert_ne!(got.scores, want.scores);
     }
 }
+
+backend_tests! {
+    fn scan_scores_do_not_depend_on_the_chunking(g in every_gpu()) {
+        // The GEMM sums each score in ascending k whatever the tile, the
+        // chunk or the position in it: lists are bit-identical however the
+        // corpus is cut (ragged tiles, chunks narrower than a tile).
+        let mut rng = Rng::new(8);
+        let (nq, n, d, k) = (20, 700, 70, 9);
+        let q = random(&mut rng, nq, d);
+        let corpus = rng.vec(n * d);
+        let scan = |chunks: &[usize]| {
+            let mut s = g
+                .scan(ScanSpec { queries: &q, k, rows: Rows::Normalize, skip: None })
+                .unwrap();
+            let mut start = 0;
+            for &c in chunks {
+                let end = (start + c).min(n);
+                s.push(&corpus[start * d..end * d], start).unwrap();
+                start = end;
+            }
+            s.finish().unwrap()
+        };
+        let whole = scan(&[n]);
+        for chunks in [vec![1, 130, 129, 440], vec![64; 11], vec![333, 367]] {
+            let got = scan(&chunks);
+            assert_eq!(got.rows, whole.rows, "{chunks:?}");
+            let bits = |t: &TopK| t.scores.iter().map(|s| s.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&got), bits(&whole), "{chunks:?}");
+        }
+    }
+}
