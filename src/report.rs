@@ -77,25 +77,50 @@ fn range(values: impl Iterator<Item = f64>, floor_zero: bool) -> (f64, f64) {
     )
 }
 
+/// Axes over `x` and `y`, labelled with their units: the frame every
+/// numeric chart here is drawn in.
+fn axes<'a, 'b>(
+    root: &'a DrawingArea<SVGBackend<'b>, plotters::coord::Shift>,
+    x: std::ops::Range<f64>,
+    y: std::ops::Range<f64>,
+    x_desc: &str,
+    y_desc: &str,
+) -> Result<
+    ChartContext<
+        'a,
+        SVGBackend<'b>,
+        Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>,
+    >,
+> {
+    let mut chart = ChartBuilder::on(root)
+        .margin(12)
+        .x_label_area_size(42)
+        .y_label_area_size(60)
+        .build_cartesian_2d(x, y)
+        .map_err(draw_err)?;
+    chart
+        .configure_mesh()
+        .x_desc(x_desc)
+        .y_desc(y_desc)
+        .label_style((FONT, 13))
+        .draw()
+        .map_err(draw_err)?;
+    Ok(chart)
+}
+
 /// NUDGE-N: every grid gamma with its dev score (a circle each), the chosen
 /// one marked by a triangle.
 fn grid_chart(points: &[(f64, f64)], gamma: f64, val_k: &str) -> Result<String> {
     svg(|root| {
         let (x0, x1) = range(points.iter().map(|p| p.0), true);
         let (y0, y1) = range(points.iter().map(|p| p.1), false);
-        let mut chart = ChartBuilder::on(root)
-            .margin(12)
-            .x_label_area_size(42)
-            .y_label_area_size(60)
-            .build_cartesian_2d(x0..x1, y0..y1)
-            .map_err(draw_err)?;
-        chart
-            .configure_mesh()
-            .x_desc("gamma (largest squared move of a record)")
-            .y_desc(format!("dev score (hit rate@{val_k})"))
-            .label_style((FONT, 13))
-            .draw()
-            .map_err(draw_err)?;
+        let mut chart = axes(
+            root,
+            x0..x1,
+            y0..y1,
+            "gamma (largest squared move of a record)",
+            &format!("dev score (hit rate@{val_k})"),
+        )?;
         chart
             .draw_series(LineSeries::new(points.iter().copied(), &GREY))
             .map_err(draw_err)?;
@@ -147,19 +172,13 @@ fn intervals_chart(intervals: &[(f64, f64)], gamma: f64) -> Result<String> {
     let best = steps.iter().map(|s| s.1).max().unwrap_or(0) as f64;
     let at_gamma = steps.iter().rfind(|s| s.0 <= gamma).map_or(0, |s| s.1) as f64;
     svg(|root| {
-        let mut chart = ChartBuilder::on(root)
-            .margin(12)
-            .x_label_area_size(42)
-            .y_label_area_size(60)
-            .build_cartesian_2d(0.0..x1, 0.0..(best * 1.1).max(1.0))
-            .map_err(draw_err)?;
-        chart
-            .configure_mesh()
-            .x_desc("gamma (length of each record's move)")
-            .y_desc("dev intervals containing gamma")
-            .label_style((FONT, 13))
-            .draw()
-            .map_err(draw_err)?;
+        let mut chart = axes(
+            root,
+            0.0..x1,
+            0.0..(best * 1.1).max(1.0),
+            "gamma (length of each record's move)",
+            "dev intervals containing gamma",
+        )?;
         chart
             .draw_series(LineSeries::new(
                 steps.iter().map(|&(x, c)| (x, c as f64)),
@@ -227,19 +246,13 @@ fn delta_chart(deltas: &[f64], k: u64) -> Result<String> {
     svg(|root| {
         let (lo, hi) = range(deltas.iter().copied().chain([0.0]), false);
         let n = deltas.len().max(1) as f64;
-        let mut chart = ChartBuilder::on(root)
-            .margin(12)
-            .x_label_area_size(42)
-            .y_label_area_size(60)
-            .build_cartesian_2d(0.0..n, lo..hi)
-            .map_err(draw_err)?;
-        chart
-            .configure_mesh()
-            .x_desc("test queries, sorted by change")
-            .y_desc(format!("NDCG@{k} after - before"))
-            .label_style((FONT, 13))
-            .draw()
-            .map_err(draw_err)?;
+        let mut chart = axes(
+            root,
+            0.0..n,
+            lo..hi,
+            "test queries, sorted by change",
+            &format!("NDCG@{k} after - before"),
+        )?;
         chart
             .draw_series(deltas.iter().enumerate().map(|(i, &d)| {
                 let style = if d >= 0.0 {
@@ -265,19 +278,7 @@ fn histogram(values: &[f64], bins: usize, x_desc: &str) -> Result<String> {
     }
     let top = counts.iter().copied().max().unwrap_or(0) as f64;
     svg(|root| {
-        let mut chart = ChartBuilder::on(root)
-            .margin(12)
-            .x_label_area_size(42)
-            .y_label_area_size(60)
-            .build_cartesian_2d(lo..hi, 0.0..(top * 1.1).max(1.0))
-            .map_err(draw_err)?;
-        chart
-            .configure_mesh()
-            .x_desc(x_desc)
-            .y_desc("records")
-            .label_style((FONT, 13))
-            .draw()
-            .map_err(draw_err)?;
+        let mut chart = axes(root, lo..hi, 0.0..(top * 1.1).max(1.0), x_desc, "records")?;
         chart
             .draw_series(counts.iter().enumerate().map(|(i, &c)| {
                 let x = lo + i as f64 * width;

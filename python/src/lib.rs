@@ -447,12 +447,14 @@ fn fit<'py>(
     let scanned = dev.queries.len() + test.as_ref().map_or(0, |t| t.queries.len());
     let backend = backend(device, adapter, flops(scanned, c.rows(), c.cols()))?;
     let (control, sink) = control(progress);
-    let mut opts = FitOptions::new(method);
-    opts.gamma = gamma;
-    opts.val_k = val_k;
-    opts.eval_k = eval_k;
-    opts.allow_zero_rows = allow_zero_rows;
-    opts.control = control;
+    let opts = FitOptions {
+        gamma,
+        val_k,
+        eval_k,
+        allow_zero_rows,
+        control,
+        ..FitOptions::new(method)
+    };
     let inputs = Inputs {
         corpus: c,
         queries: &q,
@@ -488,12 +490,14 @@ fn fit_dataset<'py>(
     let scanned = splits.dev.queries.len() + splits.test.as_ref().map_or(0, |t| t.queries.len());
     let backend = backend(device, adapter, flops(scanned, ds.corpus.rows(), ds.dim()))?;
     let (control, sink) = control(progress);
-    let mut opts = FitOptions::new(method);
-    opts.gamma = gamma;
-    opts.val_k = val_k;
-    opts.eval_k = eval_k;
-    opts.allow_zero_rows = allow_zero_rows;
-    opts.control = control;
+    let opts = FitOptions {
+        gamma,
+        val_k,
+        eval_k,
+        allow_zero_rows,
+        control,
+        ..FitOptions::new(method)
+    };
     let inputs = Inputs {
         corpus: (&ds.corpus).into(),
         queries: &ds.queries,
