@@ -210,3 +210,42 @@ fn the_scifact_report_loads_in_chromium_and_renders() {
     // Not a blank page: a blank PNG of this size compresses to a few KB.
     assert!(bytes.len() > 30_000, "{} bytes", bytes.len());
 }
+
+#[test]
+fn bench_writes_its_runs_as_a_page() {
+    let dir = tempfile::tempdir().unwrap();
+    let page = dir.path().join("bench.html");
+    let p = page.to_str().unwrap();
+    let out = nudge(
+        &[
+            "bench",
+            "--records",
+            "3000",
+            "--dim",
+            "16",
+            "--train",
+            "60",
+            "--dev",
+            "20",
+            "--test",
+            "10",
+            "--device",
+            "cpu",
+            "--html",
+            p,
+            "-q",
+        ],
+        &[],
+    );
+    expect(&out, 0, &[]);
+    let html = std::fs::read_to_string(&page).unwrap();
+    // The table's three runs, and each chart.
+    for step in ["eval dev", "fit nudge-m", "fit nudge-n"] {
+        assert!(html.contains(step), "no {step}");
+    }
+    for id in ["wall-chart", "gflops-chart", "memory-chart"] {
+        assert!(figure(&html, id).contains("<rect"), "{id} has no bars");
+    }
+    // The CPU GEMM floor is one of the bars of the GFLOP/s chart.
+    assert!(figure(&html, "gflops-chart").contains("CPU GEMM floor"));
+}
