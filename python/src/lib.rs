@@ -352,9 +352,11 @@ fn fit_dict<'py>(
     mut warnings: Vec<String>,
 ) -> PyResult<Bound<'py, PyDict>> {
     let d = PyDict::new(py);
+    // As JSON text: `FitResult.report` parses it when first read, so a
+    // caller who never looks pays nothing for it.
     let report = serde_json::to_string(&fit.report()).expect("report serialises");
-    let json = py.import("json")?;
-    d.set_item("report", json.call_method1("loads", (report,))?)?;
+    d.set_item("report_json", report)?;
+    d.set_item("method", fit.method.as_str())?;
     d.set_item("gamma", fit.gamma)?;
     d.set_item("gamma_reason", fit.gamma_reason.clone())?;
     let names: Vec<String> = fit

@@ -132,10 +132,21 @@ class FitResult:
         self.moved: np.ndarray = d["moved"]
         self.moved_ids: List[str] = d["moved_ids"]
         self.vectors: np.ndarray = d["vectors"]
-        self.report: Dict[str, Any] = d["report"]
+        self._report_json: str = d["report_json"]
+        self._report: Optional[Dict[str, Any]] = None
         self.before: Optional[Dict[str, float]] = d["before"]
         self.after: Optional[Dict[str, float]] = d["after"]
-        self.method: str = self.report["method"]
+        self.method: str = d["method"]
+
+    @property
+    def report(self) -> Dict[str, Any]:
+        """The same dict as ``nudge fit --report`` writes (parsed when first
+        read)."""
+        if self._report is None:
+            import json
+
+            self._report = json.loads(self._report_json)
+        return self._report
 
     def apply(self, corpus: ArrayOrPath, out: Optional[np.ndarray] = None) -> np.ndarray:
         """The full tuned corpus: every row of ``corpus`` L2-normalised, the
@@ -164,9 +175,7 @@ class FitResult:
         """Write the fit's self-contained HTML report (the dev score against
         gamma, test quality before and after, the moved records, where the
         time went) to ``path``, as ``nudge fit --html`` does."""
-        import json
-
-        html = _nudge.report_html(json.dumps(self.report))
+        html = _nudge.report_html(self._report_json)
         tmp = os.fspath(path) + ".partial"
         with open(tmp, "w", encoding="utf-8") as f:
             f.write(html)
