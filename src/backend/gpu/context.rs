@@ -495,7 +495,7 @@ impl Context {
 
 impl Context {
     /// Adds the times of every dispatch that has executed to the
-    /// profiler's totals (see [`Profiler::collect`]); nothing without
+    /// profiler's totals (see `Profiler::collect`); nothing without
     /// timestamps.
     pub fn collect_timings(&self) -> Result<()> {
         self.profiler.collect(|resolve, staging| {

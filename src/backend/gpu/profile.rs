@@ -12,7 +12,7 @@
 //! the alignment `resolve_query_set` needs). The dispatch resolves its two
 //! queries into its slot in the same command encoder, right after its pass,
 //! so the slot holds its times as soon as that encoder has executed.
-//! [`Profiler::collect`] copies the resolve buffer out and clears it in one
+//! `Profiler::collect` copies the resolve buffer out and clears it in one
 //! submission; slots that still read zero belong to encoders not yet
 //! submitted (another thread may be recording one) and stay pending until a
 //! later collection. A dispatch that finds no free slot runs untimed (and is
@@ -172,9 +172,7 @@ impl Profiler {
         })
     }
 
-    /// Fewer than a quarter of the slots are free: time to [`collect`].
-    ///
-    /// [`collect`]: Profiler::collect
+    /// Fewer than a quarter of the slots are free: time to `collect`.
     pub fn running_low(&self) -> bool {
         self.enabled() && (self.lock().free.len() as u32) < SLOTS / 4
     }

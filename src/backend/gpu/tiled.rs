@@ -10,7 +10,7 @@
 //! came in or its position in it. That keeps the scan's results invariant
 //! to chunking bit for bit, and the CPU parity tolerances unchanged.
 //!
-//! Shapes are padded by the host (see [`Tile::pad_rows`]): `a` to a
+//! Shapes are padded by the host (see `Tile::pad_rows`): `a` to a
 //! multiple of `bm` rows, `b` to a multiple of `bn` rows, both rows to a
 //! multiple of `bk` floats with zeros, and `c` has `ldc` = `b`'s padded row
 //! count. So the kernel has no bounds branch at all: every index it forms is
