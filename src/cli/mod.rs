@@ -54,7 +54,7 @@ pub enum Command {
 /// Where the data is: a dataset folder, explicit files, or both (explicit wins).
 #[derive(Args, Debug, Clone, Default)]
 pub struct DataArgs {
-    /// Dataset folder: corpus.npy, queries.npy, [corpus_ids.txt, query_ids.txt], qrels/{train,dev,test}.tsv
+    /// Dataset folder: corpus.npy (or corpus.parquet), queries.npy (or queries.parquet), [corpus_ids.txt, query_ids.txt], qrels/{train,dev,test}.tsv
     #[arg(long, value_name = "DIR")]
     pub dataset: Option<PathBuf>,
     /// Corpus embeddings: n x d float32/float16 .npy, or a .parquet / .arrow / .feather / .ipc table with a vector column

@@ -143,7 +143,7 @@ pub enum MatrixFile {
     /// An `.npy` file.
     Npy(NpyMatrix),
     /// A Parquet or Arrow IPC file.
-    Table(TableMatrix),
+    Table(Box<TableMatrix>),
 }
 
 impl MatrixFile {
@@ -151,7 +151,7 @@ impl MatrixFile {
     /// [`crate::data::table::is_table`]), else an `.npy` file.
     pub fn open(path: &Path, columns: &Columns) -> Result<MatrixFile> {
         if crate::data::table::is_table(path) {
-            TableMatrix::open(path, columns).map(MatrixFile::Table)
+            TableMatrix::open(path, columns).map(|t| MatrixFile::Table(Box::new(t)))
         } else {
             NpyMatrix::open(path).map(MatrixFile::Npy)
         }
