@@ -267,7 +267,7 @@ fn inputs_json(ds: &Dataset, args: &FitArgs) -> Value {
         "corpus": format!("{} ({} x {}, {})", file(&p.corpus).unwrap_or_default(), ds.corpus.rows(), ds.corpus.cols(), ds.corpus.descr()),
         "queries": format!("{} ({} x {})", file(&p.queries).unwrap_or_default(), ds.queries.rows, ds.queries.cols),
         "corpus ids": file(&p.corpus_ids).or_else(|| table_ids(&ds.corpus)).unwrap_or_else(|| "row numbers".into()),
-        "query ids": file(&p.query_ids).unwrap_or_else(|| "row numbers".into()),
+        "query ids": file(&p.query_ids).or_else(|| ds.query_id_column.as_ref().map(|c| format!("column {c}"))).unwrap_or_else(|| "row numbers".into()),
         "train qrels": file(&p.train_qrels),
         "dev qrels": file(&p.dev_qrels),
         "test qrels": if args.no_test { None } else { file(&p.test_qrels) },

@@ -321,6 +321,8 @@ pub struct Dataset {
     pub queries: Matrix,
     /// Query ids, or row numbers.
     pub query_ids: Ids,
+    /// The table column the query ids came from, if they came from one.
+    pub query_id_column: Option<String>,
     /// Things the user should know about the files (e.g. float64 data that
     /// is converted to float32 as it is read).
     pub notes: Vec<String>,
@@ -424,12 +426,17 @@ impl Dataset {
         let queries = queries?;
         let corpus_ids = corpus_ids?;
         let query_ids = query_ids?;
+        let query_id_column = match (&paths.query_ids, &qm) {
+            (None, MatrixFile::Table(t)) => t.id_column().map(str::to_string),
+            _ => None,
+        };
         Ok(Dataset {
             paths,
             corpus,
             corpus_ids,
             queries,
             query_ids,
+            query_id_column,
             notes,
         })
     }

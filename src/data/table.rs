@@ -675,3 +675,46 @@ fn pick_id(
             .filter(|&i| i != vector)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow_array::FixedSizeListArray;
+    use arrow_schema::Field;
+    use std::sync::Arc;
+
+    #[test]
+    fn a_row_group_is_decoded_a_batch_at_a_time() {
+        // One row group of 3 batches: reading it all never holds more than
+        // one batch of values.
+        let (rows, cols) = (3 * BATCH_ROWS, 2);
+        let data: Vec<f32> = (0..rows * cols).map(|i| i as f32).collect();
+        let item = Arc::new(Field::new("item", DataType::Float32, false));
+        let values = Arc::new(arrow_array::Float32Array::from(data.clone()));
+        let emb = FixedSizeListArray::new(item, cols as i32, values, None);
+        let schema = Arc::new(Schema::new(vec![Field::new(
+            "emb",
+            emb.data_type().clone(),
+            false,
+        )]));
+        let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(emb)]).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.parquet");
+        let file = File::create(&path).unwrap();
+        let mut w = parquet::arrow::ArrowWriter::try_new(file, schema, None).unwrap();
+        w.write(&batch).unwrap();
+        w.close().unwrap();
+
+        let m = TableMatrix::open(&path, &Columns::default()).unwrap();
+        assert_eq!((m.rows(), m.cols(), m.starts.len()), (rows, cols, 2));
+        let mut out = vec![0.0; 1000 * cols];
+        let mut start = 0;
+        while start < rows {
+            let n = 1000.min(rows - start);
+            m.read_rows_into(start, n, &mut out[..n * cols]).unwrap();
+            assert_eq!(out[..n * cols], data[start * cols..(start + n) * cols]);
+            assert!(m.cursor.lock().unwrap().values.capacity() <= BATCH_ROWS * cols);
+            start += n;
+        }
+    }
+}

@@ -217,6 +217,12 @@ fn arrow_ipc_fit_equals_npy_fit_with_named_columns() {
     );
     expect(&out, 0, &[]);
     assert!(out_bytes(&case) == out_bytes(&reference));
+    // The report says where the ids came from.
+    let report = std::fs::read_to_string(case.out().join("report.json")).unwrap();
+    assert!(
+        report.matches("column doc").count() == 2,
+        "ids not credited to the column: {report}"
+    );
 
     // Without --vector-column the two list columns are ambiguous.
     let out = case.fit(
