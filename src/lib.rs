@@ -50,7 +50,10 @@
 //!
 //! - [`Dataset`] opens a dataset folder (`corpus.npy`, `queries.npy`, ids,
 //!   `qrels/{train,dev,test}.tsv`); its corpus is read in chunks, so a fit
-//!   of a corpus larger than memory works ([`Corpus::Npy`]).
+//!   of a corpus larger than memory works ([`Corpus::Npy`]). The corpus and
+//!   queries can also be Parquet or Arrow IPC tables with a vector column
+//!   and an id column, read a batch at a time ([`Corpus::Table`],
+//!   [`data::table::TableMatrix`]).
 //! - [`fit_to_file`] writes the tuned corpus during the fit's one pass.
 //! - [`backend::device::open`] picks the CPU or a GPU ([`Device`]).
 //! - [`evaluate`] scores a corpus (tuned or not) on a split.

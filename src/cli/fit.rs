@@ -253,14 +253,21 @@ pub fn run(args: FitArgs) -> Result<()> {
 
 /// The inputs as the HTML report lists them: each file, with the corpus's
 /// and the queries' shape and element type.
+fn table_ids(m: &nudge::data::MatrixFile) -> Option<String> {
+    match m {
+        nudge::data::MatrixFile::Table(t) => t.id_column().map(|c| format!("column {c}")),
+        _ => None,
+    }
+}
+
 fn inputs_json(ds: &Dataset, args: &FitArgs) -> Value {
     let p = &ds.paths;
     let file = |x: &Option<PathBuf>| x.as_ref().map(|x| x.display().to_string());
     json!({
-        "corpus": format!("{} ({} x {}, {})", file(&p.corpus).unwrap_or_default(), ds.corpus.rows(), ds.corpus.cols(), ds.corpus.dtype().descr()),
+        "corpus": format!("{} ({} x {}, {})", file(&p.corpus).unwrap_or_default(), ds.corpus.rows(), ds.corpus.cols(), ds.corpus.descr()),
         "queries": format!("{} ({} x {})", file(&p.queries).unwrap_or_default(), ds.queries.rows, ds.queries.cols),
-        "corpus ids": file(&p.corpus_ids).unwrap_or_else(|| "row numbers".into()),
-        "query ids": file(&p.query_ids).unwrap_or_else(|| "row numbers".into()),
+        "corpus ids": file(&p.corpus_ids).or_else(|| table_ids(&ds.corpus)).unwrap_or_else(|| "row numbers".into()),
+        "query ids": file(&p.query_ids).or_else(|| ds.query_id_column.as_ref().map(|c| format!("column {c}"))).unwrap_or_else(|| "row numbers".into()),
         "train qrels": file(&p.train_qrels),
         "dev qrels": file(&p.dev_qrels),
         "test qrels": if args.no_test { None } else { file(&p.test_qrels) },

@@ -54,16 +54,16 @@ pub enum Command {
 /// Where the data is: a dataset folder, explicit files, or both (explicit wins).
 #[derive(Args, Debug, Clone, Default)]
 pub struct DataArgs {
-    /// Dataset folder: corpus.npy, queries.npy, [corpus_ids.txt, query_ids.txt], qrels/{train,dev,test}.tsv
+    /// Dataset folder: corpus.npy (or corpus.parquet), queries.npy (or queries.parquet), [corpus_ids.txt, query_ids.txt], qrels/{train,dev,test}.tsv
     #[arg(long, value_name = "DIR")]
     pub dataset: Option<PathBuf>,
-    /// Corpus embeddings, n x d, float32 or float16 .npy
+    /// Corpus embeddings: n x d float32/float16 .npy, or a .parquet / .arrow / .feather / .ipc table with a vector column
     #[arg(long, value_name = "FILE")]
     pub corpus: Option<PathBuf>,
     /// Corpus ids, one per line in row order (default: row numbers)
     #[arg(long, value_name = "FILE")]
     pub corpus_ids: Option<PathBuf>,
-    /// Query embeddings of all splits, float32 or float16 .npy
+    /// Query embeddings of all splits (.npy, or a table like --corpus)
     #[arg(long, value_name = "FILE")]
     pub queries: Option<PathBuf>,
     /// Query ids, one per line in row order (default: row numbers)
@@ -78,6 +78,12 @@ pub struct DataArgs {
     /// Test judgements, scored before and after
     #[arg(long, value_name = "FILE")]
     pub test_qrels: Option<PathBuf>,
+    /// Vector column of Parquet/Arrow inputs (default: the one list column)
+    #[arg(long, value_name = "NAME")]
+    pub vector_column: Option<String>,
+    /// Id column of Parquet/Arrow inputs (default: `id` or `_id` if present, else row numbers)
+    #[arg(long, value_name = "NAME")]
+    pub id_column: Option<String>,
     /// Skip qrels lines whose ids are unknown (one warning) instead of failing
     #[arg(long)]
     pub skip_unknown_ids: bool,
@@ -93,6 +99,8 @@ impl DataArgs {
             train_qrels: self.train_qrels.clone(),
             dev_qrels: self.dev_qrels.clone(),
             test_qrels: self.test_qrels.clone(),
+            vector_column: self.vector_column.clone(),
+            id_column: self.id_column.clone(),
             folder: None,
         }
         .with_folder(self.dataset.as_deref())

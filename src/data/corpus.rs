@@ -5,7 +5,10 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::data::ids::Ids;
 use crate::data::npy::NpyMatrix;
+use crate::data::table::Columns;
+use crate::data::table::TableMatrix;
 use crate::error::{Error, Result};
 
 /// The rows of a corpus, `rows() x cols()`, as the corpus pass reads them.
@@ -13,6 +16,9 @@ use crate::error::{Error, Result};
 pub enum Corpus<'a> {
     /// An `.npy` file, read chunk by chunk (memory stays bounded).
     Npy(&'a NpyMatrix),
+    /// A Parquet or Arrow IPC file, read a batch at a time (memory stays
+    /// bounded).
+    Table(&'a TableMatrix),
     /// Row-major f32 rows held by the caller.
     F32 {
         /// `rows x cols` values, row-major.
@@ -47,6 +53,7 @@ impl<'a> Corpus<'a> {
     pub fn rows(&self) -> usize {
         match self {
             Corpus::Npy(m) => m.rows(),
+            Corpus::Table(m) => m.rows(),
             Corpus::F32 { data, cols } => data.len() / (*cols).max(1),
             Corpus::F16 { data, cols } => data.len() / (*cols).max(1),
         }
@@ -56,6 +63,7 @@ impl<'a> Corpus<'a> {
     pub fn cols(&self) -> usize {
         match self {
             Corpus::Npy(m) => m.cols(),
+            Corpus::Table(m) => m.cols(),
             Corpus::F32 { cols, .. } | Corpus::F16 { cols, .. } => *cols,
         }
     }
@@ -64,6 +72,7 @@ impl<'a> Corpus<'a> {
     pub fn path(&self) -> &Path {
         match self {
             Corpus::Npy(m) => m.path(),
+            Corpus::Table(m) => m.path(),
             _ => Path::new("corpus"),
         }
     }
@@ -84,6 +93,7 @@ impl<'a> Corpus<'a> {
     ) -> Result<()> {
         match self {
             Corpus::Npy(m) => m.read_rows_into(start, count, raw, out),
+            Corpus::Table(m) => m.read_rows_into(start, count, out),
             Corpus::F32 { data, cols } => {
                 out.copy_from_slice(&data[start * cols..(start + count) * cols]);
                 Ok(())
@@ -109,6 +119,90 @@ impl<'a> Corpus<'a> {
 impl<'a> From<&'a NpyMatrix> for Corpus<'a> {
     fn from(m: &'a NpyMatrix) -> Corpus<'a> {
         Corpus::Npy(m)
+    }
+}
+
+impl<'a> From<&'a TableMatrix> for Corpus<'a> {
+    fn from(m: &'a TableMatrix) -> Corpus<'a> {
+        Corpus::Table(m)
+    }
+}
+
+impl<'a> From<&'a MatrixFile> for Corpus<'a> {
+    fn from(m: &'a MatrixFile) -> Corpus<'a> {
+        match m {
+            MatrixFile::Npy(m) => Corpus::Npy(m),
+            MatrixFile::Table(m) => Corpus::Table(m),
+        }
+    }
+}
+
+/// An embeddings file, opened: an `.npy` matrix or a table (Parquet, Arrow
+/// IPC) with a vector column.
+pub enum MatrixFile {
+    /// An `.npy` file.
+    Npy(NpyMatrix),
+    /// A Parquet or Arrow IPC file.
+    Table(Box<TableMatrix>),
+}
+
+impl MatrixFile {
+    /// Opens `path`: a table by its extension (see
+    /// [`crate::data::table::is_table`]), else an `.npy` file.
+    pub fn open(path: &Path, columns: &Columns) -> Result<MatrixFile> {
+        if crate::data::table::is_table(path) {
+            TableMatrix::open(path, columns).map(|t| MatrixFile::Table(Box::new(t)))
+        } else {
+            NpyMatrix::open(path).map(MatrixFile::Npy)
+        }
+    }
+    /// Number of rows.
+    pub fn rows(&self) -> usize {
+        Corpus::from(self).rows()
+    }
+    /// Values per row.
+    pub fn cols(&self) -> usize {
+        Corpus::from(self).cols()
+    }
+    /// The file.
+    pub fn path(&self) -> &Path {
+        match self {
+            MatrixFile::Npy(m) => m.path(),
+            MatrixFile::Table(m) => m.path(),
+        }
+    }
+    /// The element type on disk: `float32`, `float16` or `float64`.
+    pub fn dtype_name(&self) -> &'static str {
+        match self {
+            MatrixFile::Npy(m) => match m.dtype() {
+                crate::data::npy::Dtype::F32 => "float32",
+                crate::data::npy::Dtype::F16 => "float16",
+                crate::data::npy::Dtype::F64 => "float64",
+            },
+            MatrixFile::Table(m) => m.element().name(),
+        }
+    }
+    /// How the file's values are described in reports: the `.npy` dtype
+    /// (`<f4`), or e.g. `parquet emb float32`.
+    pub fn descr(&self) -> String {
+        match self {
+            MatrixFile::Npy(m) => m.dtype().descr().to_string(),
+            MatrixFile::Table(m) => format!("{} {}", m.vector_column(), m.element().name()),
+        }
+    }
+    /// The whole matrix as f32; for the (small) query matrix.
+    pub fn read_all(&self) -> Result<Vec<f32>> {
+        match self {
+            MatrixFile::Npy(m) => m.read_all(),
+            MatrixFile::Table(m) => m.read_all(),
+        }
+    }
+    /// The ids of a table's id column, if it has one.
+    pub fn table_ids(&self) -> Result<Option<Ids>> {
+        match self {
+            MatrixFile::Table(m) if m.id_column().is_some() => m.ids().map(Some),
+            _ => Ok(None),
+        }
     }
 }
 

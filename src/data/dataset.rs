@@ -4,9 +4,11 @@
 use rustc_hash::FxHashSet;
 use std::path::{Path, PathBuf};
 
+use crate::data::MatrixFile;
 use crate::data::ids::Ids;
 use crate::data::npy::NpyMatrix;
 use crate::data::qrels;
+use crate::data::table::Columns;
 use crate::error::{Error, IdKind, Result};
 use crate::matrix::Matrix;
 
@@ -14,9 +16,12 @@ use crate::matrix::Matrix;
 /// explicitly; explicit paths win.
 #[derive(Debug, Clone, Default)]
 pub struct Paths {
-    /// `corpus.npy`: n x d embeddings, float32 or float16 (float64 converted).
+    /// `corpus.npy`: n x d embeddings, float32 or float16 (float64 converted);
+    /// or a Parquet / Arrow IPC file (`.parquet`, `.arrow`, `.feather`,
+    /// `.ipc`) with a vector column (see [`Paths::vector_column`]).
     pub corpus: Option<PathBuf>,
-    /// `corpus_ids.txt`: one id per line in row order (else row numbers).
+    /// `corpus_ids.txt`: one id per line in row order (else the table's id
+    /// column, else row numbers).
     pub corpus_ids: Option<PathBuf>,
     /// `queries.npy`: the query embeddings of every split.
     pub queries: Option<PathBuf>,
@@ -28,6 +33,12 @@ pub struct Paths {
     pub dev_qrels: Option<PathBuf>,
     /// `qrels/test.tsv` (optional).
     pub test_qrels: Option<PathBuf>,
+    /// The vector column of Parquet / Arrow IPC inputs (default: the one
+    /// list column).
+    pub vector_column: Option<String>,
+    /// The id column of Parquet / Arrow IPC inputs (default: `id` or `_id`
+    /// if there is one, else row numbers).
+    pub id_column: Option<String>,
     /// The dataset folder the other paths were filled from, if any; names the
     /// file that is missing when a required split is not there.
     pub folder: Option<PathBuf>,
@@ -53,8 +64,13 @@ impl Paths {
                 *slot = Some(p);
             }
         };
+        // `.npy` first; a Parquet file is taken if there is no `.npy`.
+        fill(&mut self.corpus, "corpus.npy", false);
+        fill(&mut self.corpus, "corpus.parquet", false);
         fill(&mut self.corpus, "corpus.npy", true);
         fill(&mut self.corpus_ids, "corpus_ids.txt", false);
+        fill(&mut self.queries, "queries.npy", false);
+        fill(&mut self.queries, "queries.parquet", false);
         fill(&mut self.queries, "queries.npy", true);
         fill(&mut self.query_ids, "query_ids.txt", false);
         fill(&mut self.train_qrels, "qrels/train.tsv", false);
@@ -298,13 +314,15 @@ pub struct Dataset {
     /// Where everything came from.
     pub paths: Paths,
     /// The corpus, not yet read.
-    pub corpus: NpyMatrix,
+    pub corpus: MatrixFile,
     /// Corpus ids, or row numbers.
     pub corpus_ids: Ids,
     /// Every query embedding.
     pub queries: Matrix,
     /// Query ids, or row numbers.
     pub query_ids: Ids,
+    /// The table column the query ids came from, if they came from one.
+    pub query_id_column: Option<String>,
     /// Things the user should know about the files (e.g. float64 data that
     /// is converted to float32 as it is read).
     pub notes: Vec<String>,
@@ -334,11 +352,15 @@ impl Dataset {
             .queries
             .clone()
             .ok_or(Error::MissingInput { what: "queries" })?;
-        let corpus = NpyMatrix::open(&corpus_path)?;
-        let qm = NpyMatrix::open(&queries_path)?;
+        let columns = Columns {
+            vector: paths.vector_column.clone(),
+            id: paths.id_column.clone(),
+        };
+        let corpus = MatrixFile::open(&corpus_path, &columns)?;
+        let qm = MatrixFile::open(&queries_path, &columns)?;
         let notes = [(&corpus, &corpus_path), (&qm, &queries_path)]
             .iter()
-            .filter(|(m, _)| m.dtype() == crate::data::npy::Dtype::F64)
+            .filter(|(m, _)| m.dtype_name() == "float64")
             .map(|(_, p)| {
                 format!(
                     "{}: float64 data is converted to float32 as it is read",
@@ -386,22 +408,35 @@ impl Dataset {
             }
             Ok(queries)
         };
+        // An ids file wins over a table's id column.
+        let ids = |file: Option<&Path>, m: &MatrixFile, path: &Path| match file {
+            None => match m.table_ids()? {
+                Some(ids) => Ok(ids),
+                None => Ok(Ids::rows(m.rows())),
+            },
+            Some(_) => Ids::load(file, m.rows(), path),
+        };
         let (queries, (corpus_ids, query_ids)) = rayon::join(read_queries, || {
             rayon::join(
-                || Ids::load(paths.corpus_ids.as_deref(), corpus.rows(), &corpus_path),
-                || Ids::load(paths.query_ids.as_deref(), qm.rows(), &queries_path),
+                || ids(paths.corpus_ids.as_deref(), &corpus, &corpus_path),
+                || ids(paths.query_ids.as_deref(), &qm, &queries_path),
             )
         });
         // Errors in the order the files were read before.
         let queries = queries?;
         let corpus_ids = corpus_ids?;
         let query_ids = query_ids?;
+        let query_id_column = match (&paths.query_ids, &qm) {
+            (None, MatrixFile::Table(t)) => t.id_column().map(str::to_string),
+            _ => None,
+        };
         Ok(Dataset {
             paths,
             corpus,
             corpus_ids,
             queries,
             query_ids,
+            query_id_column,
             notes,
         })
     }

@@ -7,12 +7,13 @@ pub mod npy;
 pub mod qrels;
 pub mod stream;
 pub mod synth;
+pub mod table;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
-pub use corpus::Corpus;
+pub use corpus::{Corpus, MatrixFile};
 
 /// "3, 17, 40 and 12 more": the first few of a list of rows, for messages.
 pub fn list_rows(rows: &[usize]) -> String {

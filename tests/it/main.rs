@@ -18,6 +18,7 @@
 //! - `report`: the HTML reports, rendered in headless Chromium.
 //! - `safety`: no partial outputs, determinism, interruption.
 //! - `synth`: `nudge synth`.
+//! - `table`: Parquet and Arrow IPC input.
 
 mod api;
 mod chunking;
@@ -30,3 +31,4 @@ mod reference;
 mod report;
 mod safety;
 mod synth;
+mod table;

@@ -40,7 +40,7 @@ impl Loaded {
     /// What a fit of the whole dataset reads, the corpus from its file.
     pub fn inputs(&self) -> Inputs<'_> {
         Inputs {
-            corpus: Corpus::Npy(&self.ds.corpus),
+            corpus: Corpus::from(&self.ds.corpus),
             queries: &self.ds.queries,
             train: &self.train,
             dev: &self.dev,
