@@ -18,7 +18,9 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyString};
 
 use nudge::backend::device::{self, DeviceOptions};
+use nudge::data::MatrixFile;
 use nudge::data::npy::NpyMatrix;
+use nudge::data::table::Columns;
 use nudge::{
     Backend, Cancel, Control, Corpus, Dataset, Error, EvalOptions, Fit, FitOptions, Ids, Inputs,
     Kind, Matrix, Method, Paths, Split, SplitName,
@@ -45,11 +47,12 @@ enum Rows<'py> {
     Path(PathBuf),
 }
 
-/// Borrowed rows, or an opened `.npy` file, ready for the library.
+/// Borrowed rows, or an opened file (`.npy`, Parquet, Arrow IPC), ready
+/// for the library.
 enum Source<'a> {
     F32(&'a [f32], usize),
     F16(&'a [half::f16], usize),
-    Npy(NpyMatrix),
+    File(MatrixFile),
 }
 
 impl Source<'_> {
@@ -57,7 +60,7 @@ impl Source<'_> {
         match self {
             Source::F32(d, c) => Corpus::F32 { data: d, cols: *c },
             Source::F16(d, c) => Corpus::F16 { data: d, cols: *c },
-            Source::Npy(m) => Corpus::Npy(m),
+            Source::File(m) => m.into(),
         }
     }
 }
@@ -83,7 +86,7 @@ fn source<'a>(rows: &'a Rows<'_>, what: &str) -> PyResult<Source<'a>> {
             let (d, c) = contiguous(a, what)?;
             Source::F16(d, c)
         }
-        Rows::Path(p) => Source::Npy(NpyMatrix::open(p).map_err(to_py)?),
+        Rows::Path(p) => Source::File(MatrixFile::open(p, &Columns::default()).map_err(to_py)?),
     })
 }
 
@@ -95,7 +98,7 @@ fn query_matrix(rows: &Rows<'_>) -> PyResult<Matrix> {
     let m = Matrix::new(c.rows(), c.cols(), c.read_rows(0, c.rows()).map_err(to_py)?);
     if let Some((r, col)) = NpyMatrix::first_non_finite(&m.data, m.cols.max(1)) {
         let name = match &src {
-            Source::Npy(n) => n.path().to_path_buf(),
+            Source::File(_) => c.path_buf(),
             _ => PathBuf::from("queries"),
         };
         return Err(to_py(Error::data_row(

@@ -218,8 +218,9 @@ def fit(
     Args:
         corpus: the record embeddings, rows x d: a float32 or float16 numpy
             array (C-contiguous ones are read without a copy; others are
-            converted once), or a path to an ``.npy`` file (streamed, so a
-            corpus larger than memory works).
+            converted once), or a path to an ``.npy``, Parquet or Arrow IPC
+            file (streamed, so a corpus larger than memory works; a table's
+            vector column is its one list column).
         queries: the query embeddings of every split, same forms.
         train, dev, test: BEIR-style judgements ``{query_id: {corpus_id:
             score}}``; a score > 0 means relevant. Ids are the strings in
