@@ -379,21 +379,8 @@ pub fn fit_into(
     };
     let before = score_test(&test, &pass.moved)?;
     let mut evaluate_s = clock.split();
-    let original = pass.moved.clone();
+    let moved_distances = move_distances(opts.method, &pass.moved, &g, choice.gamma);
     let updated = update(backend, opts.method, pass.moved, &g, choice.gamma)?;
-    // How far each moved record went (L2), for the report.
-    let moved_distances = (0..updated.rows)
-        .map(|i| {
-            let d2: f32 = updated
-                .row(i)
-                .iter()
-                .zip(original.row(i))
-                .map(|(a, b)| (a - b) * (a - b))
-                .sum();
-            d2.sqrt()
-        })
-        .collect();
-    drop(original);
     clock.lap("update");
     // The output is complete now: the disk can start on it while the test
     // queries are scored.
@@ -670,6 +657,36 @@ fn update(
         Method::NudgeN => backend.update_n(&mut rows, g, gamma)?,
     }
     Ok(rows)
+}
+
+/// How far (L2) each moved record moves, for the report: from the update
+/// rule itself, so that no copy of the rows before the update is kept.
+/// NUDGE-M shifts by `gamma` along the unit `G/|G|` (not at all if G = 0);
+/// NUDGE-N's `a d + b G` of a unit-norm `d` lies
+/// `sqrt((a-1)^2 + 2(a-1)b v + b^2 c)` from it, with `(v, c) = (d.G, |G|^2)`
+/// as the update computes them.
+fn move_distances(method: Method, rows: &Matrix, g: &Matrix, gamma: f64) -> Vec<f32> {
+    use rayon::prelude::*;
+    let step = nudge_n::Step::new(gamma);
+    (0..rows.rows)
+        .into_par_iter()
+        .with_min_len(256)
+        .map(|i| match method {
+            Method::NudgeM => {
+                if g.row(i).iter().any(|x| *x != 0.0) {
+                    (gamma as f32).abs()
+                } else {
+                    0.0
+                }
+            }
+            Method::NudgeN => {
+                let (v, c) = nudge_n::dots(rows.row(i), g.row(i));
+                let (a, b) = step.coefficients(v, c);
+                let d2 = (a - 1.0) * (a - 1.0) + 2.0 * (a - 1.0) * b * v + b * b * c;
+                d2.max(0.0).sqrt() as f32
+            }
+        })
+        .collect()
 }
 
 /// What scoring the test queries needs besides the moved rows.
