@@ -56,16 +56,6 @@ impl Matrix {
             data,
         }
     }
-    /// Rows `start..end`, borrowed when that is the whole matrix (the usual
-    /// case for one block of moved records) and copied otherwise.
-    pub fn rows_range(&self, start: usize, end: usize) -> std::borrow::Cow<'_, Matrix> {
-        if start == 0 && end == self.rows {
-            std::borrow::Cow::Borrowed(self)
-        } else {
-            std::borrow::Cow::Owned(self.slice_rows(start, end))
-        }
-    }
-
     /// Rows `start..end` as a new matrix.
     pub fn slice_rows(&self, start: usize, end: usize) -> Matrix {
         Matrix {

@@ -395,7 +395,6 @@ pub fn fit_html(r: &Value) -> Result<String> {
                 .as_u64()
                 .map_or("k".to_string(), |k| k.to_string());
             let chart = grid_chart(&pts, gamma, &val_k)?;
-            let (lo, hi) = range(pts.iter().map(|p| p.1), false);
             let max_g = pts.iter().map(|p| p.0).fold(f64::NEG_INFINITY, f64::max);
             let mut notes = Vec::new();
             if pts.len() > 1 && pts.iter().all(|p| p.1 == pts[0].1) {
@@ -405,7 +404,6 @@ pub fn fit_html(r: &Value) -> Result<String> {
             } else if pts.len() > 1 && gamma == 0.0 {
                 notes.push("The chosen gamma is 0, the lower edge of the grid: no move raised the dev score.".to_string());
             }
-            let _ = (lo, hi);
             body.push_str(&figure(
                 "gamma-chart",
                 &chart,
