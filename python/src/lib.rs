@@ -392,6 +392,41 @@ fn flops(queries: usize, rows: usize, dim: usize) -> f64 {
     2.0 * queries as f64 * rows as f64 * dim as f64
 }
 
+/// The fit settings `fit` and `fit_dataset` share.
+struct Settings {
+    method: Method,
+    gamma: Option<f64>,
+    val_k: usize,
+    eval_k: usize,
+    allow_zero_rows: bool,
+}
+
+/// Runs a fit of `inputs` the way both entry points do: on the device asked
+/// for (`auto` judged by the job's similarity work), with the GIL released,
+/// Ctrl-C and the progress callable wired in.
+fn run_fit(
+    py: Python<'_>,
+    inputs: &Inputs,
+    s: &Settings,
+    device: &str,
+    adapter: Option<String>,
+    progress: Option<Py<PyAny>>,
+) -> PyResult<Fit> {
+    let scanned = inputs.dev.queries.len() + inputs.test.map_or(0, |t| t.queries.len());
+    let c = inputs.corpus;
+    let backend = backend(device, adapter, flops(scanned, c.rows(), c.cols()))?;
+    let (control, sink) = control(progress);
+    let opts = FitOptions {
+        gamma: s.gamma,
+        val_k: s.val_k,
+        eval_k: s.eval_k,
+        allow_zero_rows: s.allow_zero_rows,
+        control,
+        ..FitOptions::new(s.method)
+    };
+    run_detached(py, &sink, || nudge::fit(backend.as_ref(), inputs, &opts))
+}
+
 /// Fits NUDGE over arrays or `.npy` paths (see `nudge_rs.fit`).
 #[pyfunction]
 #[pyo3(signature = (corpus, queries, train, dev, test, corpus_ids, query_ids, method, gamma, val_k, eval_k, allow_zero_rows, skip_unknown_ids, device, adapter, progress))]
@@ -449,17 +484,6 @@ fn fit<'py>(
         )?),
         None => None,
     };
-    let scanned = dev.queries.len() + test.as_ref().map_or(0, |t| t.queries.len());
-    let backend = backend(device, adapter, flops(scanned, c.rows(), c.cols()))?;
-    let (control, sink) = control(progress);
-    let opts = FitOptions {
-        gamma,
-        val_k,
-        eval_k,
-        allow_zero_rows,
-        control,
-        ..FitOptions::new(method)
-    };
     let inputs = Inputs {
         corpus: c,
         queries: &q,
@@ -467,7 +491,14 @@ fn fit<'py>(
         dev: &dev,
         test: test.as_ref(),
     };
-    let fit = run_detached(py, &sink, || nudge::fit(backend.as_ref(), &inputs, &opts))?;
+    let settings = Settings {
+        method,
+        gamma,
+        val_k,
+        eval_k,
+        allow_zero_rows,
+    };
+    let fit = run_fit(py, &inputs, &settings, device, adapter, progress)?;
     fit_dict(py, fit, &corpus_ids, warnings)
 }
 
@@ -492,17 +523,6 @@ fn fit_dataset<'py>(
     let method: Method = method.parse().map_err(to_py)?;
     let ds = Dataset::open(Paths::folder(&path).map_err(to_py)?).map_err(to_py)?;
     let splits = ds.fit_splits(skip_unknown_ids, with_test).map_err(to_py)?;
-    let scanned = splits.dev.queries.len() + splits.test.as_ref().map_or(0, |t| t.queries.len());
-    let backend = backend(device, adapter, flops(scanned, ds.corpus.rows(), ds.dim()))?;
-    let (control, sink) = control(progress);
-    let opts = FitOptions {
-        gamma,
-        val_k,
-        eval_k,
-        allow_zero_rows,
-        control,
-        ..FitOptions::new(method)
-    };
     let inputs = Inputs {
         corpus: (&ds.corpus).into(),
         queries: &ds.queries,
@@ -510,7 +530,14 @@ fn fit_dataset<'py>(
         dev: &splits.dev,
         test: splits.test.as_ref(),
     };
-    let fit = run_detached(py, &sink, || nudge::fit(backend.as_ref(), &inputs, &opts))?;
+    let settings = Settings {
+        method,
+        gamma,
+        val_k,
+        eval_k,
+        allow_zero_rows,
+    };
+    let fit = run_fit(py, &inputs, &settings, device, adapter, progress)?;
     let mut warnings = ds.notes.clone();
     warnings.extend(splits.warnings.iter().cloned());
     fit_dict(py, fit, &ds.corpus_ids, warnings)
