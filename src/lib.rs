@@ -97,6 +97,7 @@ pub use data::npy::OutDtype;
 pub use error::{Error, IdKind, Kind, Result};
 pub use eval::{EvalOptions, Evaluation, Scores, evaluate};
 pub use fit::output::{WriteOptions, fit_to_file};
+pub use fit::partial::{MapOptions, Partial, ReduceInputs};
 pub use fit::{DevScores, Fit, FitOptions, GridPoint, Inputs, fit, fit_into};
 pub use matrix::Matrix;
 pub use method::Method;

@@ -106,42 +106,13 @@ pub fn run(args: FitArgs) -> Result<()> {
     }
     nudge::backend::cpu::warm_up_in_background();
     let paths = args.data.paths()?;
-    let mut outputs: Vec<PathBuf> = [&args.out, &args.report, &args.html]
-        .into_iter()
-        .flatten()
-        .cloned()
-        .collect();
-    if let Some(dir) = &args.delta {
-        outputs.push(dir.join("vectors.npy"));
-        outputs.push(dir.join("ids.txt"));
-    }
-    for out in &outputs {
-        refuse_overwriting_input(out, &paths)?;
-    }
-    let named = [
-        ("--out", &args.out),
-        ("--report", &args.report),
-        ("--html", &args.html),
-    ];
-    for (i, (a, x)) in named.iter().enumerate() {
-        for (b, y) in &named[i + 1..] {
-            if let (Some(x), Some(y)) = (x, y)
-                && std::path::absolute(x).ok() == std::path::absolute(y).ok()
-            {
-                return Err(Error::invalid(format!(
-                    "{a} and {b} both name {}; give them different paths",
-                    x.display()
-                )));
-            }
-        }
-    }
-    // Fail before the fit, not after it, when an output cannot be written.
-    for out in [&args.out, &args.report, &args.html].into_iter().flatten() {
-        check_writable(out)?;
-    }
-    if let Some(dir) = &args.delta {
-        check_delta_dir(dir)?;
-    }
+    let outputs = Outputs {
+        out: args.out.as_deref(),
+        delta: args.delta.as_deref(),
+        report: args.report.as_deref(),
+        html: args.html.as_deref(),
+    };
+    outputs.check(&paths)?;
     let ds = Dataset::open(paths)?;
     ds.notes
         .iter()
@@ -197,50 +168,18 @@ pub fn run(args: FitArgs) -> Result<()> {
         // The library says "fixed by the caller"; here the caller is a flag.
         fit.gamma_reason = Some("fixed by --gamma".to_string());
     }
-    // Every output is staged in a temporary file and all are renamed into
-    // place together at the end: a failure (or Ctrl-C) on the way leaves
-    // none of them, and files already at those paths stay as they were.
-    let t = Instant::now();
-    let delta_dir_is_new = args.delta.as_ref().is_some_and(|d| !d.exists());
-    let written = (|| -> Result<()> {
-        let mut staged = stage_outputs(&args, &ds, &fit, dtype, inline)?;
-        let write_s = t.elapsed().as_secs_f64();
-        // The fit's own phases, and what only the command saw: reading the
-        // inputs, syncing the outputs, the whole run.
-        let mut report = fit.report();
-        let timings = report["timings"]
-            .as_object_mut()
-            .expect("the report has timings");
-        timings.insert("read".into(), json!(read_s));
-        // The fit wrote the rows ("write" in its timings); staging synced.
-        let fit_write = timings.get("write").and_then(Value::as_f64).unwrap_or(0.0);
-        timings.insert("write".into(), json!(fit_write + write_s));
-        timings.insert("total".into(), json!(start.elapsed().as_secs_f64()));
-        if let Some(k) = super::kernel_timings_json(backend.as_ref()) {
-            timings.insert("gpu_kernels".into(), k);
-        }
-        report["inputs"] = inputs_json(&ds, &args);
-        if let Some(path) = &args.report {
-            let text = serde_json::to_string_pretty(&report).expect("report serialises");
-            staged.push(nudge::data::stage_write(
-                path,
-                format!("{text}\n").as_bytes(),
-            )?);
-        }
-        if let Some(path) = &args.html {
-            let html = nudge::report::fit_html(&report)?;
-            staged.push(nudge::data::stage_write(path, html.as_bytes())?);
-        }
-        nudge::data::commit_all(staged, &opts.control.cancel)
-    })();
-    if let Err(e) = written {
-        if delta_dir_is_new {
-            // Removes the directory only if it is empty, as it is unless a
-            // rename into it succeeded.
-            let _ = std::fs::remove_dir(args.delta.as_ref().expect("delta"));
-        }
-        return Err(e);
-    }
+    let inputs = inputs_json(&ds, &args.device, args.no_test);
+    outputs.write(
+        &ds,
+        &fit,
+        dtype,
+        inline,
+        backend.as_ref(),
+        read_s,
+        start,
+        inputs,
+        &opts.control,
+    )?;
     summary(
         &fit,
         &ds,
@@ -249,6 +188,123 @@ pub fn run(args: FitArgs) -> Result<()> {
         start.elapsed().as_secs_f64(),
     );
     Ok(())
+}
+
+/// The files a fit (or a reduce) writes.
+pub struct Outputs<'a> {
+    /// `--out`: the tuned corpus.
+    pub out: Option<&'a Path>,
+    /// `--delta`: the moved records only.
+    pub delta: Option<&'a Path>,
+    /// `--report`: the JSON report.
+    pub report: Option<&'a Path>,
+    /// `--html`: the HTML report.
+    pub html: Option<&'a Path>,
+}
+
+impl Outputs<'_> {
+    /// Before any work: no output replaces an input or another output, and
+    /// each can be written.
+    pub fn check(&self, paths: &nudge::Paths) -> Result<()> {
+        let mut files: Vec<PathBuf> = [self.out, self.report, self.html]
+            .into_iter()
+            .flatten()
+            .map(Path::to_path_buf)
+            .collect();
+        if let Some(dir) = self.delta {
+            files.push(dir.join("vectors.npy"));
+            files.push(dir.join("ids.txt"));
+        }
+        for out in &files {
+            refuse_overwriting_input(out, paths)?;
+        }
+        let named = [
+            ("--out", self.out),
+            ("--report", self.report),
+            ("--html", self.html),
+        ];
+        for (i, (a, x)) in named.iter().enumerate() {
+            for (b, y) in &named[i + 1..] {
+                if let (Some(x), Some(y)) = (x, y)
+                    && std::path::absolute(x).ok() == std::path::absolute(y).ok()
+                {
+                    return Err(Error::invalid(format!(
+                        "{a} and {b} both name {}; give them different paths",
+                        x.display()
+                    )));
+                }
+            }
+        }
+        // Fail before the fit, not after it, when an output cannot be written.
+        for out in [self.out, self.report, self.html].into_iter().flatten() {
+            check_writable(out)?;
+        }
+        if let Some(dir) = self.delta {
+            check_delta_dir(dir)?;
+        }
+        Ok(())
+    }
+
+    /// Writes every output of `fit`. Each is staged in a temporary file and
+    /// all are renamed into place together at the end: a failure (or
+    /// Ctrl-C) on the way leaves none of them, and files already at those
+    /// paths stay as they were.
+    #[allow(clippy::too_many_arguments)]
+    pub fn write(
+        &self,
+        ds: &Dataset,
+        fit: &Fit,
+        dtype: OutDtype,
+        inline: Option<output::InlineOutput>,
+        backend: &dyn nudge::Backend,
+        read_s: f64,
+        start: Instant,
+        inputs: Value,
+        control: &nudge::Control,
+    ) -> Result<()> {
+        let t = Instant::now();
+        let delta_dir_is_new = self.delta.is_some_and(|d| !d.exists());
+        let written = (|| -> Result<()> {
+            let mut staged = stage_outputs(self.delta, ds, fit, dtype, inline)?;
+            let write_s = t.elapsed().as_secs_f64();
+            // The fit's own phases, and what only the command saw: reading the
+            // inputs, syncing the outputs, the whole run.
+            let mut report = fit.report();
+            let timings = report["timings"]
+                .as_object_mut()
+                .expect("the report has timings");
+            timings.insert("read".into(), json!(read_s));
+            // The fit wrote the rows ("write" in its timings); staging synced.
+            let fit_write = timings.get("write").and_then(Value::as_f64).unwrap_or(0.0);
+            timings.insert("write".into(), json!(fit_write + write_s));
+            timings.insert("total".into(), json!(start.elapsed().as_secs_f64()));
+            if let Some(k) = super::kernel_timings_json(backend) {
+                timings.insert("gpu_kernels".into(), k);
+            }
+            report["inputs"] = inputs;
+            if let Some(path) = self.report {
+                let text = serde_json::to_string_pretty(&report).expect("report serialises");
+                staged.push(nudge::data::stage_write(
+                    path,
+                    format!("{text}\n").as_bytes(),
+                )?);
+            }
+            if let Some(path) = self.html {
+                let html = nudge::report::fit_html(&report)?;
+                staged.push(nudge::data::stage_write(path, html.as_bytes())?);
+            }
+            nudge::data::commit_all(staged, &control.cancel)
+        })();
+        if let Err(e) = written {
+            if delta_dir_is_new {
+                // Removes the directory only if it is empty, as it is unless a
+                // rename into it succeeded.
+                let _ = std::fs::remove_dir(self.delta.expect("delta"));
+            }
+            return Err(e);
+        }
+        Ok(())
+    }
 }
 
 /// The inputs as the HTML report lists them: each file, with the corpus's
@@ -260,7 +316,7 @@ fn table_ids(m: &nudge::data::MatrixFile) -> Option<String> {
     }
 }
 
-fn inputs_json(ds: &Dataset, args: &FitArgs) -> Value {
+pub fn inputs_json(ds: &Dataset, device: &DeviceArgs, no_test: bool) -> Value {
     let p = &ds.paths;
     let file = |x: &Option<PathBuf>| x.as_ref().map(|x| x.display().to_string());
     json!({
@@ -270,14 +326,14 @@ fn inputs_json(ds: &Dataset, args: &FitArgs) -> Value {
         "query ids": file(&p.query_ids).or_else(|| ds.query_id_column.as_ref().map(|c| format!("column {c}"))).unwrap_or_else(|| "row numbers".into()),
         "train qrels": file(&p.train_qrels),
         "dev qrels": file(&p.dev_qrels),
-        "test qrels": if args.no_test { None } else { file(&p.test_qrels) },
-        "device flag": args.device.device_name(),
+        "test qrels": if no_test { None } else { file(&p.test_qrels) },
+        "device flag": device.device_name(),
     })
 }
 
 /// Writes `--out` and `--delta` to temporary files, uncommitted.
 fn stage_outputs(
-    args: &FitArgs,
+    delta: Option<&Path>,
     ds: &Dataset,
     fit: &Fit,
     dtype: OutDtype,
@@ -287,7 +343,7 @@ fn stage_outputs(
     if let Some(corpus) = corpus {
         staged.push(corpus.finish()?);
     }
-    if let Some(dir) = &args.delta {
+    if let Some(dir) = delta {
         let names: Vec<String> = fit
             .moved
             .iter()
@@ -392,7 +448,7 @@ pub fn refuse_overwriting_input(out: &Path, paths: &nudge::Paths) -> Result<()> 
     Ok(())
 }
 
-fn summary(fit: &Fit, ds: &Dataset, device: String, out: Option<&Path>, total: f64) {
+pub fn summary(fit: &Fit, ds: &Dataset, device: String, out: Option<&Path>, total: f64) {
     log::notice(format!(
         "{} on {} records x {} ({device}): gamma {}, {} records moved{}",
         fit.method.as_str(),

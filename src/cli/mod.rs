@@ -2,6 +2,7 @@
 //! one file per subcommand, and what only a command-line program does
 //! (printing, progress bars, signals, environment variables, exit codes).
 
+pub mod apply;
 pub mod bench;
 pub mod demo;
 pub mod device;
@@ -12,7 +13,10 @@ pub mod fit;
 pub mod floor;
 pub mod interrupt;
 pub mod log;
+pub mod map;
+pub mod part;
 pub mod progress;
+pub mod reduce;
 pub mod report;
 pub mod synth;
 
@@ -43,6 +47,12 @@ pub enum Command {
     Demo(demo::DemoArgs),
     /// Write a synthetic dataset folder on which NUDGE helps.
     Synth(synth::SynthArgs),
+    /// Scan one part of the corpus into a partial, for `nudge reduce`.
+    Map(map::MapArgs),
+    /// Fit from the partials of every part: the same delta and report as `nudge fit`.
+    Reduce(reduce::ReduceArgs),
+    /// Write a corpus (or one part of it) tuned by a delta.
+    Apply(apply::ApplyArgs),
     /// Time fit and eval on the CPU path and the GPU path in one run.
     Bench(bench::BenchArgs),
     /// Render a saved fit report (`fit --report`) as a self-contained HTML page.
@@ -131,6 +141,9 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Eval(a) => eval::run(a),
         Command::Demo(a) => demo::run(a),
         Command::Synth(a) => synth::run(a),
+        Command::Map(a) => map::run(a),
+        Command::Reduce(a) => reduce::run(a),
+        Command::Apply(a) => apply::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Report(a) => report::run(a),
         Command::Devices(a) => devices::run(a),

@@ -60,6 +60,33 @@ pub struct Header {
 /// Parses the magic string and header dict of an `.npy` file from its first
 /// bytes. `bytes` may be the whole file; only the header is looked at.
 pub fn parse_header(bytes: &[u8]) -> std::result::Result<Header, String> {
+    let (descr, rows, cols, data_offset) = parse_any(bytes)?;
+    let dtype = match descr.as_str() {
+        "<f4" | "=f4" => Dtype::F32,
+        "<f2" | "=f2" => Dtype::F16,
+        "<f8" | "=f8" => Dtype::F64,
+        ">f4" | ">f2" | ">f8" => {
+            return Err(format!(
+                "big-endian dtype {descr:?} is not supported (expected little-endian float32 or float16; convert with arr.astype('<f4'))"
+            ));
+        }
+        other => {
+            return Err(format!(
+                "dtype {other:?} is not supported (expected float32 '<f4' or float16 '<f2', or float64 '<f8' which is converted; integer embeddings are refused)"
+            ));
+        }
+    };
+    Ok(Header {
+        dtype,
+        rows,
+        cols,
+        data_offset,
+    })
+}
+
+/// The header of a 2-d C-order `.npy` of any element type: its type string,
+/// rows, columns and the byte offset of the data.
+fn parse_any(bytes: &[u8]) -> std::result::Result<(String, usize, usize, usize), String> {
     const MAGIC: &[u8] = b"\x93NUMPY";
     if bytes.len() < 10 {
         return Err(format!(
@@ -100,23 +127,9 @@ pub fn parse_header(bytes: &[u8]) -> std::result::Result<Header, String> {
         .map_err(|_| "the .npy header is not valid text".to_string())?;
 
     let descr = dict_value(text, "descr")?;
-    let descr =
-        parse_quoted(descr).ok_or_else(|| format!("malformed 'descr' in header {text:?}"))?;
-    let dtype = match descr {
-        "<f4" | "=f4" => Dtype::F32,
-        "<f2" | "=f2" => Dtype::F16,
-        "<f8" | "=f8" => Dtype::F64,
-        ">f4" | ">f2" | ">f8" => {
-            return Err(format!(
-                "big-endian dtype {descr:?} is not supported (expected little-endian float32 or float16; convert with arr.astype('<f4'))"
-            ));
-        }
-        other => {
-            return Err(format!(
-                "dtype {other:?} is not supported (expected float32 '<f4' or float16 '<f2', or float64 '<f8' which is converted; integer embeddings are refused)"
-            ));
-        }
-    };
+    let descr = parse_quoted(descr)
+        .ok_or_else(|| format!("malformed 'descr' in header {text:?}"))?
+        .to_string();
     let fortran = dict_value(text, "fortran_order")?;
     if fortran.starts_with("True") {
         return Err(
@@ -134,12 +147,55 @@ pub fn parse_header(bytes: &[u8]) -> std::result::Result<Header, String> {
             dims
         ));
     }
-    Ok(Header {
-        dtype,
-        rows: dims[0],
-        cols: dims[1],
-        data_offset: end,
-    })
+    Ok((descr, dims[0], dims[1], end))
+}
+
+/// A `rows x cols` matrix of u32 as a whole `.npy` file (`<u4`): how a fit's
+/// partial stores record rows, readable by `numpy.load`.
+pub fn u32_npy_bytes(data: &[u32], cols: usize) -> Vec<u8> {
+    let rows = data.len().checked_div(cols).unwrap_or(0);
+    let mut header =
+        format!("{{'descr': '<u4', 'fortran_order': False, 'shape': ({rows}, {cols}), }}");
+    // Version 1.0, the header padded so the data starts on 64 bytes.
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut out = Vec::with_capacity(10 + header.len() + data.len() * 4);
+    out.extend_from_slice(b"\x93NUMPY\x01\x00");
+    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    out.extend_from_slice(header.as_bytes());
+    out.extend_from_slice(bytemuck::cast_slice(data));
+    out
+}
+
+/// Reads a whole `<u4` `.npy` file written by [`u32_npy_bytes`] (or numpy):
+/// its values, rows and columns. A data error naming `path` if it is not
+/// one.
+pub fn read_u32(path: &Path) -> Result<(Vec<u32>, usize, usize)> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, "read", e))?;
+    let (descr, rows, cols, offset) = parse_any(&bytes).map_err(|m| Error::data(path, m))?;
+    if descr != "<u4" && descr != "=u4" {
+        return Err(Error::data(
+            path,
+            format!("dtype {descr:?}: expected uint32 '<u4'"),
+        ));
+    }
+    let want = rows * cols * 4;
+    if bytes.len() - offset != want {
+        return Err(Error::data(
+            path,
+            format!(
+                "holds {} data bytes; its header ({rows} x {cols} uint32) announces {want}",
+                bytes.len() - offset
+            ),
+        ));
+    }
+    let data = bytes[offset..]
+        .chunks_exact(4)
+        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    Ok((data, rows, cols))
 }
 
 /// The text after `'key':` up to the end of the dict.

@@ -17,12 +17,14 @@ use crate::error::Result;
 const AHEAD: usize = 2;
 
 /// Calls `f(rows, first_row)` for consecutive chunks of `chunk_rows` rows of
-/// `corpus` (converted to f32), in order, while the next chunk is read.
-/// With `into` (room for every row of the corpus), each chunk is read into
-/// its place there and `f` sees that place; otherwise into a few recycled
-/// buffers.
+/// `corpus` (converted to f32) within `range`, in order, while the next
+/// chunk is read; `first_row` counts from the corpus's first row, not the
+/// range's. With `into` (room for every row of the range), each chunk is
+/// read into its place there and `f` sees that place; otherwise into a few
+/// recycled buffers.
 pub fn for_each_chunk(
     corpus: Corpus,
+    range: std::ops::Range<usize>,
     chunk_rows: usize,
     into: Option<&mut [f32]>,
     cancel: &Cancel,
@@ -33,12 +35,15 @@ pub fn for_each_chunk(
     // way, which still shows `f` its empty chunks.)
     match into.filter(|_| corpus.cols() > 0) {
         Some(all) => {
-            assert_eq!(
-                all.len(),
-                corpus.rows() * corpus.cols(),
-                "room for the corpus"
-            );
-            pump(corpus, chunk_rows, all.chunks_mut(chunk_len), cancel, f)
+            assert_eq!(all.len(), range.len() * corpus.cols(), "room for the rows");
+            pump(
+                corpus,
+                range,
+                chunk_rows,
+                all.chunks_mut(chunk_len),
+                cancel,
+                f,
+            )
         }
         None => {
             let (recycle_tx, recycle_rx) = channel::<Vec<f32>>();
@@ -46,6 +51,7 @@ pub fn for_each_chunk(
                 std::iter::from_fn(move || Some(recycle_rx.try_recv().unwrap_or_default()));
             pump(
                 corpus,
+                range,
                 chunk_rows,
                 buffers.zip(std::iter::repeat(recycle_tx)),
                 cancel,
@@ -81,19 +87,21 @@ impl ChunkBuf for &mut [f32] {
 
 fn pump<B: ChunkBuf>(
     corpus: Corpus,
+    range: std::ops::Range<usize>,
     chunk_rows: usize,
     mut buffers: impl Iterator<Item = B> + Send,
     cancel: &Cancel,
     mut f: impl FnMut(&mut [f32], usize) -> Result<()>,
 ) -> Result<()> {
-    let n = corpus.rows();
+    assert!(range.end <= corpus.rows(), "rows within the corpus");
+    let n = range.end;
     let cols = corpus.cols();
     let chunk_rows = chunk_rows.max(1);
     std::thread::scope(|s| {
         let (tx, rx) = sync_channel::<Result<(B, usize, usize)>>(AHEAD);
         s.spawn(move || {
             let mut raw = Vec::new();
-            let mut start = 0;
+            let mut start = range.start;
             while start < n {
                 let count = chunk_rows.min(n - start);
                 let Some(mut buf) = buffers.next() else {

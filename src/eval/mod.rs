@@ -85,6 +85,7 @@ pub fn evaluate(
     let (top, report) = scan_corpus(
         backend,
         corpus,
+        0..corpus.rows(),
         spec,
         opts.chunk_rows,
         None,

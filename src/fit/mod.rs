@@ -17,6 +17,7 @@
 //! before the corpus is read. [`output`] writes the tuned corpus.
 
 pub mod output;
+pub mod partial;
 pub(crate) mod plan;
 pub(crate) mod scan;
 mod search;
@@ -63,6 +64,15 @@ pub struct FitOptions {
 }
 
 impl FitOptions {
+    /// The depth of the dev lists the gamma search reads: 1 for NUDGE-M,
+    /// `val_k` for NUDGE-N.
+    pub fn dev_k(&self) -> usize {
+        match self.method {
+            Method::NudgeM => 1,
+            Method::NudgeN => self.val_k,
+        }
+    }
+
     /// The reference's defaults for `method`: gamma searched, `val_k` 1,
     /// test metrics at 10.
     pub fn new(method: Method) -> FitOptions {
@@ -296,42 +306,98 @@ pub fn fit_into(
     mut out: Option<&mut output::InlineOutput>,
 ) -> Result<Fit> {
     opts.validate()?;
-    if inputs.queries.cols != inputs.corpus.cols() {
-        return Err(Error::inconsistent(format!(
-            "dimension mismatch: the corpus has {}-d rows but the queries have {}-d rows; queries and corpus must come from the same model",
-            inputs.corpus.cols(),
-            inputs.queries.cols
-        )));
-    }
-    let (n_queries, n_records) = (inputs.queries.rows, inputs.corpus.rows());
-    for split in [Some(inputs.train), Some(inputs.dev), inputs.test]
-        .into_iter()
-        .flatten()
-    {
-        split.check_rows(n_queries, n_records)?;
-    }
-    let mut clock = Clock(Instant::now(), Vec::new());
+    let queries = Queries::new(inputs.queries, inputs.train, inputs.dev, inputs.test)?;
+    queries.check(inputs.corpus.rows(), inputs.corpus.cols())?;
+    let mut clock = Clock::start();
     let plan = Plan::new(inputs.corpus.rows(), inputs.train, inputs.dev);
-    let dev_k = match opts.method {
-        Method::NudgeM => 1,
-        Method::NudgeN => opts.val_k,
+    let dev_k = opts.dev_k();
+    let map = partial::MapOptions {
+        // Only as deep as this fit needs (a map for a later reduce keeps
+        // the deepest either method asks for).
+        k: dev_k.max(if inputs.test.is_some() {
+            opts.eval_k
+        } else {
+            0
+        }),
+        allow_zero_rows: opts.allow_zero_rows,
+        chunk_rows: opts.chunk_rows,
+        control: opts.control.clone(),
     };
-    let q_dev = inputs.dev.matrix(inputs.queries);
-    let q_test = inputs.test.map(|t| t.matrix(inputs.queries));
-
     let pass = scan_and_gather(
         backend,
-        inputs,
-        opts,
+        inputs.corpus,
+        0..inputs.corpus.rows(),
+        &queries,
         &plan,
-        &q_dev,
-        q_test.as_ref(),
-        dev_k,
+        &map,
         out.as_deref_mut(),
     )?;
     clock.lap("scan");
+    solve(backend, &queries, plan, pass, opts, clock, out)
+}
 
-    let g = aggregate(backend, inputs.queries, &plan, &pass.zero_rows)?;
+/// The queries of a fit and of its partials: every query embedding, the
+/// splits, and the dev (then test) queries gathered for the scan.
+pub(crate) struct Queries<'a> {
+    pub all: &'a Matrix,
+    pub train: &'a Split,
+    pub dev: &'a Split,
+    pub test: Option<&'a Split>,
+    pub q_dev: Matrix,
+    pub q_test: Option<Matrix>,
+}
+
+impl<'a> Queries<'a> {
+    pub fn new(
+        all: &'a Matrix,
+        train: &'a Split,
+        dev: &'a Split,
+        test: Option<&'a Split>,
+    ) -> Result<Queries<'a>> {
+        Ok(Queries {
+            all,
+            train,
+            dev,
+            test,
+            q_dev: dev.matrix(all),
+            q_test: test.map(|t| t.matrix(all)),
+        })
+    }
+
+    /// Fails unless every split names queries and records that exist and
+    /// the corpus has the queries' dimension.
+    pub fn check(&self, records: usize, cols: usize) -> Result<()> {
+        if self.all.cols != cols {
+            return Err(Error::inconsistent(format!(
+                "dimension mismatch: the corpus has {cols}-d rows but the queries have {}-d rows; queries and corpus must come from the same model",
+                self.all.cols
+            )));
+        }
+        for split in [Some(self.train), Some(self.dev), self.test]
+            .into_iter()
+            .flatten()
+        {
+            split.check_rows(self.all.rows, records)?;
+        }
+        Ok(())
+    }
+}
+
+/// Steps 2 to 5, from what the corpus pass (or the reduce of partials that
+/// cover the corpus) left: everything after the scan.
+pub(crate) fn solve(
+    backend: &dyn Backend,
+    queries: &Queries,
+    plan: Plan,
+    pass: partial::Partial,
+    opts: &FitOptions,
+    mut clock: Clock,
+    mut out: Option<&mut output::InlineOutput>,
+) -> Result<Fit> {
+    let dev_k = opts.dev_k();
+    let (q_dev, q_test) = (&queries.q_dev, queries.q_test.as_ref());
+    let (dev, test) = (queries.dev, queries.test);
+    let g = aggregate(backend, queries.all, &plan, &pass.zero_rows)?;
     clock.lap("aggregate");
 
     let block = opts
@@ -339,8 +405,8 @@ pub fn fit_into(
         .unwrap_or_else(|| backend.block_rows(q_dev.rows));
     let search = Search {
         backend,
-        q_dev: &q_dev,
-        dev: inputs.dev,
+        q_dev,
+        dev,
         moved: &plan.moved,
         kept: &plan.kept,
         d_moved: &pass.moved,
@@ -349,12 +415,12 @@ pub fn fit_into(
         block,
         control: &opts.control,
     };
-    let dev_static = static_part(&pass.top, 0, inputs.dev.queries.len(), dev_k);
+    let dev_static = static_part(&pass.top, 0, dev.queries.len(), dev_k);
     let choice = choose_gamma(&search, &dev_static, opts, dev_k)?;
     let reason = choice
         .reason
         .clone()
-        .or_else(|| explain_gamma(choice.gamma, inputs.dev, &plan.moved, &g));
+        .or_else(|| explain_gamma(choice.gamma, dev, &plan.moved, &g));
     let mut warnings = Vec::new();
     if choice.reason.is_none()
         && let Some(why) = &reason
@@ -367,17 +433,17 @@ pub fn fit_into(
     }
     clock.lap("gamma search");
 
-    let test = TestScoring {
+    let scoring = TestScoring {
         backend,
         top: &pass.top,
-        dev_queries: inputs.dev.queries.len(),
-        test: inputs.test.zip(q_test.as_ref()),
+        dev_queries: dev.queries.len(),
+        test: test.zip(q_test),
         moved: &plan.moved,
         k: opts.eval_k,
         block,
         control: &opts.control,
     };
-    let before = score_test(&test, &pass.moved)?;
+    let before = score_test(&scoring, &pass.moved)?;
     let mut evaluate_s = clock.split();
     let moved_distances = move_distances(opts.method, &pass.moved, &g, choice.gamma);
     let updated = update(backend, opts.method, pass.moved, &g, choice.gamma)?;
@@ -388,7 +454,7 @@ pub fn fit_into(
         o.put_moved(&plan.moved, &updated)?;
         clock.lap("write");
     }
-    let after = score_test(&test, &updated)?;
+    let after = score_test(&scoring, &updated)?;
     evaluate_s += clock.split();
     clock.1.push(("evaluate", evaluate_s));
 
@@ -411,45 +477,34 @@ pub fn fit_into(
         warnings,
         timings: clock.1,
         backend: (backend.name(), backend.device_name()),
-        shape: (n_records, inputs.corpus.cols()),
+        shape: (plan.is_moved.len(), queries.all.cols),
         queries: [
-            inputs.train.queries.len(),
-            inputs.dev.queries.len(),
-            inputs.test.map_or(0, |t| t.queries.len()),
+            queries.train.queries.len(),
+            dev.queries.len(),
+            test.map_or(0, |t| t.queries.len()),
         ],
     })
 }
 
-/// What the corpus pass leaves: everything later steps need from the corpus.
-struct Pass {
-    /// Static top-k of the dev queries, then of the test queries.
-    top: TopK,
-    /// The moved rows, normalised, in `plan.moved` order.
-    moved: Matrix,
-    /// The dev answers that stay, normalised, in `plan.kept` order.
-    kept: Matrix,
-    /// Rows of zero norm (allowed by `allow_zero_rows`).
-    zero_rows: Vec<usize>,
-}
-
-/// Step 1: the one pass over the corpus. Every row is normalised once, here
-/// on the host, and everything downstream (the scan, the gathered rows, the
-/// written output) takes it as it is, so the moved rows and the written
-/// file agree bit for bit whatever the backend. The moved rows are left out
-/// of the static top-k; they and the static dev answers are copied out as
-/// the corpus streams past.
-#[allow(clippy::too_many_arguments)]
-fn scan_and_gather(
+/// Step 1: one pass over corpus rows `range`. Every row is normalised once,
+/// here on the host, and everything downstream (the scan, the gathered
+/// rows, the written output) takes it as it is, so the moved rows and the
+/// written file agree bit for bit whatever the backend. The moved rows are
+/// left out of the static top-k; they and the static dev answers are
+/// copied out as the corpus streams past. A fit passes over every row; a
+/// map ([`partial::map`]) over its part.
+pub(crate) fn scan_and_gather(
     backend: &dyn Backend,
-    inputs: &Inputs,
-    opts: &FitOptions,
+    corpus: Corpus,
+    range: std::ops::Range<usize>,
+    queries: &Queries,
     plan: &Plan,
-    q_dev: &Matrix,
-    q_test: Option<&Matrix>,
-    dev_k: usize,
+    opts: &partial::MapOptions,
     out: Option<&mut output::InlineOutput>,
-) -> Result<Pass> {
-    let dim = inputs.corpus.cols();
+) -> Result<partial::Partial> {
+    let t = Instant::now();
+    let dim = corpus.cols();
+    let (q_dev, q_test) = (&queries.q_dev, queries.q_test.as_ref());
     // The scan's queries: the dev queries, then the test queries if any.
     let q_scan = match q_test {
         Some(t) => {
@@ -460,13 +515,19 @@ fn scan_and_gather(
         }
         None => std::borrow::Cow::Borrowed(q_dev),
     };
-    let k = dev_k.max(if q_test.is_some() { opts.eval_k } else { 0 });
-    let mut moved = Matrix::zeros(plan.moved.len(), dim);
-    let mut kept = Matrix::zeros(plan.kept.len(), dim);
+    // The moved records and static dev answers within the range.
+    let within = |rows: &[u32]| -> Vec<u32> {
+        let lo = rows.partition_point(|&r| (r as usize) < range.start);
+        let hi = rows.partition_point(|&r| (r as usize) < range.end);
+        rows[lo..hi].to_vec()
+    };
+    let (moved_rows, kept_rows) = (within(&plan.moved), within(&plan.kept));
+    let mut moved = Matrix::zeros(moved_rows.len(), dim);
+    let mut kept = Matrix::zeros(kept_rows.len(), dim);
     let mut cursors = (0, 0);
     let spec = ScanSpec {
         queries: &q_scan,
-        k,
+        k: opts.k,
         rows: Rows::Checked,
         skip: Some(&plan.is_moved),
     };
@@ -479,7 +540,8 @@ fn scan_and_gather(
     };
     let (top, _) = scan_corpus(
         backend,
-        inputs.corpus,
+        corpus,
+        range.clone(),
         spec,
         opts.chunk_rows,
         into,
@@ -488,8 +550,8 @@ fn scan_and_gather(
             report.extend(crate::backend::cpu::normalize_rows(chunk, dim, first));
             let end = first + chunk.len() / dim.max(1);
             for (rows, dst, cursor) in [
-                (&plan.moved, &mut moved, &mut cursors.0),
-                (&plan.kept, &mut kept, &mut cursors.1),
+                (&moved_rows, &mut moved, &mut cursors.0),
+                (&kept_rows, &mut kept, &mut cursors.1),
             ] {
                 while *cursor < rows.len() && (rows[*cursor] as usize) < end {
                     let r = rows[*cursor] as usize - first;
@@ -504,18 +566,28 @@ fn scan_and_gather(
             }
         },
     )?;
-    check_finite(&report, inputs.corpus)?;
+    check_finite(&report, corpus)?;
     if !report.zero.is_empty() && !opts.allow_zero_rows {
         return Err(Error::ZeroRows {
-            path: inputs.corpus.path_buf(),
+            path: corpus.path_buf(),
             rows: report.zero,
         });
     }
-    Ok(Pass {
+    Ok(partial::Partial {
+        rows: range,
+        dim,
+        k: opts.k,
+        dev_queries: q_dev.rows,
+        test_queries: q_test.map(|t| t.rows),
+        fingerprint: partial::Fingerprint::of(q_dev, q_test),
         top,
+        moved_rows,
         moved,
+        kept_rows,
         kept,
         zero_rows: report.zero,
+        seconds: t.elapsed().as_secs_f64(),
+        source: None,
     })
 }
 
@@ -739,15 +811,20 @@ fn static_part(top: &TopK, first: usize, count: usize, k: usize) -> TopK {
 }
 
 /// Seconds per phase.
-struct Clock(Instant, Vec<(&'static str, f64)>);
+pub(crate) struct Clock(pub Instant, pub Vec<(&'static str, f64)>);
 
 impl Clock {
-    fn lap(&mut self, phase: &'static str) {
+    /// A clock started now.
+    pub fn start() -> Clock {
+        Clock(Instant::now(), Vec::new())
+    }
+    /// Records the seconds since the last lap as `phase`.
+    pub fn lap(&mut self, phase: &'static str) {
         let s = self.split();
         self.1.push((phase, s));
     }
     /// Seconds since the last lap or split, without recording a phase.
-    fn split(&mut self) -> f64 {
+    pub fn split(&mut self) -> f64 {
         let now = Instant::now();
         let s = (now - self.0).as_secs_f64();
         self.0 = now;

@@ -258,3 +258,125 @@ pub fn stage_delta(
     let ids = crate::data::stage_write(&dir.join("ids.txt"), text.as_bytes())?;
     Ok(vec![vectors, ids])
 }
+
+/// A delta read back (`nudge fit --delta`): the moved records' ids and new
+/// vectors, one row per id.
+#[derive(Debug, Clone)]
+pub struct Delta {
+    /// Ids of the moved records, as `ids.txt` lists them.
+    pub ids: Vec<String>,
+    /// Their new vectors, in the same order.
+    pub vectors: Matrix,
+}
+
+impl Delta {
+    /// Reads `dir/ids.txt` and `dir/vectors.npy`; a data error naming the
+    /// file when they do not agree.
+    pub fn load(dir: &Path) -> Result<Delta> {
+        let ids_path = dir.join("ids.txt");
+        let text = std::fs::read_to_string(&ids_path).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                Error::data(
+                    dir,
+                    "holds no ids.txt; expected a delta written by `nudge fit --delta`",
+                )
+            } else {
+                Error::io(&ids_path, "read", e)
+            }
+        })?;
+        let ids: Vec<String> = text.lines().map(str::to_string).collect();
+        let m = crate::data::npy::NpyMatrix::open(&dir.join("vectors.npy"))?;
+        if m.rows() != ids.len() {
+            return Err(Error::inconsistent(format!(
+                "{} has {} rows but {} lists {} ids; expected one vector per id",
+                dir.join("vectors.npy").display(),
+                m.rows(),
+                ids_path.display(),
+                ids.len()
+            )));
+        }
+        Ok(Delta {
+            vectors: Matrix::new(m.rows(), m.cols(), m.read_all()?),
+            ids,
+        })
+    }
+}
+
+/// Writes rows `range` of `corpus` tuned, to a temporary file beside
+/// `path` (to be committed): every row normalised as a fit normalises it,
+/// and the rows `moved` (ascending corpus rows) that fall in the range
+/// replaced by their row of `updated`. The outputs of parts that tile the
+/// corpus, concatenated, are the fit's `--out` byte for byte, so each
+/// worker of a distributed fit rewrites its own part.
+#[allow(clippy::too_many_arguments)]
+pub fn stage_applied(
+    corpus: crate::data::Corpus,
+    range: std::ops::Range<usize>,
+    moved: &[u32],
+    updated: &Matrix,
+    path: &Path,
+    write: &WriteOptions,
+    chunk_rows: Option<usize>,
+    control: &crate::control::Control,
+) -> Result<Pending> {
+    let dim = corpus.cols();
+    assert!(range.end <= corpus.rows(), "rows within the corpus");
+    assert_eq!(updated.rows, moved.len(), "one updated row per moved row");
+    if updated.cols != dim {
+        return Err(Error::inconsistent(format!(
+            "the delta's vectors are {}-d but {} has {dim}-d rows",
+            updated.cols,
+            corpus.path().display()
+        )));
+    }
+    let lo = moved.partition_point(|&r| (r as usize) < range.start);
+    let hi = moved.partition_point(|&r| (r as usize) < range.end);
+    let local: Vec<u32> = moved[lo..hi]
+        .iter()
+        .map(|&r| r - range.start as u32)
+        .collect();
+    let rows = Matrix::new(hi - lo, dim, updated.data[lo * dim..hi * dim].to_vec());
+    let mut out = InlineOutput::create(range.len(), dim, path, write)?;
+    let first_row = range.start;
+    let mut report = crate::backend::RowReport::default();
+    let chunk = chunk_rows.unwrap_or(1 << 16).max(1);
+    let phase = control.phase("applying", range.len() as u64, "rows");
+    let (into, push) = match out.rows_mut() {
+        Some(all) => (Some(all), false),
+        None => (None, true),
+    };
+    // In memory, the rows are read into the output and normalised there;
+    // streamed, each chunk is pushed (`into` borrows `out` until the pass
+    // is over, so the two cases cannot share one closure over `out`).
+    if push {
+        crate::data::stream::for_each_chunk(
+            corpus,
+            range.clone(),
+            chunk,
+            None,
+            &control.cancel,
+            |c, first| {
+                report.extend(crate::backend::cpu::normalize_rows(c, dim, first));
+                phase.set((first - first_row + c.len() / dim.max(1)) as u64);
+                out.push(c, first - first_row)
+            },
+        )?;
+    } else {
+        crate::data::stream::for_each_chunk(
+            corpus,
+            range.clone(),
+            chunk,
+            into,
+            &control.cancel,
+            |c, first| {
+                report.extend(crate::backend::cpu::normalize_rows(c, dim, first));
+                phase.set((first - first_row + c.len() / dim.max(1)) as u64);
+                Ok(())
+            },
+        )?;
+    }
+    drop(phase);
+    crate::fit::scan::check_finite(&report, corpus)?;
+    out.put_moved(&local, &rows)?;
+    out.finish()
+}

@@ -9,34 +9,44 @@ use crate::data::Corpus;
 use crate::data::stream::for_each_chunk;
 use crate::error::{Error, Result};
 
-/// Streams `corpus` through a backend scan, chunk by chunk (`chunk_rows`
-/// rows, or the backend's choice). `on_chunk` sees each raw chunk and its
+/// Streams rows `range` of `corpus` through a backend scan, chunk by chunk
+/// (`chunk_rows` rows, or the backend's choice; the lists name corpus rows). `on_chunk` sees each raw chunk and its
 /// first row before the scan does, and may change it (the fit normalises it
 /// there and gathers the rows it needs). With `into` (room for the whole
 /// corpus), the chunks are read into their places there and stay there
 /// (see [`for_each_chunk`]).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn scan_corpus(
     backend: &dyn Backend,
     corpus: Corpus,
+    range: std::ops::Range<usize>,
     spec: ScanSpec,
     chunk_rows: Option<usize>,
     into: Option<&mut [f32]>,
     control: &Control,
     mut on_chunk: impl FnMut(&mut [f32], usize) -> Result<()>,
 ) -> Result<(TopK, RowReport)> {
-    let n = corpus.rows();
+    let n = range.len();
+    let first = range.start;
     let chunk = chunk_rows
         .unwrap_or_else(|| backend.chunk_rows(spec.queries.rows, corpus.cols(), n))
         .max(1);
     let mut scan = backend.scan(spec)?;
     let mut report = RowReport::default();
     let phase = control.phase("scanning corpus", n as u64, "rows");
-    for_each_chunk(corpus, chunk, into, &control.cancel, |rows, start| {
-        on_chunk(rows, start)?;
-        report.extend(scan.push(rows, start)?);
-        phase.set((start + rows.len() / corpus.cols().max(1)) as u64);
-        Ok(())
-    })?;
+    for_each_chunk(
+        corpus,
+        range,
+        chunk,
+        into,
+        &control.cancel,
+        |rows, start| {
+            on_chunk(rows, start)?;
+            report.extend(scan.push(rows, start)?);
+            phase.set((start - first + rows.len() / corpus.cols().max(1)) as u64);
+            Ok(())
+        },
+    )?;
     drop(phase);
     Ok((scan.finish()?, report))
 }

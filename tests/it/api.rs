@@ -9,46 +9,11 @@ use std::sync::{Arc, Mutex};
 use crate::common::*;
 use nudge::data::npy::{Dtype, parse_header};
 use nudge::{
-    Cancel, Corpus, Cpu, Dataset, Error, EvalOptions, Fit, FitOptions, IdKind, Ids, Inputs, Kind,
+    Cancel, Corpus, Cpu, Dataset, Error, EvalOptions, FitOptions, IdKind, Ids, Inputs, Kind,
     Matrix, Method, Paths, Progress, Split, SplitName, WriteOptions,
 };
 
 const METHODS: [Method; 2] = [Method::NudgeM, Method::NudgeN];
-
-fn bits(x: &[f32]) -> Vec<u32> {
-    x.iter().map(|v| v.to_bits()).collect()
-}
-
-/// Two fits agree bit for bit: gamma, the moved records and their new rows,
-/// how gamma was chosen, and the test metrics before and after.
-#[track_caller]
-fn assert_same_fit(a: &Fit, b: &Fit, what: &str) {
-    assert_eq!(
-        a.gamma.to_bits(),
-        b.gamma.to_bits(),
-        "{what}: gamma {} vs {}",
-        a.gamma,
-        b.gamma
-    );
-    assert_eq!(a.moved, b.moved, "{what}: moved records");
-    assert_eq!(
-        (a.updated.rows, a.updated.cols),
-        (b.updated.rows, b.updated.cols),
-        "{what}: updated rows"
-    );
-    assert!(
-        bits(&a.updated.data) == bits(&b.updated.data),
-        "{what}: updated rows differ"
-    );
-    assert_eq!(a.dev_scores, b.dev_scores, "{what}: dev scores");
-    assert!(
-        a.before.is_some() && a.after.is_some(),
-        "{what}: no test split"
-    );
-    assert_eq!(a.before, b.before, "{what}: test metrics before");
-    assert_eq!(a.after, b.after, "{what}: test metrics after");
-    assert_eq!(a.zero_rows, b.zero_rows, "{what}: zero rows");
-}
 
 /// A qrels file's judgements as `(query id, corpus id, score)`: BEIR's
 /// `{query_id: {corpus_id: score}}` flattened, as a caller holding it in

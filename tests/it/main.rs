@@ -14,6 +14,8 @@
 //! - `fuzz`: property tests of the parsers.
 //! - `gpu`: each GPU kernel against its CPU twin, the kernel table against
 //!   the WGSL, device failures, the CLI on a GPU.
+//! - `partials`: map/reduce/apply equal the one-process fit; incremental
+//!   refits.
 //! - `reference`: parity with the reference implementation (every backend).
 //! - `report`: the HTML reports, rendered in headless Chromium.
 //! - `safety`: no partial outputs, determinism, interruption.
@@ -27,6 +29,7 @@ mod common;
 mod errors;
 mod fuzz;
 mod gpu;
+mod partials;
 mod reference;
 mod report;
 mod safety;

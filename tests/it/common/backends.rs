@@ -118,6 +118,12 @@ pub fn all() -> Vec<On<dyn Backend>> {
     with_cpu(gpus(&[("gpu", gpu), ("gpu-128k", gpu_128k)]))
 }
 
+/// The CPU and the default GPU device: for cases whose queries do not fit
+/// the small-binding device of [`all`].
+pub fn cpu_and_gpu() -> Vec<On<dyn Backend>> {
+    with_cpu(gpus(&[("gpu", gpu)]))
+}
+
 /// [`all`] and the f16 GPU devices.
 pub fn all_with_f16() -> Vec<On<dyn Backend>> {
     with_cpu(gpus(&[

@@ -1,0 +1,589 @@
+//! A fit split into maps over corpus parts and a reduce equals the one
+//! process fit bit for bit (gamma, moved rows, metrics, the written
+//! delta and corpus), whatever the parts; the reduce refuses partials that
+//! do not tile the corpus or come from other queries or judgements, and
+//! names the parts to map again; an incremental refit maps only new rows.
+
+use std::ops::Range;
+use std::path::Path;
+
+use crate::common::backends::backend_tests;
+use crate::common::*;
+use nudge::fit::partial::{self, Fingerprint};
+use nudge::{
+    Corpus, Cpu, Error, FitOptions, Inputs, Kind, LabeledQuery, MapOptions, Method, Partial,
+    ReduceInputs, Split,
+};
+
+const METHODS: [Method; 2] = [Method::NudgeM, Method::NudgeN];
+
+fn scifact() -> Loaded {
+    load(&fixture("scifact-f32"))
+}
+
+fn reduce_inputs(l: &Loaded) -> ReduceInputs<'_> {
+    ReduceInputs {
+        records: l.ds.corpus.rows(),
+        queries: &l.ds.queries,
+        train: &l.train,
+        dev: &l.dev,
+        test: l.test.as_ref(),
+    }
+}
+
+/// Maps `parts` of the corpus (in the order given) with lists deep enough
+/// for both methods.
+fn map_parts(b: &dyn nudge::Backend, l: &Loaded, parts: &[Range<usize>]) -> Vec<Partial> {
+    let opts = MapOptions {
+        // Small chunks: a part's scan crosses chunk boundaries too.
+        chunk_rows: Some(700),
+        ..MapOptions::default()
+    };
+    parts
+        .iter()
+        .map(|r| partial::map(b, &l.inputs(), r.clone(), &opts).unwrap())
+        .collect()
+}
+
+/// `k` parts of (nearly) equal size.
+fn equal(n: usize, k: usize) -> Vec<Range<usize>> {
+    (0..k).map(|i| i * n / k..(i + 1) * n / k).collect()
+}
+
+fn check_reduce_equals_fit(b: &dyn nudge::Backend, l: &Loaded, parts: &[Range<usize>], what: &str) {
+    let partials = map_parts(b, l, parts);
+    for method in METHODS {
+        let opts = FitOptions::new(method);
+        let fit = nudge::fit(b, &l.inputs(), &opts).unwrap();
+        let reduced = partial::reduce(b, &reduce_inputs(l), &partials, &opts).unwrap();
+        assert_same_fit(&fit, &reduced, &format!("{what} {method:?}"));
+        assert_eq!(fit.test_ndcg, reduced.test_ndcg, "{what} {method:?}");
+        assert_eq!(
+            fit.dev_intervals, reduced.dev_intervals,
+            "{what} {method:?}"
+        );
+    }
+}
+
+backend_tests! {
+    // (SciFact's 331 dev and test queries do not fit gpu-128k's bindings.)
+    fn reduce_of_three_parts_equals_the_fit(b in crate::common::backends::cpu_and_gpu()) {
+        let l = scifact();
+        check_reduce_equals_fit(b, &l, &equal(l.ds.corpus.rows(), 3), "3 parts");
+    }
+}
+
+#[test]
+fn reduce_equals_the_fit_whatever_the_parts() {
+    let l = scifact();
+    let n = l.ds.corpus.rows();
+    // A range holding no moved record: the first row after the first
+    // moved one that is not moved itself (SciFact moves 11% of rows).
+    let fit = nudge::fit(&Cpu, &l.inputs(), &FitOptions::new(Method::NudgeM)).unwrap();
+    let quiet = (1..n as u32)
+        .find(|r| !fit.moved.contains(r) && !fit.moved.contains(&(r + 1)))
+        .unwrap() as usize;
+    let mut reversed = equal(n, 7);
+    reversed.reverse();
+    let cases: Vec<(&str, Vec<Range<usize>>)> = vec![
+        ("1 part", equal(n, 1)),
+        ("2 parts", equal(n, 2)),
+        ("7 parts, out of order", reversed),
+        ("uneven parts", vec![0..1, 1..4000, 4000..4001, 4001..n]),
+        (
+            "a part without moved rows, an empty part",
+            vec![
+                0..quiet,
+                quiet..quiet + 2,
+                quiet + 2..quiet + 2,
+                quiet + 2..n,
+            ],
+        ),
+    ];
+    for (what, parts) in cases {
+        check_reduce_equals_fit(&Cpu, &l, &parts, what);
+    }
+}
+
+#[test]
+fn saved_partials_load_back_unchanged() {
+    let l = scifact();
+    let partials = map_parts(&Cpu, &l, &equal(l.ds.corpus.rows(), 2));
+    let dir = tempfile::tempdir().unwrap();
+    for (i, p) in partials.iter().enumerate() {
+        let d = dir.path().join(format!("p{i}"));
+        p.save(&d).unwrap();
+        let back = Partial::load(&d).unwrap();
+        assert_eq!(back.rows, p.rows);
+        assert_eq!((back.dim, back.k), (p.dim, p.k));
+        assert_eq!(back.fingerprint, p.fingerprint);
+        assert_eq!(
+            (back.dev_queries, back.test_queries),
+            (p.dev_queries, p.test_queries)
+        );
+        assert_eq!(back.top, p.top);
+        assert_eq!(back.moved_rows, p.moved_rows);
+        assert_eq!(bits(&back.moved.data), bits(&p.moved.data));
+        assert_eq!(back.kept_rows, p.kept_rows);
+        assert_eq!(bits(&back.kept.data), bits(&p.kept.data));
+        assert_eq!(back.source.as_deref(), Some(d.as_path()));
+        // What the issue bounds: a partial is a small fraction of its part.
+        let bytes: u64 = std::fs::read_dir(&d)
+            .unwrap()
+            .map(|e| e.unwrap().metadata().unwrap().len())
+            .sum();
+        assert!(bytes < 1 << 20, "a partial of SciFact holds {bytes} bytes");
+    }
+}
+
+/// The error of a reduce of `partials` with the fixture's splits.
+fn reduce_error(l: &Loaded, partials: &[Partial], opts: &FitOptions) -> Error {
+    match partial::reduce(&Cpu, &reduce_inputs(l), partials, opts) {
+        Ok(_) => panic!("the reduce succeeded"),
+        Err(e) => e,
+    }
+}
+
+#[test]
+fn the_reduce_refuses_partials_that_do_not_tile_the_corpus() {
+    let l = scifact();
+    let n = l.ds.corpus.rows();
+    let parts = map_parts(&Cpu, &l, &[0..2000, 2000..4000, 3500..n, 4000..n]);
+    let m = FitOptions::new(Method::NudgeM);
+
+    let e = reduce_error(&l, &[parts[0].clone(), parts[3].clone()], &m);
+    assert_eq!(e.kind(), Kind::Data, "{e}");
+    assert!(
+        e.to_string()
+            .contains("no partial covers corpus rows 2000..4000"),
+        "{e}"
+    );
+
+    let e = reduce_error(&l, &[parts[0].clone(), parts[1].clone()], &m);
+    assert!(e.to_string().contains(&format!("rows 4000..{n}")), "{e}");
+
+    let e = reduce_error(
+        &l,
+        &[parts[0].clone(), parts[1].clone(), parts[2].clone()],
+        &m,
+    );
+    assert!(
+        e.to_string()
+            .contains("overlaps another partial on rows 3500..4000"),
+        "{e}"
+    );
+
+    let e = reduce_error(&l, &[], &m);
+    assert!(e.to_string().contains(&format!("rows 0..{n}")), "{e}");
+}
+
+#[test]
+fn the_reduce_refuses_partials_of_other_queries_or_too_short_lists() {
+    let l = scifact();
+    let n = l.ds.corpus.rows();
+    let whole = map_parts(&Cpu, &l, &equal(n, 1));
+    let m = FitOptions::new(Method::NudgeM);
+
+    // Other dev queries: one dev query fewer.
+    let mut dev = l.dev.clone();
+    dev.queries.pop();
+    let inputs = ReduceInputs {
+        dev: &dev,
+        ..reduce_inputs(&l)
+    };
+    let e = partial::reduce(&Cpu, &inputs, &whole, &m).err().unwrap();
+    assert!(e.to_string().contains("other dev queries"), "{e}");
+    // The same count, one embedding changed: the fingerprint tells.
+    let mut p = whole[0].clone();
+    p.fingerprint = Fingerprint {
+        dev: p.fingerprint.dev ^ 1,
+        ..p.fingerprint
+    };
+    let e = reduce_error(&l, &[p], &m);
+    assert!(e.to_string().contains("other dev queries"), "{e}");
+
+    // Mapped without the test split, reduced with it.
+    let no_test = Inputs {
+        test: None,
+        ..l.inputs()
+    };
+    let p = partial::map(&Cpu, &no_test, 0..n, &MapOptions::default()).unwrap();
+    let e = reduce_error(&l, std::slice::from_ref(&p), &m);
+    assert!(e.to_string().contains("without the test split"), "{e}");
+    // ... and without it, it serves.
+    let reduced = partial::reduce(
+        &Cpu,
+        &ReduceInputs {
+            test: None,
+            ..reduce_inputs(&l)
+        },
+        &[p],
+        &m,
+    )
+    .unwrap();
+    let fit = nudge::fit(&Cpu, &no_test, &m).unwrap();
+    assert_eq!(fit.gamma.to_bits(), reduced.gamma.to_bits());
+
+    // Lists of 3 cannot serve NUDGE-N at val_k 5.
+    let short = MapOptions {
+        k: 3,
+        ..MapOptions::default()
+    };
+    let p = partial::map(&Cpu, &l.inputs(), 0..n, &short).unwrap();
+    let mut opts = FitOptions::new(Method::NudgeN);
+    opts.val_k = 5;
+    opts.eval_k = 3;
+    let e = reduce_error(&l, &[p], &opts);
+    assert!(e.to_string().contains("map it again with k >= 5"), "{e}");
+}
+
+#[test]
+fn corrupt_partials_are_data_errors_naming_the_file() {
+    let l = scifact();
+    let p = &map_parts(&Cpu, &l, &equal(l.ds.corpus.rows(), 1))[0];
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().join("p");
+    p.save(&d).unwrap();
+    // A moved_rows.npy of the wrong length.
+    let good = std::fs::read(d.join("moved_rows.npy")).unwrap();
+    std::fs::write(d.join("moved_rows.npy"), &good[..good.len() - 4]).unwrap();
+    let e = Partial::load(&d).err().unwrap();
+    assert_eq!(e.kind(), Kind::Data);
+    assert_eq!(e.path(), Some(d.join("moved_rows.npy").as_path()), "{e}");
+    std::fs::write(d.join("moved_rows.npy"), &good).unwrap();
+    // A manifest of another format.
+    let text = std::fs::read_to_string(d.join("partial.json")).unwrap();
+    std::fs::write(
+        d.join("partial.json"),
+        text.replace("nudge-partial", "something"),
+    )
+    .unwrap();
+    let e = Partial::load(&d).err().unwrap();
+    assert_eq!(e.path(), Some(d.join("partial.json").as_path()), "{e}");
+    // No partial at all.
+    let e = Partial::load(dir.path()).err().unwrap();
+    assert!(e.to_string().contains("no partial.json"), "{e}");
+}
+
+/// `split` with only the answers below row `n`, keeping only the queries
+/// that still have one when `drop_empty`.
+fn before_row(split: &Split, n: u32) -> Split {
+    Split {
+        name: split.name,
+        queries: split
+            .queries
+            .iter()
+            .map(|q| LabeledQuery {
+                row: q.row,
+                answers: q.answers.iter().copied().filter(|a| a.0 < n).collect(),
+            })
+            .filter(|q| !q.answers.is_empty())
+            .collect(),
+    }
+}
+
+#[test]
+fn an_incremental_refit_maps_only_the_new_rows_and_the_parts_whose_moves_changed() {
+    let l = scifact();
+    let n = l.ds.corpus.rows();
+    let dim = l.ds.dim();
+    let all = l.ds.corpus.read_all().unwrap();
+    // Yesterday's corpus: all but the last 183 records, with the
+    // judgements on those records. The dev and test queries are the ones
+    // that had an answer then (their lists, and so the partials, depend on
+    // which queries they are).
+    let old_n = 5000;
+    let (dev_old, test_old) = (
+        before_row(&l.dev, old_n as u32),
+        before_row(l.test.as_ref().unwrap(), old_n as u32),
+    );
+    let keep = |s: &Split, like: &Split| Split {
+        name: s.name,
+        queries: s
+            .queries
+            .iter()
+            .filter(|q| like.queries.iter().any(|o| o.row == q.row))
+            .cloned()
+            .collect(),
+    };
+    // Today's: the new records and their judgements (new training pairs,
+    // and answers of the same dev and test queries) arrived.
+    let (dev_new, test_new) = (
+        keep(&l.dev, &dev_old),
+        keep(l.test.as_ref().unwrap(), &test_old),
+    );
+    let train_old = before_row(&l.train, old_n as u32);
+    let old = Inputs {
+        corpus: Corpus::f32(&all[..old_n * dim], dim).unwrap(),
+        queries: &l.ds.queries,
+        train: &train_old,
+        dev: &dev_old,
+        test: Some(&test_old),
+    };
+    let new = Inputs {
+        corpus: Corpus::f32(&all, dim).unwrap(),
+        queries: &l.ds.queries,
+        train: &l.train,
+        dev: &dev_new,
+        test: Some(&test_new),
+    };
+    let opts = MapOptions::default();
+    let mut partials: Vec<Partial> = [0..2500, 2500..old_n]
+        .into_iter()
+        .map(|r| partial::map(&Cpu, &old, r, &opts).unwrap())
+        .collect();
+    partials.push(partial::map(&Cpu, &new, old_n..n, &opts).unwrap());
+    let inputs = ReduceInputs {
+        records: n,
+        queries: &l.ds.queries,
+        train: &l.train,
+        dev: &dev_new,
+        test: Some(&test_new),
+    };
+    for method in METHODS {
+        let fit_opts = FitOptions::new(method);
+        let fit = nudge::fit(&Cpu, &new, &fit_opts).unwrap();
+        let reduced = partial::reduce(&Cpu, &inputs, &partials, &fit_opts).unwrap();
+        assert_same_fit(&fit, &reduced, &format!("incremental {method:?}"));
+    }
+
+    // A new training pair moves an old record of the first part: the
+    // reduce names that part (only), and mapping it again suffices.
+    let fit = nudge::fit(&Cpu, &new, &FitOptions::new(Method::NudgeM)).unwrap();
+    let record = (0..2500u32).find(|r| !fit.moved.contains(r)).unwrap();
+    let mut train = l.train.clone();
+    train.queries[0].answers.push((record, 1.0));
+    let inputs = ReduceInputs {
+        train: &train,
+        ..inputs
+    };
+    let e = partial::reduce(&Cpu, &inputs, &partials, &FitOptions::new(Method::NudgeM))
+        .err()
+        .unwrap();
+    let msg = e.to_string();
+    assert!(
+        msg.contains("1 of 3 partials") && msg.contains("partial 0 (rows 0..2500)"),
+        "{msg}"
+    );
+    let moved_more = Inputs {
+        train: &train,
+        ..new
+    };
+    partials[0] = partial::map(&Cpu, &moved_more, 0..2500, &opts).unwrap();
+    for method in METHODS {
+        let fit_opts = FitOptions::new(method);
+        let fit = nudge::fit(&Cpu, &moved_more, &fit_opts).unwrap();
+        let reduced = partial::reduce(&Cpu, &inputs, &partials, &fit_opts).unwrap();
+        assert_same_fit(&fit, &reduced, &format!("after a new move {method:?}"));
+        assert!(fit.moved.contains(&record));
+    }
+}
+
+// ---- the commands ------------------------------------------------------------
+
+fn arg(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// The data rows of an `.npy` the tests wrote (f32).
+fn npy_rows(path: &Path) -> Vec<u32> {
+    bits(&read_npy(path))
+}
+
+#[test]
+fn map_reduce_and_apply_commands_write_what_fit_writes() {
+    let case = Case::new("scifact-f32");
+    let (data, out) = (case.data(), case.out());
+    for method in ["nudge-m", "nudge-n"] {
+        let full = out.join(format!("fit-{method}"));
+        let fit_out = out.join(format!("fit-{method}.npy"));
+        let r = nudge(
+            &[
+                "fit",
+                "--dataset",
+                arg(&data),
+                "--method",
+                method,
+                "--device",
+                "cpu",
+                "--delta",
+                arg(&full),
+                "--out",
+                arg(&fit_out),
+                "--report",
+                arg(&out.join(format!("fit-{method}.json"))),
+                "-q",
+            ],
+            &[],
+        );
+        expect(&r, 0, &[]);
+    }
+    // Four parts, mapped in reverse order into one folder, one of them by
+    // --rows; small chunks so that parts cross chunk boundaries.
+    let parts = out.join("partials");
+    for i in (0..4).rev() {
+        let dir = parts.join(format!("part-{i}"));
+        let part = format!("{i}/4");
+        let mut args = vec![
+            "map",
+            "--dataset",
+            arg(&data),
+            "--out",
+            arg(&dir),
+            "--device",
+            "cpu",
+            "-q",
+        ];
+        if i == 1 {
+            // Part 1 of 4 of SciFact's 5183 rows.
+            args.extend(["--rows", "1295..2591"]);
+        } else {
+            args.extend(["--part", &part]);
+        }
+        expect(&nudge(&args, &[("NUDGE_CHUNK_ROWS", "333")]), 0, &[]);
+    }
+    for method in ["nudge-m", "nudge-n"] {
+        let delta = out.join(format!("reduced-{method}"));
+        let report = out.join(format!("reduced-{method}.json"));
+        let r = nudge(
+            &[
+                "reduce",
+                "--dataset",
+                arg(&data),
+                "--partials",
+                arg(&parts),
+                "--method",
+                method,
+                "--delta",
+                arg(&delta),
+                "--report",
+                arg(&report),
+                "--device",
+                "cpu",
+                "-q",
+            ],
+            &[],
+        );
+        expect(&r, 0, &[]);
+        let full = out.join(format!("fit-{method}"));
+        for f in ["ids.txt", "vectors.npy"] {
+            assert!(
+                std::fs::read(full.join(f)).unwrap() == std::fs::read(delta.join(f)).unwrap(),
+                "{method}: {f} differs"
+            );
+        }
+        let json = |p: &Path| -> serde_json::Value {
+            serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+        };
+        let (a, b) = (json(&out.join(format!("fit-{method}.json"))), json(&report));
+        for key in ["gamma", "moved_records", "before", "after", "dev_scores"] {
+            assert_eq!(a[key], b[key], "{method}: {key}");
+        }
+        assert_eq!(b["inputs"]["partials"], 4);
+        // Each part rewritten on its own (streamed, in small chunks), the
+        // parts concatenated: the fit's --out.
+        let mut rows = Vec::new();
+        for i in 0..4 {
+            let p = out.join(format!("applied-{i}.npy"));
+            let part = format!("{i}/4");
+            let r = nudge(
+                &[
+                    "apply",
+                    "--dataset",
+                    arg(&data),
+                    "--part",
+                    &part,
+                    "--delta",
+                    arg(&delta),
+                    "--out",
+                    arg(&p),
+                    "-q",
+                ],
+                &[
+                    ("NUDGE_OUTPUT_IN_MEMORY_MAX", "0"),
+                    ("NUDGE_CHUNK_ROWS", "500"),
+                ],
+            );
+            expect(&r, 0, &[]);
+            rows.extend(npy_rows(&p));
+        }
+        assert!(
+            rows == npy_rows(&out.join(format!("fit-{method}.npy"))),
+            "{method}: applied parts differ from fit --out"
+        );
+    }
+}
+
+#[test]
+fn reduce_says_which_rows_no_partial_covers() {
+    let case = Case::new("scifact-f32");
+    let (data, out) = (case.data(), case.out());
+    for i in [0, 2] {
+        let part = format!("{i}/3");
+        let dir = out.join(format!("p{i}"));
+        let r = nudge(
+            &[
+                "map",
+                "--dataset",
+                arg(&data),
+                "--part",
+                &part,
+                "--out",
+                arg(&dir),
+                "--device",
+                "cpu",
+                "-q",
+            ],
+            &[],
+        );
+        expect(&r, 0, &[]);
+    }
+    let delta = out.join("delta");
+    let r = nudge(
+        &[
+            "reduce",
+            "--dataset",
+            arg(&data),
+            "--partials",
+            arg(&out.join("p0")),
+            arg(&out.join("p2")),
+            "--method",
+            "nudge-m",
+            "--delta",
+            arg(&delta),
+            "--device",
+            "cpu",
+        ],
+        &[],
+    );
+    expect(&r, 3, &["no partial covers corpus rows 1727..3455"]);
+    assert!(!delta.exists(), "a failed reduce wrote its delta");
+    let r = nudge(
+        &[
+            "reduce",
+            "--dataset",
+            arg(&data),
+            "--partials",
+            arg(&data),
+            "--method",
+            "nudge-m",
+            "--delta",
+            arg(&delta),
+        ],
+        &[],
+    );
+    expect(&r, 3, &["is neither a partial"]);
+    let r = nudge(
+        &[
+            "map",
+            "--dataset",
+            arg(&data),
+            "--part",
+            "3/3",
+            "--out",
+            arg(&out.join("p3")),
+        ],
+        &[],
+    );
+    expect(&r, 2, &["--part 3/3: expected I/N with 0 <= I < N"]);
+}
