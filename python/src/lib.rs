@@ -21,9 +21,10 @@ use nudge::backend::device::{self, DeviceOptions};
 use nudge::data::MatrixFile;
 use nudge::data::npy::NpyMatrix;
 use nudge::data::table::Columns;
+use nudge::fit::partial;
 use nudge::{
     Backend, Cancel, Control, Corpus, Dataset, Error, EvalOptions, Fit, FitOptions, Ids, Inputs,
-    Kind, Matrix, Method, Paths, Split, SplitName,
+    Kind, MapOptions, Matrix, Method, OutDtype, Partial, Paths, ReduceInputs, Split, SplitName,
 };
 
 pyo3::create_exception!(
@@ -543,6 +544,126 @@ fn fit_dataset<'py>(
     fit_dict(py, fit, &ds.corpus_ids, warnings)
 }
 
+/// Maps one part of a dataset folder's corpus into a partial directory
+/// `out` (see `nudge_rs.map_dataset`); returns its manifest as JSON text.
+#[pyfunction]
+#[pyo3(signature = (path, out, rows, part, k, allow_zero_rows, skip_unknown_ids, with_test, device, adapter, progress))]
+#[allow(clippy::too_many_arguments)]
+fn map_dataset(
+    py: Python<'_>,
+    path: PathBuf,
+    out: PathBuf,
+    rows: Option<(usize, usize)>,
+    part: Option<(usize, usize)>,
+    k: usize,
+    allow_zero_rows: bool,
+    skip_unknown_ids: bool,
+    with_test: bool,
+    device: &str,
+    adapter: Option<String>,
+    progress: Option<Py<PyAny>>,
+) -> PyResult<String> {
+    let ds = Dataset::open(Paths::folder(&path).map_err(to_py)?).map_err(to_py)?;
+    let n = ds.corpus.rows();
+    let range = match (rows, part) {
+        (Some(_), Some(_)) => {
+            return Err(PyValueError::new_err("give rows or part, not both"));
+        }
+        (Some((a, b)), None) => a..b,
+        (None, Some((i, parts))) => partial::part(i, parts, n).map_err(to_py)?,
+        (None, None) => 0..n,
+    };
+    let splits = ds.fit_splits(skip_unknown_ids, with_test).map_err(to_py)?;
+    let scanned = splits.dev.queries.len() + splits.test.as_ref().map_or(0, |t| t.queries.len());
+    let backend = backend(device, adapter, flops(scanned, range.len(), ds.dim()))?;
+    let (control, sink) = control(progress);
+    let opts = MapOptions {
+        k,
+        allow_zero_rows,
+        chunk_rows: None,
+        control,
+    };
+    let inputs = Inputs {
+        corpus: (&ds.corpus).into(),
+        queries: &ds.queries,
+        train: &splits.train,
+        dev: &splits.dev,
+        test: splits.test.as_ref(),
+    };
+    let p = run_detached(py, &sink, || {
+        let p = partial::map(backend.as_ref(), &inputs, range, &opts)?;
+        p.save(&out)?;
+        Ok(p)
+    })?;
+    Ok(p.manifest().to_string())
+}
+
+/// Fits from the partials of every part of a dataset folder's corpus, and
+/// writes the delta to `delta` if given (see `nudge_rs.reduce_dataset`).
+#[pyfunction]
+#[pyo3(signature = (path, partials, method, delta, gamma, val_k, eval_k, skip_unknown_ids, with_test, device, adapter, progress))]
+#[allow(clippy::too_many_arguments)]
+fn reduce_dataset<'py>(
+    py: Python<'py>,
+    path: PathBuf,
+    partials: Vec<PathBuf>,
+    method: &str,
+    delta: Option<PathBuf>,
+    gamma: Option<f64>,
+    val_k: usize,
+    eval_k: usize,
+    skip_unknown_ids: bool,
+    with_test: bool,
+    device: &str,
+    adapter: Option<String>,
+    progress: Option<Py<PyAny>>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let method: Method = method.parse().map_err(to_py)?;
+    let ds = Dataset::open(Paths::folder(&path).map_err(to_py)?).map_err(to_py)?;
+    let splits = ds.fit_splits(skip_unknown_ids, with_test).map_err(to_py)?;
+    let (control, sink) = control(progress);
+    let opts = FitOptions {
+        gamma,
+        val_k,
+        eval_k,
+        control,
+        ..FitOptions::new(method)
+    };
+    let loaded: Vec<Partial> = py
+        .detach(|| partials.iter().map(|p| Partial::load(p)).collect::<nudge::Result<_>>())
+        .map_err(to_py)?;
+    let moved: usize = loaded.iter().map(|p| p.moved_rows.len()).sum();
+    let backend = backend(
+        device,
+        adapter,
+        flops(splits.dev.queries.len(), moved, ds.dim()),
+    )?;
+    let inputs = ReduceInputs {
+        records: ds.corpus.rows(),
+        queries: &ds.queries,
+        train: &splits.train,
+        dev: &splits.dev,
+        test: splits.test.as_ref(),
+    };
+    let fit = run_detached(py, &sink, || {
+        let fit = partial::reduce(backend.as_ref(), &inputs, &loaded, &opts)?;
+        if let Some(dir) = &delta {
+            // The same files, byte for byte, as `nudge fit --delta`.
+            let names: Vec<String> = fit
+                .moved
+                .iter()
+                .map(|&r| ds.corpus_ids.name(r as usize))
+                .collect();
+            let staged = nudge::fit::output::stage_delta(dir, &names, &fit.updated, OutDtype::F32)?;
+            nudge::data::commit_all(staged, &opts.control.cancel)?;
+        }
+        Ok(fit)
+    })?;
+    let mut warnings = ds.notes.clone();
+    warnings.extend(splits.warnings.iter().cloned());
+    fit_dict(py, fit, &ds.corpus_ids, warnings)
+}
+
 /// Recall@k and NDCG@k of a corpus on judgements (see `nudge_rs.evaluate`).
 #[pyfunction]
 #[pyo3(signature = (corpus, queries, qrels, corpus_ids, query_ids, ks, cosine, skip_unknown_ids, device, adapter, progress))]
@@ -680,6 +801,8 @@ fn devices(py: Python<'_>) -> PyResult<Bound<'_, PyList>> {
 fn _nudge(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(fit, m)?)?;
     m.add_function(wrap_pyfunction!(fit_dataset, m)?)?;
+    m.add_function(wrap_pyfunction!(map_dataset, m)?)?;
+    m.add_function(wrap_pyfunction!(reduce_dataset, m)?)?;
     m.add_function(wrap_pyfunction!(evaluate, m)?)?;
     m.add_function(wrap_pyfunction!(apply, m)?)?;
     m.add_function(wrap_pyfunction!(devices, m)?)?;

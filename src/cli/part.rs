@@ -49,13 +49,7 @@ impl PartArgs {
                 i.trim().parse().map_err(|_| bad())?,
                 k.trim().parse().map_err(|_| bad())?,
             );
-            if k == 0 || i >= k {
-                return Err(bad());
-            }
-            // Part i starts at floor(i n / k): the parts tile the corpus and
-            // differ in size by at most one row.
-            let at = |i: usize| ((i as u128 * n as u128) / k as u128) as usize;
-            return Ok(at(i)..at(i + 1));
+            return nudge::fit::partial::part(i, k, n).map_err(|_| bad());
         }
         Ok(0..n)
     }

@@ -164,6 +164,20 @@ pub fn map(
     scan_and_gather(backend, inputs.corpus, rows, &queries, &plan, opts, None)
 }
 
+/// Rows of part `i` of `parts` nearly equal parts of a corpus of `n` rows
+/// (counting from 0): part `i` starts at `floor(i n / parts)`, so the parts
+/// tile the corpus and differ in size by at most one row. How a Kubernetes
+/// Indexed Job or a Slurm array task picks its part from its index.
+pub fn part(i: usize, parts: usize, n: usize) -> Result<Range<usize>> {
+    if parts == 0 || i >= parts {
+        return Err(Error::invalid(format!(
+            "part {i} of {parts}: expected 0 <= part < parts"
+        )));
+    }
+    let at = |i: usize| ((i as u128 * n as u128) / parts as u128) as usize;
+    Ok(at(i)..at(i + 1))
+}
+
 /// What a reduce reads besides the partials: the corpus's row count and
 /// the queries and judgements, as for a fit (no corpus rows).
 #[derive(Clone, Copy)]

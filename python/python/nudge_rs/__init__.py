@@ -1,8 +1,9 @@
 """NUDGE fine-tuning of k-NN retrieval embeddings, from Rust.
 
 The public surface is small: :func:`fit` (arrays or ``.npy`` paths),
-:func:`fit_dataset` (a dataset folder), :func:`evaluate` (Recall@k and
-NDCG@k of any corpus), :func:`devices` (GPU adapters), the result type
+:func:`fit_dataset` (a dataset folder), :func:`map_dataset` and
+:func:`reduce_dataset` (the same fit split over corpus parts, for Ray or
+any cluster), :func:`evaluate` (Recall@k and NDCG@k of any corpus), :func:`devices` (GPU adapters), the result type
 :class:`FitResult`, and two exceptions, :class:`DataError` and
 :class:`DeviceError`. ``nudge_rs.compat`` is a drop-in replacement for
 ``nudge-ft``'s ``NUDGEM``/``NUDGEN``.
@@ -13,6 +14,7 @@ never by cosine. NUDGE-N output is unit-norm.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import warnings
@@ -26,6 +28,8 @@ from ._nudge import DataError, DeviceError
 __all__ = [
     "fit",
     "fit_dataset",
+    "map_dataset",
+    "reduce_dataset",
     "evaluate",
     "devices",
     "FitResult",
@@ -293,6 +297,86 @@ def fit_dataset(
         val_k,
         eval_k,
         allow_zero_rows,
+        skip_unknown_ids,
+        test,
+        device,
+        adapter,
+        _progress(progress),
+    )
+    return _result(d)
+
+
+def map_dataset(
+    path: Union[str, "os.PathLike[str]"],
+    out: Union[str, "os.PathLike[str]"],
+    *,
+    rows: Optional[Sequence[int]] = None,
+    part: Optional[Sequence[int]] = None,
+    k: int = 10,
+    allow_zero_rows: bool = False,
+    skip_unknown_ids: bool = False,
+    test: bool = True,
+    device: str = "auto",
+    adapter: Optional[str] = None,
+    progress: Progress = None,
+) -> Dict[str, Any]:
+    """Scan one part of a dataset folder's corpus into a partial, the
+    directory ``out`` (as ``nudge map``): ``rows=(start, end)``, or
+    ``part=(i, n)`` for the i-th of n equal parts (the whole corpus if
+    neither). ``k`` is the depth of each query's list: at least NUDGE-N's
+    ``val_k`` and the test cut-off of the reduce. Returns the partial's
+    manifest. A partial holds kilobytes to megabytes whatever the part's
+    size; :func:`reduce_dataset` merges the partials of every part."""
+    if rows is not None:
+        rows = (int(rows[0]), int(rows[1]))
+    if part is not None:
+        part = (int(part[0]), int(part[1]))
+    text = _nudge.map_dataset(
+        os.fspath(path),
+        os.fspath(out),
+        rows,
+        part,
+        k,
+        allow_zero_rows,
+        skip_unknown_ids,
+        test,
+        device,
+        adapter,
+        _progress(progress),
+    )
+    return json.loads(text)
+
+
+def reduce_dataset(
+    path: Union[str, "os.PathLike[str]"],
+    partials: Iterable[Union[str, "os.PathLike[str]"]],
+    *,
+    method: str,
+    delta: Optional[Union[str, "os.PathLike[str]"]] = None,
+    gamma: Optional[float] = None,
+    val_k: int = 1,
+    eval_k: int = 10,
+    skip_unknown_ids: bool = False,
+    test: bool = True,
+    device: str = "auto",
+    adapter: Optional[str] = None,
+    progress: Progress = None,
+) -> FitResult:
+    """Fit from the partials (:func:`map_dataset` directories, any order)
+    of parts that cover the dataset's corpus (as ``nudge reduce``): the
+    same gamma, moved rows and metrics as :func:`fit_dataset`, bit for bit.
+    With ``delta``, writes ``ids.txt`` and ``vectors.npy`` there, the same
+    bytes as ``nudge fit --delta``. Raises :class:`DataError` naming the
+    rows no partial covers, or the partials to map again when the
+    judgements changed."""
+    d = _nudge.reduce_dataset(
+        os.fspath(path),
+        [os.fspath(p) for p in partials],
+        method,
+        None if delta is None else os.fspath(delta),
+        gamma,
+        val_k,
+        eval_k,
         skip_unknown_ids,
         test,
         device,

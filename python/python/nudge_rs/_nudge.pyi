@@ -1,7 +1,7 @@
 """Type stubs of the compiled module (the public API is in ``nudge_rs``)."""
 
 from os import PathLike
-from typing import Any, Callable, Dict, List, Optional, Union
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 import numpy.typing as npt
@@ -43,6 +43,33 @@ def fit_dataset(
     val_k: int,
     eval_k: int,
     allow_zero_rows: bool,
+    skip_unknown_ids: bool,
+    with_test: bool,
+    device: str,
+    adapter: Optional[str],
+    progress: _Progress,
+) -> Dict[str, Any]: ...
+def map_dataset(
+    path: Union[str, PathLike[str]],
+    out: Union[str, PathLike[str]],
+    rows: Optional[Tuple[int, int]],
+    part: Optional[Tuple[int, int]],
+    k: int,
+    allow_zero_rows: bool,
+    skip_unknown_ids: bool,
+    with_test: bool,
+    device: str,
+    adapter: Optional[str],
+    progress: _Progress,
+) -> str: ...
+def reduce_dataset(
+    path: Union[str, PathLike[str]],
+    partials: List[str],
+    method: str,
+    delta: Optional[str],
+    gamma: Optional[float],
+    val_k: int,
+    eval_k: int,
     skip_unknown_ids: bool,
     with_test: bool,
     device: str,
