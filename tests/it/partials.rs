@@ -587,3 +587,125 @@ fn reduce_says_which_rows_no_partial_covers() {
     );
     expect(&r, 2, &["--part 3/3: expected I/N with 0 <= I < N"]);
 }
+
+/// The command of a Kubernetes Job file: its `args:` line.
+fn job_command(file: &str) -> String {
+    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(file)).unwrap();
+    let mut lines = text.lines().skip_while(|l| l.trim() != "args:");
+    lines.next();
+    let line = lines.next().expect("a command after args:").trim();
+    line.strip_prefix("- ").expect("a list item").to_string()
+}
+
+/// Runs `program args` with `nudge` on PATH and `env` set; fails on a
+/// non-zero exit.
+fn run_with_env(program: &str, args: &[&str], env: &[(&str, &str)]) {
+    let bin_dir = Path::new(bin()).parent().unwrap();
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = std::process::Command::new(program)
+        .args(args)
+        .env("PATH", path)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{program} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn the_kubernetes_and_slurm_examples_run_as_written() {
+    let case = Case::new("scifact-f32");
+    let (data, out) = (case.data(), case.out());
+    let fit_delta = out.join("fit");
+    let fit_out = out.join("fit.npy");
+    expect(
+        &nudge(
+            &[
+                "fit",
+                "--dataset",
+                arg(&data),
+                "--method",
+                "nudge-m",
+                "--delta",
+                arg(&fit_delta),
+                "--out",
+                arg(&fit_out),
+                "-q",
+            ],
+            &[],
+        ),
+        0,
+        &[],
+    );
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    // Slurm: the array tasks one after another, then the reduce.
+    let (partials, slurm_out) = (out.join("slurm-partials"), out.join("slurm-out"));
+    for i in 0..3 {
+        let task = i.to_string();
+        run_with_env(
+            "bash",
+            &[arg(&root.join("examples/slurm/map.sbatch"))],
+            &[
+                ("SLURM_ARRAY_TASK_ID", &task),
+                ("PARTS", "3"),
+                ("DATASET", arg(&data)),
+                ("PARTIALS", arg(&partials)),
+            ],
+        );
+    }
+    run_with_env(
+        "bash",
+        &[arg(&root.join("examples/slurm/reduce.sbatch"))],
+        &[
+            ("DATASET", arg(&data)),
+            ("PARTIALS", arg(&partials)),
+            ("OUT", arg(&slurm_out)),
+        ],
+    );
+    // Kubernetes: each index of the map Job, the reduce Job, the apply Job.
+    let (partials, k8s_out) = (out.join("k8s-partials"), out.join("k8s-out"));
+    let env = |i: &'static str| -> Vec<(&'static str, String)> {
+        vec![
+            ("JOB_COMPLETION_INDEX", i.to_string()),
+            ("PARTS", "4".to_string()),
+            ("DATASET", arg(&data).to_string()),
+            ("PARTIALS", arg(&partials).to_string()),
+            ("OUT", arg(&k8s_out).to_string()),
+            ("METHOD", "nudge-m".to_string()),
+        ]
+    };
+    let run_job = |file: &str, index: &'static str| {
+        let e = env(index);
+        let e: Vec<(&str, &str)> = e.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        run_with_env("sh", &["-c", &job_command(file)], &e);
+    };
+    for i in ["0", "1", "2", "3"] {
+        run_job("examples/k8s/map-job.yaml", i);
+    }
+    run_job("examples/k8s/reduce-job.yaml", "0");
+    let mut rows = Vec::new();
+    for i in ["0", "1", "2", "3"] {
+        run_job("examples/k8s/apply-job.yaml", i);
+        rows.extend(npy_rows(&k8s_out.join(format!("tuned-{i}.npy"))));
+    }
+    for delta in [slurm_out.join("delta"), k8s_out.join("delta")] {
+        for f in ["ids.txt", "vectors.npy"] {
+            assert!(
+                std::fs::read(fit_delta.join(f)).unwrap() == std::fs::read(delta.join(f)).unwrap(),
+                "{}: {f} differs from fit --delta",
+                delta.display()
+            );
+        }
+    }
+    assert!(
+        rows == npy_rows(&fit_out),
+        "the apply Job's parts differ from fit --out"
+    );
+}
