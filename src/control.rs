@@ -28,7 +28,7 @@ pub trait Progress: Send + Sync {
 /// the run stops at its next chunk or block with [`Error::Interrupted`],
 /// leaving no partial output.
 #[derive(Debug, Clone, Default)]
-pub struct Cancel(Arc<AtomicBool>);
+pub struct Cancel(Arc<AtomicBool>, Option<Arc<AtomicBool>>);
 
 impl Cancel {
     /// A token that is not cancelled.
@@ -43,7 +43,14 @@ impl Cancel {
 
     /// Whether [`Cancel::cancel`] has been called.
     pub fn is_cancelled(&self) -> bool {
-        self.0.load(Ordering::Relaxed)
+        self.0.load(Ordering::Relaxed) || self.1.as_ref().is_some_and(|p| p.load(Ordering::Relaxed))
+    }
+
+    /// A token cancelled with this one, or on its own (without cancelling
+    /// this one): the parts of a job split across devices stop together
+    /// when one fails, and the caller's token is left as it was.
+    pub(crate) fn child(&self) -> Cancel {
+        Cancel(Arc::default(), Some(self.0.clone()))
     }
 
     /// `Err(Error::Interrupted)` once cancelled.
@@ -92,6 +99,56 @@ impl Control {
 }
 
 /// A running phase (see [`Control::phase`]).
+impl Control {
+    /// Controls for `n` parts of one job that run at the same time: they
+    /// share a [`Cancel::child`] of this control's token (cancel it to stop
+    /// them all), and the rows each part reports add up into one phase of
+    /// this control, started by the caller.
+    pub(crate) fn parts(&self, n: usize) -> (Vec<Control>, Cancel) {
+        let cancel = self.cancel.child();
+        let shared = Arc::new(Summed {
+            parent: self.progress.clone(),
+            done: (0..n)
+                .map(|_| std::sync::atomic::AtomicU64::new(0))
+                .collect(),
+        });
+        let controls = (0..n)
+            .map(|i| Control {
+                progress: Some(Arc::new(Part {
+                    shared: shared.clone(),
+                    index: i,
+                }) as Arc<dyn Progress>),
+                cancel: cancel.clone(),
+            })
+            .collect();
+        (controls, cancel)
+    }
+}
+
+/// The progress of parts summed into the parent's phase.
+struct Summed {
+    parent: Option<Arc<dyn Progress>>,
+    done: Vec<std::sync::atomic::AtomicU64>,
+}
+
+/// One part's view of [`Summed`]: its own phases are the parent's one.
+struct Part {
+    shared: Arc<Summed>,
+    index: usize,
+}
+
+impl Progress for Part {
+    fn start(&self, _phase: &str, _total: u64, _unit: &str) {}
+    fn set(&self, done: u64) {
+        let s = &self.shared;
+        s.done[self.index].store(done, Ordering::Relaxed);
+        if let Some(p) = &s.parent {
+            p.set(s.done.iter().map(|d| d.load(Ordering::Relaxed)).sum());
+        }
+    }
+    fn finish(&self) {}
+}
+
 pub(crate) struct Phase<'a>(Option<&'a dyn Progress>);
 
 impl Phase<'_> {

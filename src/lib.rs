@@ -95,9 +95,9 @@ pub use data::dataset::{Dataset, FitSplits, Judged, LabeledQuery, Paths, Split, 
 pub use data::ids::Ids;
 pub use data::npy::OutDtype;
 pub use error::{Error, IdKind, Kind, Result};
-pub use eval::{EvalOptions, Evaluation, Scores, evaluate};
+pub use eval::{EvalOptions, Evaluation, Scores, evaluate, evaluate_across};
 pub use fit::output::{WriteOptions, fit_to_file};
 pub use fit::partial::{MapOptions, Partial, ReduceInputs};
-pub use fit::{DevScores, Fit, FitOptions, GridPoint, Inputs, fit, fit_into};
+pub use fit::{DevScores, Fit, FitOptions, GridPoint, Inputs, fit, fit_across, fit_into};
 pub use matrix::Matrix;
 pub use method::Method;

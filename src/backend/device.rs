@@ -136,3 +136,74 @@ fn gpu_or_cpu(opts: &GpuOptions) -> Result<(Box<dyn Backend>, Choice)> {
         )),
     }
 }
+
+/// Which GPU adapters a job spreads its corpus pass over ([`open_adapters`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Adapters {
+    /// Every hardware adapter (software ones such as lavapipe only when
+    /// there is nothing else).
+    All,
+    /// These, in this order: each an index into [`list_adapters`]'s order
+    /// (`0` is the best) or text an adapter's name contains. One adapter
+    /// may be named more than once: each mention opens a device of its own.
+    List(Vec<String>),
+}
+
+impl std::str::FromStr for Adapters {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Adapters> {
+        if s.trim().eq_ignore_ascii_case("all") {
+            return Ok(Adapters::All);
+        }
+        let list: Vec<String> = s.split(',').map(|x| x.trim().to_string()).collect();
+        if list.iter().any(String::is_empty) {
+            return Err(Error::invalid(format!(
+                "adapters {s:?}: expected `all` or a comma-separated list of adapter indices or names (see `nudge devices`)"
+            )));
+        }
+        Ok(Adapters::List(list))
+    }
+}
+
+/// One GPU backend per adapter of `which`, with the other settings of
+/// `gpu`; each is opened as [`Gpu::new`] opens one, so a job split across
+/// them gives what one of them gives.
+pub fn open_adapters(gpu: &GpuOptions, which: &Adapters) -> Result<Vec<Box<dyn Backend>>> {
+    let picks: Vec<GpuOptions> = match which {
+        Adapters::All => {
+            let list = list_adapters();
+            if list.is_empty() {
+                return Err(Error::NoAdapter);
+            }
+            let hardware = list.iter().filter(|a| !a.software).count();
+            list.iter()
+                .enumerate()
+                .filter(|(_, a)| hardware == 0 || !a.software)
+                .map(|(i, _)| GpuOptions {
+                    adapter: None,
+                    adapter_index: Some(i),
+                    ..gpu.clone()
+                })
+                .collect()
+        }
+        Adapters::List(items) => items
+            .iter()
+            .map(|item| match item.parse::<usize>() {
+                Ok(i) => GpuOptions {
+                    adapter: None,
+                    adapter_index: Some(i),
+                    ..gpu.clone()
+                },
+                Err(_) => GpuOptions {
+                    adapter: Some(item.clone()),
+                    adapter_index: None,
+                    ..gpu.clone()
+                },
+            })
+            .collect(),
+    };
+    picks
+        .iter()
+        .map(|o| Ok(Box::new(Gpu::new(o)?) as Box<dyn Backend>))
+        .collect()
+}

@@ -8,7 +8,7 @@ use clap::{Args, ValueEnum};
 
 use super::log;
 use nudge::backend::device::{self, Choice, DeviceOptions};
-use nudge::{Backend, Device, GpuOptions, Precision, Result};
+use nudge::{Backend, Device, Error, GpuOptions, Precision, Result};
 
 /// `--device`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
@@ -44,6 +44,10 @@ pub struct DeviceArgs {
     /// How the GPU stores the corpus chunk: f32, or f16 (half the bandwidth, f32 sums)
     #[arg(long, value_enum, default_value_t = PrecisionArg::F32)]
     pub gpu_precision: PrecisionArg,
+    /// Spread the corpus pass over several GPU adapters at once (fit, eval, map):
+    /// `all`, or a comma-separated list of indices (as `nudge devices` numbers them) or names
+    #[arg(long, value_name = "all|LIST", conflicts_with = "adapter")]
+    pub adapters: Option<String>,
 }
 
 impl DeviceArgs {
@@ -80,9 +84,42 @@ impl DeviceArgs {
     }
 
     /// The backend for a job of about `flops` similarity work, saying on
-    /// stderr why when `auto` did not take a GPU.
+    /// stderr why when `auto` did not take a GPU. For commands that run on
+    /// one device: `--adapters` is refused.
     pub fn backend_for(&self, flops: f64) -> Result<Box<dyn Backend>> {
+        if self.adapters.is_some() {
+            return Err(Error::invalid(
+                "--adapters spreads `fit`, `eval` and `map` over several adapters; this command runs on one (choose it with --adapter)",
+            ));
+        }
         self.open(Some(flops))
+    }
+
+    /// The backends of a job that can spread its corpus pass over several
+    /// (fit, eval, map): one per adapter of `--adapters`, or the one
+    /// [`Self::backend_for`] chooses.
+    pub fn backends_for(&self, flops: f64) -> Result<Vec<Box<dyn Backend>>> {
+        let Some(list) = &self.adapters else {
+            return Ok(vec![self.open(Some(flops))?]);
+        };
+        if self.device == DeviceArg::Cpu {
+            return Err(Error::invalid(
+                "--adapters names GPU adapters; it cannot go with --device cpu",
+            ));
+        }
+        let which: device::Adapters = list.parse()?;
+        let backends = device::open_adapters(&self.options().gpu, &which)?;
+        log::notice(format!(
+            "corpus pass spread over {} adapter{}: {}",
+            backends.len(),
+            if backends.len() == 1 { "" } else { "s" },
+            backends
+                .iter()
+                .map(|b| b.device_name())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+        Ok(backends)
     }
 
     fn open(&self, flops: Option<f64>) -> Result<Box<dyn Backend>> {

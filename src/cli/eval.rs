@@ -68,7 +68,9 @@ pub fn run(args: EvalArgs) -> Result<()> {
     judged.warnings.iter().for_each(log::warn);
     let split = judged.split;
     let flops = 2.0 * split.queries.len() as f64 * ds.corpus.rows() as f64 * ds.dim() as f64;
-    let backend = args.device.backend_for(flops)?;
+    let backends = args.device.backends_for(flops)?;
+    let all: Vec<&dyn nudge::Backend> = backends.iter().map(|b| b.as_ref()).collect();
+    let backend = &backends[0];
     let opts = EvalOptions {
         ks,
         cosine: normalize,
@@ -79,13 +81,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
     };
     let read_s = start.elapsed().as_secs_f64();
     let t = std::time::Instant::now();
-    let result = nudge::evaluate(
-        backend.as_ref(),
-        (&ds.corpus).into(),
-        &ds.queries,
-        &split,
-        &opts,
-    )?;
+    let result = nudge::evaluate_across(&all, (&ds.corpus).into(), &ds.queries, &split, &opts)?;
     let scan_s = t.elapsed().as_secs_f64();
     let scores = result.scores;
     if args.json {
@@ -106,6 +102,23 @@ pub fn run(args: EvalArgs) -> Result<()> {
             timings["gpu_kernels"] = k;
         }
         o.insert("timings".into(), timings);
+        if all.len() > 1 {
+            // Each adapter's share of the pass and its own GPU time.
+            let shares: Vec<Value> = all
+                .iter()
+                .enumerate()
+                .map(|(i, b)| {
+                    let rows =
+                        nudge::fit::partial::part(i, all.len(), ds.corpus.rows()).expect("a part");
+                    json!({
+                        "device": b.device_name(),
+                        "rows": [rows.start, rows.end],
+                        "gpu_kernels": super::kernel_timings_json(*b),
+                    })
+                })
+                .collect();
+            o.insert("adapters".into(), json!(shares));
+        }
         println!("{}", Value::Object(o));
     } else {
         println!(

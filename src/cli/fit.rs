@@ -124,7 +124,9 @@ pub fn run(args: FitArgs) -> Result<()> {
 
     let scanned = dev.queries.len() + test.map_or(0, |t| t.queries.len());
     let flops = 2.0 * scanned as f64 * ds.corpus.rows() as f64 * ds.dim() as f64;
-    let backend = args.device.backend_for(flops)?;
+    let backends = args.device.backends_for(flops)?;
+    let all: Vec<&dyn nudge::Backend> = backends.iter().map(|b| b.as_ref()).collect();
+    let backend = &backends[0];
     let mut opts = FitOptions::new(method);
     opts.gamma = args.gamma;
     opts.val_k = args.val_k;
@@ -162,7 +164,7 @@ pub fn run(args: FitArgs) -> Result<()> {
         )?),
         None => None,
     };
-    let mut fit = nudge::fit_into(backend.as_ref(), &inputs, &opts, inline.as_mut())?;
+    let mut fit = nudge::fit_across(&all, &inputs, &opts, inline.as_mut())?;
     fit.warnings.iter().for_each(log::warn);
     if args.gamma.is_some() {
         // The library says "fixed by the caller"; here the caller is a flag.

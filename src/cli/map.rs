@@ -64,7 +64,9 @@ pub fn run(args: MapArgs) -> Result<()> {
     splits.warnings.iter().for_each(log::warn);
     let scanned = splits.dev.queries.len() + splits.test.as_ref().map_or(0, |t| t.queries.len());
     let flops = 2.0 * scanned as f64 * rows.len() as f64 * ds.dim() as f64;
-    let backend = args.device.backend_for(flops)?;
+    let backends = args.device.backends_for(flops)?;
+    let all: Vec<&dyn nudge::Backend> = backends.iter().map(|b| b.as_ref()).collect();
+    let backend = &backends[0];
     let opts = MapOptions {
         k: args.k,
         allow_zero_rows: args.allow_zero_rows,
@@ -80,7 +82,7 @@ pub fn run(args: MapArgs) -> Result<()> {
         dev: &splits.dev,
         test: splits.test.as_ref(),
     };
-    let p = partial::map(backend.as_ref(), &inputs, rows.clone(), &opts)?;
+    let p = partial::map_across(&all, &inputs, rows.clone(), &opts)?;
     let staged = p.stage(&args.out)?;
     nudge::data::commit_all(staged, &opts.control.cancel)?;
     log::notice(format!(

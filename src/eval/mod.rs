@@ -8,7 +8,7 @@ use crate::control::Control;
 use crate::data::Corpus;
 use crate::data::dataset::Split;
 use crate::error::{Error, Result};
-use crate::fit::scan::{check_finite, scan_corpus};
+use crate::fit::scan::{across, check_finite, scan_corpus};
 use crate::matrix::Matrix;
 pub use metrics::Scores;
 
@@ -57,6 +57,22 @@ pub fn evaluate(
     split: &Split,
     opts: &EvalOptions,
 ) -> Result<Evaluation> {
+    evaluate_across(&[backend], corpus, queries, split, opts)
+}
+
+/// [`evaluate`] with the corpus pass spread over several backends at once
+/// (every GPU of a machine): each scans an equal share of the rows, and
+/// their lists merge into the one pass's lists.
+pub fn evaluate_across(
+    backends: &[&dyn Backend],
+    corpus: Corpus,
+    queries: &Matrix,
+    split: &Split,
+    opts: &EvalOptions,
+) -> Result<Evaluation> {
+    if backends.is_empty() {
+        return Err(Error::invalid("no backend to evaluate on"));
+    }
     let mut ks = opts.ks.clone();
     if ks.is_empty() || ks.contains(&0) {
         return Err(Error::invalid("cut-offs k must be given and at least 1"));
@@ -72,26 +88,49 @@ pub fn evaluate(
     }
     split.check_rows(queries.rows, corpus.rows())?;
     let q = split.matrix(queries);
-    let spec = ScanSpec {
-        queries: &q,
-        k: *ks.last().expect("at least one k"),
-        rows: if opts.cosine {
-            Rows::Normalize
-        } else {
-            Rows::AsStored
-        },
-        skip: None,
+    let k = *ks.last().expect("at least one k");
+    let rows = if opts.cosine {
+        Rows::Normalize
+    } else {
+        Rows::AsStored
     };
-    let (top, report) = scan_corpus(
-        backend,
-        corpus,
-        0..corpus.rows(),
-        spec,
-        opts.chunk_rows,
-        None,
-        &opts.control,
-        |_, _| Ok(()),
-    )?;
+    let scan = |b: &dyn Backend, range: std::ops::Range<usize>, control: &Control| {
+        let spec = ScanSpec {
+            queries: &q,
+            k,
+            rows,
+            skip: None,
+        };
+        scan_corpus(
+            b,
+            corpus,
+            range,
+            spec,
+            opts.chunk_rows,
+            None,
+            control,
+            |_, _| Ok(()),
+        )
+    };
+    let (top, report) = match backends {
+        [one] => scan(*one, 0..corpus.rows(), &opts.control)?,
+        _ => {
+            let parts = across(
+                backends,
+                0..corpus.rows(),
+                &opts.control,
+                "scanning corpus",
+                |_, b, range, control| scan(b, range, control),
+            )?;
+            let mut parts = parts.into_iter();
+            let (mut top, mut report) = parts.next().expect("a part per backend");
+            for (t, r) in parts {
+                top.merge(&t);
+                report.extend(r);
+            }
+            (top, report)
+        }
+    };
     check_finite(&report, corpus)?;
     Ok(Evaluation {
         scores: metrics::score(&top, &split.queries, &ks),

@@ -330,10 +330,114 @@ pub fn fit_into(
         &queries,
         &plan,
         &map,
-        out.as_deref_mut(),
+        Sink::of(out.as_deref_mut()),
     )?;
     clock.lap("scan");
     solve(backend, &queries, plan, pass, opts, clock, out)
+}
+
+/// Where the corpus pass puts the rows it normalised, for the output.
+pub(crate) enum Sink<'a> {
+    /// Nowhere (no output, or a part of a map).
+    Discard,
+    /// Read into these rows of an output assembled in memory (room for the
+    /// pass's rows, which are read straight into it).
+    Into(&'a mut [f32]),
+    /// Pushed chunk by chunk to a streamed output.
+    Push(&'a mut output::InlineOutput),
+}
+
+impl<'a> Sink<'a> {
+    /// The sink of a whole-corpus pass writing `out`: an output assembled
+    /// in memory takes the corpus straight from the file; a streamed one is
+    /// pushed each chunk.
+    fn of(out: Option<&'a mut output::InlineOutput>) -> Sink<'a> {
+        match out {
+            None => Sink::Discard,
+            Some(o) if o.in_memory() => Sink::Into(o.rows_mut().expect("in memory")),
+            Some(o) => Sink::Push(o),
+        }
+    }
+}
+
+/// [`fit_into`] with the corpus pass spread over several backends at once
+/// (every GPU of a machine): each scans an equal share of the rows on a
+/// thread of its own, and the shares merge as [`partial::reduce`] merges
+/// partials, so the fit equals [`fit_into`] on one of them bit for bit
+/// (when they compute alike, as adapters of one kind do). The steps after
+/// the scan run on the first backend. An output assembled in memory is
+/// filled by the shares directly; a streamed one (a corpus over
+/// [`output::WriteOptions::in_memory_max`]) is written in a second pass
+/// over the corpus once the scan is done.
+pub fn fit_across(
+    backends: &[&dyn Backend],
+    inputs: &Inputs,
+    opts: &FitOptions,
+    mut out: Option<&mut output::InlineOutput>,
+) -> Result<Fit> {
+    match backends {
+        [] => return Err(Error::invalid("no backend to fit on")),
+        [one] => return fit_into(*one, inputs, opts, out),
+        _ => {}
+    }
+    opts.validate()?;
+    let queries = Queries::new(inputs.queries, inputs.train, inputs.dev, inputs.test)?;
+    let n = inputs.corpus.rows();
+    queries.check(n, inputs.corpus.cols())?;
+    let mut clock = Clock::start();
+    let plan = Plan::new(n, inputs.train, inputs.dev);
+    let map = partial::MapOptions {
+        k: opts.dev_k().max(if inputs.test.is_some() {
+            opts.eval_k
+        } else {
+            0
+        }),
+        allow_zero_rows: opts.allow_zero_rows,
+        chunk_rows: opts.chunk_rows,
+        control: opts.control.clone(),
+    };
+    // Each share of an in-memory output goes to the part that reads it.
+    let dim = inputs.corpus.cols();
+    let mut slices: Vec<std::sync::Mutex<Option<&mut [f32]>>> = Vec::new();
+    let streamed = match out.as_deref_mut() {
+        Some(o) if o.in_memory() => {
+            let mut rest = o.rows_mut().expect("in memory");
+            for i in 0..backends.len() {
+                let rows = partial::part(i, backends.len(), n)?;
+                let (head, tail) = rest.split_at_mut(rows.len() * dim);
+                slices.push(std::sync::Mutex::new(Some(head)));
+                rest = tail;
+            }
+            false
+        }
+        Some(_) => true,
+        None => false,
+    };
+    let parts = scan::across(
+        backends,
+        0..n,
+        &opts.control,
+        "scanning corpus",
+        |i, b, rows, control| {
+            let sink = match slices.get(i).and_then(|s| s.lock().expect("slice").take()) {
+                Some(rows) => Sink::Into(rows),
+                None => Sink::Discard,
+            };
+            let opts = partial::MapOptions {
+                control: control.clone(),
+                ..map.clone()
+            };
+            scan_and_gather(b, inputs.corpus, rows, &queries, &plan, &opts, sink)
+        },
+    )?;
+    drop(slices);
+    let pass = partial::merge(&queries, &plan, n, &parts, map.k)?;
+    clock.lap("scan");
+    if streamed && let Some(o) = out.as_deref_mut() {
+        output::push_normalised(inputs.corpus, o, opts.chunk_rows, &opts.control)?;
+        clock.lap("write");
+    }
+    solve(backends[0], &queries, plan, pass, opts, clock, out)
 }
 
 /// The queries of a fit and of its partials: every query embedding, the
@@ -500,7 +604,7 @@ pub(crate) fn scan_and_gather(
     queries: &Queries,
     plan: &Plan,
     opts: &partial::MapOptions,
-    out: Option<&mut output::InlineOutput>,
+    sink: Sink,
 ) -> Result<partial::Partial> {
     let t = Instant::now();
     let dim = corpus.cols();
@@ -532,11 +636,10 @@ pub(crate) fn scan_and_gather(
         skip: Some(&plan.is_moved),
     };
     let mut report = RowReport::default();
-    // An output assembled in memory takes the corpus straight from the
-    // file; a streamed one is pushed each chunk.
-    let (into, mut push_to) = match out {
-        Some(o) if o.in_memory() => (o.rows_mut(), None),
-        o => (None, o),
+    let (into, mut push_to) = match sink {
+        Sink::Discard => (None, None),
+        Sink::Into(rows) => (Some(rows), None),
+        Sink::Push(o) => (None, Some(o)),
     };
     let (top, _) = scan_corpus(
         backend,
@@ -561,7 +664,7 @@ pub(crate) fn scan_and_gather(
                 }
             }
             match push_to.as_mut() {
-                Some(o) => o.push(chunk, first),
+                Some(o) => o.push(chunk, first - range.start),
                 None => Ok(()),
             }
         },

@@ -380,3 +380,28 @@ pub fn stage_applied(
     out.put_moved(&local, &rows)?;
     out.finish()
 }
+
+/// Streams every row of `corpus`, normalised as a fit normalises it, into
+/// `out`: the output of a fit whose scan could not write it on the way
+/// ([`crate::fit::fit_across`] with a streamed output).
+pub(crate) fn push_normalised(
+    corpus: crate::data::Corpus,
+    out: &mut InlineOutput,
+    chunk_rows: Option<usize>,
+    control: &crate::control::Control,
+) -> Result<()> {
+    let dim = corpus.cols();
+    let phase = control.phase("writing output", corpus.rows() as u64, "rows");
+    crate::data::stream::for_each_chunk(
+        corpus,
+        0..corpus.rows(),
+        chunk_rows.unwrap_or(1 << 16).max(1),
+        None,
+        &control.cancel,
+        |c, first| {
+            crate::backend::cpu::normalize_rows(c, dim, first);
+            phase.set((first + c.len() / dim.max(1)) as u64);
+            out.push(c, first)
+        },
+    )
+}

@@ -161,7 +161,15 @@ pub fn map(
     let queries = Queries::new(inputs.queries, inputs.train, inputs.dev, inputs.test)?;
     queries.check(n, inputs.corpus.cols())?;
     let plan = Plan::new(n, inputs.train, inputs.dev);
-    scan_and_gather(backend, inputs.corpus, rows, &queries, &plan, opts, None)
+    scan_and_gather(
+        backend,
+        inputs.corpus,
+        rows,
+        &queries,
+        &plan,
+        opts,
+        super::Sink::Discard,
+    )
 }
 
 /// Rows of part `i` of `parts` nearly equal parts of a corpus of `n` rows
@@ -176,6 +184,58 @@ pub fn part(i: usize, parts: usize, n: usize) -> Result<Range<usize>> {
     }
     let at = |i: usize| ((i as u128 * n as u128) / parts as u128) as usize;
     Ok(at(i)..at(i + 1))
+}
+
+/// [`map`] with the part's pass spread over several backends at once
+/// (every GPU of a machine): each scans an equal share of `rows`, and the
+/// shares join into the one partial that [`map`] gives.
+pub fn map_across(
+    backends: &[&dyn Backend],
+    inputs: &Inputs,
+    rows: Range<usize>,
+    opts: &MapOptions,
+) -> Result<Partial> {
+    match backends {
+        [] => return Err(Error::invalid("no backend to map on")),
+        [one] => return map(*one, inputs, rows, opts),
+        _ => {}
+    }
+    let n = inputs.corpus.rows();
+    if rows.start > rows.end || rows.end > n {
+        return Err(Error::invalid(format!(
+            "rows {}..{}: expected a range within the corpus's {n} rows",
+            rows.start, rows.end
+        )));
+    }
+    let parts = crate::fit::scan::across(
+        backends,
+        rows,
+        &opts.control,
+        "scanning corpus",
+        |_, b, r, control| {
+            let o = MapOptions {
+                control: control.clone(),
+                ..opts.clone()
+            };
+            map(b, inputs, r, &o)
+        },
+    )?;
+    let mut parts = parts.into_iter();
+    let mut all = parts.next().expect("a part per backend");
+    for p in parts {
+        all.top.merge(&p.top);
+        all.rows.end = p.rows.end;
+        all.moved.data.extend_from_slice(&p.moved.data);
+        all.moved.rows += p.moved.rows;
+        all.kept.data.extend_from_slice(&p.kept.data);
+        all.kept.rows += p.kept.rows;
+        all.moved_rows.extend(p.moved_rows);
+        all.kept_rows.extend(p.kept_rows);
+        all.zero_rows.extend(p.zero_rows);
+        // The shares ran side by side.
+        all.seconds = all.seconds.max(p.seconds);
+    }
+    Ok(all)
 }
 
 /// What a reduce reads besides the partials: the corpus's row count and
@@ -223,7 +283,7 @@ pub fn reduce(
 
 /// The one partial the whole corpus would have given, from partials that
 /// tile it.
-fn merge(
+pub(crate) fn merge(
     queries: &Queries,
     plan: &Plan,
     records: usize,

@@ -79,3 +79,62 @@ pub(crate) fn check_finite(report: &RowReport, corpus: Corpus) -> Result<()> {
         ),
     ))
 }
+
+/// Runs `f(index, backend, rows, control)` on one share of `range` per
+/// backend, all at the same time (one thread, and so one stream, per
+/// device), and returns the results in row order: how a corpus pass uses
+/// every GPU of a machine. The shares are consecutive and equal to a row
+/// ([`crate::fit::partial::part`]); each part reports its rows into one
+/// `phase` of `control`, and the first part to fail stops the others (its
+/// error is the one returned).
+pub(crate) fn across<T: Send>(
+    backends: &[&dyn Backend],
+    range: std::ops::Range<usize>,
+    control: &Control,
+    phase: &str,
+    f: impl Fn(usize, &dyn Backend, std::ops::Range<usize>, &Control) -> Result<T> + Sync,
+) -> Result<Vec<T>> {
+    let n = backends.len();
+    assert!(n > 0, "at least one backend");
+    let (controls, stop) = control.parts(n);
+    let shown = control.phase(phase, range.len() as u64, "rows");
+    let results: Vec<Result<T>> = std::thread::scope(|s| {
+        let handles: Vec<_> = backends
+            .iter()
+            .zip(&controls)
+            .enumerate()
+            .map(|(i, (&b, c))| {
+                let part = crate::fit::partial::part(i, n, range.len()).expect("a part of n parts");
+                let rows = range.start + part.start..range.start + part.end;
+                let (f, stop) = (&f, &stop);
+                s.spawn(move || {
+                    let r = f(i, b, rows, c);
+                    if r.is_err() {
+                        stop.cancel();
+                    }
+                    r
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            // A panic in a part is a bug: carry it on here.
+            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    });
+    drop(shown);
+    control.check()?;
+    // The error that stopped the others, not their Interrupted.
+    if let Some(i) = results
+        .iter()
+        .position(|r| matches!(r, Err(e) if !matches!(e, Error::Interrupted)))
+    {
+        return Err(results
+            .into_iter()
+            .nth(i)
+            .expect("index")
+            .err()
+            .expect("an error"));
+    }
+    results.into_iter().collect()
+}

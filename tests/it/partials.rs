@@ -709,3 +709,145 @@ fn the_kubernetes_and_slurm_examples_run_as_written() {
         "the apply Job's parts differ from fit --out"
     );
 }
+
+// ---- several devices at once ---------------------------------------------------
+
+/// Pairs of devices a job is spread over: two CPU backends always, and two
+/// devices on the one GPU adapter (lavapipe in CI) when there is one.
+fn device_pairs() -> Vec<(&'static str, [&'static dyn nudge::Backend; 2])> {
+    use crate::common::backends::{gpu, gpu_twin};
+    let mut pairs: Vec<(&str, [&dyn nudge::Backend; 2])> = vec![("cpu+cpu", [&Cpu, &Cpu])];
+    if let (Some(a), Some(b)) = (gpu(), gpu_twin()) {
+        pairs.push(("gpu+gpu", [a, b]));
+    }
+    pairs
+}
+
+#[test]
+fn a_pass_spread_over_two_devices_equals_the_pass_on_one() {
+    let l = scifact();
+    let dir = tempfile::tempdir().unwrap();
+    for (label, pair) in device_pairs() {
+        for method in METHODS {
+            let opts = FitOptions {
+                chunk_rows: Some(1000),
+                ..FitOptions::new(method)
+            };
+            // In memory, and streamed (written in a second pass).
+            for in_memory_max in [u64::MAX, 0] {
+                let write = nudge::WriteOptions {
+                    in_memory_max,
+                    ..Default::default()
+                };
+                let what = format!("{label} {method:?} in_memory_max {in_memory_max}");
+                let (one, two) = (dir.path().join("one.npy"), dir.path().join("two.npy"));
+                let mut out = nudge::fit::output::InlineOutput::create(
+                    l.ds.corpus.rows(),
+                    l.ds.dim(),
+                    &one,
+                    &write,
+                )
+                .unwrap();
+                let a = nudge::fit_into(pair[0], &l.inputs(), &opts, Some(&mut out)).unwrap();
+                out.finish().unwrap().commit().unwrap();
+                let mut out = nudge::fit::output::InlineOutput::create(
+                    l.ds.corpus.rows(),
+                    l.ds.dim(),
+                    &two,
+                    &write,
+                )
+                .unwrap();
+                let b = nudge::fit_across(&pair, &l.inputs(), &opts, Some(&mut out)).unwrap();
+                out.finish().unwrap().commit().unwrap();
+                assert_same_fit(&a, &b, &what);
+                assert!(npy_rows(&one) == npy_rows(&two), "{what}: outputs differ");
+            }
+        }
+        let eval = nudge::EvalOptions {
+            ks: vec![1, 10],
+            chunk_rows: Some(1000),
+            ..Default::default()
+        };
+        let test = l.test.as_ref().unwrap();
+        let one =
+            nudge::evaluate(pair[0], (&l.ds.corpus).into(), &l.ds.queries, test, &eval).unwrap();
+        let two = nudge::evaluate_across(&pair, (&l.ds.corpus).into(), &l.ds.queries, test, &eval)
+            .unwrap();
+        assert_eq!(one, two, "{label}: evaluate");
+        let opts = MapOptions::default();
+        let one = partial::map(pair[0], &l.inputs(), 100..5000, &opts).unwrap();
+        let two = partial::map_across(&pair, &l.inputs(), 100..5000, &opts).unwrap();
+        assert_eq!(
+            (one.rows.clone(), &one.top, &one.moved_rows, &one.kept_rows),
+            (two.rows.clone(), &two.top, &two.moved_rows, &two.kept_rows),
+            "{label}: map"
+        );
+        assert_eq!(bits(&one.moved.data), bits(&two.moved.data), "{label}: map");
+    }
+}
+
+#[test]
+fn adapters_on_the_command_line() {
+    let case = Case::new("scifact-f32");
+    let (data, out) = (case.data(), case.out());
+    // Refused where it cannot apply.
+    let r = nudge(
+        &[
+            "eval",
+            "--dataset",
+            arg(&data),
+            "--device",
+            "cpu",
+            "--adapters",
+            "all",
+        ],
+        &[],
+    );
+    expect(&r, 2, &["--adapters names GPU adapters"]);
+    let r = nudge(&["demo", "--adapters", "0,0"], &[]);
+    expect(&r, 2, &["--adapters spreads `fit`, `eval` and `map`"]);
+    if crate::common::backends::gpu().is_none() {
+        return;
+    }
+    let xdg = [("XDG_RUNTIME_DIR", "/tmp")];
+    // Two devices on the first adapter write what one writes.
+    for (name, device) in [
+        ("one", &["--device", "gpu"][..]),
+        ("two", &["--adapters", "0,0"][..]),
+    ] {
+        let mut args = vec!["fit", "--dataset", arg(&data), "--method", "nudge-m", "-q"];
+        let delta = out.join(format!("{name}-delta"));
+        let corpus = out.join(format!("{name}.npy"));
+        args.extend(["--delta", arg(&delta), "--out", arg(&corpus)]);
+        args.extend(device);
+        expect(&nudge(&args, &xdg), 0, &[]);
+        let partial = out.join(format!("{name}-partial"));
+        let mut args = vec!["map", "--dataset", arg(&data), "--out", arg(&partial), "-q"];
+        args.extend(device);
+        expect(&nudge(&args, &xdg), 0, &[]);
+    }
+    for f in [
+        "one-delta/vectors.npy",
+        "one.npy",
+        "one-partial/top_rows.npy",
+        "one-partial/top_scores.npy",
+        "one-partial/moved.npy",
+    ] {
+        let g = f.replace("one", "two");
+        assert!(
+            std::fs::read(out.join(f)).unwrap() == std::fs::read(out.join(&g)).unwrap(),
+            "{f} vs {g}"
+        );
+    }
+    let eval = |device: &[&str]| -> serde_json::Value {
+        let mut args = vec!["eval", "--dataset", arg(&data), "--json"];
+        args.extend(device);
+        let r = nudge(&args, &xdg);
+        expect(&r, 0, &[]);
+        serde_json::from_slice(&r.stdout).unwrap()
+    };
+    let (one, two) = (eval(&["--device", "gpu"]), eval(&["--adapters", "0,0"]));
+    assert_eq!(one["ndcg@10"], two["ndcg@10"]);
+    assert_eq!(one["recall@10"], two["recall@10"]);
+    assert_eq!(two["adapters"].as_array().map(Vec::len), Some(2), "{two}");
+}

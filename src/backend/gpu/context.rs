@@ -70,6 +70,10 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
 pub struct GpuOptions {
     /// Keep only adapters whose name contains this (case-insensitive).
     pub adapter: Option<String>,
+    /// Of the adapters left, take this one (counting from 0, best first as
+    /// [`list_adapters`] lists them) rather than the best: how a job picks
+    /// each of several identical GPUs.
+    pub adapter_index: Option<usize>,
     /// How the corpus chunk is stored on the device during a scan.
     pub precision: Precision,
     /// Read f16 chunks as packed u32 pairs even where the adapter has
@@ -95,6 +99,7 @@ impl Default for GpuOptions {
     fn default() -> GpuOptions {
         GpuOptions {
             adapter: None,
+            adapter_index: None,
             precision: Precision::default(),
             packed_f16_only: false,
             buffer_limit: None,
@@ -238,7 +243,14 @@ impl Context {
             }
         }
         list.sort_by_key(|a| rank(&a.get_info()));
-        let adapter = list.swap_remove(0);
+        let index = opts.adapter_index.unwrap_or(0);
+        if index >= list.len() {
+            return Err(Error::NoSuchAdapter {
+                wanted: format!("adapter {index}"),
+                available: list.iter().map(|a| a.get_info().name).collect(),
+            });
+        }
+        let adapter = list.swap_remove(index);
         let info = adapter.get_info();
         let native_f16 = opts.precision == Precision::F16
             && !opts.packed_f16_only

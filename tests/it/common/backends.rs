@@ -56,6 +56,13 @@ macro_rules! device {
 }
 
 device!(
+    /// A second f32 device on the same adapter: with [`gpu`], the two
+    /// "adapters" a job spread over several devices is tested on.
+    gpu_twin,
+    GpuOptions::default()
+);
+
+device!(
     /// The f32 device; `None` (after a skip hint) without an adapter.
     gpu,
     GpuOptions::default()
