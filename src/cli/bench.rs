@@ -27,6 +27,10 @@ pub struct BenchArgs {
     /// Which backends: auto (CPU, and the GPU when there is an adapter), cpu or gpu
     #[arg(long, value_enum, default_value_t = super::device::DeviceArg::Auto)]
     pub device: super::device::DeviceArg,
+    /// Spread each GPU run over these adapters (as `fit --adapters`) and
+    /// report each adapter's share of the eval and its throughput
+    #[arg(long, value_name = "all|LIST")]
+    pub adapters: Option<String>,
     /// Print one JSON object on stdout instead of the table
     #[arg(long)]
     pub json: bool,
@@ -216,6 +220,9 @@ pub fn run(a: BenchArgs) -> Result<()> {
                 backend.into(),
                 "--quiet".into(),
             ]);
+            if let (Some(list), "gpu") = (&a.adapters, backend) {
+                args.extend(["--adapters".into(), list.clone()]);
+            }
             log::notice(format!("{backend}: {step} ..."));
             let (code, stdout, stderr, wall, peak) = child(&args)?;
             if code != 0 {
@@ -317,6 +324,9 @@ pub fn run(a: BenchArgs) -> Result<()> {
                     }
                 }
             }
+            if let Some(shares) = r.output["adapters"].as_array() {
+                row["adapters"] = per_adapter(shares, queries_in_scan(r), d);
+            }
             row
         })
         .collect();
@@ -409,6 +419,18 @@ pub fn run(a: BenchArgs) -> Result<()> {
             parts.join(", ")
         );
     }
+    for r in rows.iter().filter(|r| r["adapters"].is_array()) {
+        for (i, x) in r["adapters"].as_array().into_iter().flatten().enumerate() {
+            println!(
+                "gpu adapter {i}, {}: {} ({} rows): {:.1} ms of kernels, similarity {:.1} GFLOP/s",
+                r["step"].as_str().unwrap_or(""),
+                x["device"].as_str().unwrap_or(""),
+                x["rows"].as_u64().unwrap_or(0),
+                x["gpu_ms"].as_f64().unwrap_or(f64::NAN),
+                x["similarity_gflops"].as_f64().unwrap_or(f64::NAN),
+            );
+        }
+    }
     if let Some((peak, h2d)) = gpu_peak {
         println!("gpu fp32 peak (measured): {peak:.1} GFLOP/s; host to device {h2d:.2} GB/s");
     }
@@ -416,4 +438,33 @@ pub fn run(a: BenchArgs) -> Result<()> {
         println!("{n}");
     }
     Ok(())
+}
+
+/// Each adapter's share of a pass spread over several (`eval --json`'s
+/// `adapters`): its rows, its GPU kernel time, and its similarity
+/// throughput (the work of its rows over its kernels' time).
+fn per_adapter(shares: &[Value], queries: f64, dim: f64) -> Value {
+    let list: Vec<Value> = shares
+        .iter()
+        .map(|x| {
+            let rows = match x["rows"].as_array().map(|r| r.as_slice()) {
+                Some([a, b]) => b.as_u64().unwrap_or(0) - a.as_u64().unwrap_or(0),
+                _ => 0,
+            };
+            let ms: f64 = x["gpu_kernels"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .filter_map(|(_, k)| k["ms"].as_f64())
+                .sum();
+            let flop = 2.0 * queries * rows as f64 * dim;
+            json!({
+                "device": x["device"],
+                "rows": rows,
+                "gpu_ms": ms,
+                "similarity_gflops": (ms > 0.0).then(|| flop / (ms * 1e6)),
+            })
+        })
+        .collect();
+    Value::Array(list)
 }
