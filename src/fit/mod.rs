@@ -329,6 +329,7 @@ pub fn fit_into(
         0..inputs.corpus.rows(),
         &queries,
         &plan,
+        &plan.mask(),
         &map,
         Sink::of(out.as_deref_mut()),
     )?;
@@ -413,6 +414,7 @@ pub fn fit_across(
         Some(_) => true,
         None => false,
     };
+    let mask = plan.mask();
     let parts = scan::across(
         backends,
         0..n,
@@ -427,7 +429,7 @@ pub fn fit_across(
                 control: control.clone(),
                 ..map.clone()
             };
-            scan_and_gather(b, inputs.corpus, rows, &queries, &plan, &opts, sink)
+            scan_and_gather(b, inputs.corpus, rows, &queries, &plan, &mask, &opts, sink)
         },
     )?;
     drop(slices);
@@ -581,7 +583,7 @@ pub(crate) fn solve(
         warnings,
         timings: clock.1,
         backend: (backend.name(), backend.device_name()),
-        shape: (plan.is_moved.len(), queries.all.cols),
+        shape: (plan.records, queries.all.cols),
         queries: [
             queries.train.queries.len(),
             dev.queries.len(),
@@ -597,12 +599,14 @@ pub(crate) fn solve(
 /// left out of the static top-k; they and the static dev answers are
 /// copied out as the corpus streams past. A fit passes over every row; a
 /// map ([`partial::map`]) over its part.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn scan_and_gather(
     backend: &dyn Backend,
     corpus: Corpus,
     range: std::ops::Range<usize>,
     queries: &Queries,
     plan: &Plan,
+    mask: &[bool],
     opts: &partial::MapOptions,
     sink: Sink,
 ) -> Result<partial::Partial> {
@@ -633,7 +637,7 @@ pub(crate) fn scan_and_gather(
         queries: &q_scan,
         k: opts.k,
         rows: Rows::Checked,
-        skip: Some(&plan.is_moved),
+        skip: Some(mask),
     };
     let mut report = RowReport::default();
     let (into, mut push_to) = match sink {

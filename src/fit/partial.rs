@@ -167,6 +167,7 @@ pub fn map(
         rows,
         &queries,
         &plan,
+        &plan.mask(),
         opts,
         super::Sink::Discard,
     )

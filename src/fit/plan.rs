@@ -14,8 +14,8 @@ pub struct Plan {
     /// Per moved record, the training queries (rows of the query matrix)
     /// that it answers, in split order: G is their sum.
     pub segments: Segments,
-    /// `is_moved[row]` for every corpus row.
-    pub is_moved: Vec<bool>,
+    /// Rows of the corpus.
+    pub records: usize,
     /// Dev answers that do not move, ascending: the other rows the fit
     /// needs in memory (NUDGE-M scores them against their dev queries).
     pub kept: Vec<u32>,
@@ -50,24 +50,31 @@ impl Plan {
         } else {
             segments.offsets = vec![0];
         }
-        let mut is_moved = vec![false; n];
-        for &r in &moved {
-            is_moved[r as usize] = true;
-        }
         let mut kept: Vec<u32> = dev
             .queries
             .iter()
             .flat_map(|q| q.answers.iter().map(|a| a.0))
-            .filter(|&r| !is_moved[r as usize])
+            .filter(|r| moved.binary_search(r).is_err())
             .collect();
         kept.sort_unstable();
         kept.dedup();
         Plan {
             moved,
             segments,
-            is_moved,
+            records: n,
             kept,
         }
+    }
+
+    /// `mask[row]`: whether each corpus row moves, what the scan leaves out
+    /// of the static lists. Built only by the passes that scan (a reduce
+    /// needs none: at a billion rows it would be a gigabyte).
+    pub fn mask(&self) -> Vec<bool> {
+        let mut is_moved = vec![false; self.records];
+        for &r in &self.moved {
+            is_moved[r as usize] = true;
+        }
+        is_moved
     }
 }
 
@@ -95,6 +102,7 @@ mod tests {
         assert_eq!(p.segments.offsets, vec![0, 2, 3, 4]);
         assert_eq!(p.segments.indices, vec![10, 11, 10, 12]);
         assert_eq!(p.kept, vec![1]);
-        assert!(p.is_moved[5] && !p.is_moved[1]);
+        let mask = p.mask();
+        assert!(mask[5] && !mask[1] && mask.len() == 8);
     }
 }
