@@ -104,10 +104,12 @@ pub const SIMILARITY_F16: Shader = Shader {
         include_str!("../../../shaders/similarity.wgsl")
     ),
 };
-/// `topk.wgsl` with the shared list helpers of `topk_list.wgsl`.
+/// `topk.wgsl` with the shared order and list helpers of `topk_order.wgsl`
+/// and `topk_list.wgsl`.
 pub const TOPK: Shader = Shader {
     name: "topk",
     source: concat!(
+        include_str!("../../../shaders/topk_order.wgsl"),
         include_str!("../../../shaders/topk_list.wgsl"),
         include_str!("../../../shaders/topk.wgsl")
     ),
@@ -122,10 +124,12 @@ pub const NUDGE_M_BOUNDS: Shader = Shader {
     name: "nudge_m_bounds",
     source: include_str!("../../../shaders/nudge_m_bounds.wgsl"),
 };
-/// `nudge_n_merge.wgsl` with the shared list helpers of `topk_list.wgsl`.
+/// `nudge_n_merge.wgsl` with the shared order and list helpers of
+/// `topk_order.wgsl` and `topk_list.wgsl`.
 pub const NUDGE_N_MERGE: Shader = Shader {
     name: "nudge_n_merge",
     source: concat!(
+        include_str!("../../../shaders/topk_order.wgsl"),
         include_str!("../../../shaders/topk_list.wgsl"),
         include_str!("../../../shaders/nudge_n_merge.wgsl")
     ),
@@ -143,6 +147,77 @@ pub const GEMM_TILED: Shader = Shader {
     name: "gemm_tiled",
     source: super::tiled::INTERFACE,
 };
+
+/// `topk_fused.wgsl`: the per-query merge of the fused top-k's candidates
+/// and the arming of its exact fallback, with the order of
+/// `topk_order.wgsl`.
+pub const TOPK_FUSED: Shader = Shader {
+    name: "topk_fused",
+    source: concat!(
+        include_str!("../../../shaders/topk_order.wgsl"),
+        include_str!("../../../shaders/topk_fused.wgsl")
+    ),
+};
+
+/// The register-blocked GEMM fused with the top-k epilogue
+/// ([`super::tiled::Tile::wgsl_fused`]); as for [`GEMM_TILED`], the source
+/// here is only its interface.
+pub const GEMM_FUSED: Shader = Shader {
+    name: "gemm_fused",
+    source: super::tiled::FUSED_INTERFACE,
+};
+
+/// `Params` of the fused GEMM (`tiled::FUSED_INTERFACE`).
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+pub(crate) struct FusedParams {
+    /// Rows of `a` (padded to the tile).
+    pub m: u32,
+    /// Rows of `b` (padded to the tile).
+    pub n: u32,
+    /// vec4s per row of `a` and `b` (padded to the k-tile).
+    pub d4: u32,
+    /// Real queries (rows of `a` that are not padding).
+    pub queries: u32,
+    /// Real chunk rows (rows of `b` that are not padding).
+    pub rows: u32,
+    /// List length.
+    pub k: u32,
+    /// Entries per candidate list.
+    pub cap: u32,
+    /// Absolute corpus row of chunk row 0.
+    pub first_row: u32,
+    /// 1: leave out the rows set in `skip`.
+    pub use_skip: u32,
+    /// To the 16-byte size of a uniform block.
+    pub pad: [u32; 3],
+}
+
+/// `Params` of `topk_fused.wgsl` (both entry points).
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+pub(crate) struct CandParams {
+    /// Queries (running lists).
+    pub lists: u32,
+    /// List length.
+    pub k: u32,
+    /// Entries per candidate list.
+    pub cap: u32,
+    /// Fallback grid of the tiled GEMM (x, y).
+    pub gemm_x: u32,
+    /// See `gemm_x`.
+    pub gemm_y: u32,
+    /// Fallback grid of `topk.wgsl::partial`.
+    pub part_x: u32,
+    /// See `part_x`.
+    pub part_y: u32,
+    /// Fallback grid of `topk.wgsl::merge`.
+    pub fold_x: u32,
+    /// See `fold_x`.
+    pub fold_y: u32,
+    /// To the 16-byte size of a uniform block.
+    pub pad: [u32; 3],
+}
 
 /// `Params` of the generated GEMM (`tiled::INTERFACE`).
 #[repr(C)]
@@ -444,6 +519,34 @@ kernels! {
         2 => b: Read,
         3 => c: Write,
     }
+    /// The generated GEMM fused with the top-k epilogue: offers each score
+    /// that can enter its query's list to the query's candidate list
+    /// (`tiled.rs`, `topk_fused.wgsl`).
+    gemm_fused: GemmFused = GEMM_FUSED::"main" {
+        0 => p: Uniform<FusedParams>,
+        1 => a: Read,
+        2 => b: Read,
+        3 => run_s: Read,
+        4 => skip: Read,
+        5 => cand: Write,
+        6 => counts: Write,
+    }
+    /// `topk_fused.wgsl::merge`: fold each query's candidates into its
+    /// running list, one workgroup per query.
+    topk_fused_merge: TopkFusedMerge = TOPK_FUSED::"merge" {
+        0 => p: Uniform<CandParams>,
+        1 => cand: Read,
+        2 => counts: Write,
+        3 => run_s: Write,
+        4 => run_r: Write,
+    }
+    /// `topk_fused.wgsl::arm`: the fallback's indirect grids, zero unless a
+    /// candidate list overflowed.
+    topk_fused_arm: TopkFusedArm = TOPK_FUSED::"arm" {
+        0 => p: Uniform<CandParams>,
+        2 => counts: Write,
+        5 => args: Write,
+    }
     /// `similarity.wgsl::main_f16`: the same with `b` as packed f16 pairs.
     gemm_f16: GemmF16 = SIMILARITY::"main_f16" {
         0 => p: Uniform<GemmParams>,
@@ -654,6 +757,37 @@ impl<L: Layout> Kernel<L> {
     }
 }
 
+impl<L: Layout> Kernel<L> {
+    /// Binds `bindings` and records one dispatch whose grid the device
+    /// reads from `args` at byte `offset` (three u32: x, y, z; a zero
+    /// count dispatches nothing). Timed under `label`, so that work that
+    /// may not run is not counted with the kernel's direct dispatches.
+    pub(crate) fn dispatch_indirect(
+        &self,
+        ctx: &Context,
+        enc: &mut wgpu::CommandEncoder,
+        bindings: L::Bindings<'_>,
+        args: &wgpu::Buffer,
+        offset: u64,
+        label: &'static str,
+    ) {
+        let group = self.bind(ctx, &bindings);
+        let slot = ctx.profiler.slot(label, 0.0);
+        {
+            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: None,
+                timestamp_writes: slot.as_ref().map(|s| s.writes()),
+            });
+            pass.set_pipeline(&self.pipeline);
+            pass.set_bind_group(0, &group, &[]);
+            pass.dispatch_workgroups_indirect(args, offset);
+        }
+        if let Some(s) = slot {
+            s.resolve(enc);
+        }
+    }
+}
+
 /// `count` workgroups laid out as x * y with x within the per-dimension
 /// limit; kernels rebuild the linear index as `wid.y * nwg.x + wid.x`.
 pub(crate) fn grid(count: usize) -> (u32, u32) {
@@ -681,6 +815,12 @@ pub(crate) struct Kernels {
     pub gemm: Kernel<Gemm<'static>>,
     /// The register-blocked f32 GEMM, of shape `tile`.
     pub gemm_tiled: Kernel<GemmTiled<'static>>,
+    /// `gemm_tiled` fused with the top-k epilogue.
+    pub gemm_fused: Kernel<GemmFused<'static>>,
+    /// Fused top-k: the per-query merge of the candidates.
+    pub topk_fused_merge: Kernel<TopkFusedMerge<'static>>,
+    /// Fused top-k: the fallback's indirect grids.
+    pub topk_fused_arm: Kernel<TopkFusedArm<'static>>,
     /// The tile shape `gemm_tiled` was generated for.
     pub tile: super::tiled::Tile,
     /// The packed-f16 GEMM (any adapter).
@@ -716,7 +856,11 @@ impl Modules<'_> {
     /// construction. Release builds compile it without wgpu's runtime
     /// checks (index clamping, loop-bounding counters): the generated GEMM
     /// indexes only `tile`-padded buffers the host sized for its grid (see
-    /// `tiled.rs`) and its loops are bounded by `p.d4`. Debug builds (the
+    /// `tiled.rs`) and its loops are bounded by `p.d4`; the fused variant's
+    /// epilogue indexes the running lists only for real queries, the skip
+    /// mask below its `arrayLength`, and the candidate lists and counts
+    /// below the `queries * cap` and `queries + 1` entries `scan.rs` makes
+    /// them (see `tiled::OFFER`). Debug builds (the
     /// tests in debug) keep every check, so an indexing mistake there shows
     /// up as wrong results rather than memory corruption.
     fn generated<L: Layout>(&mut self, source: String) -> Kernel<L> {
@@ -764,6 +908,9 @@ impl Kernels {
             let tile = super::tiled::Tile::for_device(ctx);
             Ok(Kernels {
                 gemm_tiled: m.generated(tile.wgsl()),
+                gemm_fused: m.generated(tile.wgsl_fused()),
+                topk_fused_merge: m.kernel(),
+                topk_fused_arm: m.kernel(),
                 tile,
                 normalize: m.kernel(),
                 normalize_f16: m.kernel(),
