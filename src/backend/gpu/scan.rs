@@ -349,8 +349,7 @@ impl<'a> GpuScan<'a> {
             _ => (&slot.chunk, false),
         };
         let fused = self.fused.as_ref().filter(|_| self.pushed >= self.k);
-        if self.k > 0 && self.q > 0 && fused.is_some() {
-            let f = fused.expect("checked above");
+        if let Some(f) = fused.filter(|_| self.k > 0 && self.q > 0) {
             let flops = 2.0 * self.q as f64 * n as f64 * d as f64;
             let t = gpu.k.tile;
             let gemm_grid = (
