@@ -11,6 +11,11 @@
 //! once its previous submission is done, which bounds wgpu's staging memory.
 //! Only the top-k lists (and the small status arrays) are ever read back.
 //!
+//! The f32 scan fuses the top-k into the GEMM (see [`Fused`]): the score
+//! block is written only when a chunk overflows a candidate list and is
+//! redone the unfused way (`topk.wgsl`). The f16 scan, and an f32 scan whose
+//! k is too large for the merge's workgroup memory, always run unfused.
+//!
 //! With f16 precision the host converts each chunk to f16 before the upload
 //! (half the bytes over the bus, which bounds a scan on a fast GPU), and the
 //! chunk is normalised and scored as f16 with f32 sums. A chunk whose values

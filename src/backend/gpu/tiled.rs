@@ -16,7 +16,7 @@
 //! count. So the kernel has no bounds branch at all: every index it forms is
 //! below `grid * tile` of a buffer the host made that large. That is also
 //! why the module may be built without wgpu's runtime checks (see
-//! `kernel::Modules`).
+//! `kernel::create_module`).
 //!
 //! Each workgroup stages a `bm x bk` slice of `a` and a `bn x bk` slice of
 //! `b` in workgroup memory, k-major, twice (double buffering): the next
