@@ -163,6 +163,43 @@ impl TopK {
     }
 }
 
+/// Whether a score can still enter a list whose last (k-th) score is
+/// `kth`: the filter of the GPU's fused top-k (the twin of its GEMM
+/// epilogue, `tiled.rs`). A list only gets better, so a score below its
+/// k-th never enters; an equal one may (a lower row wins the tie), so it
+/// passes and [`merge_candidates`] decides. NaN never passes.
+#[inline]
+pub fn may_enter(score: f32, kth: f32) -> bool {
+    score >= kth
+}
+
+/// Folds candidates into one sorted list: the twin of
+/// `topk_fused.wgsl::merge`, and the same result as [`push_into`] of each.
+/// Candidates are in any order, none NaN, their rows distinct and not in
+/// the list (a chunk's rows are new to it). Each entry goes to its place
+/// in the merged order, the number of entries that rank before it; places
+/// past the list's end are dropped.
+pub fn merge_candidates(scores: &mut [f32], rows: &mut [u32], cands: &[(f32, u32)]) {
+    let k = scores.len();
+    let list: Vec<(f32, u32)> = scores.iter().copied().zip(rows.iter().copied()).collect();
+    let ahead = |s: f32, r: u32| cands.iter().filter(|c| better(c.0, c.1, s, r)).count();
+    for (i, &(s, r)) in list.iter().enumerate() {
+        let place = i + ahead(s, r);
+        if place < k {
+            scores[place] = s;
+            rows[place] = r;
+        }
+    }
+    for &(s, r) in cands {
+        // The list entries ahead of it are a prefix of the sorted list.
+        let place = list.partition_point(|e| better(e.0, e.1, s, r)) + ahead(s, r);
+        if place < k {
+            scores[place] = s;
+            rows[place] = r;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -193,6 +230,80 @@ mod tests {
             }
             assert_eq!(a, b);
         }
+    }
+
+    /// Scores with many ties (a few distinct values), some NaN, some -inf.
+    fn tied_scores(n: usize, seed: u32) -> Vec<f32> {
+        (0..n as u32)
+            .map(|i| match (i.wrapping_mul(2654435761) ^ seed) % 11 {
+                0 => f32::NAN,
+                1 => f32::NEG_INFINITY,
+                v => (v % 4) as f32 * 0.5,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn merging_candidates_equals_pushing_them() {
+        for (k, filled, n) in [(1, 0, 5), (4, 2, 9), (5, 5, 30), (8, 3, 2), (3, 3, 0)] {
+            let mut a = TopK::new(1, k);
+            for (s, r) in tied_scores(filled, 7).into_iter().zip(100..) {
+                if !s.is_nan() {
+                    a.push(0, s, r);
+                }
+            }
+            let mut b = a.clone();
+            // Rows new to the list, in no particular order.
+            let cands: Vec<(f32, u32)> = tied_scores(n, 3)
+                .into_iter()
+                .zip((0..n as u32).map(|r| (r * 7) % n as u32 + 200))
+                .filter(|c| !c.0.is_nan())
+                .collect();
+            for &(s, r) in &cands {
+                a.push(0, s, r);
+            }
+            merge_candidates(&mut b.scores, &mut b.rows, &cands);
+            assert_eq!(a.rows, b.rows, "k={k} filled={filled} n={n}");
+            let bits = |t: &TopK| t.scores.iter().map(|s| s.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&a), bits(&b));
+        }
+    }
+
+    /// The fused top-k's claim: chunk by chunk, offering only the scores
+    /// that pass [`may_enter`] against the list's k-th and merging them
+    /// gives the lists that pushing every score gives.
+    #[test]
+    fn filtered_chunks_give_the_full_lists() {
+        let scores = tied_scores(500, 11);
+        for k in [1, 3, 10, 40] {
+            for chunk in [1, 7, 64, 500] {
+                let mut want = TopK::new(1, k);
+                let mut got = TopK::new(1, k);
+                let mut passed = 0;
+                for (c, block) in scores.chunks(chunk).enumerate() {
+                    let kth = got.scores[k - 1];
+                    let cands: Vec<(f32, u32)> = block
+                        .iter()
+                        .zip((c * chunk) as u32..)
+                        .filter(|(s, _)| may_enter(**s, kth))
+                        .map(|(s, r)| (*s, r))
+                        .collect();
+                    passed += cands.len();
+                    merge_candidates(&mut got.scores, &mut got.rows, &cands);
+                    for (s, r) in block.iter().zip((c * chunk) as u32..) {
+                        want.push(0, *s, r);
+                    }
+                }
+                assert_eq!(got.rows, want.rows, "k={k} chunk={chunk}");
+                // And the filter does filter (but passes every tie).
+                if chunk < 500 {
+                    assert!(passed < 500, "k={k} chunk={chunk}");
+                }
+            }
+        }
+        assert!(!may_enter(f32::NAN, f32::NEG_INFINITY));
+        assert!(may_enter(f32::NEG_INFINITY, f32::NEG_INFINITY));
+        assert!(may_enter(0.5, 0.5) && !may_enter(0.25, 0.5));
     }
 
     #[test]

@@ -306,7 +306,13 @@ pub fn run(a: BenchArgs) -> Result<()> {
                 // The similarity kernels: every GEMM variant that ran (the
                 // scan's and the moved-set blocks'), work over time.
                 let (mut flop, mut ms) = (0.0, 0.0);
-                for k in ["gemm_tiled", "gemm", "gemm_f16", "gemm_f16_native"] {
+                for k in [
+                    "gemm_tiled",
+                    "gemm_fused",
+                    "gemm",
+                    "gemm_f16",
+                    "gemm_f16_native",
+                ] {
                     if let (Some(g), Some(t)) =
                         (kernels[k]["gflops"].as_f64(), kernels[k]["ms"].as_f64())
                     {

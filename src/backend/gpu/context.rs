@@ -92,6 +92,15 @@ pub struct GpuOptions {
     /// has them (see [`super::Gpu::kernel_timings`]). On by default: two
     /// timestamps per dispatch cost next to nothing.
     pub timestamps: bool,
+    /// Fuse the f32 scan's top-k into its GEMM (see `scan.rs`): the score
+    /// block is never written, only the scores that can still enter a
+    /// list. On by default; off runs the unfused path (for comparisons).
+    pub fused_topk: bool,
+    /// Entries per query's candidate list of the fused top-k (default: as
+    /// many as its merge holds). A chunk in which a list overflows is
+    /// redone the unfused way, so the answers never change; a tiny value
+    /// makes tests walk that fallback.
+    pub topk_candidates: Option<usize>,
 }
 
 // By hand rather than derived: the timeout's default is not zero.
@@ -105,6 +114,8 @@ impl Default for GpuOptions {
             buffer_limit: None,
             timeout: DEFAULT_TIMEOUT,
             timestamps: true,
+            fused_topk: true,
+            topk_candidates: None,
         }
     }
 }
@@ -377,6 +388,19 @@ impl Context {
             padded.resize(bytes.len().next_multiple_of(4), 0);
             self.queue.write_buffer(buf, 0, &padded);
         }
+    }
+
+    /// A storage buffer of `words` u32 that the device may also read
+    /// dispatch grids from (`dispatch_workgroups_indirect`).
+    pub fn indirect(&self, label: &str, words: u64) -> wgpu::Buffer {
+        self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size: (words * 4).max(16).next_multiple_of(16),
+            usage: wgpu::BufferUsages::STORAGE
+                | wgpu::BufferUsages::INDIRECT
+                | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        })
     }
 
     /// A mappable buffer of at least `size` bytes that copies can fill, for

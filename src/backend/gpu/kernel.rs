@@ -69,6 +69,12 @@ pub struct Shader {
     pub name: &'static str,
     /// The full source handed to wgpu.
     pub source: &'static str,
+    /// Why every access of the module is in bounds and every loop ends
+    /// without wgpu's runtime checks (index clamping, loop-bounding
+    /// counters), for a module that release builds create with
+    /// `create_shader_module_trusted`; `None`: always built checked.
+    /// Debug builds (and so debug tests) build every module checked.
+    pub in_bounds: Option<&'static str>,
 }
 
 /// One compute entry point of a shader and every binding it uses.
@@ -88,11 +94,15 @@ pub struct KernelSpec {
 pub const NORMALIZE: Shader = Shader {
     name: "normalize",
     source: include_str!("../../../shaders/normalize.wgsl"),
+    in_bounds: Some(
+        "main indexes x below rows * stride and status below rows (row < p.rows, column < p.cols <= p.stride), the buffers the host makes for p.rows rows of p.stride floats; to_f16 stops at i < rows * stride / 4 of buffers that large; main_f16 stays below stride / 2 words per row; the workgroup reduction reads partial[lid + s] with lid < s <= 32 of 64; every loop has a fixed step towards a uniform bound",
+    ),
 };
 /// `similarity.wgsl`: the tiled GEMM (f32 and packed-f16 corpus).
 pub const SIMILARITY: Shader = Shader {
     name: "similarity",
     source: include_str!("../../../shaders/similarity.wgsl"),
+    in_bounds: None,
 };
 /// The GEMM with native f16 reads (`enable f16;` must open the module, hence
 /// the separate prefix file); compiled only where the device has
@@ -103,37 +113,47 @@ pub const SIMILARITY_F16: Shader = Shader {
         include_str!("../../../shaders/similarity_f16.wgsl"),
         include_str!("../../../shaders/similarity.wgsl")
     ),
+    in_bounds: None,
 };
-/// `topk.wgsl` with the shared list helpers of `topk_list.wgsl`.
+/// `topk.wgsl` with the shared order and list helpers of `topk_order.wgsl`
+/// and `topk_list.wgsl`.
 pub const TOPK: Shader = Shader {
     name: "topk",
     source: concat!(
+        include_str!("../../../shaders/topk_order.wgsl"),
         include_str!("../../../shaders/topk_list.wgsl"),
         include_str!("../../../shaders/topk.wgsl")
     ),
+    in_bounds: None,
 };
 /// `aggregate.wgsl`: CSR segment sums.
 pub const AGGREGATE: Shader = Shader {
     name: "aggregate",
     source: include_str!("../../../shaders/aggregate.wgsl"),
+    in_bounds: None,
 };
 /// `nudge_m_bounds.wgsl`: the NUDGE-M interval bounds.
 pub const NUDGE_M_BOUNDS: Shader = Shader {
     name: "nudge_m_bounds",
     source: include_str!("../../../shaders/nudge_m_bounds.wgsl"),
+    in_bounds: None,
 };
-/// `nudge_n_merge.wgsl` with the shared list helpers of `topk_list.wgsl`.
+/// `nudge_n_merge.wgsl` with the shared order and list helpers of
+/// `topk_order.wgsl` and `topk_list.wgsl`.
 pub const NUDGE_N_MERGE: Shader = Shader {
     name: "nudge_n_merge",
     source: concat!(
+        include_str!("../../../shaders/topk_order.wgsl"),
         include_str!("../../../shaders/topk_list.wgsl"),
         include_str!("../../../shaders/nudge_n_merge.wgsl")
     ),
+    in_bounds: None,
 };
 /// `update.wgsl`: the NUDGE-M and NUDGE-N embedding updates.
 pub const UPDATE: Shader = Shader {
     name: "update",
     source: include_str!("../../../shaders/update.wgsl"),
+    in_bounds: None,
 };
 
 /// The register-blocked GEMM of `tiled.rs`. Its source here is only the
@@ -142,7 +162,87 @@ pub const UPDATE: Shader = Shader {
 pub const GEMM_TILED: Shader = Shader {
     name: "gemm_tiled",
     source: super::tiled::INTERFACE,
+    in_bounds: Some(
+        "see tiled.rs: every index is below grid * tile of buffers padded to whole tiles, and the k loop runs p.d4 / (bk / 4) times",
+    ),
 };
+
+/// `topk_fused.wgsl`: the per-query merge of the fused top-k's candidates
+/// and the arming of its exact fallback, with the order of
+/// `topk_order.wgsl`.
+pub const TOPK_FUSED: Shader = Shader {
+    name: "topk_fused",
+    source: concat!(
+        include_str!("../../../shaders/topk_order.wgsl"),
+        include_str!("../../../shaders/topk_fused.wgsl")
+    ),
+    in_bounds: Some(
+        "merge reads the list at q * k + i (q < p.lists, i < k) of lists * k entries and the candidates at q * cap + j (j < min(count, cap)) of lists * cap pairs; its workgroup arrays below k + n <= MERGE_ENTRIES (n is clamped to MERGE_ENTRIES - k and the host keeps 2 k <= MERGE_ENTRIES); bisection and counting loops are bounded by k and n; arm writes 9 words of a 9-word buffer and reads counts[lists] of lists + 1 (scan.rs sizes all of them)",
+    ),
+};
+
+/// The register-blocked GEMM fused with the top-k epilogue
+/// ([`super::tiled::Tile::wgsl_fused`]); as for [`GEMM_TILED`], the source
+/// here is only its interface.
+pub const GEMM_FUSED: Shader = Shader {
+    name: "gemm_fused",
+    source: super::tiled::FUSED_INTERFACE,
+    in_bounds: Some(
+        "as GEMM_TILED, and the epilogue indexes the running lists only for real queries, the skip mask below its arrayLength, the candidates below queries * cap and the counts below queries + 1 (see tiled::OFFER)",
+    ),
+};
+
+/// `Params` of the fused GEMM (`tiled::FUSED_INTERFACE`).
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+pub(crate) struct FusedParams {
+    /// Rows of `a` (padded to the tile).
+    pub m: u32,
+    /// Rows of `b` (padded to the tile).
+    pub n: u32,
+    /// vec4s per row of `a` and `b` (padded to the k-tile).
+    pub d4: u32,
+    /// Real queries (rows of `a` that are not padding).
+    pub queries: u32,
+    /// Real chunk rows (rows of `b` that are not padding).
+    pub rows: u32,
+    /// List length.
+    pub k: u32,
+    /// Entries per candidate list.
+    pub cap: u32,
+    /// Absolute corpus row of chunk row 0.
+    pub first_row: u32,
+    /// 1: leave out the rows set in `skip`.
+    pub use_skip: u32,
+    /// To the 16-byte size of a uniform block.
+    pub pad: [u32; 3],
+}
+
+/// `Params` of `topk_fused.wgsl` (both entry points).
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+pub(crate) struct CandParams {
+    /// Queries (running lists).
+    pub lists: u32,
+    /// List length.
+    pub k: u32,
+    /// Entries per candidate list.
+    pub cap: u32,
+    /// Fallback grid of the tiled GEMM (x, y).
+    pub gemm_x: u32,
+    /// See `gemm_x`.
+    pub gemm_y: u32,
+    /// Fallback grid of `topk.wgsl::partial`.
+    pub part_x: u32,
+    /// See `part_x`.
+    pub part_y: u32,
+    /// Fallback grid of `topk.wgsl::merge`.
+    pub fold_x: u32,
+    /// See `fold_x`.
+    pub fold_y: u32,
+    /// To the 16-byte size of a uniform block.
+    pub pad: [u32; 3],
+}
 
 /// `Params` of the generated GEMM (`tiled::INTERFACE`).
 #[repr(C)]
@@ -162,6 +262,7 @@ pub(crate) struct TiledParams {
 pub const PEAK: Shader = Shader {
     name: "peak",
     source: include_str!("../../../shaders/peak.wgsl"),
+    in_bounds: None,
 };
 
 /// `Params` of `peak.wgsl`.
@@ -444,6 +545,34 @@ kernels! {
         2 => b: Read,
         3 => c: Write,
     }
+    /// The generated GEMM fused with the top-k epilogue: offers each score
+    /// that can enter its query's list to the query's candidate list
+    /// (`tiled.rs`, `topk_fused.wgsl`).
+    gemm_fused: GemmFused = GEMM_FUSED::"main" {
+        0 => p: Uniform<FusedParams>,
+        1 => a: Read,
+        2 => b: Read,
+        3 => run_s: Read,
+        4 => skip: Read,
+        5 => cand: Write,
+        6 => counts: Write,
+    }
+    /// `topk_fused.wgsl::merge`: fold each query's candidates into its
+    /// running list, one workgroup per query.
+    topk_fused_merge: TopkFusedMerge = TOPK_FUSED::"merge" {
+        0 => p: Uniform<CandParams>,
+        1 => cand: Read,
+        2 => counts: Write,
+        3 => run_s: Write,
+        4 => run_r: Write,
+    }
+    /// `topk_fused.wgsl::arm`: the fallback's indirect grids, zero unless a
+    /// candidate list overflowed.
+    topk_fused_arm: TopkFusedArm = TOPK_FUSED::"arm" {
+        0 => p: Uniform<CandParams>,
+        2 => counts: Write,
+        5 => args: Write,
+    }
     /// `similarity.wgsl::main_f16`: the same with `b` as packed f16 pairs.
     gemm_f16: GemmF16 = SIMILARITY::"main_f16" {
         0 => p: Uniform<GemmParams>,
@@ -654,6 +783,37 @@ impl<L: Layout> Kernel<L> {
     }
 }
 
+impl<L: Layout> Kernel<L> {
+    /// Binds `bindings` and records one dispatch whose grid the device
+    /// reads from `args` at byte `offset` (three u32: x, y, z; a zero
+    /// count dispatches nothing). Timed under `label`, so that work that
+    /// may not run is not counted with the kernel's direct dispatches.
+    pub(crate) fn dispatch_indirect(
+        &self,
+        ctx: &Context,
+        enc: &mut wgpu::CommandEncoder,
+        bindings: L::Bindings<'_>,
+        args: &wgpu::Buffer,
+        offset: u64,
+        label: &'static str,
+    ) {
+        let group = self.bind(ctx, &bindings);
+        let slot = ctx.profiler.slot(label, 0.0);
+        {
+            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: None,
+                timestamp_writes: slot.as_ref().map(|s| s.writes()),
+            });
+            pass.set_pipeline(&self.pipeline);
+            pass.set_bind_group(0, &group, &[]);
+            pass.dispatch_workgroups_indirect(args, offset);
+        }
+        if let Some(s) = slot {
+            s.resolve(enc);
+        }
+    }
+}
+
 /// `count` workgroups laid out as x * y with x within the per-dimension
 /// limit; kernels rebuild the linear index as `wid.y * nwg.x + wid.x`.
 pub(crate) fn grid(count: usize) -> (u32, u32) {
@@ -681,6 +841,12 @@ pub(crate) struct Kernels {
     pub gemm: Kernel<Gemm<'static>>,
     /// The register-blocked f32 GEMM, of shape `tile`.
     pub gemm_tiled: Kernel<GemmTiled<'static>>,
+    /// `gemm_tiled` fused with the top-k epilogue.
+    pub gemm_fused: Kernel<GemmFused<'static>>,
+    /// Fused top-k: the per-query merge of the candidates.
+    pub topk_fused_merge: Kernel<TopkFusedMerge<'static>>,
+    /// Fused top-k: the fallback's indirect grids.
+    pub topk_fused_arm: Kernel<TopkFusedArm<'static>>,
     /// The tile shape `gemm_tiled` was generated for.
     pub tile: super::tiled::Tile,
     /// The packed-f16 GEMM (any adapter).
@@ -711,43 +877,47 @@ struct Modules<'c> {
     compiled: HashMap<&'static str, wgpu::ShaderModule>,
 }
 
-impl Modules<'_> {
-    /// The kernel `L` from generated WGSL that is in bounds by
-    /// construction. Release builds compile it without wgpu's runtime
-    /// checks (index clamping, loop-bounding counters): the generated GEMM
-    /// indexes only `tile`-padded buffers the host sized for its grid (see
-    /// `tiled.rs`) and its loops are bounded by `p.d4`. Debug builds (the
-    /// tests in debug) keep every check, so an indexing mistake there shows
-    /// up as wrong results rather than memory corruption.
-    fn generated<L: Layout>(&mut self, source: String) -> Kernel<L> {
-        let desc = wgpu::ShaderModuleDescriptor {
-            label: Some(L::SPEC.shader.name),
-            source: wgpu::ShaderSource::Wgsl(source.into()),
-        };
-        let module = if cfg!(debug_assertions) {
-            self.ctx.device.create_shader_module(desc)
-        } else {
-            // SAFETY: see above; every access of the generated kernel is in
-            // bounds of buffers sized by `Tile::pad` for its dispatch grid.
+/// Creates a module: checked, or in release builds without wgpu's runtime
+/// checks where the shader says why it is in bounds by construction
+/// ([`Shader::in_bounds`]). Debug builds (the tests in debug) keep every
+/// check, so an indexing mistake there shows up as wrong results rather
+/// than memory corruption.
+fn create_module(ctx: &Context, shader: &Shader, source: String) -> wgpu::ShaderModule {
+    let desc = wgpu::ShaderModuleDescriptor {
+        label: Some(shader.name),
+        source: wgpu::ShaderSource::Wgsl(source.into()),
+    };
+    match shader.in_bounds {
+        Some(_why) if !cfg!(debug_assertions) => {
+            // SAFETY: the module's `in_bounds` says why each index it forms
+            // is below the length of what it indexes (buffers sized by the
+            // host for the dispatch, workgroup arrays by their bounds) and
+            // why each loop ends, so neither index clamping nor loop
+            // bounding can change what it does.
             unsafe {
-                self.ctx
-                    .device
+                ctx.device
                     .create_shader_module_trusted(desc, wgpu::ShaderRuntimeChecks::unchecked())
             }
-        };
+        }
+        _ => ctx.device.create_shader_module(desc),
+    }
+}
+
+impl Modules<'_> {
+    /// The kernel `L` from generated WGSL (the tiled GEMMs of `tiled.rs`),
+    /// built as its [`Shader`] says (see [`create_module`]).
+    fn generated<L: Layout>(&mut self, source: String) -> Kernel<L> {
+        let module = create_module(self.ctx, L::SPEC.shader, source);
         Kernel::new(self.ctx, &module)
     }
 
     fn kernel<L: Layout>(&mut self) -> Kernel<L> {
         let shader = L::SPEC.shader;
         let ctx = self.ctx;
-        let module = self.compiled.entry(shader.name).or_insert_with(|| {
-            ctx.device
-                .create_shader_module(wgpu::ShaderModuleDescriptor {
-                    label: Some(shader.name),
-                    source: wgpu::ShaderSource::Wgsl(shader.source.into()),
-                })
-        });
+        let module = self
+            .compiled
+            .entry(shader.name)
+            .or_insert_with(|| create_module(ctx, shader, shader.source.to_string()));
         Kernel::new(ctx, module)
     }
 }
@@ -764,6 +934,9 @@ impl Kernels {
             let tile = super::tiled::Tile::for_device(ctx);
             Ok(Kernels {
                 gemm_tiled: m.generated(tile.wgsl()),
+                gemm_fused: m.generated(tile.wgsl_fused()),
+                topk_fused_merge: m.kernel(),
+                topk_fused_arm: m.kernel(),
                 tile,
                 normalize: m.kernel(),
                 normalize_f16: m.kernel(),

@@ -46,6 +46,10 @@ pub struct Gpu {
     k: Kernels,
     precision: Precision,
     buffer_limit: u64,
+    /// [`GpuOptions::fused_topk`].
+    fused_topk: bool,
+    /// [`GpuOptions::topk_candidates`].
+    topk_candidates: Option<usize>,
     /// One-shot steps run one at a time: they share the pooled buffers.
     op: Mutex<()>,
     pool: Mutex<Pool>,
@@ -70,6 +74,8 @@ impl Gpu {
             k,
             precision: opts.precision,
             buffer_limit: opts.buffer_limit.unwrap_or(u64::MAX).max(256),
+            fused_topk: opts.fused_topk,
+            topk_candidates: opts.topk_candidates,
             op: Mutex::new(()),
             pool: Mutex::new(Pool::default()),
         })

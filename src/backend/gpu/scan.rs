@@ -11,6 +11,11 @@
 //! once its previous submission is done, which bounds wgpu's staging memory.
 //! Only the top-k lists (and the small status arrays) are ever read back.
 //!
+//! The f32 scan fuses the top-k into the GEMM (see [`Fused`]): the score
+//! block is written only when a chunk overflows a candidate list and is
+//! redone the unfused way (`topk.wgsl`). The f16 scan, and an f32 scan whose
+//! k is too large for the merge's workgroup memory, always run unfused.
+//!
 //! With f16 precision the host converts each chunk to f16 before the upload
 //! (half the bytes over the bus, which bounds a scan on a fast GPU), and the
 //! chunk is normalised and scored as f16 with f32 sums. A chunk whose values
@@ -20,8 +25,9 @@ use bytemuck::Zeroable;
 
 use super::context::Uniform;
 use super::kernel::{
-    GemmParams, NormParams, Normalize, NormalizeF16, TiledParams, ToF16, TopkMerge, TopkParams,
-    TopkPartial, grid, grid_items,
+    CandParams, FusedParams, GemmFused, GemmParams, GemmTiled, NormParams, Normalize, NormalizeF16,
+    TiledParams, ToF16, TopkFusedArm, TopkFusedMerge, TopkMerge, TopkParams, TopkPartial, grid,
+    grid_items,
 };
 use super::ops::{self, SEG};
 use super::tiled::Tile;
@@ -73,7 +79,39 @@ pub struct GpuScan<'a> {
     gemm_params: Uniform<GemmParams>,
     tiled_params: Uniform<TiledParams>,
     topk_params: Uniform<TopkParams>,
+    /// The fused top-k's state, where it runs (see [`Fused`]).
+    fused: Option<Fused>,
+    /// Rows pushed so far: while fewer than k, every list still has room
+    /// and all of a chunk's scores are candidates, so the unfused path runs.
+    pushed: usize,
 }
+
+/// The fused top-k of the f32 scan (tiled GEMM only): the GEMM's epilogue
+/// (`Tile::wgsl_fused`) compares each score with its query's k-th best so
+/// far (the last entry of the running list, on the device) and appends
+/// those that can still enter the list to the query's candidate list;
+/// `topk_fused.wgsl::merge` folds them in, one workgroup per query. The
+/// score block is never written. A chunk in which any candidate list
+/// overflows is redone exactly by the unfused kernels, dispatched
+/// indirectly with grids that `topk_fused.wgsl::arm` zeroes when nothing
+/// overflowed, so the host never waits to find out.
+struct Fused {
+    /// Entries per candidate list.
+    cap: usize,
+    /// `q * cap` (score bits, row) pairs.
+    cand: wgpu::Buffer,
+    /// `q` candidate counts and the overflow flag (all zero between chunks).
+    counts: wgpu::Buffer,
+    /// The fallback's three indirect grids.
+    args: wgpu::Buffer,
+    params: Uniform<FusedParams>,
+    cand_params: Uniform<CandParams>,
+}
+
+/// Running list plus candidates that `topk_fused.wgsl::merge` holds in
+/// workgroup memory (its `MERGE_ENTRIES`; 8 KiB, within WebGPU's 16 KiB
+/// minimum).
+const MERGE_ENTRIES: usize = 1024;
 
 struct ChunkBuffers {
     rows: usize,
@@ -137,6 +175,25 @@ impl<'a> GpuScan<'a> {
             None => (ctx.upload("skip", &[0u32]), false),
         };
         let top = TopK::new(q, k);
+        let fused = if tiled && gpu.fused_topk && q > 0 && k > 0 && 2 * k <= MERGE_ENTRIES {
+            // As many candidates as the merge holds next to the list (or
+            // as asked), and as fit in one binding.
+            let cap = gpu
+                .topk_candidates
+                .unwrap_or(MERGE_ENTRIES)
+                .min(MERGE_ENTRIES - k)
+                .min(budget / (q * 8));
+            (cap > 0).then(|| Fused {
+                cap,
+                cand: ctx.storage("candidates", (q * cap * 8) as u64),
+                counts: ctx.upload("candidate counts", &vec![0u32; q + 1]),
+                args: ctx.indirect("fallback grids", 9),
+                params: Uniform::new(ctx),
+                cand_params: Uniform::new(ctx),
+            })
+        } else {
+            None
+        };
         Ok(GpuScan {
             gpu,
             q,
@@ -160,6 +217,8 @@ impl<'a> GpuScan<'a> {
             gemm_params: Uniform::new(ctx),
             tiled_params: Uniform::new(ctx),
             topk_params: Uniform::new(ctx),
+            fused,
+            pushed: 0,
         })
     }
 
@@ -202,6 +261,33 @@ impl<'a> GpuScan<'a> {
         } else {
             rows
         }
+    }
+
+    /// Rows of the next piece of a push with `left` rows to go: at most
+    /// `cap`. With the fused top-k, the scan starts in small pieces: until
+    /// k rows are in, every score is a candidate and the unfused path runs,
+    /// so that piece is just the whole tiles that fill the lists; after
+    /// that, of `rows` new rows (in no particular order) about
+    /// `k * rows / pushed` beat the k-th best of the `pushed` so far, so a
+    /// piece grows with `pushed` to keep that near an eighth of a candidate
+    /// list: far from overflowing into the fallback, and cheap to merge
+    /// (the merge's work grows with the square of the candidates; at half
+    /// a list it took 900 ms of a 54 s scan on lavapipe). Results do not
+    /// depend on the pieces: the lists are the same however the corpus is
+    /// cut.
+    fn piece_rows(&self, left: usize) -> usize {
+        let rows = self.cap.min(left);
+        let Some(f) = &self.fused else {
+            return rows;
+        };
+        let bn = self.gpu.k.tile.bn as usize;
+        let limit = if self.pushed < self.k {
+            Tile::pad(self.k - self.pushed, bn as u32)
+        } else {
+            let grow = (f.cap / (8 * self.k)).max(1);
+            (self.pushed.saturating_mul(grow) / bn).max(1) * bn
+        };
+        rows.min(limit)
     }
 
     fn push_piece(&mut self, chunk: &[f32], first_row: usize) -> Result<RowReport> {
@@ -294,7 +380,140 @@ impl<'a> GpuScan<'a> {
             }
             _ => (&slot.chunk, false),
         };
-        if self.k > 0 && self.q > 0 && self.tiled {
+        let fused = self.fused.as_ref().filter(|_| self.pushed >= self.k);
+        if let Some(f) = fused.filter(|_| self.k > 0 && self.q > 0) {
+            let flops = 2.0 * self.q as f64 * n as f64 * d as f64;
+            let t = gpu.k.tile;
+            let gemm_grid = (
+                (ld / t.bn as usize) as u32,
+                (self.q_pad / t.bm as usize) as u32,
+            );
+            let segs = n.div_ceil(self.seg_len);
+            let (part, fold) = (grid_items(self.q * segs), grid_items(self.q));
+            f.params.set(
+                ctx,
+                &FusedParams {
+                    m: self.q_pad as u32,
+                    n: ld as u32,
+                    d4: w as u32,
+                    queries: self.q as u32,
+                    rows: n as u32,
+                    k: self.k as u32,
+                    cap: f.cap as u32,
+                    first_row: first_row as u32,
+                    use_skip: self.use_skip as u32,
+                    pad: [0; 3],
+                },
+            );
+            f.cand_params.set(
+                ctx,
+                &CandParams {
+                    lists: self.q as u32,
+                    k: self.k as u32,
+                    cap: f.cap as u32,
+                    gemm_x: gemm_grid.0,
+                    gemm_y: gemm_grid.1,
+                    part_x: part.0,
+                    part_y: part.1,
+                    fold_x: fold.0,
+                    fold_y: fold.1,
+                    pad: [0; 3],
+                },
+            );
+            // The fallback's parameters, read only if it runs.
+            self.tiled_params.set(
+                ctx,
+                &TiledParams {
+                    m: self.q_pad as u32,
+                    n: ld as u32,
+                    d4: w as u32,
+                    ldc4: (ld / 4) as u32,
+                },
+            );
+            self.topk_params.set(
+                ctx,
+                &TopkParams {
+                    lists: self.q as u32,
+                    n: n as u32,
+                    ld: ld as u32,
+                    k: self.k as u32,
+                    seg_len: self.seg_len as u32,
+                    segs: segs as u32,
+                    first_row: first_row as u32,
+                    use_skip: self.use_skip as u32,
+                    neg_inf: f32::NEG_INFINITY,
+                    ..TopkParams::zeroed()
+                },
+            );
+            let k = &gpu.k;
+            let fp = &f.params;
+            let cp = &f.cand_params;
+            let gf = GemmFused {
+                p: fp,
+                a: &self.queries,
+                b,
+                run_s: &self.run_s,
+                skip: &self.skip,
+                cand: &f.cand,
+                counts: &f.counts,
+            };
+            k.gemm_fused
+                .dispatch_counted(ctx, &mut enc, gf, gemm_grid, flops);
+            let m = TopkFusedMerge {
+                p: cp,
+                cand: &f.cand,
+                counts: &f.counts,
+                run_s: &self.run_s,
+                run_r: &self.run_r,
+            };
+            k.topk_fused_merge.dispatch(ctx, &mut enc, m, grid(self.q));
+            let arm = TopkFusedArm {
+                p: cp,
+                counts: &f.counts,
+                args: &f.args,
+            };
+            k.topk_fused_arm.dispatch(ctx, &mut enc, arm, (1, 1));
+            // The exact fallback: zero-sized grids unless a list overflowed.
+            let tp = &self.topk_params;
+            let g = GemmTiled {
+                p: &self.tiled_params,
+                a: &self.queries,
+                b,
+                c: &bufs.scores,
+            };
+            k.gemm_tiled
+                .dispatch_indirect(ctx, &mut enc, g, &f.args, 0, "gemm_tiled_fallback");
+            let partial = TopkPartial {
+                p: tp,
+                scores: &bufs.scores,
+                skip: &self.skip,
+                part_s: &bufs.part_s,
+                part_r: &bufs.part_r,
+            };
+            k.topk_partial.dispatch_indirect(
+                ctx,
+                &mut enc,
+                partial,
+                &f.args,
+                12,
+                "topk_partial_fallback",
+            );
+            let merge = TopkMerge {
+                p: tp,
+                part_s: &bufs.part_s,
+                part_r: &bufs.part_r,
+                run_s: &self.run_s,
+                run_r: &self.run_r,
+            };
+            k.topk_merge.dispatch_indirect(
+                ctx,
+                &mut enc,
+                merge,
+                &f.args,
+                24,
+                "topk_merge_fallback",
+            );
+        } else if self.k > 0 && self.q > 0 && self.tiled {
             let flops = 2.0 * self.q as f64 * n as f64 * d as f64;
             ops::record_gemm_tiled(
                 gpu,
@@ -318,7 +537,7 @@ impl<'a> GpuScan<'a> {
                 f16,
             );
         }
-        if self.k > 0 && self.q > 0 {
+        if self.k > 0 && self.q > 0 && fused.is_none() {
             let segs = n.div_ceil(self.seg_len);
             let tp = &self.topk_params;
             tp.set(
@@ -358,6 +577,7 @@ impl<'a> GpuScan<'a> {
                 .dispatch(ctx, &mut enc, merge, grid_items(self.q));
         }
         slot.last = Some(ctx.queue.submit([enc.finish()]));
+        self.pushed += n;
 
         let status: Vec<u32> = ctx.read_mapped(&slot.staging, n as u64 * 4, Some(status_idx))?;
         Ok(ops::report_from_status(&status, first_row, self.normalize))
@@ -378,10 +598,12 @@ impl Scan for GpuScan<'_> {
         }
         let gpu = self.gpu;
         gpu.ctx.scoped("scanning a chunk", || {
-            for start in (0..n).step_by(self.cap) {
-                let cnt = self.cap.min(n - start);
+            let mut start = 0;
+            while start < n {
+                let cnt = self.piece_rows(n - start);
                 let piece = &chunk[start * self.d..(start + cnt) * self.d];
                 report.extend(self.push_piece(piece, first_row + start)?);
+                start += cnt;
             }
             gpu.collect_if_low()
         })?;

@@ -102,6 +102,24 @@ device!(
     }
 );
 
+device!(
+    /// The f32 scan with its top-k unfused (score block + `topk.wgsl`).
+    gpu_unfused,
+    GpuOptions {
+        fused_topk: false,
+        ..Default::default()
+    }
+);
+device!(
+    /// The fused top-k with candidate lists of 3 entries: most chunks
+    /// overflow and take the exact fallback.
+    gpu_cand3,
+    GpuOptions {
+        topk_candidates: Some(3),
+        ..Default::default()
+    }
+);
+
 /// One of the device functions above.
 type Open = fn() -> Option<&'static Gpu>;
 
@@ -139,6 +157,17 @@ pub fn all_with_f16() -> Vec<On<dyn Backend>> {
         ("gpu-f16", gpu_f16),
         ("gpu-f16-packed", gpu_f16_packed),
     ]))
+}
+
+/// The f32 devices whose scans differ in the top-k: fused with room for
+/// every candidate, fused with 3-entry candidate lists (overflow), and
+/// unfused.
+pub fn topk_variants() -> Vec<On<Gpu>> {
+    gpus(&[
+        ("gpu", gpu),
+        ("gpu-cand3", gpu_cand3),
+        ("gpu-unfused", gpu_unfused),
+    ])
 }
 
 /// The GPU devices a kernel is compared with its CPU twin on.

@@ -231,6 +231,11 @@ fn kernel_bindings_match_the_wgsl() {
         // The generated GEMM is checked in every shape it is built in.
         let sources: Vec<String> = if spec.name == "gemm_tiled" {
             [Tile::LARGE, Tile::SMALL].iter().map(Tile::wgsl).collect()
+        } else if spec.name == "gemm_fused" {
+            [Tile::LARGE, Tile::SMALL]
+                .iter()
+                .map(Tile::wgsl_fused)
+                .collect()
         } else {
             vec![spec.shader.source.to_string()]
         };
@@ -245,7 +250,7 @@ fn kernel_bindings_match_the_wgsl() {
         }
     }
     assert!(all.is_empty(), "{}", all.join("\n"));
-    assert_eq!(SPECS.len(), 15, "a kernel was added or lost");
+    assert_eq!(SPECS.len(), 18, "a kernel was added or lost");
 
     // The check is not vacuous: swapping two same-typed buffers (S0 and the
     // slopes of NUDGE-M), or binding the wrong access, is caught.

@@ -22,6 +22,7 @@
 
 mod cli;
 mod context;
+mod fused;
 mod kernel;
 mod measure;
 mod ops;
