@@ -630,7 +630,12 @@ fn reduce_dataset<'py>(
         ..FitOptions::new(method)
     };
     let loaded: Vec<Partial> = py
-        .detach(|| partials.iter().map(|p| Partial::load(p)).collect::<nudge::Result<_>>())
+        .detach(|| {
+            partials
+                .iter()
+                .map(|p| Partial::load(p))
+                .collect::<nudge::Result<_>>()
+        })
         .map_err(to_py)?;
     let moved: usize = loaded.iter().map(|p| p.moved_rows.len()).sum();
     let backend = backend(
