@@ -59,7 +59,15 @@ def main() -> int:
     # One GPU per map task when the cluster has GPUs; the CPU path otherwise.
     gpus = ray.cluster_resources().get("GPU", 0)
     device = "gpu" if gpus > 0 else "cpu"
-    task = map_part.options(num_gpus=1 if gpus > 0 else 0, num_cpus=args.cpus_per_task)
+    # As many compute threads as the task reserved CPUs: Ray runs several
+    # tasks on a node at once, and each would otherwise start a thread per
+    # core of the node.
+    threads = max(1, int(args.cpus_per_task))
+    task = map_part.options(
+        num_gpus=1 if gpus > 0 else 0,
+        num_cpus=args.cpus_per_task,
+        runtime_env={"env_vars": {"RAYON_NUM_THREADS": str(threads)}},
+    )
 
     t1 = time.perf_counter()
     futures = [task.remote(dataset, i, args.parts, device) for i in range(args.parts)]
