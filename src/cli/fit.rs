@@ -148,6 +148,10 @@ pub fn run(args: FitArgs) -> Result<()> {
         .for_each(|n| log::notice(format!("note: {n}")));
     let splits = ds.fit_splits(args.data.skip_unknown_ids, !args.no_test)?;
     splits.warnings.iter().for_each(log::warn);
+    splits
+        .notes
+        .iter()
+        .for_each(|n| log::notice(format!("note: {n}")));
     let (train, dev, test) = (&splits.train, &splits.dev, splits.test.as_ref());
     let read_s = start.elapsed().as_secs_f64();
 

@@ -149,6 +149,9 @@ pub struct Judged {
     pub split: Split,
     /// Messages for the user; empty when the judgements were clean.
     pub warnings: Vec<String>,
+    /// How the file was read, when that is worth a line (a headerless or
+    /// TREC layout); not a warning.
+    pub notes: Vec<String>,
 }
 
 impl Split {
@@ -241,6 +244,7 @@ impl Split {
                 queries: order,
             },
             warnings,
+            notes: Vec::new(),
         })
     }
 
@@ -339,6 +343,8 @@ pub struct FitSplits {
     pub test: Option<Split>,
     /// Warnings of all three, in that order.
     pub warnings: Vec<String>,
+    /// Notes of all three (how their files were read), in that order.
+    pub notes: Vec<String>,
 }
 
 impl Dataset {
@@ -467,8 +473,11 @@ impl Dataset {
         let (train, dev, test) = (train?, dev?, test?);
         let mut warnings = train.warnings;
         warnings.extend(dev.warnings);
+        let mut notes = train.notes;
+        notes.extend(dev.notes);
         let test = test.map(|t| {
             warnings.extend(t.warnings);
+            notes.extend(t.notes);
             t.split
         });
         Ok(FitSplits {
@@ -476,6 +485,7 @@ impl Dataset {
             dev: dev.split,
             test,
             warnings,
+            notes,
         })
     }
 
@@ -491,9 +501,14 @@ impl Dataset {
         // with an unknown id when skipping those; the ids are looked up as
         // the file is parsed, on all cores. Qrels files list a query's
         // judgements together: its id is looked up once per run of lines.
-        let judgements = qrels::parse_map(
+        // A headerless first line is data only if its ids name rows.
+        let known = |j: &qrels::Judgement| {
+            self.query_ids.row(j.query).is_some() && self.corpus_ids.row(j.record).is_some()
+        };
+        let (layout, judgements) = qrels::parse_layout_map(
             &text,
             path,
+            known,
             || None::<(&str, Option<u32>)>,
             |last, j| {
                 let q = match *last {
@@ -523,7 +538,11 @@ impl Dataset {
                 }
             },
         )?;
-        Split::from_rows(name, judgements, self.queries.rows, path).map(Some)
+        let mut judged = Split::from_rows(name, judgements, self.queries.rows, path)?;
+        if let Some(note) = layout.note() {
+            judged.notes.push(format!("{}: {note}", path.display()));
+        }
+        Ok(Some(judged))
     }
 
     /// One split, which must exist. Without one: [`Error::MissingSplit`],

@@ -8,6 +8,7 @@ pub mod qrels;
 pub mod stream;
 pub mod synth;
 pub mod table;
+pub mod text;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
