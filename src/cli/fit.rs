@@ -45,10 +45,10 @@ pub struct FitArgs {
     /// nudge-m (unconstrained norm; search the output by dot product) or nudge-n (unit-norm output)
     #[arg(long, value_enum)]
     pub method: MethodArg,
-    /// Where to write the fine-tuned corpus (.npy, input row order)
+    /// Where to write the fine-tuned corpus, in input row order: FILE.npy, FILE.parquet ((id, vector) rows), or DIR/ for a sharded corpus (one tuned shard per input shard, same names)
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
-    /// Write only the moved records' ids and new vectors (ids.txt, vectors.npy) into DIR
+    /// Write only the moved records' ids and new vectors: into DIR (ids.txt, vectors.npy), or as one FILE.parquet of (id, vector) rows
     #[arg(long, value_name = "DIR")]
     pub delta: Option<PathBuf>,
     /// Write a JSON report of the fit (gamma, dev scores, timings, metrics)
@@ -85,7 +85,7 @@ pub fn run(args: FitArgs) -> Result<()> {
     let start = Instant::now();
     if args.out.is_none() && args.delta.is_none() && args.report.is_none() && args.html.is_none() {
         return Err(Error::invalid(
-            "nothing to write: give --out FILE.npy, --delta DIR, --report FILE or --html FILE",
+            "nothing to write: give --out FILE.npy (or .parquet, or DIR/), --delta DIR, --report FILE or --html FILE",
         ));
     }
     let method = args.method.method();
@@ -106,14 +106,23 @@ pub fn run(args: FitArgs) -> Result<()> {
     }
     nudge::backend::cpu::warm_up_in_background();
     let paths = args.data.paths()?;
+    // `--out DIR/` keeps the corpus's shards; `--delta X.parquet` is one file.
+    let sharded = paths.corpus.as_ref().is_some_and(|c| c.is_dir());
+    let target = match &args.out {
+        Some(out) => Some(output::OutTarget::new(out, sharded)?),
+        None => None,
+    };
+    let delta_file = args.delta.as_ref().filter(|d| is_parquet(d));
     let mut outputs: Vec<PathBuf> = [&args.out, &args.report, &args.html]
         .into_iter()
         .flatten()
         .cloned()
         .collect();
-    if let Some(dir) = &args.delta {
+    if let Some(dir) = args.delta.as_ref().filter(|_| delta_file.is_none()) {
         outputs.push(dir.join("vectors.npy"));
         outputs.push(dir.join("ids.txt"));
+    } else if let Some(file) = delta_file {
+        outputs.push(file.clone());
     }
     for out in &outputs {
         refuse_overwriting_input(out, &paths)?;
@@ -136,13 +145,39 @@ pub fn run(args: FitArgs) -> Result<()> {
         }
     }
     // Fail before the fit, not after it, when an output cannot be written.
-    for out in [&args.out, &args.report, &args.html].into_iter().flatten() {
+    let out_file = args
+        .out
+        .as_ref()
+        .filter(|_| !matches!(target, Some(output::OutTarget::Shards(_))));
+    for out in [out_file, args.report.as_ref(), args.html.as_ref()]
+        .into_iter()
+        .flatten()
+    {
         check_writable(out)?;
     }
-    if let Some(dir) = &args.delta {
+    if let Some(file) = delta_file {
+        check_writable(file)?;
+    } else if let Some(dir) = &args.delta {
         check_delta_dir(dir)?;
     }
+    if let Some(output::OutTarget::Shards(dir)) = &target {
+        check_delta_dir(dir)
+            .map_err(|e| Error::invalid(e.to_string().replace("--delta", "--out")))?;
+    }
     let ds = Dataset::open(paths)?;
+    // The shards written into `--out DIR/` must not be the corpus's own.
+    if let (Some(t), nudge::data::MatrixFile::Shards(s)) = (&target, &ds.corpus) {
+        let shards: Vec<PathBuf> = s.shards().iter().map(|m| m.path().to_path_buf()).collect();
+        for out in t.paths(&shards) {
+            refuse_overwriting_input(&out, &ds.paths)?;
+            if shards.iter().any(|s| same_file(s, &out)) {
+                return Err(Error::invalid(format!(
+                    "{}: refusing to overwrite a corpus shard; choose another output folder",
+                    out.display()
+                )));
+            }
+        }
+    }
     ds.notes
         .iter()
         .for_each(|n| log::notice(format!("note: {n}")));
@@ -185,12 +220,22 @@ pub fn run(args: FitArgs) -> Result<()> {
     }
     let dtype = write.dtype;
     // The output corpus is written during the fit's pass over the corpus
-    // (a temporary file until everything succeeded).
-    let mut inline = match &args.out {
-        Some(out) => Some(output::InlineOutput::create(
+    // (a temporary file until everything succeeded; for Parquet or shards,
+    // an `.npy` converted once the fit is done).
+    // A new `--out DIR/` goes again if the run fails (declared before the
+    // output, so that the output's temporary file in it is removed first).
+    let mut out_dir = RemoveIfEmpty(None);
+    if let Some(output::OutTarget::Shards(dir)) = &target {
+        if !dir.exists() {
+            out_dir.0 = Some(dir.clone());
+        }
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, "create directory", e))?;
+    }
+    let mut inline = match &target {
+        Some(t) => Some(output::InlineOutput::create(
             ds.corpus.rows(),
             ds.corpus.cols(),
-            out,
+            &t.pass_path(),
             &write,
         )?),
         None => None,
@@ -205,9 +250,13 @@ pub fn run(args: FitArgs) -> Result<()> {
     // place together at the end: a failure (or Ctrl-C) on the way leaves
     // none of them, and files already at those paths stay as they were.
     let t = Instant::now();
-    let delta_dir_is_new = args.delta.as_ref().is_some_and(|d| !d.exists());
+    let delta_dir_is_new = delta_file.is_none() && args.delta.as_ref().is_some_and(|d| !d.exists());
     let written = (|| -> Result<()> {
-        let mut staged = stage_outputs(&args, &ds, &fit, dtype, inline)?;
+        let corpus = match (inline, &target) {
+            (Some(inline), Some(t)) => Some((inline, t)),
+            _ => None,
+        };
+        let mut staged = stage_outputs(&args, &ds, &fit, dtype, corpus, &opts.control.cancel)?;
         let write_s = t.elapsed().as_secs_f64();
         // The fit's own phases, and what only the command saw: reading the
         // inputs, syncing the outputs, the whole run.
@@ -238,13 +287,14 @@ pub fn run(args: FitArgs) -> Result<()> {
         nudge::data::commit_all(staged, &opts.control.cancel)
     })();
     if let Err(e) = written {
+        // Removes the directories only if they are empty, as they are
+        // unless a rename into them succeeded.
         if delta_dir_is_new {
-            // Removes the directory only if it is empty, as it is unless a
-            // rename into it succeeded.
             let _ = std::fs::remove_dir(args.delta.as_ref().expect("delta"));
         }
         return Err(e);
     }
+    out_dir.0 = None;
     summary(
         &fit,
         &ds,
@@ -285,21 +335,68 @@ fn stage_outputs(
     ds: &Dataset,
     fit: &Fit,
     dtype: OutDtype,
-    corpus: Option<output::InlineOutput>,
+    corpus: Option<(output::InlineOutput, &output::OutTarget)>,
+    cancel: &nudge::Cancel,
 ) -> Result<Vec<nudge::data::Pending>> {
     let mut staged = Vec::new();
-    if let Some(corpus) = corpus {
-        staged.push(corpus.finish()?);
+    if let Some((corpus, target)) = corpus {
+        let pass = corpus.finish()?;
+        staged.extend(output::stage_as(
+            pass,
+            target,
+            &ds.corpus,
+            &ds.corpus_ids,
+            dtype,
+            cancel,
+        )?);
     }
-    if let Some(dir) = &args.delta {
+    if let Some(delta) = &args.delta {
         let names: Vec<String> = fit
             .moved
             .iter()
             .map(|&r| ds.corpus_ids.name(r as usize))
             .collect();
-        staged.extend(output::stage_delta(dir, &names, &fit.updated, dtype)?);
+        if is_parquet(delta) {
+            staged.push(nudge::data::parquet_out::stage_matrix(
+                delta,
+                &names,
+                &fit.updated.data,
+                fit.updated.cols,
+                dtype,
+            )?);
+        } else {
+            staged.extend(output::stage_delta(delta, &names, &fit.updated, dtype)?);
+        }
     }
     Ok(staged)
+}
+
+/// A directory removed on drop if it is still empty (a failed run's new
+/// output folder); `None` once the run has succeeded.
+struct RemoveIfEmpty(Option<PathBuf>);
+
+impl Drop for RemoveIfEmpty {
+    fn drop(&mut self) {
+        if let Some(dir) = &self.0 {
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+}
+
+/// Whether an output path names a Parquet file.
+fn is_parquet(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| matches!(e.to_ascii_lowercase().as_str(), "parquet" | "pq"))
+}
+
+/// Whether two paths are the same existing file.
+fn same_file(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
 }
 
 /// Whether a file can be created next to `path`: creates and removes a

@@ -64,15 +64,31 @@ impl Paths {
                 *slot = Some(p);
             }
         };
-        // `.npy` first; a Parquet file is taken if there is no `.npy`.
+        // `.npy` first; a Parquet file is taken if there is no `.npy`, a
+        // `corpus/` folder of shards if there is neither.
         fill(&mut self.corpus, "corpus.npy", false);
         fill(&mut self.corpus, "corpus.parquet", false);
+        fill(&mut self.corpus, "corpus", false);
         fill(&mut self.corpus, "corpus.npy", true);
         fill(&mut self.corpus_ids, "corpus_ids.txt", false);
         fill(&mut self.queries, "queries.npy", false);
         fill(&mut self.queries, "queries.parquet", false);
         fill(&mut self.queries, "queries.npy", true);
         fill(&mut self.query_ids, "query_ids.txt", false);
+        // Else BEIR's `.jsonl` ids, in line order (the order BEIR's
+        // embeddings are usually computed in; a count that does not match
+        // the rows is an error, not a silent mismatch). Only for a `.npy`
+        // matrix: a table or shards carry ids of their own.
+        let npy = |m: &Option<PathBuf>| {
+            m.as_ref()
+                .is_some_and(|p| p.is_file() && !crate::data::table::is_table(p))
+        };
+        if npy(&self.corpus) {
+            fill(&mut self.corpus_ids, "corpus.jsonl", false);
+        }
+        if npy(&self.queries) {
+            fill(&mut self.query_ids, "queries.jsonl", false);
+        }
         fill(&mut self.train_qrels, "qrels/train.tsv", false);
         fill(&mut self.dev_qrels, "qrels/dev.tsv", false);
         fill(&mut self.test_qrels, "qrels/test.tsv", false);

@@ -330,7 +330,13 @@ mod tests {
         let p = Path::new("q.txt");
         let known = |j: &Judgement| j.query.starts_with('q') && j.record.starts_with('d');
         let run = |t: &'static str| {
-            parse_layout_map(t, p, known, || (), |_, j| Ok((j.query, j.record, j.score, j.line)))
+            parse_layout_map(
+                t,
+                p,
+                known,
+                || (),
+                |_, j| Ok((j.query, j.record, j.score, j.line)),
+            )
         };
         // TREC: the iteration column is dropped, tabs or spaces alike.
         let (layout, j) = run("\nq1 0 d1 1\nq1\tQ0\td2   0\n").unwrap();

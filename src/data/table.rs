@@ -253,6 +253,11 @@ impl TableMatrix {
         self.id_name.as_deref()
     }
 
+    /// The ids of the id column, in row order, if there is one.
+    pub fn id_names(&self) -> Option<&[String]> {
+        self.ids.as_deref()
+    }
+
     /// The ids from the id column, or the row numbers without one.
     pub fn ids(&self) -> Result<Ids> {
         match &self.ids {

@@ -52,7 +52,8 @@ pub fn inner_name(path: &Path) -> String {
 /// UTF-8 is a data error naming the line, rather than the bare "stream did
 /// not contain valid UTF-8" of `read_to_string`.
 pub fn read(path: &Path, what: &str) -> Result<String> {
-    let raw = std::fs::read(path).map_err(|e| Error::unreadable(path, format!("read {what}"), e))?;
+    let raw =
+        std::fs::read(path).map_err(|e| Error::unreadable(path, format!("read {what}"), e))?;
     let bytes = match Compression::sniff(&raw) {
         Compression::None => raw,
         Compression::Gzip => {

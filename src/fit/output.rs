@@ -4,10 +4,14 @@
 //! rows are patched in once updated; a small corpus is assembled in memory
 //! and written in one piece instead), or as a delta of the moved rows only.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use crate::data::Pending;
-use crate::data::npy::{NpyWriter, OutDtype};
+use crate::control::Cancel;
+use crate::data::ids::Ids;
+use crate::data::npy::{NpyMatrix, NpyWriter, OutDtype};
+use crate::data::parquet_out::ParquetOut;
+use crate::data::shards::ShardKind;
+use crate::data::{MatrixFile, Pending};
 use std::sync::mpsc::{Receiver, SyncSender, channel, sync_channel};
 use std::thread::JoinHandle;
 
@@ -257,4 +261,157 @@ pub fn stage_delta(
     text.push('\n');
     let ids = crate::data::stage_write(&dir.join("ids.txt"), text.as_bytes())?;
     Ok(vec![vectors, ids])
+}
+
+/// Where the tuned corpus goes, and in which format.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OutTarget {
+    /// One `.npy` file.
+    Npy(PathBuf),
+    /// One Parquet file of `(id, vector)` rows (see
+    /// [`crate::data::parquet_out`]).
+    Parquet(PathBuf),
+    /// A folder with one tuned shard per shard of a sharded corpus, named as
+    /// the input shards and in their format (`.npy`, or Parquet of `(id,
+    /// vector)`).
+    Shards(PathBuf),
+}
+
+impl OutTarget {
+    /// The target `path` names: a folder if it ends with `/` or is one, a
+    /// Parquet file by its extension (`.parquet`, `.pq`), else `.npy`. A
+    /// folder needs a sharded corpus (`corpus_is_sharded`): there is no
+    /// sharding to keep otherwise.
+    pub fn new(path: &Path, corpus_is_sharded: bool) -> Result<OutTarget> {
+        let dir = path.as_os_str().to_string_lossy().ends_with('/') || path.is_dir();
+        if dir {
+            if !corpus_is_sharded {
+                return Err(Error::invalid(format!(
+                    "--out {}: a folder keeps the sharding of a sharded corpus (--corpus DIR/), but the corpus is one file; give a file path (.npy or .parquet)",
+                    path.display()
+                )));
+            }
+            return Ok(OutTarget::Shards(path.to_path_buf()));
+        }
+        let ext = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .map(str::to_ascii_lowercase);
+        Ok(match ext.as_deref() {
+            Some("parquet" | "pq") => OutTarget::Parquet(path.to_path_buf()),
+            _ => OutTarget::Npy(path.to_path_buf()),
+        })
+    }
+
+    /// Where the fit's pass writes its `.npy` ([`InlineOutput::create`]): the
+    /// output itself, or, for another format, a temporary file beside it
+    /// that [`stage_as`] converts and removes.
+    pub fn pass_path(&self) -> PathBuf {
+        match self {
+            OutTarget::Npy(p) | OutTarget::Parquet(p) => p.clone(),
+            OutTarget::Shards(dir) => dir.join("corpus.npy"),
+        }
+    }
+
+    /// The final paths the target writes, for a corpus of `shards` (its
+    /// shard files, if sharded).
+    pub fn paths(&self, shards: &[PathBuf]) -> Vec<PathBuf> {
+        match self {
+            OutTarget::Npy(p) | OutTarget::Parquet(p) => vec![p.clone()],
+            OutTarget::Shards(dir) => shards
+                .iter()
+                .filter_map(|s| s.file_name())
+                .map(|n| dir.join(n))
+                .collect(),
+        }
+    }
+}
+
+/// Rows converted per step: 64 MiB of f32.
+fn convert_rows(cols: usize) -> usize {
+    ((64 << 20) / (cols.max(1) * 4)).max(1)
+}
+
+/// Turns the fit's staged `.npy` output (`pass`, from
+/// [`InlineOutput::finish`]) into `target`, staged for
+/// [`crate::data::commit_all`]: as it is for `.npy`; otherwise read back a
+/// chunk at a time (memory stays bounded) and written as Parquet or as one
+/// shard per shard of `corpus`, after which the `.npy` is removed. The ids
+/// of Parquet rows are `ids`; values round-trip exactly (f16 included),
+/// so every format holds the same numbers.
+pub fn stage_as(
+    pass: Pending,
+    target: &OutTarget,
+    corpus: &MatrixFile,
+    ids: &Ids,
+    dtype: OutDtype,
+    cancel: &Cancel,
+) -> Result<Vec<Pending>> {
+    if let OutTarget::Npy(_) = target {
+        return Ok(vec![pass]);
+    }
+    let m = NpyMatrix::open(pass.staged_path())?;
+    let cols = m.cols();
+    let step = convert_rows(cols);
+    let mut raw = Vec::new();
+    let mut buf = Vec::new();
+    // Rows `range` of the output, read back in steps into `put`.
+    let mut copy = |range: std::ops::Range<usize>,
+                    put: &mut dyn FnMut(std::ops::Range<usize>, &[f32]) -> Result<()>|
+     -> Result<()> {
+        let mut at = range.start;
+        while at < range.end {
+            cancel.check()?;
+            let n = step.min(range.end - at);
+            buf.resize(n * cols, 0.0);
+            m.read_rows_into(at, n, &mut raw, &mut buf)?;
+            put(at..at + n, &buf)?;
+            at += n;
+        }
+        Ok(())
+    };
+    let parquet = |path: &Path,
+                   range: std::ops::Range<usize>,
+                   copy: &mut dyn FnMut(
+        std::ops::Range<usize>,
+        &mut dyn FnMut(std::ops::Range<usize>, &[f32]) -> Result<()>,
+    ) -> Result<()>|
+     -> Result<Pending> {
+        let mut w = ParquetOut::create(path, cols, dtype)?;
+        copy(range, &mut |rows, values| {
+            let names: Vec<String> = rows.map(|r| ids.name(r)).collect();
+            w.write(&names, values)
+        })?;
+        w.finish_staged()
+    };
+    let staged = match target {
+        OutTarget::Npy(_) => unreachable!(),
+        OutTarget::Parquet(path) => vec![parquet(path, 0..m.rows(), &mut copy)?],
+        OutTarget::Shards(dir) => {
+            let MatrixFile::Shards(s) = corpus else {
+                return Err(Error::invalid(format!(
+                    "{}: a sharded output needs a sharded corpus",
+                    dir.display()
+                )));
+            };
+            let mut staged = Vec::new();
+            for (i, shard) in s.shards().iter().enumerate() {
+                let name = shard.path().file_name().expect("a shard is a file");
+                let path = dir.join(name);
+                let range = s.range(i);
+                staged.push(match s.kind() {
+                    ShardKind::Parquet => parquet(&path, range, &mut copy)?,
+                    ShardKind::Npy => {
+                        let mut w = NpyWriter::create(&path, range.len(), cols, dtype)?;
+                        copy(range, &mut |_, values| w.write_rows(values))?;
+                        w.finish_staged()?
+                    }
+                });
+            }
+            staged
+        }
+    };
+    // The pass's `.npy` is removed as `pass` drops.
+    drop(pass);
+    Ok(staged)
 }
