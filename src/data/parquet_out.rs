@@ -160,3 +160,32 @@ pub fn stage_matrix<S: AsRef<str>>(
     }
     w.finish_staged()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+
+    #[test]
+    fn vectors_round_trip_without_a_dictionary() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("o.parquet");
+        let data: Vec<f32> = (0..30).map(|i| i as f32 * 0.5).collect();
+        let ids: Vec<String> = (0..10).map(|i| format!("d{i}")).collect();
+        for dtype in [OutDtype::F32, OutDtype::F16] {
+            stage_matrix(&path, &ids, &data, 3, dtype)
+                .unwrap()
+                .commit()
+                .unwrap();
+            let t = crate::data::table::TableMatrix::open(&path, &Default::default()).unwrap();
+            assert_eq!(t.id_names().unwrap(), &ids[..]);
+            // Halves of small integers are exact in f16 too.
+            assert_eq!(t.read_all().unwrap(), data);
+            // The vector column's path is the one the properties name.
+            let r = SerializedFileReader::new(std::fs::File::open(&path).unwrap()).unwrap();
+            let col = r.metadata().row_group(0).column(1);
+            assert_eq!(col.column_path().string(), "vector.list.item");
+            assert!(col.dictionary_page_offset().is_none());
+        }
+    }
+}

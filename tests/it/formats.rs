@@ -34,6 +34,11 @@ fn npy_data(path: &Path) -> Vec<u8> {
 
 /// A fit of `case` with `--out OUT` (relative to `out/`), checked to succeed.
 fn fit(case: &Case, out: &str, extra: &[&str]) -> PathBuf {
+    run_fit(case, out, extra).0
+}
+
+/// [`fit`], with the run's output.
+fn run_fit(case: &Case, out: &str, extra: &[&str]) -> (PathBuf, std::process::Output) {
     let data = case.data();
     let path = case.out().join(out);
     let report = case.out().join("report.json");
@@ -58,7 +63,7 @@ fn fit(case: &Case, out: &str, extra: &[&str]) -> PathBuf {
     }
     let o = nudge(&args, &[]);
     expect(&o, 0, &[]);
-    path
+    (path, o)
 }
 
 /// The case's corpus split into `corpus/` shards (names sort in row order),
@@ -73,8 +78,9 @@ fn to_shards(case: &Case, parquet: bool, ids: bool, e: Elem) {
     for (i, &n) in SHARDS.iter().enumerate() {
         let rows = &data[at * cols..(at + n) * cols];
         let rows_ids = &names[at..at + n];
-        // Names that sort in shard order only as strings: part-10 < part-9.
-        let name = format!("part-{}", [9, 90, 900][i]);
+        // Names whose lexical order (the shards' order) is not their numeric
+        // order: part-10 < part-2 < part-3.
+        let name = format!("part-{}", [10, 2, 3][i]);
         if parquet {
             let mut columns = vec![("emb", vectors(values(rows, e), cols, Kind::Fixed))];
             if ids {
@@ -193,7 +199,7 @@ fn every_corpus_format_gives_the_same_fit() {
         let names = list(&dir);
         assert_eq!(
             names,
-            ["part-9.parquet", "part-90.parquet", "part-900.parquet"]
+            ["part-10.parquet", "part-2.parquet", "part-3.parquet"]
         );
         for n in &names {
             let (ids, v, el) = read_parquet(&dir.join(n));
@@ -218,7 +224,7 @@ fn every_corpus_format_gives_the_same_fit() {
         let dir = fit(&case, "tuned/", &["--out-dtype", dtype]);
         same(&case, "npy folder");
         let names = list(&dir);
-        assert_eq!(names, ["part-9.npy", "part-90.npy", "part-900.npy"]);
+        assert_eq!(names, ["part-10.npy", "part-2.npy", "part-3.npy"]);
         let data: Vec<u8> = names.iter().flat_map(|n| npy_data(&dir.join(n))).collect();
         assert!(
             data == npy_data_bytes(&want.bytes),
@@ -297,27 +303,27 @@ fn bad_shard_folders_are_named() {
     // Ids beside some shards only.
     let case = Case::new(FIXTURE);
     to_shards(&case, false, true, Elem::F32);
-    std::fs::remove_file(case.file("corpus/part-90.ids.txt")).unwrap();
-    fails(&case, &["part-90.npy", "has no ids", "part-9.ids.txt"]);
+    std::fs::remove_file(case.file("corpus/part-2.ids.txt")).unwrap();
+    fails(&case, &["part-2.npy", "has no ids", "part-10.ids.txt"]);
     // The same id in two shards.
-    std::fs::write(case.file("corpus/part-90.ids.txt"), "doc-000003\n").unwrap();
+    std::fs::write(case.file("corpus/part-2.ids.txt"), "doc-000003\n").unwrap();
     fails(
         &case,
         &[
-            "part-90.ids.txt",
+            "part-2.ids.txt",
             "duplicate id \"doc-000003\"",
-            "part-9.ids.txt",
+            "part-10.ids.txt",
         ],
     );
     // Shards of different widths; `.npy` and Parquet mixed.
     nudge::data::npy::write_matrix(
-        &case.file("corpus/part-90.npy"),
+        &case.file("corpus/part-2.npy"),
         &[1.0; 3],
         3,
         nudge::OutDtype::F32,
     )
     .unwrap();
-    fails(&case, &["part-90.npy", "3-d rows", "64-d rows"]);
+    fails(&case, &["part-2.npy", "3-d rows", "64-d rows"]);
     std::fs::write(case.file("corpus/x.parquet"), b"").unwrap();
     fails(&case, &["both .npy (3) and .parquet (1)"]);
     // No shards at all.
@@ -333,7 +339,7 @@ fn a_failed_sharded_output_leaves_no_shard() {
     // read, and the new output folder is left neither with shards nor at all.
     let case = Case::new(FIXTURE);
     to_shards(&case, false, true, Elem::F32);
-    let last = case.file("corpus/part-900.npy");
+    let last = case.file("corpus/part-3.npy");
     let (_, cols, mut data) = read_npy_any(&last);
     data[cols * 1000 + 5] = f32::NAN;
     nudge::data::npy::write_matrix(&last, &data, cols, nudge::OutDtype::F32).unwrap();
@@ -357,7 +363,7 @@ fn a_failed_sharded_output_leaves_no_shard() {
             ("NUDGE_OUTPUT_IN_MEMORY_MAX", "0"),
         ],
     );
-    expect_failure(&case, &o, 3, &["part-900.npy"]);
+    expect_failure(&case, &o, 3, &["part-3.npy"]);
     assert!(!dir.exists());
     // `--out DIR/` of a one-file corpus is a usage error.
     let case = Case::new(FIXTURE);
@@ -374,4 +380,142 @@ fn a_failed_sharded_output_leaves_no_shard() {
         &[],
     );
     expect_failure(&case, &o, 2, &["keeps the sharding of a sharded corpus"]);
+}
+
+fn gzip(text: &str) -> Vec<u8> {
+    use std::io::Write;
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(text.as_bytes()).unwrap();
+    e.finish().unwrap()
+}
+
+/// The judgements of `split` without their header line.
+fn judgements(case: &Case, split: &str) -> Vec<String> {
+    lines(&case.read(&format!("qrels/{split}.tsv")))[1..].to_vec()
+}
+
+/// The dataset's judgements as TREC qrels (train, gzip), headerless TSV
+/// (dev, zstd) and BEIR TSV (test, gzip), and its ids from BEIR `.jsonl`
+/// files (the corpus's as `corpus.jsonl` in the folder, the queries' given
+/// as `queries.jsonl.gz`); returns the flags that name the files.
+fn to_ir_layouts(case: &Case) -> Vec<String> {
+    let trec: Vec<String> = judgements(case, "train")
+        .iter()
+        .map(|l| {
+            let f: Vec<&str> = l.split('\t').collect();
+            format!("{} 0 {}  {}", f[0], f[1], f[2])
+        })
+        .collect();
+    case.write("train.qrels.gz", gzip(&(trec.join("\n") + "\n")));
+    let dev = judgements(case, "dev").join("\n") + "\n";
+    case.write(
+        "dev.tsv.zst",
+        zstd::stream::encode_all(dev.as_bytes(), 3).unwrap(),
+    );
+    case.write("test.tsv.gz", gzip(&case.read("qrels/test.tsv")));
+    let jsonl = |ids: &str| -> String {
+        lines(&case.read(ids))
+            .iter()
+            .map(|id| format!("{{\"_id\": \"{id}\", \"title\": \"\", \"text\": \"a\\tb\"}}\n"))
+            .collect()
+    };
+    case.write("corpus.jsonl", jsonl("corpus_ids.txt"));
+    case.write("queries.jsonl.gz", gzip(&jsonl("query_ids.txt")));
+    for f in [
+        "corpus_ids.txt",
+        "query_ids.txt",
+        "qrels/train.tsv",
+        "qrels/dev.tsv",
+        "qrels/test.tsv",
+    ] {
+        std::fs::remove_file(case.file(f)).unwrap();
+    }
+    [
+        ("--train-qrels", "train.qrels.gz"),
+        ("--dev-qrels", "dev.tsv.zst"),
+        ("--test-qrels", "test.tsv.gz"),
+        ("--query-ids", "queries.jsonl.gz"),
+    ]
+    .iter()
+    .flat_map(|(flag, f)| [flag.to_string(), case.file(f).to_str().unwrap().to_string()])
+    .collect()
+}
+
+#[test]
+fn judgements_and_ids_as_ir_people_keep_them_give_the_same_fit() {
+    let want = reference(false);
+    let case = Case::new(FIXTURE);
+    let flags = to_ir_layouts(&case);
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let (out, o) = run_fit(&case, "out.npy", &flags);
+    assert!(std::fs::read(out).unwrap() == want.bytes);
+    assert_eq!(gamma(&case), want.gamma);
+    // Each layout other than BEIR's is said, in one line.
+    let err = stderr(&o);
+    assert_eq!(
+        err.matches("train.qrels.gz: read as TREC qrels").count(),
+        1,
+        "{err}"
+    );
+    assert_eq!(
+        err.matches("dev.tsv.zst: no header line; read as headerless")
+            .count(),
+        1,
+        "{err}"
+    );
+    assert!(!err.contains("test.tsv.gz:"), "{err}");
+}
+
+#[test]
+fn eval_reads_every_format() {
+    // The same corpus (as stored, dot product) from each format, scored on
+    // gzipped TREC test qrels: the same metrics as from `.npy` and BEIR TSV.
+    let scores = |case: &Case, corpus: &str, extra: &[&str]| -> (f64, f64) {
+        let data = case.data();
+        let mut args = vec![
+            "eval",
+            "--dataset",
+            data.to_str().unwrap(),
+            "--device",
+            "cpu",
+            "--json",
+            "--k",
+            "5",
+        ];
+        let corpus = case.file(corpus);
+        args.extend(["--corpus", corpus.to_str().unwrap()]);
+        args.extend_from_slice(extra);
+        let o = nudge(&args, &[]);
+        expect(&o, 0, &[]);
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        (
+            v["recall@5"].as_f64().unwrap(),
+            v["ndcg@5"].as_f64().unwrap(),
+        )
+    };
+    let reference = Case::new(FIXTURE);
+    let want = scores(&reference, "corpus.npy", &[]);
+    let trec = |case: &Case| -> String {
+        let t: Vec<String> = judgements(case, "test")
+            .iter()
+            .map(|l| l.replacen('\t', "\tQ0\t", 1))
+            .collect();
+        case.write("test.qrels.gz", gzip(&(t.join("\n") + "\n")));
+        case.file("test.qrels.gz").to_str().unwrap().to_string()
+    };
+    let case = Case::new(FIXTURE);
+    let q = trec(&case);
+    assert_eq!(scores(&case, "corpus.npy", &["--test-qrels", &q]), want);
+    to_parquet(&case, Elem::F32, Kind::List);
+    assert_eq!(scores(&case, "corpus.parquet", &["--test-qrels", &q]), want);
+    for parquet in [false, true] {
+        let case = Case::new(FIXTURE);
+        let q = trec(&case);
+        to_shards(&case, parquet, true, Elem::F32);
+        assert_eq!(
+            scores(&case, "corpus", &["--test-qrels", &q]),
+            want,
+            "parquet {parquet}"
+        );
+    }
 }
