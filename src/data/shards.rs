@@ -32,6 +32,19 @@ pub enum ShardKind {
 /// they are. Hidden files (a `.nudge-partial-*` among them) and files of
 /// other extensions (the `.ids.txt` files, a README) are not shards.
 pub fn list(dir: &Path) -> Result<(ShardKind, Vec<PathBuf>)> {
+    // A dataset folder given where a matrix goes (`--corpus DATA/`) would
+    // otherwise read its `queries.npy` as a corpus shard.
+    if let Some(what) = ["qrels", "queries.npy", "queries.parquet"]
+        .iter()
+        .find(|f| dir.join(f).exists())
+    {
+        return Err(Error::data(
+            dir,
+            format!(
+                "is a dataset folder (it holds {what}), not a folder of corpus shards; give it as --dataset, or name the corpus file"
+            ),
+        ));
+    }
     let entries =
         std::fs::read_dir(dir).map_err(|e| Error::unreadable(dir, "list the folder", e))?;
     let (mut npy, mut pq) = (Vec::new(), Vec::new());

@@ -287,7 +287,7 @@ impl OutTarget {
         if dir {
             if !corpus_is_sharded {
                 return Err(Error::invalid(format!(
-                    "--out {}: a folder keeps the sharding of a sharded corpus (--corpus DIR/), but the corpus is one file; give a file path (.npy or .parquet)",
+                    "{}: is a directory; expected a file path (.npy or .parquet): a folder output keeps the sharding of a sharded corpus (--corpus DIR/), and the corpus is one file",
                     path.display()
                 )));
             }

@@ -517,7 +517,8 @@ fn missing_train_or_dev_split() {
 fn missing_dataset_folder_and_files() {
     let case = Case::new("small");
     let out = case.fit("nudge-m", &["--corpus", case.data().to_str().unwrap()]);
-    expect_failure(&case, &out, 3, &["is a directory; expected a .npy file"]);
+    // (A folder is read as corpus shards, but not a dataset folder.)
+    expect_failure(&case, &out, 3, &["is a dataset folder", "--dataset"]);
     let qrels_dir = case.file("qrels");
     let out = case.fit("nudge-m", &["--train-qrels", qrels_dir.to_str().unwrap()]);
     expect_failure(&case, &out, 3, &["qrels", "cannot read qrels file"]);
