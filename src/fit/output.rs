@@ -4,6 +4,7 @@
 //! rows are patched in once updated; a small corpus is assembled in memory
 //! and written in one piece instead), or as a delta of the moved rows only.
 
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use crate::control::Cancel;
@@ -327,9 +328,63 @@ impl OutTarget {
     }
 }
 
-/// Rows converted per step: 64 MiB of f32.
-fn convert_rows(cols: usize) -> usize {
-    ((64 << 20) / (cols.max(1) * 4)).max(1)
+/// The fit's staged `.npy` output, read back a step of rows (64 MiB of
+/// f32) at a time for [`stage_as`].
+struct Readback {
+    m: NpyMatrix,
+    step: usize,
+    raw: Vec<u8>,
+    buf: Vec<f32>,
+}
+
+impl Readback {
+    fn open(pass: &Pending) -> Result<Readback> {
+        let m = NpyMatrix::open(pass.staged_path())?;
+        let step = ((64 << 20) / (m.cols().max(1) * 4)).max(1);
+        Ok(Readback {
+            m,
+            step,
+            raw: Vec::new(),
+            buf: Vec::new(),
+        })
+    }
+
+    /// Calls `put(rows, values)` for consecutive steps of rows `range`.
+    fn copy(
+        &mut self,
+        range: Range<usize>,
+        cancel: &Cancel,
+        mut put: impl FnMut(Range<usize>, &[f32]) -> Result<()>,
+    ) -> Result<()> {
+        let cols = self.m.cols();
+        let mut at = range.start;
+        while at < range.end {
+            cancel.check()?;
+            let n = self.step.min(range.end - at);
+            self.buf.resize(n * cols, 0.0);
+            self.m.read_rows_into(at, n, &mut self.raw, &mut self.buf)?;
+            put(at..at + n, &self.buf)?;
+            at += n;
+        }
+        Ok(())
+    }
+
+    /// Rows `range` as a Parquet file at `path`, with their `ids`, staged.
+    fn parquet(
+        &mut self,
+        path: &Path,
+        range: Range<usize>,
+        ids: &Ids,
+        dtype: OutDtype,
+        cancel: &Cancel,
+    ) -> Result<Pending> {
+        let mut w = ParquetOut::create(path, self.m.cols(), dtype)?;
+        self.copy(range, cancel, |rows, values| {
+            let names: Vec<String> = rows.map(|r| ids.name(r)).collect();
+            w.write(&names, values)
+        })?;
+        w.finish_staged()
+    }
 }
 
 /// Turns the fit's staged `.npy` output (`pass`, from
@@ -350,43 +405,14 @@ pub fn stage_as(
     if let OutTarget::Npy(_) = target {
         return Ok(vec![pass]);
     }
-    let m = NpyMatrix::open(pass.staged_path())?;
-    let cols = m.cols();
-    let step = convert_rows(cols);
-    let mut raw = Vec::new();
-    let mut buf = Vec::new();
-    // Rows `range` of the output, read back in steps into `put`.
-    let mut copy = |range: std::ops::Range<usize>,
-                    put: &mut dyn FnMut(std::ops::Range<usize>, &[f32]) -> Result<()>|
-     -> Result<()> {
-        let mut at = range.start;
-        while at < range.end {
-            cancel.check()?;
-            let n = step.min(range.end - at);
-            buf.resize(n * cols, 0.0);
-            m.read_rows_into(at, n, &mut raw, &mut buf)?;
-            put(at..at + n, &buf)?;
-            at += n;
-        }
-        Ok(())
-    };
-    let parquet = |path: &Path,
-                   range: std::ops::Range<usize>,
-                   copy: &mut dyn FnMut(
-        std::ops::Range<usize>,
-        &mut dyn FnMut(std::ops::Range<usize>, &[f32]) -> Result<()>,
-    ) -> Result<()>|
-     -> Result<Pending> {
-        let mut w = ParquetOut::create(path, cols, dtype)?;
-        copy(range, &mut |rows, values| {
-            let names: Vec<String> = rows.map(|r| ids.name(r)).collect();
-            w.write(&names, values)
-        })?;
-        w.finish_staged()
-    };
+    let mut back = Readback::open(&pass)?;
+    let cols = back.m.cols();
     let staged = match target {
         OutTarget::Npy(_) => unreachable!(),
-        OutTarget::Parquet(path) => vec![parquet(path, 0..m.rows(), &mut copy)?],
+        OutTarget::Parquet(path) => {
+            let rows = back.m.rows();
+            vec![back.parquet(path, 0..rows, ids, dtype, cancel)?]
+        }
         OutTarget::Shards(dir) => {
             let MatrixFile::Shards(s) = corpus else {
                 return Err(Error::invalid(format!(
@@ -400,10 +426,10 @@ pub fn stage_as(
                 let path = dir.join(name);
                 let range = s.range(i);
                 staged.push(match s.kind() {
-                    ShardKind::Parquet => parquet(&path, range, &mut copy)?,
+                    ShardKind::Parquet => back.parquet(&path, range, ids, dtype, cancel)?,
                     ShardKind::Npy => {
                         let mut w = NpyWriter::create(&path, range.len(), cols, dtype)?;
-                        copy(range, &mut |_, values| w.write_rows(values))?;
+                        back.copy(range, cancel, |_, values| w.write_rows(values))?;
                         w.finish_staged()?
                     }
                 });
