@@ -225,7 +225,10 @@ impl ShardedMatrix {
                     }
                     None => (n.path().to_path_buf(), None),
                 },
-                MatrixFile::Table(t) => (t.path().to_path_buf(), t.id_names().map(<[_]>::to_vec)),
+                MatrixFile::Table(t) => {
+                    t.check_ids()?;
+                    (t.path().to_path_buf(), t.id_names().map(<[_]>::to_vec))
+                }
                 MatrixFile::Shards(_) => unreachable!("shards are files"),
             };
             per_shard.push((source, names));
