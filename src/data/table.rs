@@ -773,9 +773,9 @@ impl TableMatrix {
         let (mut row, end) = (start, start + count);
         let mut o = 0;
         while row < end {
-            if !(cur.start <= row && row < cur.start + cur.rows)
-                && !self.next_fast(&mut cur, row)?
-            {
+            // The batch held, else one read by the fast path, else by Arrow.
+            let held = cur.start <= row && row < cur.start + cur.rows;
+            if !(held || self.next_fast(&mut cur, row)?) {
                 let (batch, first) = self.next_batch(&mut cur, row)?;
                 self.decode(&mut cur, &batch, first)?;
             }
