@@ -310,6 +310,7 @@ pub fn run(args: FitArgs) -> Result<()> {
 fn table_ids(m: &nudge::data::MatrixFile) -> Option<String> {
     match m {
         nudge::data::MatrixFile::Table(t) => t.id_column().map(|c| format!("column {c}")),
+        nudge::data::MatrixFile::Shards(_) => Some("the shards' ids (or row numbers)".into()),
         _ => None,
     }
 }

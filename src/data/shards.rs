@@ -203,6 +203,12 @@ impl ShardedMatrix {
                 raw,
                 &mut out[o..o + take * self.cols],
             )?;
+            // A shard read to its end is done with (passes read in order).
+            if row + take == self.starts[s + 1]
+                && let MatrixFile::Table(t) = &self.shards[s]
+            {
+                t.release();
+            }
             row += take;
             o += take * self.cols;
         }
@@ -274,5 +280,54 @@ impl ShardedMatrix {
         drop(seen);
         let all = per_shard.iter().flat_map(|s| s.1.as_ref().unwrap());
         Ids::from_names(all, &self.dir.display().to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    use arrow_array::{Array, FixedSizeListArray, Float32Array, RecordBatch};
+    use arrow_schema::{DataType, Field, Schema};
+
+    #[test]
+    fn shards_read_to_the_end_let_go_of_their_buffers() {
+        let dir = tempfile::tempdir().unwrap();
+        let cols = 4;
+        for (i, rows) in [3usize, 5, 2].into_iter().enumerate() {
+            let item = Arc::new(Field::new("item", DataType::Float32, false));
+            let data: Vec<f32> = (0..rows * cols).map(|x| (i * 100 + x) as f32).collect();
+            let emb = FixedSizeListArray::new(
+                item,
+                cols as i32,
+                Arc::new(Float32Array::from(data)),
+                None,
+            );
+            let schema = Arc::new(Schema::new(vec![Field::new(
+                "emb",
+                emb.data_type().clone(),
+                false,
+            )]));
+            let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(emb)]).unwrap();
+            let f = std::fs::File::create(dir.path().join(format!("s{i}.parquet"))).unwrap();
+            let mut w = parquet::arrow::ArrowWriter::try_new(f, schema, None).unwrap();
+            w.write(&batch).unwrap();
+            w.close().unwrap();
+        }
+        let m = ShardedMatrix::open(dir.path(), &Columns::default()).unwrap();
+        assert_eq!((m.rows(), m.cols()), (10, cols));
+        let table = |i: usize| match &m.shards()[i] {
+            MatrixFile::Table(t) => t,
+            _ => unreachable!(),
+        };
+        let mut out = vec![0.0; 4 * cols];
+        // Rows 2..6: the end of shard 0, the start of shard 1.
+        m.read_rows_into(2, 4, &mut Vec::new(), &mut out).unwrap();
+        assert_eq!((out[0], out[cols]), (8.0, 100.0));
+        assert!(!table(0).holds_a_batch() && table(1).holds_a_batch());
+        let all = Corpus::Shards(&m).read_rows(0, 10).unwrap();
+        assert_eq!((all[9 * cols], all.len()), (200.0 + 4.0, 10 * cols));
+        assert!((0..3).all(|i| !table(i).holds_a_batch()));
     }
 }

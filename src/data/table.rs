@@ -357,6 +357,30 @@ impl TableMatrix {
     pub fn path(&self) -> &Path {
         &self.path
     }
+
+    /// Whether the reader holds a decoded batch (for tests of [`Self::release`]).
+    #[cfg(test)]
+    pub(crate) fn holds_a_batch(&self) -> bool {
+        let cur = self.cursor.lock().unwrap();
+        cur.rows > 0 || cur.owned.capacity() > 0
+    }
+
+    /// Drops the reader's state: its open readers, the batch last decoded
+    /// and its buffers. A sharded corpus calls it on each shard it has read
+    /// to the end, so that a folder of many shards holds the buffers of one
+    /// rather than of all.
+    pub fn release(&self) {
+        *self.cursor.lock().unwrap_or_else(|p| p.into_inner()) = Cursor {
+            start: 0,
+            rows: 0,
+            values: None,
+            reader: None,
+            ipc: None,
+            fast: None,
+            owned: Vec::new(),
+            pool: Pool::default(),
+        };
+    }
     /// Number of rows.
     pub fn rows(&self) -> usize {
         *self.starts.last().unwrap()
