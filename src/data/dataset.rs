@@ -18,16 +18,20 @@ use crate::matrix::Matrix;
 pub struct Paths {
     /// `corpus.npy`: n x d embeddings, float32 or float16 (float64 converted);
     /// or a Parquet / Arrow IPC file (`.parquet`, `.arrow`, `.feather`,
-    /// `.ipc`) with a vector column (see [`Paths::vector_column`]).
+    /// `.ipc`) with a vector column (see [`Paths::vector_column`]); or a
+    /// folder of `.npy` or Parquet shards ([`crate::data::shards`]).
     pub corpus: Option<PathBuf>,
     /// `corpus_ids.txt`: one id per line in row order (else the table's id
-    /// column, else row numbers).
+    /// column or the shards' ids, else row numbers); gzip or zstd
+    /// compressed, or a BEIR `.jsonl` (its `_id`s in line order).
     pub corpus_ids: Option<PathBuf>,
     /// `queries.npy`: the query embeddings of every split.
     pub queries: Option<PathBuf>,
     /// `query_ids.txt`: one id per line in row order (else row numbers).
     pub query_ids: Option<PathBuf>,
-    /// `qrels/train.tsv`: query-id, corpus-id, score, with a header line.
+    /// `qrels/train.tsv`: query-id, corpus-id, score, with a header line;
+    /// or TREC qrels, or headerless TSV (see [`crate::data::qrels`]); gzip
+    /// or zstd compressed too.
     pub train_qrels: Option<PathBuf>,
     /// `qrels/dev.tsv`.
     pub dev_qrels: Option<PathBuf>,
