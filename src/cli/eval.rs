@@ -66,6 +66,10 @@ pub fn run(args: EvalArgs) -> Result<()> {
     };
     let judged = ds.required_split(split, args.data.skip_unknown_ids)?;
     judged.warnings.iter().for_each(log::warn);
+    judged
+        .notes
+        .iter()
+        .for_each(|n| log::notice(format!("note: {n}")));
     let split = judged.split;
     let flops = 2.0 * split.queries.len() as f64 * ds.corpus.rows() as f64 * ds.dim() as f64;
     let backends = args.device.backends_for(flops)?;

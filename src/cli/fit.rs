@@ -45,10 +45,10 @@ pub struct FitArgs {
     /// nudge-m (unconstrained norm; search the output by dot product) or nudge-n (unit-norm output)
     #[arg(long, value_enum)]
     pub method: MethodArg,
-    /// Where to write the fine-tuned corpus (.npy, input row order)
+    /// Where to write the fine-tuned corpus, in input row order: FILE.npy, FILE.parquet ((id, vector) rows), or DIR/ for a sharded corpus (one tuned shard per input shard, same names)
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
-    /// Write only the moved records' ids and new vectors (ids.txt, vectors.npy) into DIR
+    /// Write only the moved records' ids and new vectors: into DIR (ids.txt, vectors.npy), or as one FILE.parquet of (id, vector) rows
     #[arg(long, value_name = "DIR")]
     pub delta: Option<PathBuf>,
     /// Write a JSON report of the fit (gamma, dev scores, timings, metrics)
@@ -85,7 +85,7 @@ pub fn run(args: FitArgs) -> Result<()> {
     let start = Instant::now();
     if args.out.is_none() && args.delta.is_none() && args.report.is_none() && args.html.is_none() {
         return Err(Error::invalid(
-            "nothing to write: give --out FILE.npy, --delta DIR, --report FILE or --html FILE",
+            "nothing to write: give --out FILE.npy (or .parquet, or DIR/), --delta DIR, --report FILE or --html FILE",
         ));
     }
     let method = args.method.method();
@@ -106,19 +106,43 @@ pub fn run(args: FitArgs) -> Result<()> {
     }
     nudge::backend::cpu::warm_up_in_background();
     let paths = args.data.paths()?;
+    // `--out DIR/` keeps the corpus's shards; `--delta X.parquet` is one file.
+    let sharded = paths.corpus.as_ref().is_some_and(|c| c.is_dir());
     let outputs = Outputs {
         out: args.out.as_deref(),
+        target: match &args.out {
+            Some(out) => Some(output::OutTarget::new(out, sharded)?),
+            None => None,
+        },
         delta: args.delta.as_deref(),
         report: args.report.as_deref(),
         html: args.html.as_deref(),
     };
     outputs.check(&paths)?;
+    let target = &outputs.target;
     let ds = Dataset::open(paths)?;
+    // The shards written into `--out DIR/` must not be the corpus's own.
+    if let (Some(t), nudge::data::MatrixFile::Shards(s)) = (&target, &ds.corpus) {
+        let shards: Vec<PathBuf> = s.shards().iter().map(|m| m.path().to_path_buf()).collect();
+        for out in t.paths(&shards) {
+            refuse_overwriting_input(&out, &ds.paths)?;
+            if shards.iter().any(|s| same_file(s, &out)) {
+                return Err(Error::invalid(format!(
+                    "{}: refusing to overwrite a corpus shard; choose another output folder",
+                    out.display()
+                )));
+            }
+        }
+    }
     ds.notes
         .iter()
         .for_each(|n| log::notice(format!("note: {n}")));
     let splits = ds.fit_splits(args.data.skip_unknown_ids, !args.no_test)?;
     splits.warnings.iter().for_each(log::warn);
+    splits
+        .notes
+        .iter()
+        .for_each(|n| log::notice(format!("note: {n}")));
     let (train, dev, test) = (&splits.train, &splits.dev, splits.test.as_ref());
     let read_s = start.elapsed().as_secs_f64();
 
@@ -154,12 +178,22 @@ pub fn run(args: FitArgs) -> Result<()> {
     }
     let dtype = write.dtype;
     // The output corpus is written during the fit's pass over the corpus
-    // (a temporary file until everything succeeded).
-    let mut inline = match &args.out {
-        Some(out) => Some(output::InlineOutput::create(
+    // (a temporary file until everything succeeded; for Parquet or shards,
+    // an `.npy` converted once the fit is done).
+    // A new `--out DIR/` goes again if the run fails (declared before the
+    // output, so that the output's temporary file in it is removed first).
+    let mut out_dir = RemoveIfEmpty(None);
+    if let Some(output::OutTarget::Shards(dir)) = &target {
+        if !dir.exists() {
+            out_dir.0 = Some(dir.clone());
+        }
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, "create directory", e))?;
+    }
+    let mut inline = match &target {
+        Some(t) => Some(output::InlineOutput::create(
             ds.corpus.rows(),
             ds.corpus.cols(),
-            out,
+            &t.pass_path(),
             &write,
         )?),
         None => None,
@@ -182,6 +216,7 @@ pub fn run(args: FitArgs) -> Result<()> {
         inputs,
         &opts.control,
     )?;
+    out_dir.0 = None;
     summary(
         &fit,
         &ds,
@@ -196,6 +231,8 @@ pub fn run(args: FitArgs) -> Result<()> {
 pub struct Outputs<'a> {
     /// `--out`: the tuned corpus.
     pub out: Option<&'a Path>,
+    /// Its format: one `.npy` or Parquet file, or one shard per input shard.
+    pub target: Option<output::OutTarget>,
     /// `--delta`: the moved records only.
     pub delta: Option<&'a Path>,
     /// `--report`: the JSON report.
@@ -208,14 +245,17 @@ impl Outputs<'_> {
     /// Before any work: no output replaces an input or another output, and
     /// each can be written.
     pub fn check(&self, paths: &nudge::Paths) -> Result<()> {
+        let delta_file = self.delta.filter(|d| is_parquet(d));
         let mut files: Vec<PathBuf> = [self.out, self.report, self.html]
             .into_iter()
             .flatten()
             .map(Path::to_path_buf)
             .collect();
-        if let Some(dir) = self.delta {
+        if let Some(dir) = self.delta.filter(|_| delta_file.is_none()) {
             files.push(dir.join("vectors.npy"));
             files.push(dir.join("ids.txt"));
+        } else if let Some(file) = delta_file {
+            files.push(file.to_path_buf());
         }
         for out in &files {
             refuse_overwriting_input(out, paths)?;
@@ -238,11 +278,20 @@ impl Outputs<'_> {
             }
         }
         // Fail before the fit, not after it, when an output cannot be written.
-        for out in [self.out, self.report, self.html].into_iter().flatten() {
+        let out_file = self
+            .out
+            .filter(|_| !matches!(self.target, Some(output::OutTarget::Shards(_))));
+        for out in [out_file, self.report, self.html].into_iter().flatten() {
             check_writable(out)?;
         }
-        if let Some(dir) = self.delta {
+        if let Some(file) = delta_file {
+            check_writable(file)?;
+        } else if let Some(dir) = self.delta {
             check_delta_dir(dir)?;
+        }
+        if let Some(output::OutTarget::Shards(dir)) = &self.target {
+            check_delta_dir(dir)
+                .map_err(|e| Error::invalid(e.to_string().replace("--delta", "--out")))?;
         }
         Ok(())
     }
@@ -265,9 +314,13 @@ impl Outputs<'_> {
         control: &nudge::Control,
     ) -> Result<()> {
         let t = Instant::now();
-        let delta_dir_is_new = self.delta.is_some_and(|d| !d.exists());
+        let delta_dir_is_new = self.delta.is_some_and(|d| !is_parquet(d) && !d.exists());
         let written = (|| -> Result<()> {
-            let mut staged = stage_outputs(self.delta, ds, fit, dtype, inline)?;
+            let corpus = match (inline, &self.target) {
+                (Some(inline), Some(t)) => Some((inline, t)),
+                _ => None,
+            };
+            let mut staged = stage_outputs(self.delta, ds, fit, dtype, corpus, &control.cancel)?;
             let write_s = t.elapsed().as_secs_f64();
             // The fit's own phases, and what only the command saw: reading the
             // inputs, syncing the outputs, the whole run.
@@ -314,6 +367,7 @@ impl Outputs<'_> {
 fn table_ids(m: &nudge::data::MatrixFile) -> Option<String> {
     match m {
         nudge::data::MatrixFile::Table(t) => t.id_column().map(|c| format!("column {c}")),
+        nudge::data::MatrixFile::Shards(_) => Some("the shards' ids (or row numbers)".into()),
         _ => None,
     }
 }
@@ -339,21 +393,68 @@ fn stage_outputs(
     ds: &Dataset,
     fit: &Fit,
     dtype: OutDtype,
-    corpus: Option<output::InlineOutput>,
+    corpus: Option<(output::InlineOutput, &output::OutTarget)>,
+    cancel: &nudge::Cancel,
 ) -> Result<Vec<nudge::data::Pending>> {
     let mut staged = Vec::new();
-    if let Some(corpus) = corpus {
-        staged.push(corpus.finish()?);
+    if let Some((corpus, target)) = corpus {
+        let pass = corpus.finish()?;
+        staged.extend(output::stage_as(
+            pass,
+            target,
+            &ds.corpus,
+            &ds.corpus_ids,
+            dtype,
+            cancel,
+        )?);
     }
-    if let Some(dir) = delta {
+    if let Some(delta) = delta {
         let names: Vec<String> = fit
             .moved
             .iter()
             .map(|&r| ds.corpus_ids.name(r as usize))
             .collect();
-        staged.extend(output::stage_delta(dir, &names, &fit.updated, dtype)?);
+        if is_parquet(delta) {
+            staged.push(nudge::data::parquet_out::stage_matrix(
+                delta,
+                &names,
+                &fit.updated.data,
+                fit.updated.cols,
+                dtype,
+            )?);
+        } else {
+            staged.extend(output::stage_delta(delta, &names, &fit.updated, dtype)?);
+        }
     }
     Ok(staged)
+}
+
+/// A directory removed on drop if it is still empty (a failed run's new
+/// output folder); `None` once the run has succeeded.
+struct RemoveIfEmpty(Option<PathBuf>);
+
+impl Drop for RemoveIfEmpty {
+    fn drop(&mut self) {
+        if let Some(dir) = &self.0 {
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+}
+
+/// Whether an output path names a Parquet file.
+fn is_parquet(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| matches!(e.to_ascii_lowercase().as_str(), "parquet" | "pq"))
+}
+
+/// Whether two paths are the same existing file.
+fn same_file(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
 }
 
 /// Whether a file can be created next to `path`: creates and removes a

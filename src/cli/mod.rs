@@ -67,7 +67,7 @@ pub struct DataArgs {
     /// Dataset folder: corpus.npy (or corpus.parquet), queries.npy (or queries.parquet), [corpus_ids.txt, query_ids.txt], qrels/{train,dev,test}.tsv
     #[arg(long, value_name = "DIR")]
     pub dataset: Option<PathBuf>,
-    /// Corpus embeddings: n x d float32/float16 .npy, or a .parquet / .arrow / .feather / .ipc table with a vector column
+    /// Corpus embeddings: n x d float32/float16 .npy, a .parquet / .arrow / .feather / .ipc table with a vector column, or a folder of .npy or .parquet shards
     #[arg(long, value_name = "FILE")]
     pub corpus: Option<PathBuf>,
     /// Corpus ids, one per line in row order (default: row numbers)
@@ -79,7 +79,7 @@ pub struct DataArgs {
     /// Query ids, one per line in row order (default: row numbers)
     #[arg(long, value_name = "FILE")]
     pub query_ids: Option<PathBuf>,
-    /// Training judgements (query-id, corpus-id, score TSV with header)
+    /// Training judgements: BEIR TSV with header, TREC qrels or headerless TSV; plain, .gz or .zst
     #[arg(long, value_name = "FILE")]
     pub train_qrels: Option<PathBuf>,
     /// Dev judgements, used to choose gamma

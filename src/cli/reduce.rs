@@ -97,6 +97,7 @@ pub fn run(args: ReduceArgs) -> Result<()> {
     let paths = args.data.paths()?;
     let outputs = Outputs {
         out: None,
+        target: None,
         delta: args.delta.as_deref(),
         report: args.report.as_deref(),
         html: args.html.as_deref(),

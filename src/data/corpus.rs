@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use crate::data::ids::Ids;
 use crate::data::npy::NpyMatrix;
+use crate::data::shards::ShardedMatrix;
 use crate::data::table::Columns;
 use crate::data::table::TableMatrix;
 use crate::error::{Error, Result};
@@ -19,6 +20,9 @@ pub enum Corpus<'a> {
     /// A Parquet or Arrow IPC file, read a batch at a time (memory stays
     /// bounded).
     Table(&'a TableMatrix),
+    /// A folder of shards, read shard by shard as one corpus (memory stays
+    /// bounded: the shards are never concatenated).
+    Shards(&'a ShardedMatrix),
     /// Row-major f32 rows held by the caller.
     F32 {
         /// `rows x cols` values, row-major.
@@ -54,6 +58,7 @@ impl<'a> Corpus<'a> {
         match self {
             Corpus::Npy(m) => m.rows(),
             Corpus::Table(m) => m.rows(),
+            Corpus::Shards(m) => m.rows(),
             Corpus::F32 { data, cols } => data.len() / (*cols).max(1),
             Corpus::F16 { data, cols } => data.len() / (*cols).max(1),
         }
@@ -64,6 +69,7 @@ impl<'a> Corpus<'a> {
         match self {
             Corpus::Npy(m) => m.cols(),
             Corpus::Table(m) => m.cols(),
+            Corpus::Shards(m) => m.cols(),
             Corpus::F32 { cols, .. } | Corpus::F16 { cols, .. } => *cols,
         }
     }
@@ -73,7 +79,20 @@ impl<'a> Corpus<'a> {
         match self {
             Corpus::Npy(m) => m.path(),
             Corpus::Table(m) => m.path(),
+            Corpus::Shards(m) => m.path(),
             _ => Path::new("corpus"),
+        }
+    }
+
+    /// Where global `row` is, for messages about it: for a sharded corpus,
+    /// " (row R of SHARD)"; nothing otherwise.
+    pub fn row_origin(&self, row: usize) -> String {
+        match self {
+            Corpus::Shards(m) => {
+                let (path, local) = m.locate(row);
+                format!(" (row {local} of {})", path.display())
+            }
+            _ => String::new(),
         }
     }
 
@@ -94,6 +113,7 @@ impl<'a> Corpus<'a> {
         match self {
             Corpus::Npy(m) => m.read_rows_into(start, count, raw, out),
             Corpus::Table(m) => m.read_rows_into(start, count, out),
+            Corpus::Shards(m) => m.read_rows_into(start, count, raw, out),
             Corpus::F32 { data, cols } => {
                 out.copy_from_slice(&data[start * cols..(start + count) * cols]);
                 Ok(())
@@ -133,24 +153,29 @@ impl<'a> From<&'a MatrixFile> for Corpus<'a> {
         match m {
             MatrixFile::Npy(m) => Corpus::Npy(m),
             MatrixFile::Table(m) => Corpus::Table(m),
+            MatrixFile::Shards(m) => Corpus::Shards(m),
         }
     }
 }
 
-/// An embeddings file, opened: an `.npy` matrix or a table (Parquet, Arrow
-/// IPC) with a vector column.
+/// An embeddings file, opened: an `.npy` matrix, a table (Parquet, Arrow
+/// IPC) with a vector column, or a folder of `.npy` or Parquet shards.
 pub enum MatrixFile {
     /// An `.npy` file.
     Npy(NpyMatrix),
     /// A Parquet or Arrow IPC file.
     Table(Box<TableMatrix>),
+    /// A folder of shards (see [`crate::data::shards`]).
+    Shards(Box<ShardedMatrix>),
 }
 
 impl MatrixFile {
-    /// Opens `path`: a table by its extension (see
+    /// Opens `path`: a folder of shards, a table by its extension (see
     /// [`crate::data::table::is_table`]), else an `.npy` file.
     pub fn open(path: &Path, columns: &Columns) -> Result<MatrixFile> {
-        if crate::data::table::is_table(path) {
+        if path.is_dir() {
+            ShardedMatrix::open(path, columns).map(|m| MatrixFile::Shards(Box::new(m)))
+        } else if crate::data::table::is_table(path) {
             TableMatrix::open(path, columns).map(|t| MatrixFile::Table(Box::new(t)))
         } else {
             NpyMatrix::open(path).map(MatrixFile::Npy)
@@ -169,6 +194,7 @@ impl MatrixFile {
         match self {
             MatrixFile::Npy(m) => m.path(),
             MatrixFile::Table(m) => m.path(),
+            MatrixFile::Shards(m) => m.path(),
         }
     }
     /// The element type on disk: `float32`, `float16` or `float64`.
@@ -180,6 +206,13 @@ impl MatrixFile {
                 crate::data::npy::Dtype::F64 => "float64",
             },
             MatrixFile::Table(m) => m.element().name(),
+            // float64 if any shard is (it is converted as it is read).
+            MatrixFile::Shards(m) => m
+                .shards()
+                .iter()
+                .map(MatrixFile::dtype_name)
+                .find(|&d| d == "float64")
+                .unwrap_or_else(|| m.shards()[0].dtype_name()),
         }
     }
     /// How the file's values are described in reports: the `.npy` dtype
@@ -188,6 +221,9 @@ impl MatrixFile {
         match self {
             MatrixFile::Npy(m) => m.dtype().descr().to_string(),
             MatrixFile::Table(m) => format!("{} {}", m.vector_column(), m.element().name()),
+            MatrixFile::Shards(m) => {
+                format!("{} shards, {}", m.shards().len(), m.shards()[0].descr())
+            }
         }
     }
     /// The whole matrix as f32; for the (small) query matrix.
@@ -195,12 +231,16 @@ impl MatrixFile {
         match self {
             MatrixFile::Npy(m) => m.read_all(),
             MatrixFile::Table(m) => m.read_all(),
+            MatrixFile::Shards(m) => Corpus::Shards(m).read_rows(0, m.rows()),
         }
     }
-    /// The ids of a table's id column, if it has one.
+    /// The ids the matrix carries itself: a table's id column, if it has
+    /// one; a folder's shard ids (ids files or id columns, else the row
+    /// numbers across the shards).
     pub fn table_ids(&self) -> Result<Option<Ids>> {
         match self {
             MatrixFile::Table(m) if m.id_column().is_some() => m.ids().map(Some),
+            MatrixFile::Shards(m) => m.ids().map(Some),
             _ => Ok(None),
         }
     }

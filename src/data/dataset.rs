@@ -18,16 +18,20 @@ use crate::matrix::Matrix;
 pub struct Paths {
     /// `corpus.npy`: n x d embeddings, float32 or float16 (float64 converted);
     /// or a Parquet / Arrow IPC file (`.parquet`, `.arrow`, `.feather`,
-    /// `.ipc`) with a vector column (see [`Paths::vector_column`]).
+    /// `.ipc`) with a vector column (see [`Paths::vector_column`]); or a
+    /// folder of `.npy` or Parquet shards ([`crate::data::shards`]).
     pub corpus: Option<PathBuf>,
     /// `corpus_ids.txt`: one id per line in row order (else the table's id
-    /// column, else row numbers).
+    /// column or the shards' ids, else row numbers); gzip or zstd
+    /// compressed, or a BEIR `.jsonl` (its `_id`s in line order).
     pub corpus_ids: Option<PathBuf>,
     /// `queries.npy`: the query embeddings of every split.
     pub queries: Option<PathBuf>,
     /// `query_ids.txt`: one id per line in row order (else row numbers).
     pub query_ids: Option<PathBuf>,
-    /// `qrels/train.tsv`: query-id, corpus-id, score, with a header line.
+    /// `qrels/train.tsv`: query-id, corpus-id, score, with a header line;
+    /// or TREC qrels, or headerless TSV (see [`crate::data::qrels`]); gzip
+    /// or zstd compressed too.
     pub train_qrels: Option<PathBuf>,
     /// `qrels/dev.tsv`.
     pub dev_qrels: Option<PathBuf>,
@@ -64,15 +68,31 @@ impl Paths {
                 *slot = Some(p);
             }
         };
-        // `.npy` first; a Parquet file is taken if there is no `.npy`.
+        // `.npy` first; a Parquet file is taken if there is no `.npy`, a
+        // `corpus/` folder of shards if there is neither.
         fill(&mut self.corpus, "corpus.npy", false);
         fill(&mut self.corpus, "corpus.parquet", false);
+        fill(&mut self.corpus, "corpus", false);
         fill(&mut self.corpus, "corpus.npy", true);
         fill(&mut self.corpus_ids, "corpus_ids.txt", false);
         fill(&mut self.queries, "queries.npy", false);
         fill(&mut self.queries, "queries.parquet", false);
         fill(&mut self.queries, "queries.npy", true);
         fill(&mut self.query_ids, "query_ids.txt", false);
+        // Else BEIR's `.jsonl` ids, in line order (the order BEIR's
+        // embeddings are usually computed in; a count that does not match
+        // the rows is an error, not a silent mismatch). Only for a `.npy`
+        // matrix: a table or shards carry ids of their own.
+        let npy = |m: &Option<PathBuf>| {
+            m.as_ref()
+                .is_some_and(|p| p.is_file() && !crate::data::table::is_table(p))
+        };
+        if npy(&self.corpus) {
+            fill(&mut self.corpus_ids, "corpus.jsonl", false);
+        }
+        if npy(&self.queries) {
+            fill(&mut self.query_ids, "queries.jsonl", false);
+        }
         fill(&mut self.train_qrels, "qrels/train.tsv", false);
         fill(&mut self.dev_qrels, "qrels/dev.tsv", false);
         fill(&mut self.test_qrels, "qrels/test.tsv", false);
@@ -149,6 +169,9 @@ pub struct Judged {
     pub split: Split,
     /// Messages for the user; empty when the judgements were clean.
     pub warnings: Vec<String>,
+    /// How the file was read, when that is worth a line (a headerless or
+    /// TREC layout); not a warning.
+    pub notes: Vec<String>,
 }
 
 impl Split {
@@ -241,6 +264,7 @@ impl Split {
                 queries: order,
             },
             warnings,
+            notes: Vec::new(),
         })
     }
 
@@ -339,6 +363,8 @@ pub struct FitSplits {
     pub test: Option<Split>,
     /// Warnings of all three, in that order.
     pub warnings: Vec<String>,
+    /// Notes of all three (how their files were read), in that order.
+    pub notes: Vec<String>,
 }
 
 impl Dataset {
@@ -467,8 +493,11 @@ impl Dataset {
         let (train, dev, test) = (train?, dev?, test?);
         let mut warnings = train.warnings;
         warnings.extend(dev.warnings);
+        let mut notes = train.notes;
+        notes.extend(dev.notes);
         let test = test.map(|t| {
             warnings.extend(t.warnings);
+            notes.extend(t.notes);
             t.split
         });
         Ok(FitSplits {
@@ -476,6 +505,7 @@ impl Dataset {
             dev: dev.split,
             test,
             warnings,
+            notes,
         })
     }
 
@@ -491,9 +521,14 @@ impl Dataset {
         // with an unknown id when skipping those; the ids are looked up as
         // the file is parsed, on all cores. Qrels files list a query's
         // judgements together: its id is looked up once per run of lines.
-        let judgements = qrels::parse_map(
+        // A headerless first line is data only if its ids name rows.
+        let known = |j: &qrels::Judgement| {
+            self.query_ids.row(j.query).is_some() && self.corpus_ids.row(j.record).is_some()
+        };
+        let (layout, judgements) = qrels::parse_layout_map(
             &text,
             path,
+            known,
             || None::<(&str, Option<u32>)>,
             |last, j| {
                 let q = match *last {
@@ -523,7 +558,11 @@ impl Dataset {
                 }
             },
         )?;
-        Split::from_rows(name, judgements, self.queries.rows, path).map(Some)
+        let mut judged = Split::from_rows(name, judgements, self.queries.rows, path)?;
+        if let Some(note) = layout.note() {
+            judged.notes.push(format!("{}: {note}", path.display()));
+        }
+        Ok(Some(judged))
     }
 
     /// One split, which must exist. Without one: [`Error::MissingSplit`],

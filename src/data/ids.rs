@@ -174,17 +174,50 @@ impl Ids {
 
     /// Reads the ids of a matrix's rows from `path` (see [`Ids::parse`]), or
     /// uses the row numbers when there is no ids file. `expected_rows` is the
-    /// row count of `matrix`, which is named in errors.
+    /// row count of `matrix`, which is named in errors. The file may be gzip
+    /// or zstd compressed; a `.jsonl` file (BEIR's `corpus.jsonl`,
+    /// `queries.jsonl`) gives the `_id` of each line, in order.
     pub fn load(path: Option<&Path>, expected_rows: usize, matrix: &Path) -> Result<Ids> {
         match path {
             None => Ok(Ids(Repr::RowNumbers(expected_rows))),
             Some(p) => {
-                let text = std::fs::read_to_string(p)
-                    .map_err(|e| Error::unreadable(p, "read ids file", e))?;
+                let text = crate::data::text::read(p, "ids file")?;
+                let text = if crate::data::text::inner_name(p).ends_with(".jsonl") {
+                    jsonl_ids(&text, p)?
+                } else {
+                    text
+                };
                 Ids::parse(text, p, expected_rows, matrix)
             }
         }
     }
+}
+
+/// The `_id` of each line of a BEIR `.jsonl` file, one per line (blank
+/// lines skipped, so line numbers in later errors count ids). Only `_id` is
+/// deserialised; the text and title are skipped over.
+fn jsonl_ids(text: &str, path: &Path) -> Result<String> {
+    #[derive(serde::Deserialize)]
+    struct Line {
+        #[serde(rename = "_id")]
+        id: serde_json::Value,
+    }
+    let mut out = String::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let at = |m: String| Error::data_line(path, i + 1, m);
+        let l: Line = serde_json::from_str(line)
+            .map_err(|e| at(format!("expected a JSON object with an \"_id\": {e}")))?;
+        match l.id {
+            serde_json::Value::String(s) => out.push_str(&s),
+            serde_json::Value::Number(n) => out.push_str(&n.to_string()),
+            v => return Err(at(format!("\"_id\" is {v}; expected a string or a number"))),
+        }
+        out.push('\n');
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -4,10 +4,13 @@ mod corpus;
 pub mod dataset;
 pub mod ids;
 pub mod npy;
+pub mod parquet_out;
 pub mod qrels;
+pub mod shards;
 pub mod stream;
 pub mod synth;
 pub mod table;
+pub mod text;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -50,6 +53,12 @@ impl Pending {
     /// The final path.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The temporary file the content is in until the commit (to read a
+    /// staged output back, e.g. to convert it to another format).
+    pub fn staged_path(&self) -> &Path {
+        self.tmp.path()
     }
 
     /// Renames the file into place, replacing any file there atomically.

@@ -1,12 +1,47 @@
-//! BEIR-style relevance judgements: `query-id <TAB> corpus-id <TAB> score`
-//! with a header line. A score above zero means relevant; graded scores are
-//! the gains that NDCG uses.
+//! Relevance judgements, in the layouts IR people keep them:
+//!
+//! - BEIR's TSV: `query-id <TAB> corpus-id <TAB> score` with a header line;
+//! - the same three columns without the header, taken as such only when
+//!   the first line is a judgement whose ids are known (detected, not
+//!   guessed: anything else on line 1 is a bad header);
+//! - TREC qrels (`qid iter docid rel`, whitespace-separated, no header), as
+//!   MS MARCO and trec_eval keep them.
+//!
+//! A score above zero means relevant; graded scores are the gains that NDCG
+//! uses. The files may be gzip or zstd compressed ([`read`]).
 
 use std::path::Path;
 
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
+
+/// The layout of a judgements file, as [`parse_layout_map`] detected it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// BEIR's TSV with its header line.
+    Beir,
+    /// Three tab-separated columns (query-id, corpus-id, score), no header.
+    Headerless,
+    /// TREC qrels: query-id, iteration (ignored), doc-id, relevance.
+    Trec,
+}
+
+impl Layout {
+    /// How the file was read, for the line that tells the user; `None` for
+    /// the default layout, which needs no word.
+    pub fn note(self) -> Option<&'static str> {
+        match self {
+            Layout::Beir => None,
+            Layout::Headerless => Some(
+                "no header line; read as headerless query-id<TAB>corpus-id<TAB>score (the first line is a judgement of known ids)",
+            ),
+            Layout::Trec => {
+                Some("read as TREC qrels (query-id iteration doc-id relevance, no header)")
+            }
+        }
+    }
+}
 
 /// One judgement line, as written in the file. Borrows its ids from the
 /// file's text: a qrels file has tens of thousands of lines, and two string
@@ -32,30 +67,52 @@ fn parse_score(field: &str) -> Option<f32> {
     }
 }
 
-/// Parses the text of a qrels file; `path` only names it in errors.
+/// Parses the text of a qrels file; `path` only names it in errors. Without
+/// ids to check, a headerless first line is taken as data when its score
+/// parses (see [`parse_layout_map`]).
 pub fn parse<'a>(text: &'a str, path: &Path) -> Result<Vec<Judgement<'a>>> {
     parse_map(text, path, || (), |_, j| Ok(j.clone()))
 }
 
-/// Parses the text of a qrels file and maps every judgement with `f`, on
-/// all cores, in file order. Each thread's share starts from a fresh
-/// `state()` (`f` may cache lookups there). The first error in file order,
-/// from the parse or from `f`, is the one returned.
-///
-/// Mapping as the file is parsed, rather than after, keeps tens of
-/// thousands of borrowed judgements from ever being stored.
+/// [`parse_layout_map`] with no ids to check: a headerless first line whose
+/// score parses is data.
 pub fn parse_map<'a, S, T: Send>(
     text: &'a str,
     path: &Path,
     state: impl Fn() -> S + Sync,
     f: impl Fn(&mut S, &Judgement<'a>) -> Result<T> + Sync,
 ) -> Result<Vec<T>> {
+    parse_layout_map(text, path, |_| true, state, f).map(|(_, v)| v)
+}
+
+/// Parses the text of a qrels file, in whichever [`Layout`] it is, and maps
+/// every judgement with `f`, on all cores, in file order. Each thread's
+/// share starts from a fresh `state()` (`f` may cache lookups there). The
+/// first error in file order, from the parse or from `f`, is the one
+/// returned.
+///
+/// The layout comes from the first non-blank line: BEIR's header; four
+/// whitespace-separated columns ending in a number (TREC); or three
+/// tab-separated columns whose score parses and for which `known` says
+/// both ids name rows (a headerless TSV). A first line that is none of
+/// these is an error, so a mistyped header is never read as a judgement.
+///
+/// Mapping as the file is parsed, rather than after, keeps tens of
+/// thousands of borrowed judgements from ever being stored.
+pub fn parse_layout_map<'a, S, T: Send>(
+    text: &'a str,
+    path: &Path,
+    known: impl Fn(&Judgement<'a>) -> bool,
+    state: impl Fn() -> S + Sync,
+    f: impl Fn(&mut S, &Judgement<'a>) -> Result<T> + Sync,
+) -> Result<(Layout, Vec<T>)> {
     // A byte-order mark (some Windows tools write one) is not part of the header.
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    let expected = "expected the header 'query-id<TAB>corpus-id<TAB>score'";
-    // (line index, line) of the header, and the byte offset after it.
+    let expected = "expected the header 'query-id<TAB>corpus-id<TAB>score', TREC qrels lines (query-id iteration doc-id relevance) or headerless query-id<TAB>corpus-id<TAB>score lines";
+    // (line index, line) of the first non-blank line, and the byte offset
+    // after it.
     let (mut at, mut index) = (0, 0);
-    let header = loop {
+    let first = loop {
         let rest = &text[at..];
         if rest.is_empty() {
             return Err(Error::data(path, format!("file is empty; {expected}")));
@@ -68,27 +125,45 @@ pub fn parse_map<'a, S, T: Send>(
             break (index - 1, line);
         }
     };
-    let cols: Vec<&str> = header.1.split('\t').map(str::trim).collect();
+    let cols: Vec<&str> = first.1.split('\t').map(str::trim).collect();
     let header_ok = cols.len() == 3
         && matches!(cols[0], "query-id" | "query_id" | "qid")
         && matches!(cols[1], "corpus-id" | "corpus_id" | "doc-id" | "docid")
         && cols[2] == "score";
-    if !header_ok && cols.len() == 3 && cols[2].parse::<f32>().is_ok() {
+    let words: Vec<&str> = first.1.split_whitespace().collect();
+    let layout = if header_ok {
+        Layout::Beir
+    } else if cols.len() != 3 && words.len() == 4 && parse_score(words[3]).is_some() {
+        Layout::Trec
+    } else if cols.len() == 3 && cols[2].parse::<f32>().is_ok() {
+        let j = Judgement {
+            query: cols[0],
+            record: cols[1],
+            score: 0.0,
+            line: first.0 + 1,
+        };
+        if !known(&j) {
+            return Err(Error::data_line(
+                path,
+                first.0 + 1,
+                format!(
+                    "missing header: the first line {:?} looks like a judgement, but its ids are not those of the queries and corpus; {expected}",
+                    first.1
+                ),
+            ));
+        }
+        Layout::Headerless
+    } else {
         return Err(Error::data_line(
             path,
-            header.0 + 1,
-            format!(
-                "missing header: the first line {:?} is a judgement; {expected} first",
-                header.1
-            ),
+            first.0 + 1,
+            format!("bad header {:?}; {expected}", first.1),
         ));
-    }
-    if !header_ok {
-        return Err(Error::data_line(
-            path,
-            header.0 + 1,
-            format!("bad header {:?}; {expected}", header.1),
-        ));
+    };
+    // Headerless layouts start with their first line.
+    if layout != Layout::Beir {
+        at = first.1.as_ptr() as usize - text.as_ptr() as usize;
+        index = first.0;
     }
     // The judgements, parsed in pieces on all cores (a qrels file can have
     // tens of thousands of lines); each piece knows its first line number
@@ -112,14 +187,14 @@ pub fn parse_map<'a, S, T: Send>(
         .zip(&newlines)
         .map(|((piece, first), &n)| {
             let mut st = state();
-            parse_lines(piece, first, n + 1, path, |j| f(&mut st, &j))
+            parse_lines(piece, first, n + 1, path, layout, |j| f(&mut st, &j))
         })
         .collect();
     let mut out = Vec::with_capacity(parsed.iter().flatten().map(Vec::len).sum());
     for piece in parsed {
         out.extend(piece?);
     }
-    Ok(out)
+    Ok((layout, out))
 }
 
 /// Cuts `text` into about `parts` pieces of at least `min_len` bytes, each
@@ -147,6 +222,7 @@ fn parse_lines<'a, T>(
     first: usize,
     lines: usize,
     path: &Path,
+    layout: Layout,
     mut f: impl FnMut(Judgement<'a>) -> Result<T>,
 ) -> Result<Vec<T>> {
     let mut out = Vec::with_capacity(lines);
@@ -156,25 +232,43 @@ fn parse_lines<'a, T>(
         if line.trim().is_empty() {
             continue;
         }
-        // Split without collecting: a Vec per line was a third of the parse.
-        let mut it = line.split('\t');
-        let fields = [it.next(), it.next(), it.next(), it.next()];
-        let fields = match fields {
-            [Some(q), Some(r), Some(s), None] => [q, r, s],
-            _ => {
-                let count = line.split('\t').count();
-                let hint = if count == 1 && line.split_whitespace().count() == 3 {
-                    " (the columns must be separated by tabs, not spaces)"
-                } else {
-                    ""
-                };
-                return Err(Error::data_line(
-                    path,
-                    i + 1,
-                    format!(
-                        "{count} tab-separated columns; expected 3 (query-id, corpus-id, score){hint}"
-                    ),
-                ));
+        let fields = if layout == Layout::Trec {
+            // qid iter docid rel: the iteration column is not used.
+            let mut it = line.split_whitespace();
+            match [it.next(), it.next(), it.next(), it.next(), it.next()] {
+                [Some(q), Some(_), Some(r), Some(s), None] => [q, r, s],
+                _ => {
+                    let count = line.split_whitespace().count();
+                    return Err(Error::data_line(
+                        path,
+                        i + 1,
+                        format!(
+                            "{count} whitespace-separated columns; expected 4 (query-id iteration doc-id relevance), as the file's first line"
+                        ),
+                    ));
+                }
+            }
+        } else {
+            // Split without collecting: a Vec per line was a third of the parse.
+            let mut it = line.split('\t');
+            let fields = [it.next(), it.next(), it.next(), it.next()];
+            match fields {
+                [Some(q), Some(r), Some(s), None] => [q, r, s],
+                _ => {
+                    let count = line.split('\t').count();
+                    let hint = if count == 1 && line.split_whitespace().count() == 3 {
+                        " (the columns must be separated by tabs, not spaces)"
+                    } else {
+                        ""
+                    };
+                    return Err(Error::data_line(
+                        path,
+                        i + 1,
+                        format!(
+                            "{count} tab-separated columns; expected 3 (query-id, corpus-id, score){hint}"
+                        ),
+                    ));
+                }
             }
         };
         let score: f32 = parse_score(fields[2])
@@ -203,9 +297,9 @@ fn parse_lines<'a, T>(
     Ok(out)
 }
 
-/// The text of a qrels file, for [`parse`].
+/// The text of a qrels file, for [`parse`]: plain, gzip or zstd.
 pub fn read(path: &Path) -> Result<String> {
-    std::fs::read_to_string(path).map_err(|e| Error::unreadable(path, "read qrels file", e))
+    crate::data::text::read(path, "qrels file")
 }
 
 #[cfg(test)]
@@ -229,6 +323,36 @@ mod tests {
                 line: 4
             }
         );
+    }
+
+    #[test]
+    fn trec_and_headerless_layouts_are_detected() {
+        let p = Path::new("q.txt");
+        let known = |j: &Judgement| j.query.starts_with('q') && j.record.starts_with('d');
+        let run = |t: &'static str| {
+            parse_layout_map(
+                t,
+                p,
+                known,
+                || (),
+                |_, j| Ok((j.query, j.record, j.score, j.line)),
+            )
+        };
+        // TREC: the iteration column is dropped, tabs or spaces alike.
+        let (layout, j) = run("\nq1 0 d1 1\nq1\tQ0\td2   0\n").unwrap();
+        assert_eq!(layout, Layout::Trec);
+        assert_eq!(j, vec![("q1", "d1", 1.0, 2), ("q1", "d2", 0.0, 3)]);
+        // A TREC line of 3 columns names its line.
+        assert_eq!(run("q1 0 d1 1\nq1 d1 1\n").unwrap_err().line(), Some(2));
+        // Headerless TSV: the first line is data when its ids are known ...
+        let (layout, j) = run("q1\td1\t2\nq2\td3\t1\n").unwrap();
+        assert_eq!(layout, Layout::Headerless);
+        assert_eq!(j[0], ("q1", "d1", 2.0, 1));
+        assert!(layout.note().is_some() && Layout::Beir.note().is_none());
+        // ... and a missing header otherwise.
+        let e = run("x1\td1\t2\nq2\td3\t1\n").unwrap_err();
+        assert!(e.to_string().contains("missing header"), "{e}");
+        assert_eq!(e.line(), Some(1));
     }
 
     #[test]

@@ -4,10 +4,15 @@
 //! rows are patched in once updated; a small corpus is assembled in memory
 //! and written in one piece instead), or as a delta of the moved rows only.
 
-use std::path::Path;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
 
-use crate::data::Pending;
-use crate::data::npy::{NpyWriter, OutDtype};
+use crate::control::Cancel;
+use crate::data::ids::Ids;
+use crate::data::npy::{NpyMatrix, NpyWriter, OutDtype};
+use crate::data::parquet_out::ParquetOut;
+use crate::data::shards::ShardKind;
+use crate::data::{MatrixFile, Pending};
 use std::sync::mpsc::{Receiver, SyncSender, channel, sync_channel};
 use std::thread::JoinHandle;
 
@@ -404,4 +409,182 @@ pub(crate) fn push_normalised(
             out.push(c, first)
         },
     )
+}
+
+/// Where the tuned corpus goes, and in which format.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OutTarget {
+    /// One `.npy` file.
+    Npy(PathBuf),
+    /// One Parquet file of `(id, vector)` rows (see
+    /// [`crate::data::parquet_out`]).
+    Parquet(PathBuf),
+    /// A folder with one tuned shard per shard of a sharded corpus, named as
+    /// the input shards and in their format (`.npy`, or Parquet of `(id,
+    /// vector)`).
+    Shards(PathBuf),
+}
+
+impl OutTarget {
+    /// The target `path` names: a folder if it ends with `/` or is one, a
+    /// Parquet file by its extension (`.parquet`, `.pq`), else `.npy`. A
+    /// folder needs a sharded corpus (`corpus_is_sharded`): there is no
+    /// sharding to keep otherwise.
+    pub fn new(path: &Path, corpus_is_sharded: bool) -> Result<OutTarget> {
+        let dir = path.as_os_str().to_string_lossy().ends_with('/') || path.is_dir();
+        if dir {
+            if !corpus_is_sharded {
+                return Err(Error::invalid(format!(
+                    "{}: is a directory; expected a file path (.npy or .parquet): a folder output keeps the sharding of a sharded corpus (--corpus DIR/), and the corpus is one file",
+                    path.display()
+                )));
+            }
+            return Ok(OutTarget::Shards(path.to_path_buf()));
+        }
+        let ext = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .map(str::to_ascii_lowercase);
+        Ok(match ext.as_deref() {
+            Some("parquet" | "pq") => OutTarget::Parquet(path.to_path_buf()),
+            _ => OutTarget::Npy(path.to_path_buf()),
+        })
+    }
+
+    /// Where the fit's pass writes its `.npy` ([`InlineOutput::create`]): the
+    /// output itself, or, for another format, a temporary file beside it
+    /// that [`stage_as`] converts and removes.
+    pub fn pass_path(&self) -> PathBuf {
+        match self {
+            OutTarget::Npy(p) | OutTarget::Parquet(p) => p.clone(),
+            OutTarget::Shards(dir) => dir.join("corpus.npy"),
+        }
+    }
+
+    /// The final paths the target writes, for a corpus of `shards` (its
+    /// shard files, if sharded).
+    pub fn paths(&self, shards: &[PathBuf]) -> Vec<PathBuf> {
+        match self {
+            OutTarget::Npy(p) | OutTarget::Parquet(p) => vec![p.clone()],
+            OutTarget::Shards(dir) => shards
+                .iter()
+                .filter_map(|s| s.file_name())
+                .map(|n| dir.join(n))
+                .collect(),
+        }
+    }
+}
+
+/// The fit's staged `.npy` output, read back a step of rows (64 MiB of
+/// f32) at a time for [`stage_as`].
+struct Readback {
+    m: NpyMatrix,
+    step: usize,
+    raw: Vec<u8>,
+    buf: Vec<f32>,
+}
+
+impl Readback {
+    fn open(pass: &Pending) -> Result<Readback> {
+        let m = NpyMatrix::open(pass.staged_path())?;
+        let step = ((64 << 20) / (m.cols().max(1) * 4)).max(1);
+        Ok(Readback {
+            m,
+            step,
+            raw: Vec::new(),
+            buf: Vec::new(),
+        })
+    }
+
+    /// Calls `put(rows, values)` for consecutive steps of rows `range`.
+    fn copy(
+        &mut self,
+        range: Range<usize>,
+        cancel: &Cancel,
+        mut put: impl FnMut(Range<usize>, &[f32]) -> Result<()>,
+    ) -> Result<()> {
+        let cols = self.m.cols();
+        let mut at = range.start;
+        while at < range.end {
+            cancel.check()?;
+            let n = self.step.min(range.end - at);
+            self.buf.resize(n * cols, 0.0);
+            self.m.read_rows_into(at, n, &mut self.raw, &mut self.buf)?;
+            put(at..at + n, &self.buf)?;
+            at += n;
+        }
+        Ok(())
+    }
+
+    /// Rows `range` as a Parquet file at `path`, with their `ids`, staged.
+    fn parquet(
+        &mut self,
+        path: &Path,
+        range: Range<usize>,
+        ids: &Ids,
+        dtype: OutDtype,
+        cancel: &Cancel,
+    ) -> Result<Pending> {
+        let mut w = ParquetOut::create(path, self.m.cols(), dtype)?;
+        self.copy(range, cancel, |rows, values| {
+            let names: Vec<String> = rows.map(|r| ids.name(r)).collect();
+            w.write(&names, values)
+        })?;
+        w.finish_staged()
+    }
+}
+
+/// Turns the fit's staged `.npy` output (`pass`, from
+/// [`InlineOutput::finish`]) into `target`, staged for
+/// [`crate::data::commit_all`]: as it is for `.npy`; otherwise read back a
+/// chunk at a time (memory stays bounded) and written as Parquet or as one
+/// shard per shard of `corpus`, after which the `.npy` is removed. The ids
+/// of Parquet rows are `ids`; values round-trip exactly (f16 included),
+/// so every format holds the same numbers.
+pub fn stage_as(
+    pass: Pending,
+    target: &OutTarget,
+    corpus: &MatrixFile,
+    ids: &Ids,
+    dtype: OutDtype,
+    cancel: &Cancel,
+) -> Result<Vec<Pending>> {
+    if let OutTarget::Npy(_) = target {
+        return Ok(vec![pass]);
+    }
+    let mut back = Readback::open(&pass)?;
+    let cols = back.m.cols();
+    let staged = match target {
+        OutTarget::Npy(_) => unreachable!(),
+        OutTarget::Parquet(path) => {
+            let rows = back.m.rows();
+            vec![back.parquet(path, 0..rows, ids, dtype, cancel)?]
+        }
+        OutTarget::Shards(dir) => {
+            let MatrixFile::Shards(s) = corpus else {
+                return Err(Error::invalid(format!(
+                    "{}: a sharded output needs a sharded corpus",
+                    dir.display()
+                )));
+            };
+            let mut staged = Vec::new();
+            for (i, shard) in s.shards().iter().enumerate() {
+                let name = shard.path().file_name().expect("a shard is a file");
+                let path = dir.join(name);
+                let range = s.range(i);
+                staged.push(match s.kind() {
+                    ShardKind::Parquet => back.parquet(&path, range, ids, dtype, cancel)?,
+                    ShardKind::Npy => {
+                        let mut w = NpyWriter::create(&path, range.len(), cols, dtype)?;
+                        back.copy(range, cancel, |_, values| w.write_rows(values))?;
+                        w.finish_staged()?
+                    }
+                });
+            }
+            staged
+        }
+    };
+    // The pass's `.npy` is removed as `pass` drops.
+    drop(pass);
+    Ok(staged)
 }

@@ -60,8 +60,15 @@ pub(crate) fn check_finite(report: &RowReport, corpus: Corpus) -> Result<()> {
     // finite values so large that the squared norm overflows f32.
     let row = corpus.read_rows(first, 1)?;
     let detail = match crate::data::npy::NpyMatrix::first_non_finite(&row, row.len().max(1)) {
-        Some((_, c)) => format!("row {first} column {c} is {}", row[c]),
-        None => format!("row {first} has values so large that its norm overflows float32"),
+        Some((_, c)) => format!(
+            "row {first}{} column {c} is {}",
+            corpus.row_origin(first),
+            row[c]
+        ),
+        None => format!(
+            "row {first}{} has values so large that its norm overflows float32",
+            corpus.row_origin(first)
+        ),
     };
     let n = report.non_finite.len();
     Err(Error::data_row(

@@ -304,7 +304,16 @@ fn duplicate_and_empty_ids() {
 fn qrels_missing_or_wrong_header() {
     let case = Case::new("small");
     let text = case.read("qrels/train.tsv");
-    let body: Vec<&str> = text.lines().skip(1).collect();
+    // Without its header, a file whose first line is a judgement of known
+    // ids is read as headerless TSV (and says so); one whose first line
+    // names unknown ids is a missing header, not a guess.
+    let mut body: Vec<String> = text.lines().skip(1).map(str::to_string).collect();
+    case.write("qrels/train.tsv", body.join("\n") + "\n");
+    let out = case.fit("nudge-m", &[]);
+    expect(&out, 0, &["train.tsv: no header line; read as headerless"]);
+    std::fs::remove_dir_all(case.out()).unwrap();
+    std::fs::create_dir_all(case.out()).unwrap();
+    body[0] = format!("no-such-query\t{}", body[0].split_once('\t').unwrap().1);
     case.write("qrels/train.tsv", body.join("\n") + "\n");
     let out = case.fit("nudge-m", &[]);
     expect_failure(
@@ -508,7 +517,8 @@ fn missing_train_or_dev_split() {
 fn missing_dataset_folder_and_files() {
     let case = Case::new("small");
     let out = case.fit("nudge-m", &["--corpus", case.data().to_str().unwrap()]);
-    expect_failure(&case, &out, 3, &["is a directory; expected a .npy file"]);
+    // (A folder is read as corpus shards, but not a dataset folder.)
+    expect_failure(&case, &out, 3, &["is a dataset folder", "--dataset"]);
     let qrels_dir = case.file("qrels");
     let out = case.fit("nudge-m", &["--train-qrels", qrels_dir.to_str().unwrap()]);
     expect_failure(&case, &out, 3, &["qrels", "cannot read qrels file"]);

@@ -11,6 +11,8 @@
 //!   (every backend).
 //! - `cli`: the `nudge` binary end to end.
 //! - `errors`: every bad input gets a clear error and exit code.
+//! - `formats`: sharded folders, Parquet output, qrels layouts and
+//!   compressed text give the same fit as `.npy` and BEIR TSV.
 //! - `fuzz`: property tests of the parsers.
 //! - `gpu`: each GPU kernel against its CPU twin, the kernel table against
 //!   the WGSL, device failures, the CLI on a GPU.
@@ -27,6 +29,7 @@ mod chunking;
 mod cli;
 mod common;
 mod errors;
+mod formats;
 mod fuzz;
 mod gpu;
 mod partials;

@@ -19,20 +19,20 @@ use nudge::data::npy::{OutDtype, write_matrix};
 use crate::common::*;
 
 #[derive(Clone, Copy, Debug)]
-enum Elem {
+pub(crate) enum Elem {
     F16,
     F32,
     F64,
 }
 
 #[derive(Clone, Copy, Debug)]
-enum Kind {
+pub(crate) enum Kind {
     List,
     LargeList,
     Fixed,
 }
 
-fn values(data: &[f32], e: Elem) -> ArrayRef {
+pub(crate) fn values(data: &[f32], e: Elem) -> ArrayRef {
     match e {
         Elem::F16 => Arc::new(Float16Array::from(
             data.iter()
@@ -47,7 +47,7 @@ fn values(data: &[f32], e: Elem) -> ArrayRef {
 }
 
 /// A vector column of `data` (rows of `cols`).
-fn vectors(values: ArrayRef, cols: usize, kind: Kind) -> ArrayRef {
+pub(crate) fn vectors(values: ArrayRef, cols: usize, kind: Kind) -> ArrayRef {
     let item = Arc::new(Field::new("item", values.data_type().clone(), true));
     let n = values.len() / cols;
     match kind {
@@ -67,13 +67,13 @@ fn vectors(values: ArrayRef, cols: usize, kind: Kind) -> ArrayRef {
     }
 }
 
-fn strings(ids: &[String]) -> ArrayRef {
+pub(crate) fn strings(ids: &[String]) -> ArrayRef {
     Arc::new(StringArray::from(ids.to_vec()))
 }
 
 /// Writes `columns` as a Parquet file (row groups of `group` rows) or, for
 /// `.arrow`/`.feather`, an Arrow IPC file (record batches of `group` rows).
-fn write_table(path: &Path, columns: Vec<(&str, ArrayRef)>, group: usize) {
+pub(crate) fn write_table(path: &Path, columns: Vec<(&str, ArrayRef)>, group: usize) {
     let schema = Arc::new(Schema::new(
         columns
             .iter()
@@ -102,7 +102,7 @@ fn write_table(path: &Path, columns: Vec<(&str, ArrayRef)>, group: usize) {
     }
 }
 
-fn lines(text: &str) -> Vec<String> {
+pub(crate) fn lines(text: &str) -> Vec<String> {
     text.lines().map(str::to_string).collect()
 }
 
@@ -130,7 +130,7 @@ fn to_tables(case: &Case, ext: &str, e: Elem, kind: Kind, group: usize) {
 
 /// Rounds a case's `.npy` matrices to f16 (as f16 `.npy`), so that a table
 /// of f16 holds the same values.
-fn to_f16(case: &Case) {
+pub(crate) fn to_f16(case: &Case) {
     for m in ["corpus.npy", "queries.npy"] {
         let (_, cols, data) = read_f32(&case.file(m));
         write_matrix(&case.file(m), &data, cols, OutDtype::F16).unwrap();
