@@ -60,7 +60,7 @@ pub fn run(args: ApplyArgs) -> Result<()> {
         },
     };
     let delta = Delta::load(&args.delta)?;
-    let range = args.part.range(corpus.rows())?;
+    let range = args.part.rows_of(&corpus)?;
     // Rows of the delta's records in this corpus; ids it does not hold
     // belong to other shards.
     let mut found: Vec<(u32, usize)> = delta

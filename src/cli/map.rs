@@ -59,7 +59,7 @@ pub fn run(args: MapArgs) -> Result<()> {
     ds.notes
         .iter()
         .for_each(|n| log::notice(format!("note: {n}")));
-    let rows = args.part.range(ds.corpus.rows())?;
+    let rows = args.part.rows_of(&ds.corpus)?;
     let splits = ds.fit_splits(args.data.skip_unknown_ids, !args.no_test)?;
     splits.warnings.iter().for_each(log::warn);
     let scanned = splits.dev.queries.len() + splits.test.as_ref().map_or(0, |t| t.queries.len());

@@ -5,6 +5,7 @@ use std::ops::Range;
 
 use clap::Args;
 
+use nudge::data::MatrixFile;
 use nudge::{Error, Result};
 
 /// The part of the corpus a command works on (default: all of it).
@@ -15,11 +16,51 @@ pub struct PartArgs {
     pub rows: Option<String>,
     /// The I-th of N equal parts of the corpus, counting from 0, e.g. 3/8
     /// (a Kubernetes Indexed Job's completion index, a Slurm array task id)
-    #[arg(long, value_name = "I/N")]
+    #[arg(long, value_name = "I/N", conflicts_with = "shard")]
     pub part: Option<String>,
+    /// One shard of a sharded corpus folder: its file name, or its index in
+    /// file-name order (from 0)
+    #[arg(long, value_name = "NAME|I", conflicts_with = "rows")]
+    pub shard: Option<String>,
 }
 
 impl PartArgs {
+    /// The rows of `corpus` that the part names (a shard's rows only in a
+    /// sharded corpus folder).
+    pub fn rows_of(&self, corpus: &MatrixFile) -> Result<Range<usize>> {
+        let Some(want) = &self.shard else {
+            return self.range(corpus.rows());
+        };
+        let MatrixFile::Shards(s) = corpus else {
+            return Err(Error::invalid(format!(
+                "--shard {want}: the corpus is one file, not a folder of shards; give --rows or --part"
+            )));
+        };
+        let names: Vec<String> = s
+            .shards()
+            .iter()
+            .map(|m| {
+                m.path()
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default()
+            })
+            .collect();
+        let index = match want.parse::<usize>() {
+            Ok(i) if i < names.len() => Some(i),
+            Ok(_) => None,
+            Err(_) => names.iter().position(|n| n == want),
+        };
+        match index {
+            Some(i) => Ok(s.range(i)),
+            None => Err(Error::invalid(format!(
+                "--shard {want}: expected a shard's file name or an index below {} (the shards: {})",
+                names.len(),
+                names.join(", ")
+            ))),
+        }
+    }
+
     /// The rows of a corpus of `n` rows that the part names.
     pub fn range(&self, n: usize) -> Result<Range<usize>> {
         if let Some(r) = &self.rows {
@@ -63,6 +104,7 @@ mod tests {
         PartArgs {
             rows: None,
             part: Some(p.into()),
+            shard: None,
         }
     }
 
@@ -88,6 +130,7 @@ mod tests {
         let rows = |r: &str| PartArgs {
             rows: Some(r.into()),
             part: None,
+            shard: None,
         };
         assert_eq!(rows("2..7").range(10).unwrap(), 2..7);
         for r in ["7..2", "0..11", "3", "a..4"] {

@@ -851,3 +851,149 @@ fn adapters_on_the_command_line() {
     assert_eq!(one["recall@10"], two["recall@10"]);
     assert_eq!(two["adapters"].as_array().map(Vec::len), Some(2), "{two}");
 }
+
+#[test]
+fn each_shard_of_a_sharded_corpus_maps_as_a_part() {
+    let case = Case::new("scifact-f32");
+    let (data, out) = (case.data(), case.out());
+    // The corpus as three .npy shards with their ids beside them.
+    let (n, d, all) = read_f32(&data.join("corpus.npy"));
+    let ids = case.read("corpus_ids.txt");
+    let ids: Vec<&str> = ids.lines().collect();
+    let shards = out.join("shards");
+    std::fs::create_dir_all(&shards).unwrap();
+    let cuts = [0, 1000, 3333, n];
+    for (i, w) in cuts.windows(2).enumerate() {
+        let name = format!("part-{i}");
+        write_f32(
+            &shards.join(format!("{name}.npy")),
+            w[1] - w[0],
+            d,
+            &all[w[0] * d..w[1] * d],
+        );
+        std::fs::write(
+            shards.join(format!("{name}.ids.txt")),
+            ids[w[0]..w[1]].join("\n") + "\n",
+        )
+        .unwrap();
+    }
+    let flags = |corpus: &Path| -> Vec<String> {
+        let mut v = vec!["--corpus".to_string(), arg(corpus).to_string()];
+        if corpus.is_file() {
+            v.extend([
+                "--corpus-ids".into(),
+                arg(&data.join("corpus_ids.txt")).into(),
+            ]);
+        }
+        for (f, p) in [
+            ("--queries", "queries.npy"),
+            ("--query-ids", "query_ids.txt"),
+            ("--train-qrels", "qrels/train.tsv"),
+            ("--dev-qrels", "qrels/dev.tsv"),
+            ("--test-qrels", "qrels/test.tsv"),
+        ] {
+            v.extend([f.into(), arg(&data.join(p)).into()]);
+        }
+        v
+    };
+    let run = |args: &[&str], data_flags: &[String]| {
+        let mut a: Vec<&str> = args.to_vec();
+        a.extend(data_flags.iter().map(String::as_str));
+        expect(&nudge(&a, &[]), 0, &[]);
+    };
+    let single = flags(&data.join("corpus.npy"));
+    let sharded = flags(&shards);
+    run(
+        &[
+            "fit",
+            "--method",
+            "nudge-n",
+            "--delta",
+            arg(&out.join("fit")),
+            "--out",
+            arg(&out.join("fit.npy")),
+            "--device",
+            "cpu",
+            "-q",
+        ],
+        &single,
+    );
+    // By name and by index, in reverse order.
+    for (i, shard) in ["part-2.npy", "1", "part-0.npy"].into_iter().enumerate() {
+        let p = out.join(format!("p/{i}"));
+        run(
+            &[
+                "map",
+                "--shard",
+                shard,
+                "--out",
+                arg(&p),
+                "--device",
+                "cpu",
+                "-q",
+            ],
+            &sharded,
+        );
+    }
+    run(
+        &[
+            "reduce",
+            "--partials",
+            arg(&out.join("p")),
+            "--method",
+            "nudge-n",
+            "--delta",
+            arg(&out.join("red")),
+            "--device",
+            "cpu",
+            "-q",
+        ],
+        &sharded,
+    );
+    for f in ["ids.txt", "vectors.npy"] {
+        assert!(
+            std::fs::read(out.join("fit").join(f)).unwrap()
+                == std::fs::read(out.join("red").join(f)).unwrap(),
+            "{f}"
+        );
+    }
+    // Each shard rewritten on its own, from its ids alone.
+    let red = out.join("red");
+    let mut rows = Vec::new();
+    for i in 0..3 {
+        let shard = shards.join(format!("part-{i}.npy"));
+        let o = out.join(format!("applied-{i}.npy"));
+        let mut a = vec!["apply", "--corpus", arg(&shard), "--corpus-ids"];
+        let ids = shards.join(format!("part-{i}.ids.txt"));
+        a.extend([
+            arg(&ids),
+            "--delta",
+            arg(&red),
+            "--out",
+            arg(&o),
+            "-q",
+        ]);
+        expect(&nudge(&a, &[]), 0, &[]);
+        rows.extend(npy_rows(&o));
+    }
+    assert!(
+        rows == npy_rows(&out.join("fit.npy")),
+        "applied shards differ from fit --out"
+    );
+    let r = nudge(
+        &["map", "--shard", "part-9.npy", "--out", arg(&out.join("x"))]
+            .iter()
+            .copied()
+            .chain(sharded.iter().map(String::as_str))
+            .collect::<Vec<_>>(),
+        &[],
+    );
+    expect(
+        &r,
+        2,
+        &[
+            "--shard part-9.npy: expected a shard's file name",
+            "part-0.npy, part-1.npy, part-2.npy",
+        ],
+    );
+}
