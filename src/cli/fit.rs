@@ -42,12 +42,28 @@ impl MethodArg {
 pub struct FitArgs {
     #[command(flatten)]
     pub data: DataArgs,
-    /// nudge-m (unconstrained norm; search the output by dot product) or nudge-n (unit-norm output)
-    #[arg(long, value_enum)]
-    pub method: MethodArg,
     /// Where to write the fine-tuned corpus, in input row order: FILE.npy, FILE.parquet ((id, vector) rows), or DIR/ for a sharded corpus (one tuned shard per input shard, same names)
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
+    #[command(flatten)]
+    pub solve: SolveArgs,
+    /// Keep zero-norm corpus rows as they are (unmoved) instead of failing
+    #[arg(long)]
+    pub allow_zero_rows: bool,
+    #[command(flatten)]
+    pub device: DeviceArgs,
+    /// Print nothing but errors
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+/// What `fit` and `reduce` share: the method and its settings, the test
+/// split, and the outputs besides the corpus.
+#[derive(Args, Debug)]
+pub struct SolveArgs {
+    /// nudge-m (unconstrained norm; search the output by dot product) or nudge-n (unit-norm output)
+    #[arg(long, value_enum)]
+    pub method: MethodArg,
     /// Write only the moved records' ids and new vectors: into DIR (ids.txt, vectors.npy), or as one FILE.parquet of (id, vector) rows
     #[arg(long, value_name = "DIR")]
     pub delta: Option<PathBuf>,
@@ -63,47 +79,64 @@ pub struct FitArgs {
     /// k of the NUDGE-N dev score (top-k hits / min(|answers|, k))
     #[arg(long, value_name = "K", default_value_t = 1)]
     pub val_k: usize,
-    /// Element type of the written corpus
+    /// Element type of the written corpus and delta
     #[arg(long, value_enum, default_value_t = OutType::F32)]
     pub out_dtype: OutType,
-    /// Keep zero-norm corpus rows as they are (unmoved) instead of failing
-    #[arg(long)]
-    pub allow_zero_rows: bool,
     /// Do not score the test split before and after (on a large corpus the
     /// test queries double the similarity work of the pass)
     #[arg(long)]
     pub no_test: bool,
-    #[command(flatten)]
-    pub device: DeviceArgs,
-    /// Print nothing but errors
-    #[arg(long, short)]
-    pub quiet: bool,
+}
+
+impl SolveArgs {
+    /// The fit's options for these flags (control and sizes left at their
+    /// defaults); a usage error naming the flag for settings no fit can
+    /// run with.
+    pub fn options(&self) -> Result<FitOptions> {
+        let method = self.method.method();
+        if let Some(g) = self.gamma {
+            let max = if method == Method::NudgeN {
+                4.0
+            } else {
+                f64::MAX
+            };
+            if !(g.is_finite() && (0.0..=max).contains(&g)) {
+                return Err(Error::invalid(format!(
+                    "--gamma {g}: expected a number >= 0 (and <= 4 for nudge-n)"
+                )));
+            }
+        }
+        if self.val_k == 0 {
+            return Err(Error::invalid("--val-k must be at least 1"));
+        }
+        let mut opts = FitOptions::new(method);
+        opts.gamma = self.gamma;
+        opts.val_k = self.val_k;
+        Ok(opts)
+    }
+
+    /// `--out-dtype`.
+    pub fn dtype(&self) -> OutDtype {
+        match self.out_dtype {
+            OutType::F32 => OutDtype::F32,
+            OutType::F16 => OutDtype::F16,
+        }
+    }
 }
 
 pub fn run(args: FitArgs) -> Result<()> {
     log::set_quiet(args.quiet);
     let start = Instant::now();
-    if args.out.is_none() && args.delta.is_none() && args.report.is_none() && args.html.is_none() {
+    if args.out.is_none()
+        && args.solve.delta.is_none()
+        && args.solve.report.is_none()
+        && args.solve.html.is_none()
+    {
         return Err(Error::invalid(
             "nothing to write: give --out FILE.npy (or .parquet, or DIR/), --delta DIR, --report FILE or --html FILE",
         ));
     }
-    let method = args.method.method();
-    if let Some(g) = args.gamma {
-        let max = if method == Method::NudgeN {
-            4.0
-        } else {
-            f64::MAX
-        };
-        if !(g.is_finite() && (0.0..=max).contains(&g)) {
-            return Err(Error::invalid(format!(
-                "--gamma {g}: expected a number >= 0 (and <= 4 for nudge-n)"
-            )));
-        }
-    }
-    if args.val_k == 0 {
-        return Err(Error::invalid("--val-k must be at least 1"));
-    }
+    let mut opts = args.solve.options()?;
     nudge::backend::cpu::warm_up_in_background();
     let paths = args.data.paths()?;
     // `--out DIR/` keeps the corpus's shards; `--delta X.parquet` is one file.
@@ -114,9 +147,9 @@ pub fn run(args: FitArgs) -> Result<()> {
             Some(out) => Some(output::OutTarget::new(out, sharded)?),
             None => None,
         },
-        delta: args.delta.as_deref(),
-        report: args.report.as_deref(),
-        html: args.html.as_deref(),
+        delta: args.solve.delta.as_deref(),
+        report: args.solve.report.as_deref(),
+        html: args.solve.html.as_deref(),
     };
     outputs.check(&paths)?;
     let target = &outputs.target;
@@ -137,7 +170,7 @@ pub fn run(args: FitArgs) -> Result<()> {
     ds.notes
         .iter()
         .for_each(|n| log::notice(format!("note: {n}")));
-    let splits = ds.fit_splits(args.data.skip_unknown_ids, !args.no_test)?;
+    let splits = ds.fit_splits(args.data.skip_unknown_ids, !args.solve.no_test)?;
     splits.warnings.iter().for_each(log::warn);
     splits
         .notes
@@ -151,9 +184,6 @@ pub fn run(args: FitArgs) -> Result<()> {
     let backends = args.device.backends_for(flops)?;
     let all: Vec<&dyn nudge::Backend> = backends.iter().map(|b| b.as_ref()).collect();
     let backend = &backends[0];
-    let mut opts = FitOptions::new(method);
-    opts.gamma = args.gamma;
-    opts.val_k = args.val_k;
     opts.allow_zero_rows = args.allow_zero_rows;
     opts.chunk_rows = env_knob("NUDGE_CHUNK_ROWS")
         .filter(|&n| n > 0)
@@ -167,10 +197,7 @@ pub fn run(args: FitArgs) -> Result<()> {
         test,
     };
     let mut write = WriteOptions {
-        dtype: match args.out_dtype {
-            OutType::F32 => OutDtype::F32,
-            OutType::F16 => OutDtype::F16,
-        },
+        dtype: args.solve.dtype(),
         ..Default::default()
     };
     if let Some(max) = env_knob("NUDGE_OUTPUT_IN_MEMORY_MAX") {
@@ -200,11 +227,11 @@ pub fn run(args: FitArgs) -> Result<()> {
     };
     let mut fit = nudge::fit_across(&all, &inputs, &opts, inline.as_mut())?;
     fit.warnings.iter().for_each(log::warn);
-    if args.gamma.is_some() {
+    if args.solve.gamma.is_some() {
         // The library says "fixed by the caller"; here the caller is a flag.
         fit.gamma_reason = Some("fixed by --gamma".to_string());
     }
-    let inputs = inputs_json(&ds, &args.device, args.no_test);
+    let inputs = inputs_json(&ds, &args.device, args.solve.no_test);
     outputs.write(
         &ds,
         &fit,

@@ -7,10 +7,10 @@ use std::time::Instant;
 use clap::Args;
 
 use super::device::DeviceArgs;
-use super::fit::{MethodArg, OutType, Outputs, inputs_json, summary};
+use super::fit::{Outputs, SolveArgs, inputs_json, summary};
 use super::{DataArgs, log};
 use nudge::fit::partial::{self, Partial, ReduceInputs};
-use nudge::{Dataset, Error, FitOptions, OutDtype, Result};
+use nudge::{Dataset, Error, Result};
 
 #[derive(Args, Debug)]
 pub struct ReduceArgs {
@@ -19,30 +19,8 @@ pub struct ReduceArgs {
     /// The partials (`nudge map --out`), or directories holding them
     #[arg(long, value_name = "DIR", num_args = 1.., required = true)]
     pub partials: Vec<PathBuf>,
-    /// nudge-m (unconstrained norm; search the output by dot product) or nudge-n (unit-norm output)
-    #[arg(long, value_enum)]
-    pub method: MethodArg,
-    /// Write only the moved records' ids and new vectors (ids.txt, vectors.npy) into DIR
-    #[arg(long, value_name = "DIR")]
-    pub delta: Option<PathBuf>,
-    /// Write a JSON report of the fit (gamma, dev scores, timings, metrics)
-    #[arg(long, value_name = "FILE")]
-    pub report: Option<PathBuf>,
-    /// Write a self-contained HTML report
-    #[arg(long, value_name = "FILE")]
-    pub html: Option<PathBuf>,
-    /// Use this gamma instead of searching for one
-    #[arg(long, value_name = "X")]
-    pub gamma: Option<f64>,
-    /// k of the NUDGE-N dev score (top-k hits / min(|answers|, k))
-    #[arg(long, value_name = "K", default_value_t = 1)]
-    pub val_k: usize,
-    /// Element type of the written delta
-    #[arg(long, value_enum, default_value_t = OutType::F32)]
-    pub out_dtype: OutType,
-    /// Do not score the test split before and after
-    #[arg(long)]
-    pub no_test: bool,
+    #[command(flatten)]
+    pub solve: SolveArgs,
     #[command(flatten)]
     pub device: DeviceArgs,
     /// Print nothing but errors
@@ -79,33 +57,25 @@ fn find_partials(args: &[PathBuf]) -> Result<Vec<PathBuf>> {
 pub fn run(args: ReduceArgs) -> Result<()> {
     log::set_quiet(args.quiet);
     let start = Instant::now();
-    if args.delta.is_none() && args.report.is_none() && args.html.is_none() {
+    if args.solve.delta.is_none() && args.solve.report.is_none() && args.solve.html.is_none() {
         return Err(Error::invalid(
             "nothing to write: give --delta DIR, --report FILE or --html FILE",
         ));
     }
-    let mut opts = FitOptions::new(args.method.method());
-    opts.gamma = args.gamma;
-    opts.val_k = args.val_k;
+    let mut opts = args.solve.options()?;
     opts.control = super::control();
-    opts.validate().map_err(|e| match args.gamma {
-        Some(g) if e.to_string().contains("gamma") => Error::invalid(format!(
-            "--gamma {g}: expected a number >= 0 (and <= 4 for nudge-n)"
-        )),
-        _ => e,
-    })?;
     let paths = args.data.paths()?;
     let outputs = Outputs {
         out: None,
         target: None,
-        delta: args.delta.as_deref(),
-        report: args.report.as_deref(),
-        html: args.html.as_deref(),
+        delta: args.solve.delta.as_deref(),
+        report: args.solve.report.as_deref(),
+        html: args.solve.html.as_deref(),
     };
     outputs.check(&paths)?;
     let dirs = find_partials(&args.partials)?;
     let ds = Dataset::open(paths)?;
-    let splits = ds.fit_splits(args.data.skip_unknown_ids, !args.no_test)?;
+    let splits = ds.fit_splits(args.data.skip_unknown_ids, !args.solve.no_test)?;
     splits.warnings.iter().for_each(log::warn);
     let partials = load_all(&dirs)?;
     let read_s = start.elapsed().as_secs_f64();
@@ -121,18 +91,15 @@ pub fn run(args: ReduceArgs) -> Result<()> {
     };
     let mut fit = partial::reduce(backend.as_ref(), &inputs, &partials, &opts)?;
     fit.warnings.iter().for_each(log::warn);
-    if args.gamma.is_some() {
+    if args.solve.gamma.is_some() {
         fit.gamma_reason = Some("fixed by --gamma".to_string());
     }
-    let mut inputs = inputs_json(&ds, &args.device, args.no_test);
+    let mut inputs = inputs_json(&ds, &args.device, args.solve.no_test);
     inputs["partials"] = serde_json::json!(dirs.len());
     outputs.write(
         &ds,
         &fit,
-        match args.out_dtype {
-            OutType::F32 => OutDtype::F32,
-            OutType::F16 => OutDtype::F16,
-        },
+        args.solve.dtype(),
         None,
         backend.as_ref(),
         read_s,

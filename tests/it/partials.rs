@@ -965,14 +965,7 @@ fn each_shard_of_a_sharded_corpus_maps_as_a_part() {
         let o = out.join(format!("applied-{i}.npy"));
         let mut a = vec!["apply", "--corpus", arg(&shard), "--corpus-ids"];
         let ids = shards.join(format!("part-{i}.ids.txt"));
-        a.extend([
-            arg(&ids),
-            "--delta",
-            arg(&red),
-            "--out",
-            arg(&o),
-            "-q",
-        ]);
+        a.extend([arg(&ids), "--delta", arg(&red), "--out", arg(&o), "-q"]);
         expect(&nudge(&a, &[]), 0, &[]);
         rows.extend(npy_rows(&o));
     }
