@@ -83,6 +83,8 @@ pub fn run(args: EvalArgs) -> Result<()> {
     let t = std::time::Instant::now();
     let result = nudge::evaluate_across(&all, (&ds.corpus).into(), &ds.queries, &split, &opts)?;
     let scan_s = t.elapsed().as_secs_f64();
+    // Said in either output form (its warnings go to stderr).
+    let gpu_tile = super::tune_json(backend.as_ref());
     let scores = result.scores;
     if args.json {
         let mut o = Map::new();
@@ -100,6 +102,9 @@ pub fn run(args: EvalArgs) -> Result<()> {
             json!({ "read": read_s, "scan": scan_s, "total": start.elapsed().as_secs_f64() });
         if let Some(k) = super::kernel_timings_json(backend.as_ref()) {
             timings["gpu_kernels"] = k;
+        }
+        if let Some(t) = gpu_tile {
+            timings["gpu_tile"] = t;
         }
         o.insert("timings".into(), timings);
         if all.len() > 1 {

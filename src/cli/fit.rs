@@ -283,6 +283,9 @@ impl Outputs<'_> {
             if let Some(k) = super::kernel_timings_json(backend) {
                 timings.insert("gpu_kernels".into(), k);
             }
+            if let Some(t) = super::tune_json(backend) {
+                timings.insert("gpu_tile".into(), t);
+            }
             report["inputs"] = inputs;
             if let Some(path) = self.report {
                 let text = serde_json::to_string_pretty(&report).expect("report serialises");
