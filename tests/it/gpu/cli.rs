@@ -11,6 +11,8 @@ fn nudge_cli(args: &[&str]) -> std::process::Output {
     std::process::Command::new(bin())
         .args(args)
         .env("XDG_RUNTIME_DIR", std::env::temp_dir())
+        // Hermetic and quick: no tile tuning, nothing in the user's cache.
+        .env("NUDGE_GPU_TUNE", "0")
         .output()
         .expect("run nudge")
 }
