@@ -85,6 +85,9 @@ pub fn run(args: EvalArgs) -> Result<()> {
     let scan_s = t.elapsed().as_secs_f64();
     // Said in either output form (its warnings go to stderr).
     let gpu_tile = super::tune_json(backend.as_ref());
+    for b in &all[1..] {
+        let _ = super::tune_json(*b);
+    }
     let scores = result.scores;
     if args.json {
         let mut o = Map::new();

@@ -165,6 +165,10 @@ pub fn run(args: FitArgs) -> Result<()> {
         None => None,
     };
     let mut fit = nudge::fit_across(&all, &inputs, &opts, inline.as_mut())?;
+    // The other adapters' tiles (the first's go into the report).
+    for b in &all[1..] {
+        let _ = super::tune_json(*b);
+    }
     fit.warnings.iter().for_each(log::warn);
     if args.gamma.is_some() {
         // The library says "fixed by the caller"; here the caller is a flag.
