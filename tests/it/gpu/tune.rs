@@ -262,3 +262,26 @@ fn a_scan_runs_the_cached_winner_without_timing() {
     }
     assert!((0..nq).all(|i| gpu_tops[0].rows(i) == gpu_tops[1].rows(i)));
 }
+
+#[test]
+fn without_timestamps_the_vendor_default_is_used_and_nothing_cached() {
+    if gpu().is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tune.json");
+    let g = Gpu::new(&GpuOptions {
+        timestamps: false,
+        ..Default::default()
+    })
+    .unwrap();
+    let r = g.autotune(8, 3, &quick(&path), false).unwrap();
+    assert_eq!(r.source, Source::Default);
+    assert!(r.trials.is_empty() && r.warnings.is_empty());
+    assert!(r.tile.fits(g.limits()));
+    if nudge::backend::gpu::list_adapters()[0].software {
+        // Small tiles on a software adapter.
+        assert_eq!(r.tile, Tile::SMALL);
+    }
+    assert!(!path.exists());
+}
