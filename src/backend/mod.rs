@@ -145,6 +145,12 @@ pub trait Backend: Sync {
         Vec::new()
     }
 
+    /// The GPU autotuner's choices so far (`gpu::tune`); empty on the CPU
+    /// and where tuning is off.
+    fn tune_reports(&self) -> Vec<gpu::tune::TuneReport> {
+        Vec::new()
+    }
+
     /// Starts a streaming top-k scan.
     fn scan<'a>(&'a self, spec: ScanSpec<'a>) -> Result<Box<dyn Scan + 'a>>;
     /// `a . b^T` (both row-major, same number of columns).

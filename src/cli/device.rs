@@ -73,6 +73,15 @@ impl DeviceArgs {
         if let Some(s) = super::env_knob("NUDGE_GPU_TIMEOUT_S") {
             gpu.timeout = std::time::Duration::from_secs(s);
         }
+        // The tile shape is tuned per adapter and job shape, once: the
+        // winner is cached in the user's cache directory. NUDGE_GPU_TUNE=0
+        // runs the default shape (comparisons, hermetic tests).
+        if super::env_knob("NUDGE_GPU_TUNE") != Some(0) {
+            gpu.tune = Some(nudge::backend::gpu::tune::TuneOptions {
+                cache: tune_cache(),
+                ..Default::default()
+            });
+        }
         DeviceOptions {
             device: match self.device {
                 DeviceArg::Auto => Device::Auto,
@@ -146,4 +155,15 @@ impl DeviceArgs {
         }
         Ok(backend)
     }
+}
+
+/// The autotuner's cache file: `$XDG_CACHE_HOME/nudge/tune.json`, else
+/// `~/.cache/nudge/tune.json`; `None` (tune per run) without either.
+pub fn tune_cache() -> Option<std::path::PathBuf> {
+    let dir = match std::env::var_os("XDG_CACHE_HOME").filter(|v| !v.is_empty()) {
+        Some(d) => std::path::PathBuf::from(d),
+        None => std::path::PathBuf::from(std::env::var_os("HOME").filter(|v| !v.is_empty())?)
+            .join(".cache"),
+    };
+    Some(dir.join("nudge").join("tune.json"))
 }

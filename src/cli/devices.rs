@@ -4,6 +4,7 @@
 use clap::Args;
 
 use nudge::backend::gpu::list_adapters;
+use nudge::backend::gpu::tune::{Outcome, TuneOptions};
 use nudge::{Gpu, GpuOptions, Result};
 
 #[derive(Args, Debug)]
@@ -12,6 +13,11 @@ pub struct DevicesArgs {
     /// host-to-device bandwidth (seconds per adapter)
     #[arg(long)]
     pub peak: bool,
+    /// Autotune the f32 GEMM's tile on each adapter for the common shapes
+    /// (d 384 and 768, 1000 queries): time every variant, print the times
+    /// and the winner, and cache it (as the first GPU job of a shape does)
+    #[arg(long)]
+    pub tune: bool,
 }
 
 /// The measured FP32 peak and host-to-device bandwidth of the adapter
@@ -22,6 +28,42 @@ pub fn measure(opts: &GpuOptions) -> Result<(f64, bool, f64)> {
     let peak = gpu.fp32_peak()?;
     let h2d = gpu.h2d_gbps(64 << 20)?;
     Ok((peak.gflops, peak.timestamps, h2d))
+}
+
+/// `--tune` on the adapter `opts` picks: every variant timed afresh for
+/// each common shape, the winner written to the user's cache.
+fn tune(opts: &GpuOptions) -> Result<()> {
+    let gpu = Gpu::new(opts)?;
+    let tune = TuneOptions {
+        cache: super::device::tune_cache(),
+        ..Default::default()
+    };
+    for d in [384, 768] {
+        let r = gpu.autotune(d, 1000, &tune, true)?;
+        for w in &r.warnings {
+            super::log::warn(w);
+        }
+        let (q, n, d) = r.timed_shape;
+        println!("   tune d={d}       {q} queries x {n} rows, f32");
+        for t in &r.trials {
+            let what = match &t.outcome {
+                Outcome::Timed { ms, gflops } => format!("{ms:9.3} ms {gflops:8.1} GFLOP/s"),
+                Outcome::Untimed => "not timed".to_string(),
+                Outcome::Refused(why) => format!("refused: {why}"),
+            };
+            println!("     {:<18} {what}", t.tile.to_string());
+        }
+        println!(
+            "     winner             {} ({}; default {})",
+            r.tile,
+            r.source.as_str(),
+            gpu.default_tile()
+        );
+    }
+    if let Some(p) = &tune.cache {
+        println!("   tuning cache     {}", p.display());
+    }
+    Ok(())
 }
 
 fn mib(bytes: u64) -> String {
@@ -95,6 +137,15 @@ pub fn run(args: DevicesArgs) -> Result<()> {
                     println!("   host to device   {h2d:.2} GB/s (measured)");
                 }
                 Err(e) => println!("   fp32 peak        not measured: {e}"),
+            }
+        }
+        if args.tune {
+            let opts = GpuOptions {
+                adapter: Some(a.name.clone()),
+                ..Default::default()
+            };
+            if let Err(e) = tune(&opts) {
+                println!("   tuning           failed: {e}");
             }
         }
     }

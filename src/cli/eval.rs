@@ -87,6 +87,11 @@ pub fn run(args: EvalArgs) -> Result<()> {
     let t = std::time::Instant::now();
     let result = nudge::evaluate_across(&all, (&ds.corpus).into(), &ds.queries, &split, &opts)?;
     let scan_s = t.elapsed().as_secs_f64();
+    // Said in either output form (its warnings go to stderr).
+    let gpu_tile = super::tune_json(backend.as_ref());
+    for b in &all[1..] {
+        let _ = super::tune_json(*b);
+    }
     let scores = result.scores;
     if args.json {
         let mut o = Map::new();
@@ -104,6 +109,9 @@ pub fn run(args: EvalArgs) -> Result<()> {
             json!({ "read": read_s, "scan": scan_s, "total": start.elapsed().as_secs_f64() });
         if let Some(k) = super::kernel_timings_json(backend.as_ref()) {
             timings["gpu_kernels"] = k;
+        }
+        if let Some(t) = gpu_tile {
+            timings["gpu_tile"] = t;
         }
         o.insert("timings".into(), timings);
         if all.len() > 1 {

@@ -226,6 +226,10 @@ pub fn run(args: FitArgs) -> Result<()> {
         None => None,
     };
     let mut fit = nudge::fit_across(&all, &inputs, &opts, inline.as_mut())?;
+    // The other adapters' tiles (the first's go into the report).
+    for b in &all[1..] {
+        let _ = super::tune_json(*b);
+    }
     fit.warnings.iter().for_each(log::warn);
     if args.solve.gamma.is_some() {
         // The library says "fixed by the caller"; here the caller is a flag.
@@ -362,6 +366,9 @@ impl Outputs<'_> {
             timings.insert("total".into(), json!(start.elapsed().as_secs_f64()));
             if let Some(k) = super::kernel_timings_json(backend) {
                 timings.insert("gpu_kernels".into(), k);
+            }
+            if let Some(t) = super::tune_json(backend) {
+                timings.insert("gpu_tile".into(), t);
             }
             report["inputs"] = inputs;
             if let Some(path) = self.report {

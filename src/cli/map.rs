@@ -83,6 +83,10 @@ pub fn run(args: MapArgs) -> Result<()> {
         test: splits.test.as_ref(),
     };
     let p = partial::map_across(&all, &inputs, rows.clone(), &opts)?;
+    // The tile each adapter's autotuner chose, and its cache warnings.
+    for b in &all {
+        let _ = super::tune_json(*b);
+    }
     let staged = p.stage(&args.out)?;
     nudge::data::commit_all(staged, &opts.control.cancel)?;
     log::notice(format!(

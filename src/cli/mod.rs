@@ -150,6 +150,28 @@ pub fn run(cli: Cli) -> Result<()> {
     }
 }
 
+/// Shows what the GPU autotuner chose for the job (a notice per shape) and
+/// its warnings (a corrupt or stale cache, one it could not write); returns
+/// the choices as `{"d=384,queries<=1024": "128x128/8x8/k16 (tuned)"}` for
+/// a JSON report, `None` when nothing was tuned.
+pub fn tune_json(backend: &dyn nudge::Backend) -> Option<serde_json::Value> {
+    let reports = backend.tune_reports();
+    if reports.is_empty() {
+        return None;
+    }
+    let mut o = serde_json::Map::new();
+    for r in reports {
+        for w in &r.warnings {
+            log::warn(w);
+        }
+        let shape = format!("d={},queries<={}", r.key.d, r.key.queries);
+        let choice = format!("{} ({})", r.tile, r.source.as_str());
+        log::notice(format!("GPU tile for {shape}: {choice}"));
+        o.insert(shape, serde_json::json!(choice));
+    }
+    Some(serde_json::Value::Object(o))
+}
+
 /// The backend's per-kernel GPU times as `{name: {ms, calls, gflops}}`
 /// (`gflops` only for kernels that count their work); `None` when it has
 /// none (the CPU, or an adapter without timestamp queries).

@@ -101,6 +101,11 @@ pub struct GpuOptions {
     /// redone the unfused way, so the answers never change; a tiny value
     /// makes tests walk that fallback.
     pub topk_candidates: Option<usize>,
+    /// Autotune the f32 GEMM's tile shape per job shape (`tune.rs`): the
+    /// first scan of a `d` and query-count bucket times the variants (or
+    /// takes the cached winner) and runs with the winner. `None` (the
+    /// default): every scan runs the device's default tile.
+    pub tune: Option<super::tune::TuneOptions>,
 }
 
 // By hand rather than derived: the timeout's default is not zero.
@@ -116,6 +121,7 @@ impl Default for GpuOptions {
             timestamps: true,
             fused_topk: true,
             topk_candidates: None,
+            tune: None,
         }
     }
 }

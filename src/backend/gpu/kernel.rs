@@ -763,11 +763,26 @@ impl<L: Layout> Kernel<L> {
         groups: (u32, u32),
         flops: f64,
     ) {
+        self.dispatch_labelled(ctx, enc, bindings, groups, flops, L::SPEC.name);
+    }
+
+    /// [`Kernel::dispatch_counted`] timed under `label` rather than the
+    /// kernel's name: the autotuner's trial runs must neither count as the
+    /// job's GEMM time nor be confused with a scan's dispatches.
+    pub(crate) fn dispatch_labelled(
+        &self,
+        ctx: &Context,
+        enc: &mut wgpu::CommandEncoder,
+        bindings: L::Bindings<'_>,
+        groups: (u32, u32),
+        flops: f64,
+        label: &'static str,
+    ) {
         let group = self.bind(ctx, &bindings);
         if groups.0 == 0 || groups.1 == 0 {
             return;
         }
-        let slot = ctx.profiler.slot(L::SPEC.name, flops);
+        let slot = ctx.profiler.slot(label, flops);
         {
             let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
                 label: None,
@@ -839,16 +854,14 @@ pub(crate) struct Kernels {
     pub normalize_f16: Kernel<NormalizeF16<'static>>,
     /// The f32 GEMM.
     pub gemm: Kernel<Gemm<'static>>,
-    /// The register-blocked f32 GEMM, of shape `tile`.
-    pub gemm_tiled: Kernel<GemmTiled<'static>>,
-    /// `gemm_tiled` fused with the top-k epilogue.
-    pub gemm_fused: Kernel<GemmFused<'static>>,
+    /// The register-blocked f32 GEMM and its fused top-k variant in the
+    /// device's default shape (`Tile::for_device`); a tuned scan may use
+    /// another shape (`Gpu::tiled_for`).
+    pub tiled: std::sync::Arc<TiledKernels>,
     /// Fused top-k: the per-query merge of the candidates.
     pub topk_fused_merge: Kernel<TopkFusedMerge<'static>>,
     /// Fused top-k: the fallback's indirect grids.
     pub topk_fused_arm: Kernel<TopkFusedArm<'static>>,
-    /// The tile shape `gemm_tiled` was generated for.
-    pub tile: super::tiled::Tile,
     /// The packed-f16 GEMM (any adapter).
     pub gemm_f16: Kernel<GemmF16<'static>>,
     /// The native-f16 GEMM, when the device has `SHADER_F16`.
@@ -869,6 +882,38 @@ pub(crate) struct Kernels {
     pub update_m: Kernel<UpdateM<'static>>,
     /// NUDGE-N update.
     pub update_n: Kernel<UpdateN<'static>>,
+}
+
+/// The generated GEMMs of one tile shape: what changes when the autotuner
+/// picks another shape (every other kernel stays as it is).
+pub(crate) struct TiledKernels {
+    /// The shape both were generated for.
+    pub tile: super::tiled::Tile,
+    /// The register-blocked f32 GEMM.
+    pub gemm_tiled: Kernel<GemmTiled<'static>>,
+    /// `gemm_tiled` fused with the top-k epilogue.
+    pub gemm_fused: Kernel<GemmFused<'static>>,
+}
+
+impl TiledKernels {
+    /// Compiles both GEMMs of `tile` (already checked against the device's
+    /// limits with `Tile::fits`); a compile error is an `Error`.
+    pub(crate) fn new(ctx: &Context, tile: super::tiled::Tile) -> Result<TiledKernels> {
+        ctx.scoped("compiling the tiled GEMM", || {
+            Ok(TiledKernels {
+                tile,
+                gemm_tiled: generated(ctx, tile.wgsl()),
+                gemm_fused: generated(ctx, tile.wgsl_fused()),
+            })
+        })
+    }
+}
+
+/// The kernel `L` from generated WGSL (the tiled GEMMs of `tiled.rs`),
+/// built as its [`Shader`] says (see [`create_module`]).
+pub(crate) fn generated<L: Layout>(ctx: &Context, source: String) -> Kernel<L> {
+    let module = create_module(ctx, L::SPEC.shader, source);
+    Kernel::new(ctx, &module)
 }
 
 /// Compiled shader modules, each compiled once however many kernels use it.
@@ -904,13 +949,6 @@ fn create_module(ctx: &Context, shader: &Shader, source: String) -> wgpu::Shader
 }
 
 impl Modules<'_> {
-    /// The kernel `L` from generated WGSL (the tiled GEMMs of `tiled.rs`),
-    /// built as its [`Shader`] says (see [`create_module`]).
-    fn generated<L: Layout>(&mut self, source: String) -> Kernel<L> {
-        let module = create_module(self.ctx, L::SPEC.shader, source);
-        Kernel::new(self.ctx, &module)
-    }
-
     fn kernel<L: Layout>(&mut self) -> Kernel<L> {
         let shader = L::SPEC.shader;
         let ctx = self.ctx;
@@ -933,11 +971,13 @@ impl Kernels {
             };
             let tile = super::tiled::Tile::for_device(ctx);
             Ok(Kernels {
-                gemm_tiled: m.generated(tile.wgsl()),
-                gemm_fused: m.generated(tile.wgsl_fused()),
+                tiled: std::sync::Arc::new(TiledKernels {
+                    tile,
+                    gemm_tiled: generated(ctx, tile.wgsl()),
+                    gemm_fused: generated(ctx, tile.wgsl_fused()),
+                }),
                 topk_fused_merge: m.kernel(),
                 topk_fused_arm: m.kernel(),
-                tile,
                 normalize: m.kernel(),
                 normalize_f16: m.kernel(),
                 to_f16: m.kernel(),

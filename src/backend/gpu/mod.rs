@@ -12,7 +12,7 @@
 //! pieces on the host.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 pub mod context;
 pub mod kernel;
@@ -21,6 +21,7 @@ mod ops;
 pub mod profile;
 mod scan;
 pub mod tiled;
+pub mod tune;
 
 use super::{
     Backend, Bounds, MovedBlock, Pair, RowReport, Scan, ScanSpec, Segments, SlopeBlock, TopK,
@@ -29,9 +30,11 @@ use crate::error::Result;
 use crate::matrix::Matrix;
 use context::Context;
 pub use context::{AdapterSummary, GpuOptions, Precision, list_adapters};
-use kernel::Kernels;
+use kernel::{GemmTiled, Kernels, TiledKernels, TiledParams};
 pub use measure::{Peak, fma_peak_twin};
 pub use profile::KernelTime;
+use tiled::Tile;
+use tune::{Outcome, Source, Trial, TuneKey, TuneOptions, TuneReport};
 
 /// No single buffer of a streamed step grows beyond this, whatever the
 /// device allows: larger ones gain nothing and cost memory.
@@ -50,6 +53,12 @@ pub struct Gpu {
     fused_topk: bool,
     /// [`GpuOptions::topk_candidates`].
     topk_candidates: Option<usize>,
+    /// [`GpuOptions::tune`].
+    tune: Option<TuneOptions>,
+    /// The tiled GEMMs chosen per (d, query bucket) when tuning is on.
+    tuned: Mutex<HashMap<(usize, usize), Arc<TiledKernels>>>,
+    /// The autotuner's reports, in the order the shapes were met.
+    reports: Mutex<Vec<TuneReport>>,
     /// One-shot steps run one at a time: they share the pooled buffers.
     op: Mutex<()>,
     pool: Mutex<Pool>,
@@ -76,6 +85,9 @@ impl Gpu {
             buffer_limit: opts.buffer_limit.unwrap_or(u64::MAX).max(256),
             fused_topk: opts.fused_topk,
             topk_candidates: opts.topk_candidates,
+            tune: opts.tune.clone(),
+            tuned: Mutex::new(HashMap::new()),
+            reports: Mutex::new(Vec::new()),
             op: Mutex::new(()),
             pool: Mutex::new(Pool::default()),
         })
@@ -214,6 +226,321 @@ impl Gpu {
     fn budget(&self) -> u64 {
         self.max_binding().min(MAX_CHUNK_BYTES)
     }
+
+    /// The autotuner's cache key of a job of `queries` queries of
+    /// dimension `d` on this device.
+    pub fn tune_key(&self, d: usize, queries: usize) -> TuneKey {
+        TuneKey::new(&self.ctx.info, d, queries, self.precision)
+    }
+
+    /// The device's limits (what [`Tile::fits`] checks a shape against).
+    pub fn limits(&self) -> &wgpu::Limits {
+        &self.ctx.limits
+    }
+
+    /// The tile shape every scan runs where tuning is off.
+    pub fn default_tile(&self) -> Tile {
+        self.k.tiled.tile
+    }
+
+    /// The autotuner's reports so far (one per job shape met with
+    /// [`GpuOptions::tune`] on), for the caller to show their choice and
+    /// warnings.
+    pub fn tune_reports(&self) -> Vec<TuneReport> {
+        self.reports
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The tiled GEMMs a scan of `queries` queries of dimension `d` runs:
+    /// the default ones unless tuning is on, else those of the cached or
+    /// timed winner for the shape, found once per (d, query bucket).
+    pub(crate) fn tiled_for(&self, d: usize, queries: usize) -> Result<Arc<TiledKernels>> {
+        let Some(opts) = &self.tune else {
+            return Ok(self.k.tiled.clone());
+        };
+        if self.precision != Precision::F32 {
+            // Only the f32 scan runs the tiled GEMM.
+            return Ok(self.k.tiled.clone());
+        }
+        let key = (d, tune::query_bucket(queries));
+        // Held while tuning: a second scan of the shape waits for the
+        // winner instead of timing the variants again.
+        let mut map = self.tuned.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(tk) = map.get(&key) {
+            return Ok(tk.clone());
+        }
+        let report = self.autotune(d, queries, opts, false)?;
+        let tk = if report.tile == self.k.tiled.tile {
+            self.k.tiled.clone()
+        } else {
+            Arc::new(TiledKernels::new(&self.ctx, report.tile)?)
+        };
+        map.insert(key, tk.clone());
+        self.reports
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(report);
+        Ok(tk)
+    }
+
+    /// `a . b^T` by the generated GEMM of `tile` (which must fit the
+    /// device: [`Tile::fits`]), for small blocks that fit one binding per
+    /// operand: how the autotuner checks a variant against the CPU before
+    /// it may win, and how the tests check every variant.
+    pub fn tiled_similarity(&self, tile: Tile, a: &Matrix, b: &Matrix) -> Result<Matrix> {
+        if !tile.fits(&self.ctx.limits) {
+            return Err(crate::error::Error::gpu(format!(
+                "tile {tile} is beyond the limits of {}",
+                self.ctx.info.name
+            )));
+        }
+        let kern = self.ctx.scoped("compiling a tiled GEMM variant", || {
+            Ok(kernel::generated::<GemmTiled<'static>>(
+                &self.ctx,
+                tile.wgsl(),
+            ))
+        })?;
+        self.one_shot("tiled similarity", || self.run_tiled(tile, &kern, a, b))
+    }
+
+    fn run_tiled(
+        &self,
+        tile: Tile,
+        kern: &kernel::Kernel<GemmTiled<'static>>,
+        a: &Matrix,
+        b: &Matrix,
+    ) -> Result<Matrix> {
+        assert_eq!(a.cols, b.cols, "tiled similarity of unequal widths");
+        let (m, n, d) = (a.rows, b.rows, a.cols);
+        let w = tile.width(d);
+        let (mp, np) = (Tile::pad(m, tile.bm), Tile::pad(n, tile.bn));
+        let too_big = [mp * w * 4, np * w * 4, mp * np * 4]
+            .iter()
+            .any(|&s| s as u64 > self.budget());
+        if too_big || mp / tile.bm as usize > 65535 || np / tile.bn as usize > 65535 {
+            return Err(crate::error::Error::gpu(
+                "tiled similarity: block too large for one dispatch",
+            ));
+        }
+        let mut ad = pad_rows_to(&a.data, d, w).into_owned();
+        ad.resize(mp * w, 0.0);
+        let mut bd = pad_rows_to(&b.data, d, w).into_owned();
+        bd.resize(np * w, 0.0);
+        let ab = self.ctx.upload("tune a", &ad);
+        let bb = self.ctx.upload("tune b", &bd);
+        let cb = self.ctx.storage("tune c", (mp * np * 4) as u64);
+        let params = context::Uniform::new(&self.ctx);
+        params.set(
+            &self.ctx,
+            &TiledParams {
+                m: mp as u32,
+                n: np as u32,
+                d4: (w / 4) as u32,
+                ldc4: (np / 4) as u32,
+            },
+        );
+        let mut enc = self
+            .ctx
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
+        let groups = (
+            (np / tile.bn as usize) as u32,
+            (mp / tile.bm as usize) as u32,
+        );
+        let g = GemmTiled {
+            p: &params,
+            a: &ab,
+            b: &bb,
+            c: &cb,
+        };
+        kern.dispatch_labelled(&self.ctx, &mut enc, g, groups, 0.0, "gemm_tune_check");
+        self.ctx.queue.submit([enc.finish()]);
+        let c: Vec<f32> = self.read(&cb, (mp * np * 4) as u64)?;
+        let mut out = Matrix::zeros(m, n);
+        for i in 0..m {
+            out.data[i * n..(i + 1) * n].copy_from_slice(&c[i * np..i * np + n]);
+        }
+        Ok(out)
+    }
+
+    /// The fastest of `reps` timed dispatches of `kern` on `q` queries by
+    /// `n` rows of dimension `d` (zeros: the values do not change the
+    /// time), as (ms, GFLOP/s); `None` when no dispatch was timed.
+    fn time_tiled(
+        &self,
+        tile: Tile,
+        kern: &kernel::Kernel<GemmTiled<'static>>,
+        (q, n, d): (usize, usize, usize),
+        reps: u32,
+    ) -> Result<Option<(f64, f64)>> {
+        let ctx = &self.ctx;
+        let w = tile.width(d);
+        let (mp, np) = (Tile::pad(q, tile.bm), Tile::pad(n, tile.bn));
+        let ab = ctx.storage("tune a", (mp * w * 4) as u64);
+        let bb = ctx.storage("tune b", (np * w * 4) as u64);
+        let cb = ctx.storage("tune c", (mp * np * 4) as u64);
+        let params = context::Uniform::new(ctx);
+        params.set(
+            ctx,
+            &TiledParams {
+                m: mp as u32,
+                n: np as u32,
+                d4: (w / 4) as u32,
+                ldc4: (np / 4) as u32,
+            },
+        );
+        let flops = 2.0 * q as f64 * n as f64 * d as f64;
+        let groups = (
+            (np / tile.bn as usize) as u32,
+            (mp / tile.bm as usize) as u32,
+        );
+        let mut best: Option<f64> = None;
+        for _ in 0..reps.max(1) {
+            ctx.collect_timings()?;
+            let before = self.kernel_time("gemm_tune");
+            let mut enc = ctx
+                .device
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
+            let g = GemmTiled {
+                p: &params,
+                a: &ab,
+                b: &bb,
+                c: &cb,
+            };
+            kern.dispatch_labelled(ctx, &mut enc, g, groups, flops, "gemm_tune");
+            let idx = ctx.queue.submit([enc.finish()]);
+            ctx.wait(Some(idx))?;
+            ctx.collect_timings()?;
+            let after = self.kernel_time("gemm_tune");
+            if after.calls > before.calls {
+                let ms = after.ms - before.ms;
+                best = Some(best.map_or(ms, |b: f64| b.min(ms)));
+            }
+        }
+        Ok(best.map(|ms| (ms, flops / (ms.max(1e-9) * 1e6))))
+    }
+
+    /// Chooses the tile shape for scans of `queries` queries of dimension
+    /// `d` (see `tune.rs`): the cached winner when `opts.cache` holds one
+    /// for this key and `force` is off; else, with timestamps, every
+    /// variant that fits is checked against the CPU twin on a small block
+    /// and timed on the job's shape, and the fastest is cached; without
+    /// them the per-vendor default. Installs nothing: a scan takes the
+    /// winner through [`GpuOptions::tune`].
+    pub fn autotune(
+        &self,
+        d: usize,
+        queries: usize,
+        opts: &TuneOptions,
+        force: bool,
+    ) -> Result<TuneReport> {
+        let info = &self.ctx.info;
+        let limits = &self.ctx.limits;
+        let key = TuneKey::new(info, d, queries, self.precision);
+        let mut warnings = Vec::new();
+        let report = |tile, source, trials, timed_shape, warnings| TuneReport {
+            key: key.clone(),
+            tile,
+            source,
+            trials,
+            timed_shape,
+            warnings,
+        };
+        if let Some(path) = &opts.cache
+            && !force
+            && let Some(tile) = tune::lookup(path, &key, limits, &mut warnings)
+        {
+            return Ok(report(
+                tile,
+                Source::Cached,
+                Vec::new(),
+                (0, 0, 0),
+                warnings,
+            ));
+        }
+        if !self.timestamps() {
+            let tile = tune::default_tile(info, limits);
+            return Ok(report(
+                tile,
+                Source::Default,
+                Vec::new(),
+                (0, 0, 0),
+                warnings,
+            ));
+        }
+        // The job's d and queries (capped: a larger GEMM times the same),
+        // by rows in whole tiles of the widest variant, as many as fit.
+        let q = queries.clamp(1, 16384);
+        let software = info.device_type == wgpu::DeviceType::Cpu;
+        let want = opts
+            .timing_rows
+            .unwrap_or(if software { 2048 } else { 32768 });
+        let w = Tile::pad(d.max(1), 64);
+        let budget = self.budget() as usize;
+        let fit_rows = (budget / (Tile::pad(q, 256) * 4)).min(budget / (w * 4));
+        let n = (want.min(fit_rows) / 256 * 256).max(256);
+        let shape = (q, n, d.max(1));
+        // The parity block: a few queries and rows past a tile boundary.
+        let (cm, cn, cd) = (q.min(13), 150, d.max(1));
+        let ca = Matrix {
+            rows: cm,
+            cols: cd,
+            data: tune::check_values(cm * cd, 1),
+        };
+        let cb = Matrix {
+            rows: cn,
+            cols: cd,
+            data: tune::check_values(cn * cd, 2),
+        };
+        let reps = opts.reps.unwrap_or(3);
+        let mut trials = Vec::new();
+        for tile in tune::VARIANTS {
+            let outcome = if !tile.fits(limits) {
+                Outcome::Refused("beyond the adapter's workgroup limits".into())
+            } else {
+                let kern = self.ctx.scoped("compiling a tiled GEMM variant", || {
+                    Ok(kernel::generated::<GemmTiled<'static>>(
+                        &self.ctx,
+                        tile.wgsl(),
+                    ))
+                });
+                match kern {
+                    Err(e) => Outcome::Refused(format!("does not compile: {e}")),
+                    Ok(kern) => {
+                        let got = self
+                            .one_shot("tuning check", || self.run_tiled(tile, &kern, &ca, &cb))?;
+                        match tune::parity(&ca.data, &cb.data, cm, cn, cd, &got.data) {
+                            Some(why) => Outcome::Refused(format!("differs from the CPU: {why}")),
+                            None => match self
+                                .one_shot("tuning", || self.time_tiled(tile, &kern, shape, reps))?
+                            {
+                                Some((ms, gflops)) => Outcome::Timed { ms, gflops },
+                                None => Outcome::Untimed,
+                            },
+                        }
+                    }
+                }
+            };
+            trials.push(Trial { tile, outcome });
+        }
+        let best = trials
+            .iter()
+            .filter_map(|t| match t.outcome {
+                Outcome::Timed { ms, gflops } => Some((t.tile, ms, gflops)),
+                _ => None,
+            })
+            .min_by(|a, b| a.1.total_cmp(&b.1));
+        let Some((tile, _, gflops)) = best else {
+            let tile = tune::default_tile(info, limits);
+            return Ok(report(tile, Source::Default, trials, shape, warnings));
+        };
+        if let Some(path) = &opts.cache {
+            tune::store(path, &key, tile, Some(gflops), &mut warnings);
+        }
+        Ok(report(tile, Source::Timed, trials, shape, warnings))
+    }
 }
 
 /// vec4s per row once `cols` floats are padded to a multiple of 4.
@@ -261,6 +588,10 @@ impl Backend for Gpu {
         let by_chunk = self.budget().min(CHUNK_BYTES) / (d4(dim).max(1) as u64 * 16);
         let by_scores = self.budget() / (queries.max(1) as u64 * 4);
         by_chunk.min(by_scores).clamp(1, 1 << 20) as usize
+    }
+
+    fn tune_reports(&self) -> Vec<TuneReport> {
+        Gpu::tune_reports(self)
     }
 
     fn kernel_timings(&self) -> Vec<KernelTime> {

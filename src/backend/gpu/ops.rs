@@ -17,8 +17,8 @@ use bytemuck::{Pod, Zeroable};
 use super::context::Uniform;
 use super::kernel::{
     AggParams, Aggregate, BoundsParams, Gemm, GemmF16, GemmF16Native, GemmParams, GemmTiled,
-    MergeParams, NormParams, Normalize, NudgeMBounds, NudgeNPartial, TiledParams, TopkMerge,
-    TopkParams, UpdateM, UpdateN, UpdateParams, grid, grid_items,
+    MergeParams, NormParams, Normalize, NudgeMBounds, NudgeNPartial, TiledKernels, TiledParams,
+    TopkMerge, TopkParams, UpdateM, UpdateN, UpdateParams, grid, grid_items,
 };
 use super::{Gpu, d4, pad_rows};
 use crate::backend::{Bounds, MovedBlock, Pair, RowReport, Segments, SlopeBlock, TopK};
@@ -178,6 +178,7 @@ pub(super) fn record_gemm(
 #[allow(clippy::too_many_arguments)]
 pub(super) fn record_gemm_tiled(
     gpu: &Gpu,
+    tk: &TiledKernels,
     enc: &mut wgpu::CommandEncoder,
     params: &Uniform<TiledParams>,
     a: &wgpu::Buffer,
@@ -186,7 +187,7 @@ pub(super) fn record_gemm_tiled(
     (m, n, w4): (usize, usize, usize),
     flops: f64,
 ) {
-    let t = gpu.k.tile;
+    let t = tk.tile;
     debug_assert!(
         m % t.bm as usize == 0 && n % t.bn as usize == 0 && (w4 * 4) % t.bk as usize == 0,
         "tiled GEMM on unpadded shapes"
@@ -202,8 +203,7 @@ pub(super) fn record_gemm_tiled(
         },
     );
     let groups = ((n / t.bn as usize) as u32, (m / t.bm as usize) as u32);
-    gpu.k
-        .gemm_tiled
+    tk.gemm_tiled
         .dispatch_counted(ctx, enc, GemmTiled { p: params, a, b, c }, groups, flops);
 }
 

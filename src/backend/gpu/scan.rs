@@ -21,13 +21,15 @@
 //! chunk is normalised and scored as f16 with f32 sums. A chunk whose values
 //! f16 cannot hold goes up as f32 instead, so the row report never changes.
 
+use std::sync::Arc;
+
 use bytemuck::Zeroable;
 
 use super::context::Uniform;
 use super::kernel::{
     CandParams, FusedParams, GemmFused, GemmParams, GemmTiled, NormParams, Normalize, NormalizeF16,
-    TiledParams, ToF16, TopkFusedArm, TopkFusedMerge, TopkMerge, TopkParams, TopkPartial, grid,
-    grid_items,
+    TiledKernels, TiledParams, ToF16, TopkFusedArm, TopkFusedMerge, TopkMerge, TopkParams,
+    TopkPartial, grid, grid_items,
 };
 use super::ops::{self, SEG};
 use super::tiled::Tile;
@@ -56,6 +58,8 @@ pub struct GpuScan<'a> {
     /// shapes padded to its tile: queries to `q_pad` rows, chunks to whole
     /// column tiles, rows to `w4` vec4s.
     tiled: bool,
+    /// The tiled GEMMs (and their tile) this scan runs.
+    tk: Arc<TiledKernels>,
     q_pad: usize,
     /// vec4s per padded row of the queries and the chunk.
     w4: usize,
@@ -127,7 +131,9 @@ impl<'a> GpuScan<'a> {
     pub fn new(gpu: &'a Gpu, spec: ScanSpec<'a>) -> Result<GpuScan<'a>> {
         let ctx = &gpu.ctx;
         let (q, d, k) = (spec.queries.rows, spec.queries.cols, spec.k);
-        let tile = gpu.k.tile;
+        // The tuned shape for this job (the default where tuning is off).
+        let tk = gpu.tiled_for(d, q)?;
+        let tile = tk.tile;
         let budget = gpu.budget() as usize;
         // The tiled GEMM needs the padded queries, one whole column tile of
         // chunk rows and its padded score block in one binding each; where
@@ -202,6 +208,7 @@ impl<'a> GpuScan<'a> {
             normalize: spec.rows == Rows::Normalize,
             f16: gpu.precision == Precision::F16,
             tiled,
+            tk,
             q_pad,
             w4: w,
             cap,
@@ -257,7 +264,7 @@ impl<'a> GpuScan<'a> {
     /// chunk of `rows` rows: whole column tiles for the tiled GEMM.
     fn padded_cols(&self, rows: usize) -> usize {
         if self.tiled {
-            Tile::pad(rows, self.gpu.k.tile.bn)
+            Tile::pad(rows, self.tk.tile.bn)
         } else {
             rows
         }
@@ -280,7 +287,7 @@ impl<'a> GpuScan<'a> {
         let Some(f) = &self.fused else {
             return rows;
         };
-        let bn = self.gpu.k.tile.bn as usize;
+        let bn = self.tk.tile.bn as usize;
         let limit = if self.pushed < self.k {
             Tile::pad(self.k - self.pushed, bn as u32)
         } else {
@@ -383,7 +390,7 @@ impl<'a> GpuScan<'a> {
         let fused = self.fused.as_ref().filter(|_| self.pushed >= self.k);
         if let Some(f) = fused.filter(|_| self.k > 0 && self.q > 0) {
             let flops = 2.0 * self.q as f64 * n as f64 * d as f64;
-            let t = gpu.k.tile;
+            let t = self.tk.tile;
             let gemm_grid = (
                 (ld / t.bn as usize) as u32,
                 (self.q_pad / t.bm as usize) as u32,
@@ -457,7 +464,8 @@ impl<'a> GpuScan<'a> {
                 cand: &f.cand,
                 counts: &f.counts,
             };
-            k.gemm_fused
+            self.tk
+                .gemm_fused
                 .dispatch_counted(ctx, &mut enc, gf, gemm_grid, flops);
             let m = TopkFusedMerge {
                 p: cp,
@@ -481,8 +489,14 @@ impl<'a> GpuScan<'a> {
                 b,
                 c: &bufs.scores,
             };
-            k.gemm_tiled
-                .dispatch_indirect(ctx, &mut enc, g, &f.args, 0, "gemm_tiled_fallback");
+            self.tk.gemm_tiled.dispatch_indirect(
+                ctx,
+                &mut enc,
+                g,
+                &f.args,
+                0,
+                "gemm_tiled_fallback",
+            );
             let partial = TopkPartial {
                 p: tp,
                 scores: &bufs.scores,
@@ -517,6 +531,7 @@ impl<'a> GpuScan<'a> {
             let flops = 2.0 * self.q as f64 * n as f64 * d as f64;
             ops::record_gemm_tiled(
                 gpu,
+                &self.tk,
                 &mut enc,
                 &self.tiled_params,
                 &self.queries,

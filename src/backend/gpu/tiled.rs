@@ -111,7 +111,9 @@ fn offer(q: u32, col: u32, s: vec4<f32>, th: f32) {
 ";
 
 /// A tile shape of the generated GEMM.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+///
+/// Serialised (as its five numbers) in the autotuner's cache, `tune.rs`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct Tile {
     /// Output rows (rows of `a`) per workgroup.
     pub bm: u32,
@@ -153,15 +155,51 @@ impl Tile {
     /// ran the GEMM at 7.9 GFLOP/s against 3.1 for the small tile and 2.9
     /// for `similarity.wgsl` (more reuse per shared-memory gather and fewer
     /// barriers per FMA matter more there than register spills).
+    ///
+    /// This is the shape of an untuned device; `tune.rs` may pick another
+    /// per job shape.
     pub fn for_device(ctx: &super::context::Context) -> Tile {
-        let l = &ctx.limits;
-        let t = Tile::LARGE;
-        let (x, y) = t.threads();
-        let fits = t.shared_bytes() <= l.max_compute_workgroup_storage_size
-            && x * y <= l.max_compute_invocations_per_workgroup
-            && x <= l.max_compute_workgroup_size_x
-            && y <= l.max_compute_workgroup_size_y;
-        if !fits { Tile::SMALL } else { t }
+        if Tile::LARGE.fits(&ctx.limits) {
+            Tile::LARGE
+        } else {
+            Tile::SMALL
+        }
+    }
+
+    /// The generator's assumptions hold: per-thread outputs in whole vec4s,
+    /// whole threads per tile, k-tiles of whole vec4s, and every thread
+    /// loading the same whole number (at least one) of vec4s of each slice.
+    /// A shape that breaks one would make [`Tile::wgsl`] panic (or, for the
+    /// loads, leave part of a slice unstaged), so the autotuner and its
+    /// cache check it before building one.
+    pub fn valid(&self) -> bool {
+        let Tile { bm, bn, tm, tn, bk } = *self;
+        if tm == 0 || tn == 0 || bk == 0 || bm == 0 || bn == 0 {
+            return false;
+        }
+        if !(tm % 4 == 0 && tn % 4 == 0 && bk % 4 == 0 && bm % tm == 0 && bn % tn == 0) {
+            return false;
+        }
+        // Bounded so that the unrolled source stays a sane size.
+        if tm > 16 || tn > 16 || bk > 64 || bm > 256 || bn > 256 {
+            return false;
+        }
+        let (x, y) = self.threads();
+        let threads = x * y;
+        let (a, b) = (bm * bk / 4, bn * bk / 4);
+        a % threads == 0 && b % threads == 0 && a >= threads && b >= threads
+    }
+
+    /// The shape is [`Tile::valid`] and its workgroup (threads per
+    /// dimension and in all, double-buffered workgroup memory) is within
+    /// `limits`.
+    pub fn fits(&self, limits: &wgpu::Limits) -> bool {
+        let (x, y) = self.threads();
+        self.valid()
+            && self.shared_bytes() <= limits.max_compute_workgroup_storage_size
+            && x * y <= limits.max_compute_invocations_per_workgroup
+            && x <= limits.max_compute_workgroup_size_x
+            && y <= limits.max_compute_workgroup_size_y
     }
 
     /// Workgroup memory of the double-buffered slices, in bytes.
@@ -195,6 +233,17 @@ impl Tile {
     /// query's candidate list (see `shaders/topk_fused.wgsl`).
     pub fn wgsl_fused(&self) -> String {
         generate(self, true)
+    }
+}
+
+/// `128x128/8x8/k16`: outputs per workgroup, per thread, and the k-tile.
+impl std::fmt::Display for Tile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}x{}/{}x{}/k{}",
+            self.bm, self.bn, self.tm, self.tn, self.bk
+        )
     }
 }
 
@@ -369,6 +418,30 @@ fn generate(t: &Tile, fused: bool) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn validity_matches_the_generator() {
+        assert!(Tile::LARGE.valid() && Tile::SMALL.valid());
+        // Per-thread outputs not in vec4s; a slice not divisible among the
+        // threads; fewer slice vec4s than threads.
+        for t in [
+            Tile {
+                tm: 6,
+                ..Tile::LARGE
+            },
+            Tile {
+                bk: 12,
+                ..Tile::LARGE
+            },
+            Tile {
+                bk: 4,
+                ..Tile::LARGE
+            },
+        ] {
+            assert!(!t.valid(), "{t}");
+        }
+        assert_eq!(Tile::LARGE.to_string(), "128x128/8x8/k16");
+    }
 
     #[test]
     fn shapes_divide() {

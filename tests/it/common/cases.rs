@@ -149,7 +149,8 @@ pub fn bin() -> &'static str {
 /// Runs the binary to completion.
 pub fn nudge(args: &[&str], envs: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(bin());
-    cmd.args(args);
+    // Hermetic and quick: no tile tuning, nothing in the user's cache.
+    cmd.args(args).env("NUDGE_GPU_TUNE", "0");
     for (k, v) in envs {
         cmd.env(k, v);
     }

@@ -11,6 +11,8 @@ fn nudge_cli(args: &[&str]) -> std::process::Output {
     std::process::Command::new(bin())
         .args(args)
         .env("XDG_RUNTIME_DIR", std::env::temp_dir())
+        // Hermetic and quick: no tile tuning, nothing in the user's cache.
+        .env("NUDGE_GPU_TUNE", "0")
         .output()
         .expect("run nudge")
 }
@@ -136,4 +138,79 @@ fn cli_devices_lists_the_adapter() {
     ] {
         assert!(text.contains(field), "missing {field}: {text}");
     }
+}
+
+#[test]
+fn cli_eval_on_the_gpu_tunes_once_then_takes_the_cached_tile() {
+    if gpu().is_none() {
+        return;
+    }
+    let small = fixture("small");
+    let cache = tempfile::tempdir().unwrap();
+    let eval = || {
+        let out = std::process::Command::new(bin())
+            .args([
+                "eval",
+                "--dataset",
+                small.to_str().unwrap(),
+                "--device",
+                "gpu",
+                "--json",
+            ])
+            .env("XDG_RUNTIME_DIR", std::env::temp_dir())
+            .env("XDG_CACHE_HOME", cache.path())
+            .env_remove("NUDGE_GPU_TUNE")
+            .output()
+            .expect("run nudge");
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{err}");
+        let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        (r, err)
+    };
+    let file = cache.path().join("nudge").join("tune.json");
+    let (first, err) = eval();
+    let tiles = first["timings"]["gpu_tile"]
+        .as_object()
+        .expect("gpu_tile")
+        .clone();
+    assert_eq!(tiles.len(), 1, "{tiles:?}");
+    let choice = tiles.values().next().unwrap().as_str().unwrap().to_string();
+    assert!(err.contains("GPU tile for d="), "{err}");
+    if !choice.ends_with("(tuned)") {
+        // No timestamps: the default, nothing cached.
+        assert!(choice.ends_with("(default)") && !file.exists(), "{choice}");
+        return;
+    }
+    assert!(file.exists());
+    // The second job takes the winner from the cache; a corrupt cache is
+    // a warning, not a failure, and is replaced by a tuned one.
+    let (second, _) = eval();
+    let cached = choice.replace("(tuned)", "(cached)");
+    let got = second["timings"]["gpu_tile"].as_object().unwrap();
+    assert!(
+        got.keys().eq(tiles.keys()) && got.values().all(|v| *v == cached),
+        "{got:?}"
+    );
+    assert!(second["timings"]["gpu_kernels"].get("gemm_tune").is_none());
+    // The same answers with the tuned tile as before.
+    for (k, v) in first.as_object().unwrap() {
+        if k.contains('@') {
+            assert_eq!(&second[k], v, "{k}");
+        }
+    }
+    std::fs::write(&file, "not json").unwrap();
+    let (third, err) = eval();
+    assert!(err.contains("warning:") && err.contains("corrupt"), "{err}");
+    let again = third["timings"]["gpu_tile"].as_object().unwrap();
+    assert!(
+        again
+            .values()
+            .all(|v| v.as_str().unwrap().ends_with("(tuned)")),
+        "{again:?}"
+    );
+    assert!(
+        std::fs::read_to_string(&file)
+            .unwrap()
+            .contains("\"entries\"")
+    );
 }

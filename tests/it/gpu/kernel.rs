@@ -5,6 +5,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 
 use nudge::backend::gpu::kernel::{Access, BindingDecl, SPECS};
 use nudge::backend::gpu::tiled::Tile;
+use nudge::backend::gpu::tune::VARIANTS;
 
 /// What a WGSL source says about one `@group(0) @binding(n)` variable.
 #[derive(Debug, Clone, PartialEq)]
@@ -228,14 +229,13 @@ fn kernel_bindings_match_the_wgsl() {
     let mut all = Vec::new();
     for spec in SPECS {
         assert!(names.insert(spec.name), "kernel {} twice", spec.name);
-        // The generated GEMM is checked in every shape it is built in.
+        // The generated GEMM is checked in every shape it is built in: the
+        // defaults and every shape the autotuner may choose.
+        let shapes = [Tile::LARGE, Tile::SMALL].into_iter().chain(VARIANTS);
         let sources: Vec<String> = if spec.name == "gemm_tiled" {
-            [Tile::LARGE, Tile::SMALL].iter().map(Tile::wgsl).collect()
+            shapes.map(|t| t.wgsl()).collect()
         } else if spec.name == "gemm_fused" {
-            [Tile::LARGE, Tile::SMALL]
-                .iter()
-                .map(Tile::wgsl_fused)
-                .collect()
+            shapes.map(|t| t.wgsl_fused()).collect()
         } else {
             vec![spec.shader.source.to_string()]
         };

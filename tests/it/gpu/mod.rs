@@ -27,6 +27,7 @@ mod kernel;
 mod measure;
 mod ops;
 mod scan;
+mod tune;
 
 use crate::common::backends::{backend_tests, every_gpu};
 use nudge::backend::Backend;
@@ -59,7 +60,9 @@ impl Rng {
     }
 }
 
-pub const DOT_TOL: f32 = 1e-5;
+/// The GEMM parity tolerance, the library's (the autotuner checks each
+/// tile variant against the CPU with it too).
+pub const DOT_TOL: f32 = nudge::backend::gpu::tune::DOT_TOL;
 
 pub fn random(rng: &mut Rng, rows: usize, cols: usize) -> Matrix {
     Matrix::new(rows, cols, rng.vec(rows * cols))
