@@ -33,7 +33,9 @@ done
 red=$(median3 "$nudge" reduce --dataset "$big" --partials "$work/p" --method nudge-m --delta "$work/red" --device cpu -q)
 cmp "$work/fit/vectors.npy" "$work/red/vectors.npy" && cmp "$work/fit/ids.txt" "$work/red/ids.txt"
 sizes=$(du -sk "$work"/p/part-* | awk '{printf "%s%d", (NR>1?",":""), $1}')
-echo "{\"check\": \"1M x 384, 4 parts\", \"fit_delta_s\": $fit, \"maps_s\": $maps, \"reduce_s\": $red, \"ratio\": $(echo "scale=3; ($maps + $red) / $fit" | bc), \"partial_kib\": [$sizes], \"same_delta\": true}"
+"$nudge" map --dataset "$big" --part 0/4 --lean --out "$work/lean-0" --device cpu -q
+lean_kib=$(du -sk "$work/lean-0" | awk '{print $1}')
+echo "{\"check\": \"1M x 384, 4 parts\", \"fit_delta_s\": $fit, \"maps_s\": $maps, \"reduce_s\": $red, \"ratio\": $(echo "scale=3; ($maps + $red) / $fit" | bc), \"partial_kib\": [$sizes], \"lean_partial_kib\": $lean_kib, \"same_delta\": true}"
 
 # Incremental: rows 990000.. are new; 0..750000 keep their partials.
 mkdir -p "$work/inc"

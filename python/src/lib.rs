@@ -547,7 +547,7 @@ fn fit_dataset<'py>(
 /// Maps one part of a dataset folder's corpus into a partial directory
 /// `out` (see `nudge_rs.map_dataset`); returns its manifest as JSON text.
 #[pyfunction]
-#[pyo3(signature = (path, out, rows, part, k, allow_zero_rows, skip_unknown_ids, with_test, device, adapter, progress))]
+#[pyo3(signature = (path, out, rows, part, k, allow_zero_rows, lean, skip_unknown_ids, with_test, device, adapter, progress))]
 #[allow(clippy::too_many_arguments)]
 fn map_dataset(
     py: Python<'_>,
@@ -557,6 +557,7 @@ fn map_dataset(
     part: Option<(usize, usize)>,
     k: usize,
     allow_zero_rows: bool,
+    lean: bool,
     skip_unknown_ids: bool,
     with_test: bool,
     device: &str,
@@ -580,6 +581,7 @@ fn map_dataset(
     let opts = MapOptions {
         k,
         allow_zero_rows,
+        lean,
         chunk_rows: None,
         control,
     };
@@ -649,6 +651,7 @@ fn reduce_dataset<'py>(
         train: &splits.train,
         dev: &splits.dev,
         test: splits.test.as_ref(),
+        corpus: Some((&ds.corpus).into()),
     };
     let fit = run_detached(py, &sink, || {
         let fit = partial::reduce(backend.as_ref(), &inputs, &loaded, &opts)?;

@@ -48,6 +48,18 @@ def test_map_and_reduce_equal_the_fit(tmp_path: Path, method: str) -> None:
     same_files(tmp_path / "delta", tmp_path / "cli")
 
 
+def test_lean_partials_give_the_same_delta(tmp_path: Path) -> None:
+    parts = []
+    for i in range(2):
+        out = tmp_path / f"lean-{i}"
+        manifest = nudge_rs.map_dataset(SCIFACT, out, part=(i, 2), lean=True, device="cpu")
+        assert manifest["lean"] is True and not (out / "moved.npy").exists()
+        parts.append(out)
+    nudge_rs.reduce_dataset(SCIFACT, parts, method="nudge-n", delta=tmp_path / "delta", device="cpu")
+    run_cli("fit", "--dataset", str(SCIFACT), "--method", "nudge-n", "--delta", str(tmp_path / "cli"), "--device", "cpu")
+    same_files(tmp_path / "delta", tmp_path / "cli")
+
+
 def test_a_missing_part_is_a_data_error_naming_its_rows(tmp_path: Path) -> None:
     nudge_rs.map_dataset(SCIFACT, tmp_path / "a", rows=(0, 2000), device="cpu")
     nudge_rs.map_dataset(SCIFACT, tmp_path / "b", rows=(3000, 5183), device="cpu")

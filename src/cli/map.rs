@@ -28,6 +28,10 @@ pub struct MapArgs {
     /// Keep zero-norm corpus rows as they are (unmoved) instead of failing
     #[arg(long)]
     pub allow_zero_rows: bool,
+    /// Leave the moved rows' vectors out (kilobytes whatever the training
+    /// set): the reduce reads them from the corpus, which it must then see
+    #[arg(long)]
+    pub lean: bool,
     /// Leave the test split out (the reduce then cannot score it)
     #[arg(long)]
     pub no_test: bool,
@@ -70,6 +74,7 @@ pub fn run(args: MapArgs) -> Result<()> {
     let opts = MapOptions {
         k: args.k,
         allow_zero_rows: args.allow_zero_rows,
+        lean: args.lean,
         chunk_rows: env_knob("NUDGE_CHUNK_ROWS")
             .filter(|&n| n > 0)
             .map(|n| n as usize),

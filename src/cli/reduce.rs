@@ -88,6 +88,8 @@ pub fn run(args: ReduceArgs) -> Result<()> {
         train: &splits.train,
         dev: &splits.dev,
         test: splits.test.as_ref(),
+        // Lean partials' rows are read from it; others do not touch it.
+        corpus: Some((&ds.corpus).into()),
     };
     let mut fit = partial::reduce(backend.as_ref(), &inputs, &partials, &opts)?;
     fit.warnings.iter().for_each(log::warn);

@@ -320,6 +320,7 @@ pub fn fit_into(
             0
         }),
         allow_zero_rows: opts.allow_zero_rows,
+        lean: false,
         chunk_rows: opts.chunk_rows,
         control: opts.control.clone(),
     };
@@ -394,6 +395,7 @@ pub fn fit_across(
             0
         }),
         allow_zero_rows: opts.allow_zero_rows,
+        lean: false,
         chunk_rows: opts.chunk_rows,
         control: opts.control.clone(),
     };
@@ -433,7 +435,7 @@ pub fn fit_across(
         },
     )?;
     drop(slices);
-    let pass = partial::merge(&queries, &plan, n, &parts, map.k)?;
+    let pass = partial::merge(&queries, &plan, n, &parts, map.k, None)?;
     clock.lap("scan");
     if streamed && let Some(o) = out.as_deref_mut() {
         output::push_normalised(inputs.corpus, o, opts.chunk_rows, &opts.control)?;
@@ -695,6 +697,7 @@ pub(crate) fn scan_and_gather(
         zero_rows: report.zero,
         seconds: t.elapsed().as_secs_f64(),
         source: None,
+        lean: false,
     })
 }
 

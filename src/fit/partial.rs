@@ -29,6 +29,7 @@ use super::plan::Plan;
 use super::{Clock, Fit, FitOptions, Inputs, Queries, scan_and_gather, solve};
 use crate::backend::{Backend, TopK};
 use crate::control::Control;
+use crate::data::Corpus;
 use crate::data::npy::{NpyMatrix, OutDtype};
 use crate::data::{Pending, dataset::Split};
 use crate::error::{Error, Result};
@@ -44,6 +45,12 @@ pub struct MapOptions {
     pub k: usize,
     /// Keep zero-norm rows (see [`FitOptions::allow_zero_rows`]).
     pub allow_zero_rows: bool,
+    /// Leave the moved rows' and kept dev answers' vectors out of the
+    /// partial (a lean partial: only the lists and row numbers, kilobytes
+    /// whatever the training set): the reduce then reads those rows from
+    /// the corpus ([`ReduceInputs::corpus`]). Full partials let a reduce
+    /// run where the corpus is not.
+    pub lean: bool,
     /// Corpus rows per streamed chunk; `None` lets the backend choose.
     pub chunk_rows: Option<usize>,
     /// Progress and cancellation.
@@ -55,6 +62,7 @@ impl Default for MapOptions {
         MapOptions {
             k: 10,
             allow_zero_rows: false,
+            lean: false,
             chunk_rows: None,
             control: Control::default(),
         }
@@ -67,6 +75,7 @@ impl MapOptions {
         MapOptions {
             k: opts.val_k.max(opts.eval_k),
             allow_zero_rows: opts.allow_zero_rows,
+            lean: false,
             chunk_rows: opts.chunk_rows,
             control: opts.control.clone(),
         }
@@ -122,12 +131,15 @@ pub struct Partial {
     pub top: TopK,
     /// The part's moved records (ascending corpus rows).
     pub moved_rows: Vec<u32>,
-    /// Their normalised rows.
+    /// Their normalised rows (none in a lean partial).
     pub moved: Matrix,
     /// The part's dev answers that do not move (ascending corpus rows).
     pub kept_rows: Vec<u32>,
-    /// Their normalised rows.
+    /// Their normalised rows (none in a lean partial).
     pub kept: Matrix,
+    /// A lean partial ([`MapOptions::lean`]): `moved` and `kept` are empty
+    /// and the reduce reads those rows from the corpus.
+    pub lean: bool,
     /// Zero-norm rows of the part (kept by `allow_zero_rows`).
     pub zero_rows: Vec<usize>,
     /// Seconds the map took.
@@ -161,7 +173,7 @@ pub fn map(
     let queries = Queries::new(inputs.queries, inputs.train, inputs.dev, inputs.test)?;
     queries.check(n, inputs.corpus.cols())?;
     let plan = Plan::new(n, inputs.train, inputs.dev);
-    scan_and_gather(
+    let mut p = scan_and_gather(
         backend,
         inputs.corpus,
         rows,
@@ -170,7 +182,13 @@ pub fn map(
         &plan.mask(),
         opts,
         super::Sink::Discard,
-    )
+    )?;
+    if opts.lean {
+        p.moved = Matrix::zeros(0, p.dim);
+        p.kept = Matrix::zeros(0, p.dim);
+        p.lean = true;
+    }
+    Ok(p)
 }
 
 /// Rows of part `i` of `parts` nearly equal parts of a corpus of `n` rows
@@ -253,6 +271,9 @@ pub struct ReduceInputs<'a> {
     pub dev: &'a Split,
     /// Test judgements, if any (the partials must have scored them).
     pub test: Option<&'a Split>,
+    /// The corpus, needed only for lean partials: their moved rows and
+    /// kept dev answers are read from it, and normalised as a map would.
+    pub corpus: Option<Corpus<'a>>,
 }
 
 /// Merges partials that tile the corpus and fits from them: the same
@@ -277,7 +298,7 @@ pub fn reduce(
     } else {
         0
     });
-    let pass = merge(&queries, &plan, inputs.records, partials, k)?;
+    let pass = merge(&queries, &plan, inputs.records, partials, k, inputs.corpus)?;
     clock.lap("merge");
     solve(backend, &queries, plan, pass, opts, clock, None)
 }
@@ -290,6 +311,7 @@ pub(crate) fn merge(
     records: usize,
     partials: &[Partial],
     k: usize,
+    corpus: Option<Corpus>,
 ) -> Result<Partial> {
     let name = |i: usize| match &partials[i].source {
         Some(p) => format!("partial {}", p.display()),
@@ -325,6 +347,25 @@ pub(crate) fn merge(
         };
         if let Some(why) = why {
             return Err(Error::inconsistent(format!("{} {why}", name(i))));
+        }
+        if p.lean {
+            match corpus {
+                None => {
+                    return Err(Error::invalid(format!(
+                        "{} is lean (mapped without the moved rows' vectors): give the reduce the corpus to read them from",
+                        name(i)
+                    )));
+                }
+                Some(c) if c.rows() != records || c.cols() != dim => {
+                    return Err(Error::inconsistent(format!(
+                        "{} is lean, and the corpus to read its rows from is {} x {}, not {records} x {dim}",
+                        name(i),
+                        c.rows(),
+                        c.cols()
+                    )));
+                }
+                Some(_) => {}
+            }
         }
         if p.k < k {
             return Err(Error::inconsistent(format!(
@@ -408,10 +449,18 @@ pub(crate) fn merge(
                 top.push(q, s, r);
             }
         }
-        moved.data.extend_from_slice(&p.moved.data);
-        moved.rows += p.moved.rows;
-        kept.data.extend_from_slice(&p.kept.data);
-        kept.rows += p.kept.rows;
+        match (p.lean, corpus) {
+            (true, Some(c)) => {
+                read_normalised(c, &p.moved_rows, &mut moved)?;
+                read_normalised(c, &p.kept_rows, &mut kept)?;
+            }
+            _ => {
+                moved.data.extend_from_slice(&p.moved.data);
+                moved.rows += p.moved.rows;
+                kept.data.extend_from_slice(&p.kept.data);
+                kept.rows += p.kept.rows;
+            }
+        }
         moved_rows.extend_from_slice(&p.moved_rows);
         kept_rows.extend_from_slice(&p.kept_rows);
         zero_rows.extend_from_slice(&p.zero_rows);
@@ -431,7 +480,25 @@ pub(crate) fn merge(
         zero_rows,
         seconds: partials.iter().map(|p| p.seconds).sum(),
         source: None,
+        lean: false,
     })
+}
+
+/// Appends corpus rows `rows` to `out`, normalised by the function the
+/// corpus pass normalises with (row by row, so reading one row alone gives
+/// the bits a chunk gives): a lean partial's vectors.
+fn read_normalised(corpus: Corpus, rows: &[u32], out: &mut Matrix) -> Result<()> {
+    let dim = corpus.cols();
+    let mut raw = Vec::new();
+    let at = out.data.len();
+    out.data.resize(at + rows.len() * dim, 0.0);
+    for (i, &r) in rows.iter().enumerate() {
+        let row = &mut out.data[at + i * dim..at + (i + 1) * dim];
+        corpus.read_rows_into(r as usize, 1, &mut raw, row)?;
+        crate::backend::cpu::normalize_rows(row, dim, r as usize);
+    }
+    out.rows += rows.len();
+    Ok(())
 }
 
 /// The files of a saved partial.
@@ -457,6 +524,7 @@ impl Partial {
             "moved_records": self.moved_rows.len(),
             "kept_records": self.kept_rows.len(),
             "zero_rows": self.zero_rows.len(),
+            "lean": self.lean,
             "seconds": self.seconds,
         })
     }
@@ -494,21 +562,19 @@ impl Partial {
                 &u32_npy_bytes(&self.top.rows, self.top.k),
             )?,
             stage_write(&dir.join("moved_rows.npy"), &column(&self.moved_rows))?,
-            stage_matrix(
-                &dir.join("moved.npy"),
-                &self.moved.data,
-                self.dim,
-                OutDtype::F32,
-            )?,
             stage_write(&dir.join("kept_rows.npy"), &column(&self.kept_rows))?,
-            stage_matrix(
-                &dir.join("kept.npy"),
-                &self.kept.data,
-                self.dim,
-                OutDtype::F32,
-            )?,
             stage_write(&dir.join("zero_rows.npy"), &column(&zero))?,
         ];
+        if !self.lean {
+            for (file, m) in [("moved.npy", &self.moved), ("kept.npy", &self.kept)] {
+                staged.push(stage_matrix(
+                    &dir.join(file),
+                    &m.data,
+                    self.dim,
+                    OutDtype::F32,
+                )?);
+            }
+        }
         let text = serde_json::to_string_pretty(&self.manifest()).expect("manifest serialises");
         staged.push(stage_write(
             &dir.join(MANIFEST),
@@ -636,16 +702,19 @@ impl Partial {
         ascending_within("kept_rows.npy", &kept_rows)?;
         let zero = ints("zero_rows.npy", Some(uint("zero_rows")?), 1)?;
         ascending_within("zero_rows.npy", &zero)?;
-        let moved = Matrix::new(
-            moved_rows.len(),
-            dim,
-            floats("moved.npy", moved_rows.len(), dim)?,
-        );
-        let kept = Matrix::new(
-            kept_rows.len(),
-            dim,
-            floats("kept.npy", kept_rows.len(), dim)?,
-        );
+        let lean = match &v["lean"] {
+            Value::Bool(b) => *b,
+            _ => return Err(bad("'lean': expected true or false".into())),
+        };
+        let vectors = |file: &str, n: usize| -> Result<Matrix> {
+            Ok(if lean {
+                Matrix::zeros(0, dim)
+            } else {
+                Matrix::new(n, dim, floats(file, n, dim)?)
+            })
+        };
+        let moved = vectors("moved.npy", moved_rows.len())?;
+        let kept = vectors("kept.npy", kept_rows.len())?;
         Ok(Partial {
             rows,
             dim,
@@ -661,6 +730,7 @@ impl Partial {
             zero_rows: zero.into_iter().map(|r| r as usize).collect(),
             seconds: v["seconds"].as_f64().unwrap_or(0.0),
             source: Some(dir.to_path_buf()),
+            lean,
         })
     }
 }

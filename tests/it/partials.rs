@@ -28,6 +28,7 @@ fn reduce_inputs(l: &Loaded) -> ReduceInputs<'_> {
         train: &l.train,
         dev: &l.dev,
         test: l.test.as_ref(),
+        corpus: None,
     }
 }
 
@@ -103,6 +104,56 @@ fn reduce_equals_the_fit_whatever_the_parts() {
     for (what, parts) in cases {
         check_reduce_equals_fit(&Cpu, &l, &parts, what);
     }
+}
+
+#[test]
+fn lean_partials_read_their_rows_from_the_corpus_at_the_reduce() {
+    let l = scifact();
+    let n = l.ds.corpus.rows();
+    let lean = MapOptions {
+        lean: true,
+        chunk_rows: Some(700),
+        ..MapOptions::default()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    // Mapped, saved and loaded back: no vectors on disk.
+    let partials: Vec<Partial> = equal(n, 3)
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let p = partial::map(&Cpu, &l.inputs(), r, &lean).unwrap();
+            assert!(p.lean && p.moved.rows == 0 && !p.moved_rows.is_empty());
+            let d = dir.path().join(format!("p{i}"));
+            p.save(&d).unwrap();
+            assert!(!d.join("moved.npy").exists());
+            Partial::load(&d).unwrap()
+        })
+        .collect();
+    let with_corpus = ReduceInputs {
+        corpus: Some((&l.ds.corpus).into()),
+        ..reduce_inputs(&l)
+    };
+    for method in METHODS {
+        let opts = FitOptions::new(method);
+        let fit = nudge::fit(&Cpu, &l.inputs(), &opts).unwrap();
+        let reduced = partial::reduce(&Cpu, &with_corpus, &partials, &opts).unwrap();
+        assert_same_fit(&fit, &reduced, &format!("lean {method:?}"));
+    }
+    let m = FitOptions::new(Method::NudgeM);
+    let e = reduce_error(&l, &partials, &m);
+    assert_eq!(e.kind(), Kind::Usage, "{e}");
+    assert!(
+        e.to_string().contains("is lean") && e.to_string().contains("p0"),
+        "{e}"
+    );
+    // A corpus of another shape cannot be the one it was mapped from.
+    let all = l.ds.corpus.read_all().unwrap();
+    let short = ReduceInputs {
+        corpus: Some(Corpus::f32(&all[..(n - 1) * l.ds.dim()], l.ds.dim()).unwrap()),
+        ..reduce_inputs(&l)
+    };
+    let e = partial::reduce(&Cpu, &short, &partials, &m).err().unwrap();
+    assert!(e.to_string().contains("is lean, and the corpus"), "{e}");
 }
 
 #[test]
@@ -339,6 +390,7 @@ fn an_incremental_refit_maps_only_the_new_rows_and_the_parts_whose_moves_changed
         train: &l.train,
         dev: &dev_new,
         test: Some(&test_new),
+        corpus: None,
     };
     for method in METHODS {
         let fit_opts = FitOptions::new(method);
@@ -989,4 +1041,83 @@ fn each_shard_of_a_sharded_corpus_maps_as_a_part() {
             "part-0.npy, part-1.npy, part-2.npy",
         ],
     );
+}
+
+#[test]
+fn lean_maps_on_the_command_line() {
+    let case = Case::new("scifact-f32");
+    let (data, out) = (case.data(), case.out());
+    let fit = out.join("fit");
+    expect(
+        &nudge(
+            &[
+                "fit",
+                "--dataset",
+                arg(&data),
+                "--method",
+                "nudge-m",
+                "--delta",
+                arg(&fit),
+                "--device",
+                "cpu",
+                "-q",
+            ],
+            &[],
+        ),
+        0,
+        &[],
+    );
+    for i in 0..2 {
+        let part = format!("{i}/2");
+        let p = out.join(format!("lean/{i}"));
+        expect(
+            &nudge(
+                &[
+                    "map",
+                    "--dataset",
+                    arg(&data),
+                    "--part",
+                    &part,
+                    "--lean",
+                    "--out",
+                    arg(&p),
+                    "--device",
+                    "cpu",
+                    "-q",
+                ],
+                &[],
+            ),
+            0,
+            &[],
+        );
+        assert!(!p.join("moved.npy").exists());
+    }
+    let red = out.join("red");
+    expect(
+        &nudge(
+            &[
+                "reduce",
+                "--dataset",
+                arg(&data),
+                "--partials",
+                arg(&out.join("lean")),
+                "--method",
+                "nudge-m",
+                "--delta",
+                arg(&red),
+                "--device",
+                "cpu",
+                "-q",
+            ],
+            &[],
+        ),
+        0,
+        &[],
+    );
+    for f in ["ids.txt", "vectors.npy"] {
+        assert!(
+            std::fs::read(fit.join(f)).unwrap() == std::fs::read(red.join(f)).unwrap(),
+            "{f}"
+        );
+    }
 }

@@ -314,6 +314,7 @@ def map_dataset(
     part: Optional[Sequence[int]] = None,
     k: int = 10,
     allow_zero_rows: bool = False,
+    lean: bool = False,
     skip_unknown_ids: bool = False,
     test: bool = True,
     device: str = "auto",
@@ -326,7 +327,9 @@ def map_dataset(
     neither). ``k`` is the depth of each query's list: at least NUDGE-N's
     ``val_k`` and the test cut-off of the reduce. Returns the partial's
     manifest. A partial holds kilobytes to megabytes whatever the part's
-    size; :func:`reduce_dataset` merges the partials of every part."""
+    size (``lean=True`` leaves the moved rows' vectors out, for a reduce
+    that can read the corpus: kilobytes); :func:`reduce_dataset` merges the
+    partials of every part."""
     if rows is not None:
         rows = (int(rows[0]), int(rows[1]))
     if part is not None:
@@ -338,6 +341,7 @@ def map_dataset(
         part,
         k,
         allow_zero_rows,
+        lean,
         skip_unknown_ids,
         test,
         device,

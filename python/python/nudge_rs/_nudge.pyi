@@ -56,6 +56,7 @@ def map_dataset(
     part: Optional[Tuple[int, int]],
     k: int,
     allow_zero_rows: bool,
+    lean: bool,
     skip_unknown_ids: bool,
     with_test: bool,
     device: str,
