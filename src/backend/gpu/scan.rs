@@ -262,6 +262,25 @@ impl<'a> GpuScan<'a> {
 
     /// Columns of the score block (and rows of the chunk buffer) for a
     /// chunk of `rows` rows: whole column tiles for the tiled GEMM.
+    /// The top-k kernels' parameters for a piece of `n` rows (`ld` apart in
+    /// the score block, in segments of `seg_len`) starting at corpus row
+    /// `first_row`: the unfused path's, and the fused path's fallback.
+    fn topk_params_for(&self, n: usize, ld: usize, first_row: usize) -> TopkParams {
+        let segs = n.div_ceil(self.seg_len);
+        TopkParams {
+            lists: self.q as u32,
+            n: n as u32,
+            ld: ld as u32,
+            k: self.k as u32,
+            seg_len: self.seg_len as u32,
+            segs: segs as u32,
+            first_row: first_row as u32,
+            use_skip: self.use_skip as u32,
+            neg_inf: f32::NEG_INFINITY,
+            ..TopkParams::zeroed()
+        }
+    }
+
     fn padded_cols(&self, rows: usize) -> usize {
         if self.tiled {
             Tile::pad(rows, self.tk.tile.bn)
@@ -304,6 +323,7 @@ impl<'a> GpuScan<'a> {
         let n = chunk.len() / d;
         let w = self.w4;
         let ld = self.padded_cols(n);
+        let topk_params = self.topk_params_for(n, ld, first_row);
         self.ensure(n)?;
         let bufs = self
             .bufs
@@ -437,21 +457,7 @@ impl<'a> GpuScan<'a> {
                     ldc4: (ld / 4) as u32,
                 },
             );
-            self.topk_params.set(
-                ctx,
-                &TopkParams {
-                    lists: self.q as u32,
-                    n: n as u32,
-                    ld: ld as u32,
-                    k: self.k as u32,
-                    seg_len: self.seg_len as u32,
-                    segs: segs as u32,
-                    first_row: first_row as u32,
-                    use_skip: self.use_skip as u32,
-                    neg_inf: f32::NEG_INFINITY,
-                    ..TopkParams::zeroed()
-                },
-            );
+            self.topk_params.set(ctx, &topk_params);
             let k = &gpu.k;
             let fp = &f.params;
             let cp = &f.cand_params;
@@ -555,21 +561,7 @@ impl<'a> GpuScan<'a> {
         if self.k > 0 && self.q > 0 && fused.is_none() {
             let segs = n.div_ceil(self.seg_len);
             let tp = &self.topk_params;
-            tp.set(
-                ctx,
-                &TopkParams {
-                    lists: self.q as u32,
-                    n: n as u32,
-                    ld: ld as u32,
-                    k: self.k as u32,
-                    seg_len: self.seg_len as u32,
-                    segs: segs as u32,
-                    first_row: first_row as u32,
-                    use_skip: self.use_skip as u32,
-                    neg_inf: f32::NEG_INFINITY,
-                    ..TopkParams::zeroed()
-                },
-            );
+            tp.set(ctx, &topk_params);
             let partial = TopkPartial {
                 p: tp,
                 scores: &bufs.scores,
