@@ -503,6 +503,18 @@ fn fit<'py>(
     fit_dict(py, fit, &corpus_ids, warnings)
 }
 
+/// A dataset folder, opened, with the splits a fit (or a map or reduce of
+/// one) reads.
+fn open_folder(
+    path: &std::path::Path,
+    skip_unknown_ids: bool,
+    with_test: bool,
+) -> PyResult<(Dataset, nudge::FitSplits)> {
+    let ds = Dataset::open(Paths::folder(path).map_err(to_py)?).map_err(to_py)?;
+    let splits = ds.fit_splits(skip_unknown_ids, with_test).map_err(to_py)?;
+    Ok((ds, splits))
+}
+
 /// Fits NUDGE on a dataset folder (see `nudge_rs.fit_dataset`).
 #[pyfunction]
 #[pyo3(signature = (path, method, gamma, val_k, eval_k, allow_zero_rows, skip_unknown_ids, with_test, device, adapter, progress))]
@@ -522,8 +534,7 @@ fn fit_dataset<'py>(
     progress: Option<Py<PyAny>>,
 ) -> PyResult<Bound<'py, PyDict>> {
     let method: Method = method.parse().map_err(to_py)?;
-    let ds = Dataset::open(Paths::folder(&path).map_err(to_py)?).map_err(to_py)?;
-    let splits = ds.fit_splits(skip_unknown_ids, with_test).map_err(to_py)?;
+    let (ds, splits) = open_folder(&path, skip_unknown_ids, with_test)?;
     let inputs = Inputs {
         corpus: (&ds.corpus).into(),
         queries: &ds.queries,
@@ -564,7 +575,7 @@ fn map_dataset(
     adapter: Option<String>,
     progress: Option<Py<PyAny>>,
 ) -> PyResult<String> {
-    let ds = Dataset::open(Paths::folder(&path).map_err(to_py)?).map_err(to_py)?;
+    let (ds, splits) = open_folder(&path, skip_unknown_ids, with_test)?;
     let n = ds.corpus.rows();
     let range = match (rows, part) {
         (Some(_), Some(_)) => {
@@ -574,7 +585,6 @@ fn map_dataset(
         (None, Some((i, parts))) => partial::part(i, parts, n).map_err(to_py)?,
         (None, None) => 0..n,
     };
-    let splits = ds.fit_splits(skip_unknown_ids, with_test).map_err(to_py)?;
     let scanned = splits.dev.queries.len() + splits.test.as_ref().map_or(0, |t| t.queries.len());
     let backend = backend(device, adapter, flops(scanned, range.len(), ds.dim()))?;
     let (control, sink) = control(progress);
@@ -621,8 +631,7 @@ fn reduce_dataset<'py>(
     progress: Option<Py<PyAny>>,
 ) -> PyResult<Bound<'py, PyDict>> {
     let method: Method = method.parse().map_err(to_py)?;
-    let ds = Dataset::open(Paths::folder(&path).map_err(to_py)?).map_err(to_py)?;
-    let splits = ds.fit_splits(skip_unknown_ids, with_test).map_err(to_py)?;
+    let (ds, splits) = open_folder(&path, skip_unknown_ids, with_test)?;
     let (control, sink) = control(progress);
     let opts = FitOptions {
         gamma,

@@ -105,9 +105,7 @@ pub fn run(args: ApplyArgs) -> Result<()> {
         &updated,
         &args.out,
         &write,
-        env_knob("NUDGE_CHUNK_ROWS")
-            .filter(|&n| n > 0)
-            .map(|n| n as usize),
+        super::chunk_rows_knob(),
         &control,
     )?;
     nudge::data::commit_all(vec![staged], &control.cancel)?;

@@ -4,7 +4,7 @@ use clap::{Args, ValueEnum};
 use serde_json::{Map, Value, json};
 
 use super::device::DeviceArgs;
-use super::{DataArgs, env_knob, log};
+use super::{DataArgs, log};
 use nudge::{Dataset, Error, EvalOptions, Result, SplitName};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -78,9 +78,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
     let opts = EvalOptions {
         ks,
         cosine: normalize,
-        chunk_rows: env_knob("NUDGE_CHUNK_ROWS")
-            .filter(|&n| n > 0)
-            .map(|n| n as usize),
+        chunk_rows: super::chunk_rows_knob(),
         control: super::control(),
     };
     let read_s = start.elapsed().as_secs_f64();

@@ -185,9 +185,7 @@ pub fn run(args: FitArgs) -> Result<()> {
     let all: Vec<&dyn nudge::Backend> = backends.iter().map(|b| b.as_ref()).collect();
     let backend = &backends[0];
     opts.allow_zero_rows = args.allow_zero_rows;
-    opts.chunk_rows = env_knob("NUDGE_CHUNK_ROWS")
-        .filter(|&n| n > 0)
-        .map(|n| n as usize);
+    opts.chunk_rows = super::chunk_rows_knob();
     opts.control = super::control();
     let inputs = Inputs {
         corpus: (&ds.corpus).into(),

@@ -8,7 +8,7 @@ use clap::Args;
 use super::device::DeviceArgs;
 use super::fit::refuse_overwriting_input;
 use super::part::PartArgs;
-use super::{DataArgs, env_knob, log};
+use super::{DataArgs, log};
 use nudge::fit::partial::{self, MapOptions};
 use nudge::{Dataset, Error, Inputs, Result};
 
@@ -75,9 +75,7 @@ pub fn run(args: MapArgs) -> Result<()> {
         k: args.k,
         allow_zero_rows: args.allow_zero_rows,
         lean: args.lean,
-        chunk_rows: env_knob("NUDGE_CHUNK_ROWS")
-            .filter(|&n| n > 0)
-            .map(|n| n as usize),
+        chunk_rows: super::chunk_rows_knob(),
         control: super::control(),
     };
     let inputs = Inputs {

@@ -134,6 +134,14 @@ pub fn env_knob(name: &str) -> Option<u64> {
     std::env::var(name).ok()?.trim().parse().ok()
 }
 
+/// `NUDGE_CHUNK_ROWS`: corpus rows per streamed chunk, if set and positive
+/// (tests force many small chunks with it).
+pub fn chunk_rows_knob() -> Option<usize> {
+    env_knob("NUDGE_CHUNK_ROWS")
+        .filter(|&n| n > 0)
+        .map(|n| n as usize)
+}
+
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {

@@ -96,7 +96,9 @@ impl Element {
     }
 }
 
-/// The batch last decoded, and the reader that goes on from it.
+/// The batch last decoded, and the reader that goes on from it (none yet:
+/// [`Cursor::default`]).
+#[derive(Default)]
 struct Cursor {
     /// Global row of `values`' first row.
     start: usize,
@@ -261,16 +263,7 @@ impl TableMatrix {
             fast_leaf: None,
             ids: None,
             id_name: id.map(|i| schema.field(i).name().clone()),
-            cursor: Mutex::new(Cursor {
-                start: 0,
-                rows: 0,
-                values: None,
-                reader: None,
-                ipc: None,
-                fast: None,
-                owned: Vec::new(),
-                pool: Pool::default(),
-            }),
+            cursor: Mutex::new(Cursor::default()),
         };
         // Row counts (and, from the same pass for IPC, the ids).
         let mut ids = id.map(|_| Vec::new());
@@ -331,16 +324,7 @@ impl TableMatrix {
             }
         }
         // The reader that found the width read batches of the old size.
-        *t.cursor.lock().unwrap() = Cursor {
-            start: 0,
-            rows: 0,
-            values: None,
-            reader: None,
-            ipc: None,
-            fast: None,
-            owned: Vec::new(),
-            pool: Pool::default(),
-        };
+        *t.cursor.lock().unwrap() = Cursor::default();
         if t.cols == 0 {
             return Err(Error::data(
                 path,
@@ -370,16 +354,7 @@ impl TableMatrix {
     /// to the end, so that a folder of many shards holds the buffers of one
     /// rather than of all.
     pub fn release(&self) {
-        *self.cursor.lock().unwrap_or_else(|p| p.into_inner()) = Cursor {
-            start: 0,
-            rows: 0,
-            values: None,
-            reader: None,
-            ipc: None,
-            fast: None,
-            owned: Vec::new(),
-            pool: Pool::default(),
-        };
+        *self.cursor.lock().unwrap_or_else(|p| p.into_inner()) = Cursor::default();
     }
     /// Number of rows.
     pub fn rows(&self) -> usize {

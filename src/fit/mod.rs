@@ -64,6 +64,23 @@ pub struct FitOptions {
 }
 
 impl FitOptions {
+    /// The depth of the static lists this fit's pass keeps: the dev depth,
+    /// and the test cut-off when a test split is scored.
+    pub(crate) fn scan_k(&self, with_test: bool) -> usize {
+        self.dev_k().max(if with_test { self.eval_k } else { 0 })
+    }
+
+    /// The corpus pass of this fit, as a map of the whole corpus.
+    pub(crate) fn scan_options(&self, with_test: bool) -> partial::MapOptions {
+        partial::MapOptions {
+            k: self.scan_k(with_test),
+            allow_zero_rows: self.allow_zero_rows,
+            lean: false,
+            chunk_rows: self.chunk_rows,
+            control: self.control.clone(),
+        }
+    }
+
     /// The depth of the dev lists the gamma search reads: 1 for NUDGE-M,
     /// `val_k` for NUDGE-N.
     pub fn dev_k(&self) -> usize {
@@ -310,20 +327,9 @@ pub fn fit_into(
     queries.check(inputs.corpus.rows(), inputs.corpus.cols())?;
     let mut clock = Clock::start();
     let plan = Plan::new(inputs.corpus.rows(), inputs.train, inputs.dev);
-    let dev_k = opts.dev_k();
-    let map = partial::MapOptions {
-        // Only as deep as this fit needs (a map for a later reduce keeps
-        // the deepest either method asks for).
-        k: dev_k.max(if inputs.test.is_some() {
-            opts.eval_k
-        } else {
-            0
-        }),
-        allow_zero_rows: opts.allow_zero_rows,
-        lean: false,
-        chunk_rows: opts.chunk_rows,
-        control: opts.control.clone(),
-    };
+    // Only as deep as this fit needs (a map for a later reduce keeps the
+    // deepest either method asks for).
+    let map = opts.scan_options(inputs.test.is_some());
     let pass = scan_and_gather(
         backend,
         inputs.corpus,
@@ -388,17 +394,7 @@ pub fn fit_across(
     queries.check(n, inputs.corpus.cols())?;
     let mut clock = Clock::start();
     let plan = Plan::new(n, inputs.train, inputs.dev);
-    let map = partial::MapOptions {
-        k: opts.dev_k().max(if inputs.test.is_some() {
-            opts.eval_k
-        } else {
-            0
-        }),
-        allow_zero_rows: opts.allow_zero_rows,
-        lean: false,
-        chunk_rows: opts.chunk_rows,
-        control: opts.control.clone(),
-    };
+    let map = opts.scan_options(inputs.test.is_some());
     // Each share of an in-memory output goes to the part that reads it.
     let dim = inputs.corpus.cols();
     let mut slices: Vec<std::sync::Mutex<Option<&mut [f32]>>> = Vec::new();
@@ -438,7 +434,14 @@ pub fn fit_across(
     let pass = partial::merge(&queries, &plan, n, &parts, map.k, None)?;
     clock.lap("scan");
     if streamed && let Some(o) = out.as_deref_mut() {
-        output::push_normalised(inputs.corpus, o, opts.chunk_rows, &opts.control)?;
+        output::push_normalised(
+            inputs.corpus,
+            0..n,
+            o,
+            opts.chunk_rows,
+            &opts.control,
+            "writing output",
+        )?;
         clock.lap("write");
     }
     solve(backends[0], &queries, plan, pass, opts, clock, out)
@@ -626,12 +629,10 @@ pub(crate) fn scan_and_gather(
         None => std::borrow::Cow::Borrowed(q_dev),
     };
     // The moved records and static dev answers within the range.
-    let within = |rows: &[u32]| -> Vec<u32> {
-        let lo = rows.partition_point(|&r| (r as usize) < range.start);
-        let hi = rows.partition_point(|&r| (r as usize) < range.end);
-        rows[lo..hi].to_vec()
-    };
-    let (moved_rows, kept_rows) = (within(&plan.moved), within(&plan.kept));
+    let (moved_rows, kept_rows) = (
+        Plan::within(&plan.moved, &range).to_vec(),
+        Plan::within(&plan.kept, &range).to_vec(),
+    );
     let mut moved = Matrix::zeros(moved_rows.len(), dim);
     let mut kept = Matrix::zeros(kept_rows.len(), dim);
     let mut cursors = (0, 0);

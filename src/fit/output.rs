@@ -335,80 +335,69 @@ pub fn stage_applied(
         )));
     }
     let lo = moved.partition_point(|&r| (r as usize) < range.start);
-    let hi = moved.partition_point(|&r| (r as usize) < range.end);
-    let local: Vec<u32> = moved[lo..hi]
-        .iter()
-        .map(|&r| r - range.start as u32)
-        .collect();
+    let part = crate::fit::plan::Plan::within(moved, &range);
+    let hi = lo + part.len();
+    let local: Vec<u32> = part.iter().map(|&r| r - range.start as u32).collect();
     let rows = Matrix::new(hi - lo, dim, updated.data[lo * dim..hi * dim].to_vec());
     let mut out = InlineOutput::create(range.len(), dim, path, write)?;
-    let first_row = range.start;
-    let mut report = crate::backend::RowReport::default();
-    let chunk = chunk_rows.unwrap_or(1 << 16).max(1);
-    let phase = control.phase("applying", range.len() as u64, "rows");
-    let (into, push) = match out.rows_mut() {
-        Some(all) => (Some(all), false),
-        None => (None, true),
-    };
     // In memory, the rows are read into the output and normalised there;
-    // streamed, each chunk is pushed (`into` borrows `out` until the pass
-    // is over, so the two cases cannot share one closure over `out`).
-    if push {
-        crate::data::stream::for_each_chunk(
-            corpus,
-            range.clone(),
-            chunk,
-            None,
-            &control.cancel,
-            |c, first| {
-                report.extend(crate::backend::cpu::normalize_rows(c, dim, first));
-                phase.set((first - first_row + c.len() / dim.max(1)) as u64);
-                out.push(c, first - first_row)
-            },
-        )?;
-    } else {
-        crate::data::stream::for_each_chunk(
-            corpus,
-            range.clone(),
-            chunk,
-            into,
-            &control.cancel,
-            |c, first| {
-                report.extend(crate::backend::cpu::normalize_rows(c, dim, first));
-                phase.set((first - first_row + c.len() / dim.max(1)) as u64);
-                Ok(())
-            },
-        )?;
-    }
-    drop(phase);
+    // streamed, each chunk is pushed.
+    let report = match out.rows_mut() {
+        Some(all) => {
+            let first_row = range.start;
+            let mut report = crate::backend::RowReport::default();
+            let phase = control.phase("applying", range.len() as u64, "rows");
+            crate::data::stream::for_each_chunk(
+                corpus,
+                range.clone(),
+                chunk_rows.unwrap_or(1 << 16).max(1),
+                Some(all),
+                &control.cancel,
+                |c, first| {
+                    report.extend(crate::backend::cpu::normalize_rows(c, dim, first));
+                    phase.set((first - first_row + c.len() / dim.max(1)) as u64);
+                    Ok(())
+                },
+            )?;
+            report
+        }
+        None => push_normalised(corpus, range, &mut out, chunk_rows, control, "applying")?,
+    };
     crate::fit::scan::check_finite(&report, corpus)?;
     out.put_moved(&local, &rows)?;
     out.finish()
 }
 
-/// Streams every row of `corpus`, normalised as a fit normalises it, into
-/// `out`: the output of a fit whose scan could not write it on the way
-/// ([`crate::fit::fit_across`] with a streamed output).
+/// Streams rows `range` of `corpus`, normalised as a fit normalises them,
+/// into `out` (its first row being the range's first): the output of a
+/// fit whose scan could not write it on the way ([`crate::fit::fit_across`]
+/// with a streamed output), and a streamed [`stage_applied`]. Returns the
+/// rows found zero or not finite.
 pub(crate) fn push_normalised(
     corpus: crate::data::Corpus,
+    range: std::ops::Range<usize>,
     out: &mut InlineOutput,
     chunk_rows: Option<usize>,
     control: &crate::control::Control,
-) -> Result<()> {
+    phase: &str,
+) -> Result<crate::backend::RowReport> {
     let dim = corpus.cols();
-    let phase = control.phase("writing output", corpus.rows() as u64, "rows");
+    let first_row = range.start;
+    let mut report = crate::backend::RowReport::default();
+    let phase = control.phase(phase, range.len() as u64, "rows");
     crate::data::stream::for_each_chunk(
         corpus,
-        0..corpus.rows(),
+        range,
         chunk_rows.unwrap_or(1 << 16).max(1),
         None,
         &control.cancel,
         |c, first| {
-            crate::backend::cpu::normalize_rows(c, dim, first);
-            phase.set((first + c.len() / dim.max(1)) as u64);
-            out.push(c, first)
+            report.extend(crate::backend::cpu::normalize_rows(c, dim, first));
+            phase.set((first - first_row + c.len() / dim.max(1)) as u64);
+            out.push(c, first - first_row)
         },
-    )
+    )?;
+    Ok(report)
 }
 
 /// Where the tuned corpus goes, and in which format.

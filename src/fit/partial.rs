@@ -158,12 +158,7 @@ pub fn map(
     opts: &MapOptions,
 ) -> Result<Partial> {
     let n = inputs.corpus.rows();
-    if rows.start > rows.end || rows.end > n {
-        return Err(Error::invalid(format!(
-            "rows {}..{}: expected a range within the corpus's {n} rows",
-            rows.start, rows.end
-        )));
-    }
+    check_range(&rows, n)?;
     if opts.k == 0 {
         return Err(Error::invalid("k must be at least 1"));
     }
@@ -189,6 +184,17 @@ pub fn map(
         p.lean = true;
     }
     Ok(p)
+}
+
+/// [`Error::Invalid`] unless `rows` lies within a corpus of `n` rows.
+fn check_range(rows: &Range<usize>, n: usize) -> Result<()> {
+    if rows.start > rows.end || rows.end > n {
+        return Err(Error::invalid(format!(
+            "rows {}..{}: expected a range within the corpus's {n} rows",
+            rows.start, rows.end
+        )));
+    }
+    Ok(())
 }
 
 /// Rows of part `i` of `parts` nearly equal parts of a corpus of `n` rows
@@ -220,12 +226,7 @@ pub fn map_across(
         _ => {}
     }
     let n = inputs.corpus.rows();
-    if rows.start > rows.end || rows.end > n {
-        return Err(Error::invalid(format!(
-            "rows {}..{}: expected a range within the corpus's {n} rows",
-            rows.start, rows.end
-        )));
-    }
+    check_range(&rows, n)?;
     let parts = crate::fit::scan::across(
         backends,
         rows,
@@ -293,11 +294,7 @@ pub fn reduce(
     queries.check(inputs.records, inputs.queries.cols)?;
     let mut clock = Clock::start();
     let plan = Plan::new(inputs.records, inputs.train, inputs.dev);
-    let k = opts.dev_k().max(if inputs.test.is_some() {
-        opts.eval_k
-    } else {
-        0
-    });
+    let k = opts.scan_k(inputs.test.is_some());
     let pass = merge(&queries, &plan, inputs.records, partials, k, inputs.corpus)?;
     clock.lap("merge");
     solve(backend, &queries, plan, pass, opts, clock, None)
@@ -416,12 +413,9 @@ pub(crate) fn merge(
     let mut stale = Vec::new();
     for &i in &order {
         let p = &partials[i];
-        let within = |rows: &[u32]| -> Vec<u32> {
-            let lo = rows.partition_point(|&r| (r as usize) < p.rows.start);
-            let hi = rows.partition_point(|&r| (r as usize) < p.rows.end);
-            rows[lo..hi].to_vec()
-        };
-        if within(&plan.moved) != p.moved_rows || within(&plan.kept) != p.kept_rows {
+        if Plan::within(&plan.moved, &p.rows) != p.moved_rows
+            || Plan::within(&plan.kept, &p.rows) != p.kept_rows
+        {
             stale.push(i);
         }
     }

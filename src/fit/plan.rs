@@ -66,6 +66,14 @@ impl Plan {
         }
     }
 
+    /// The moved records (or static dev answers: `rows` is either list,
+    /// ascending) that lie in corpus rows `range`.
+    pub fn within<'a>(rows: &'a [u32], range: &std::ops::Range<usize>) -> &'a [u32] {
+        let lo = rows.partition_point(|&r| (r as usize) < range.start);
+        let hi = rows.partition_point(|&r| (r as usize) < range.end);
+        &rows[lo..hi]
+    }
+
     /// `mask[row]`: whether each corpus row moves, what the scan leaves out
     /// of the static lists. Built only by the passes that scan (a reduce
     /// needs none: at a billion rows it would be a gigabyte).
