@@ -1,7 +1,8 @@
 //! The gamma searches, from S0 = Qdev . D_M^T and S1 = Qdev . G_M^T over
 //! the moved records, computed block by block in one loop
 //! ([`Search::for_each_block`]) so that memory stays bounded by the block
-//! size however many records move.
+//! size however many records move (NUDGE-M's first block by the number of
+//! moved dev answers, see [`m_blocks`]).
 
 use rayon::prelude::*;
 
@@ -44,44 +45,151 @@ pub(super) struct Sweep {
     pub pairs: usize,
 }
 
+/// The moved records of one S0/S1 block, as indices into the moved list,
+/// ascending.
+#[derive(Debug, Clone, PartialEq)]
+enum Cols {
+    /// Consecutive moved records: their rows are read in place.
+    Run(std::ops::Range<usize>),
+    /// Scattered moved records: their rows are gathered first.
+    Picked(Vec<usize>),
+}
+
+impl Cols {
+    /// `cols` (ascending), as a run when they are consecutive.
+    fn of(cols: Vec<usize>) -> Cols {
+        match (cols.first(), cols.last()) {
+            (Some(&a), Some(&b)) if b - a + 1 == cols.len() => Cols::Run(a..b + 1),
+            _ => Cols::Picked(cols),
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Cols::Run(r) => r.len(),
+            Cols::Picked(v) => v.len(),
+        }
+    }
+
+    fn get(&self, i: usize) -> usize {
+        match self {
+            Cols::Run(r) => r.start + i,
+            Cols::Picked(v) => v[i],
+        }
+    }
+
+    /// The column of moved record `mi`, if the block holds it.
+    fn position(&self, mi: usize) -> Option<usize> {
+        match self {
+            Cols::Run(r) => r.contains(&mi).then(|| mi - r.start),
+            Cols::Picked(v) => v.binary_search(&mi).ok(),
+        }
+    }
+
+    /// `(0..len).map(get)`, as values gathered from `src` by column.
+    fn gather<T: Copy>(&self, src: &[T]) -> Vec<T> {
+        (0..self.len()).map(|i| src[self.get(i)]).collect()
+    }
+}
+
+/// NUDGE-M's blocks: the first holds every moved record that is a dev
+/// answer (whole blocks of them, filled up with the lowest other
+/// records), so that every pair's own score and slope are known from
+/// the first block on; the other records follow in blocks of
+/// `block`. The first block is larger than the others only when
+/// more than a block of moved records answer dev queries.
+fn m_blocks(m: usize, block: usize, own: &[usize]) -> Vec<Cols> {
+    let block = block.max(1);
+    let first = own.len().next_multiple_of(block).min(m);
+    let mut is_own = vec![false; m];
+    for &c in own {
+        is_own[c] = true;
+    }
+    let mut head = own.to_vec();
+    let mut rest = Vec::with_capacity(m - own.len());
+    for i in (0..m).filter(|&i| !is_own[i]) {
+        if head.len() < first {
+            head.push(i);
+        } else {
+            rest.push(i);
+        }
+    }
+    head.sort_unstable();
+    let mut blocks = vec![Cols::of(head)];
+    blocks.extend(blocks_of(&rest, block));
+    blocks.retain(|b| b.len() > 0);
+    blocks
+}
+
+/// Consecutive blocks of at most `block` of the moved records `cols`.
+fn blocks_of(cols: &[usize], block: usize) -> impl Iterator<Item = Cols> + '_ {
+    cols.chunks(block.max(1)).map(|c| Cols::of(c.to_vec()))
+}
+
 impl Search<'_> {
-    /// S0 and S1 of the moved records `start..end`, into `s0` and `s1`
-    /// (reused block after block).
-    fn block(&self, start: usize, end: usize, s0: &mut Matrix, s1: &mut Matrix) -> Result<()> {
+    /// S0 and S1 of the moved records `cols`, into `s0` and `s1` (reused
+    /// block after block; scattered rows are gathered into `scratch`).
+    fn block(
+        &self,
+        cols: &Cols,
+        s0: &mut Matrix,
+        s1: &mut Matrix,
+        scratch: &mut (Vec<f32>, Vec<f32>),
+    ) -> Result<()> {
         let d = self.d_moved.cols;
-        let (n, rows) = (end - start, start * d..end * d);
+        let n = cols.len();
+        let (rows_d, rows_g): (&[f32], &[f32]) = match cols {
+            Cols::Run(r) => (
+                &self.d_moved.data[r.start * d..r.end * d],
+                &self.g.data[r.start * d..r.end * d],
+            ),
+            Cols::Picked(v) => {
+                let (bd, bg) = scratch;
+                for (buf, src) in [(&mut *bd, self.d_moved), (&mut *bg, self.g)] {
+                    buf.resize(n * d, 0.0);
+                    buf.par_chunks_mut(d.max(1))
+                        .zip(v.par_iter())
+                        .for_each(|(out, &c)| out.copy_from_slice(src.row(c)));
+                }
+                (&scratch.0[..], &scratch.1[..])
+            }
+        };
         // Side by side: a small block is too few GEMM tiles to keep every
         // core busy on its own (SciFact's S0 is 3 tiles for 2 cores).
         let (a, b) = rayon::join(
-            || {
-                self.backend
-                    .similarity_into(self.q_dev, &self.d_moved.data[rows.clone()], n, s0)
-            },
-            || {
-                self.backend
-                    .similarity_into(self.q_dev, &self.g.data[rows.clone()], n, s1)
-            },
+            || self.backend.similarity_into(self.q_dev, rows_d, n, s0),
+            || self.backend.similarity_into(self.q_dev, rows_g, n, s1),
         );
         a.and(b)
     }
 
-    /// The block loop: calls `f(start, S0, S1)` for every block of moved
-    /// records in order (each block computed once, into buffers reused from
-    /// block to block), checking for cancellation between blocks and
-    /// reporting progress to `phase`.
+    /// The block loop: calls `f(cols, records, S0, S1)` for every block in
+    /// turn (each block computed once, into buffers reused from block to
+    /// block), checking for cancellation between blocks and reporting
+    /// progress to `phase`.
     fn for_each_block(
         &self,
         phase: &Phase,
-        mut f: impl FnMut(usize, &Matrix, &mut Matrix) -> Result<()>,
+        blocks: impl IntoIterator<Item = Cols>,
+        mut f: impl FnMut(&Cols, &[u32], &Matrix, &mut Matrix) -> Result<()>,
     ) -> Result<()> {
-        let m = self.moved.len();
         let (mut s0, mut s1) = (Matrix::default(), Matrix::default());
-        for start in (0..m).step_by(self.block.max(1)) {
+        let mut scratch = Default::default();
+        let mut done = 0;
+        for cols in blocks {
             self.control.check()?;
-            let end = (start + self.block).min(m);
-            self.block(start, end, &mut s0, &mut s1)?;
-            f(start, &s0, &mut s1)?;
-            phase.set(end as u64);
+            self.block(&cols, &mut s0, &mut s1, &mut scratch)?;
+            let picked;
+            let records = match &cols {
+                Cols::Run(r) => &self.moved[r.clone()],
+                Cols::Picked(_) => {
+                    picked = cols.gather(self.moved);
+                    &picked[..]
+                }
+            };
+            f(&cols, records, &s0, &mut s1)?;
+            done += cols.len();
+            phase.set(done as u64);
         }
         Ok(())
     }
@@ -125,11 +233,14 @@ impl Search<'_> {
     /// difference is a rounding error instead, and its quotient an
     /// arbitrary bound (NFCorpus has many such records; a GPU's fused
     /// multiply-add had turned them into gamma = 3e7). So the pairs' own
-    /// values come from [`Backend::similarity`] too, over just the moved
-    /// records that are dev answers: every backend gives each element of a
-    /// similarity the same bits whatever else is in the call, so these are
-    /// the numbers the blocks hold. The bounds then take one pass over the
-    /// blocks. (With a single block, its own numbers are read from it.)
+    /// values are read from the blocks themselves: the first block holds
+    /// every moved record that answers a dev query ([`m_blocks`]), so
+    /// they are known before any bounds are taken, and the bounds then take
+    /// one pass over the blocks. (Reading them from a separate similarity
+    /// over just those records gave the same bits, since every backend
+    /// gives each element of a similarity the same bits whatever else is in
+    /// the call, but it computed those columns twice: a third of tldr's
+    /// gamma search.)
     pub fn search_m(&self, dev_static: &TopK) -> Result<Sweep> {
         let m = self.moved.len();
         let inv_norm: Vec<f32> = (0..m)
@@ -157,52 +268,29 @@ impl Search<'_> {
                 .map(|p| nudge_m::static_bounds(p, dev_static.entries(p.query as usize).next()))
                 .collect()
         };
-        // The pairs' own (s, t) from S0 and the slopes `t`, whose column
-        // for moved record `mi` is `col_of(mi)`.
-        let read_own =
-            |pairs: &mut [Pair], s0: &Matrix, t: &Matrix, col_of: &dyn Fn(usize) -> usize| {
-                for &(mi, i) in &own {
-                    let (q, c) = (pairs[i].query as usize, col_of(mi));
-                    pairs[i].s = s0.row(q)[c];
-                    pairs[i].t = t.row(q)[c];
-                }
-            };
-        if m > self.block.max(1) {
-            // The moved records that are dev answers, once each.
-            let mut cols: Vec<usize> = own.iter().map(|o| o.0).collect();
-            cols.dedup();
-            let d = self.d_moved.cols;
-            let gather = |src: &Matrix| {
-                let mut out = Vec::with_capacity(cols.len() * d);
-                for &c in &cols {
-                    out.extend_from_slice(src.row(c));
-                }
-                out
-            };
-            let (mut s0, mut t) = (Matrix::default(), Matrix::default());
-            self.backend
-                .similarity_into(self.q_dev, &gather(self.d_moved), cols.len(), &mut s0)?;
-            self.backend
-                .similarity_into(self.q_dev, &gather(self.g), cols.len(), &mut t)?;
-            let inv: Vec<f32> = cols.iter().map(|&c| inv_norm[c]).collect();
-            slopes(&mut t, &inv);
-            let col_of = |mi: usize| cols.binary_search(&mi).expect("an own column");
-            read_own(&mut pairs, &s0, &t, &col_of);
-        }
+        // Every dev answer that moves is in the first block: its own values
+        // are read there, before any bounds are taken.
+        let mut cols: Vec<usize> = own.iter().map(|o| o.0).collect();
+        cols.dedup();
         let mut bounds = None;
-        self.for_each_block(&phase, |start, s0, t| {
-            slopes(t, &inv_norm[start..start + s0.cols]);
-            if bounds.is_none() && m <= self.block.max(1) {
-                read_own(&mut pairs, s0, t, &|mi| mi - start);
-            }
-            let bounds = bounds.get_or_insert_with(|| static_bounds(&pairs));
-            let block = SlopeBlock {
-                records: &self.moved[start..start + s0.cols],
-                s: s0,
-                t,
-            };
-            self.backend.nudge_m_bounds(&block, &pairs, bounds)
-        })?;
+        self.for_each_block(
+            &phase,
+            m_blocks(m, self.block, &cols),
+            |cols, records, s0, t| {
+                slopes(t, &cols.gather(&inv_norm));
+                let bounds = bounds.get_or_insert_with(|| {
+                    for &(mi, i) in &own {
+                        let (q, c) = (pairs[i].query as usize, cols.position(mi));
+                        let c = c.expect("the first block holds every moved dev answer");
+                        pairs[i].s = s0.row(q)[c];
+                        pairs[i].t = t.row(q)[c];
+                    }
+                    static_bounds(&pairs)
+                });
+                let block = SlopeBlock { records, s: s0, t };
+                self.backend.nudge_m_bounds(&block, &pairs, bounds)
+            },
+        )?;
         drop(phase);
         let bounds = bounds.unwrap_or_else(|| static_bounds(&pairs));
         let intervals: Vec<(f32, f32)> = bounds.into_iter().filter_map(nudge_m::finish).collect();
@@ -230,24 +318,26 @@ impl Search<'_> {
         let phase = self
             .control
             .phase("gamma search", self.moved.len() as u64, "moved records");
-        self.for_each_block(&phase, |start, s0, s1| {
-            let w = s0.cols;
-            let mut coef = vec![(0.0, 0.0); grid.len() * w];
-            coef.par_chunks_mut(w.max(1))
-                .zip(&steps)
-                .for_each(|(out, step)| {
-                    for (o, &(v, c)) in out.iter_mut().zip(&vc[start..start + w]) {
-                        let (a, b) = step.coefficients(v, c);
-                        *o = (a as f32, b as f32);
-                    }
-                });
-            let block = MovedBlock {
-                records: &self.moved[start..start + w],
-                s0,
-                s1,
-            };
-            self.backend.nudge_n_merge(&block, &coef, &mut tops)
-        })?;
+        let all: Vec<usize> = (0..self.moved.len()).collect();
+        self.for_each_block(
+            &phase,
+            blocks_of(&all, self.block),
+            |cols, records, s0, s1| {
+                let w = s0.cols;
+                let vc = cols.gather(&vc);
+                let mut coef = vec![(0.0, 0.0); grid.len() * w];
+                coef.par_chunks_mut(w.max(1))
+                    .zip(&steps)
+                    .for_each(|(out, step)| {
+                        for (o, &(v, c)) in out.iter_mut().zip(&vc) {
+                            let (a, b) = step.coefficients(v, c);
+                            *o = (a as f32, b as f32);
+                        }
+                    });
+                let block = MovedBlock { records, s0, s1 };
+                self.backend.nudge_n_merge(&block, &coef, &mut tops)
+            },
+        )?;
         Ok(grid
             .iter()
             .zip(&tops)
@@ -278,4 +368,50 @@ fn dev_score(top: &TopK, queries: &[LabeledQuery], k: usize) -> f64 {
         .map(|(i, q)| nudge_n::hit_rate(top.entries(i).map(|e| e.1), &q.answers, k))
         .sum();
     total / queries.len().max(1) as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn indices(b: &Cols) -> Vec<usize> {
+        (0..b.len()).map(|i| b.get(i)).collect()
+    }
+
+    #[test]
+    fn m_blocks_put_every_own_record_first_and_cover_the_rest_once() {
+        for (m, block, own) in [
+            (10, 4, vec![1, 7]),
+            (10, 4, vec![0, 2, 3, 5, 9]), // more than a block: the first is 8
+            (10, 4, vec![]),
+            (10, 4, (0..10).collect()),
+            (3, 8, vec![2]),
+            (9, 1, vec![4, 8]),
+        ] {
+            let blocks = m_blocks(m, block, &own);
+            let first = indices(&blocks[0]);
+            assert!(own.iter().all(|o| first.contains(o)), "{m} {block} {own:?}");
+            assert_eq!(
+                first.len(),
+                own.len().next_multiple_of(block).min(m).max(block.min(m))
+            );
+            let mut all: Vec<usize> = blocks.iter().flat_map(indices).collect();
+            for b in &blocks {
+                let v = indices(b);
+                assert!(v.windows(2).all(|w| w[0] < w[1]), "a block is ascending");
+                assert!(!v.is_empty());
+            }
+            assert!(blocks[1..].iter().all(|b| b.len() <= block));
+            all.sort_unstable();
+            assert_eq!(all, (0..m).collect::<Vec<_>>(), "{m} {block} {own:?}");
+        }
+    }
+
+    #[test]
+    fn cols_of_consecutive_records_is_a_run() {
+        assert_eq!(Cols::of(vec![3, 4, 5]), Cols::Run(3..6));
+        assert_eq!(Cols::of(vec![3, 5]), Cols::Picked(vec![3, 5]));
+        assert_eq!(Cols::Picked(vec![3, 5]).position(5), Some(1));
+        assert_eq!(Cols::Run(3..6).position(6), None);
+    }
 }
