@@ -399,8 +399,8 @@ impl Scan for CpuScan<'_> {
         Ok(report)
     }
 
-    fn finish(self: Box<Self>) -> Result<TopK> {
-        Ok(self.top)
+    fn finish(self: Box<Self>) -> Result<(TopK, RowReport)> {
+        Ok((self.top, RowReport::default()))
     }
 }
 
@@ -784,7 +784,7 @@ mod tests {
         assert_eq!(r, RowReport::default());
         let r = scan.push(&[0.0, 0.0, 0.6, 0.8], 2).unwrap();
         assert_eq!(r.zero, vec![2]);
-        let top = scan.finish().unwrap();
+        let (top, _) = scan.finish().unwrap();
         // Row 1 would score 1.0 but is masked; row 0 scores 1.0, row 3 0.6.
         assert_eq!(top.entries(0).collect::<Vec<_>>(), vec![(1.0, 0), (0.6, 3)]);
     }
@@ -846,7 +846,7 @@ mod tests {
                 RowReport::default(),
                 "clean rows, nothing to report"
             );
-            scan.finish().unwrap()
+            scan.finish().unwrap().0
         };
         let run = |chunk: usize| run_as(chunk, Rows::AsStored);
         // One chunk: 10% masked, in place. Chunks of 10 rows ending in the
@@ -880,7 +880,7 @@ mod tests {
             })
             .unwrap();
         scan.push(&corpus[682 * d..690 * d], 682).unwrap();
-        let top = scan.finish().unwrap();
+        let (top, _) = scan.finish().unwrap();
         for i in 0..nq {
             let mut rows: Vec<u32> = top.entries(i).map(|e| e.1).collect();
             rows.sort_unstable();

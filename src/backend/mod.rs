@@ -69,9 +69,16 @@ pub fn score_block_rows(queries: usize) -> usize {
 pub trait Scan {
     /// Scores one chunk of raw corpus rows (`first_row` is the absolute row of
     /// the chunk's first row) and merges it into the running top-k.
+    ///
+    /// Returns the row report of the rows whose checks have come back: this
+    /// chunk's on a backend that checks as it goes (the CPU), earlier
+    /// chunks' on one that reads its checks back late so that the host
+    /// never waits for the device (the GPU); [`Scan::finish`] returns the
+    /// rest. Rows are reported in the order they were pushed.
     fn push(&mut self, chunk: &[f32], first_row: usize) -> Result<RowReport>;
-    /// Waits for outstanding work and returns the lists.
-    fn finish(self: Box<Self>) -> Result<TopK>;
+    /// Waits for outstanding work and returns the lists, with the report of
+    /// the rows no push has reported yet.
+    fn finish(self: Box<Self>) -> Result<(TopK, RowReport)>;
 }
 
 /// Segment-sum layout (CSR): output row `r` is the sum of input rows

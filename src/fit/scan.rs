@@ -48,7 +48,9 @@ pub(crate) fn scan_corpus(
         },
     )?;
     drop(phase);
-    Ok((scan.finish()?, report))
+    let (top, rest) = scan.finish()?;
+    report.extend(rest);
+    Ok((top, report))
 }
 
 /// Fails on non-finite rows, naming the first few.

@@ -565,7 +565,7 @@ fn scan_scores_do_not_depend_on_chunks_or_threads() {
             s.push(&corpus[start * d..(start + c) * d], start).unwrap();
             start += c;
         }
-        let top = s.finish().unwrap();
+        let (top, _) = s.finish().unwrap();
         (0..q)
             .flat_map(|i| {
                 top.entries(i)

@@ -2,14 +2,20 @@
 //! check) the rows, score them against the resident queries, and fold the
 //! scores into running top-k lists that stay on the device until `finish`.
 //!
-//! Why it is shaped this way: `Scan::push` must return the chunk's row
-//! report, but should not wait for the chunk's GEMM. So each push submits
-//! twice: first the normalisation (whose per-row status is copied to a
-//! mappable buffer), then GEMM + top-k. The push waits only for the first
-//! submission; the GEMM of chunk i runs while the host reads and uploads
-//! chunk i+1. Upload slots form a ring of two, and a slot is reused only
-//! once its previous submission is done, which bounds wgpu's staging memory.
-//! Only the top-k lists (and the small status arrays) are ever read back.
+//! Why it is shaped this way: the host must never wait for the device while
+//! it has chunks to read. Each push records one submission (normalise or
+//! check, copy the per-row status to a mappable buffer, GEMM, top-k) into a
+//! slot of a ring of [`RING`] and returns at once; the host blocks only when
+//! the ring is full, for the slot's previous chunk, whose row status it then
+//! reads back and reports (so a push reports the rows of an earlier push,
+//! and `finish` the rest, as [`Scan`] allows). Several chunks are thus in
+//! flight: the device computes while the host reads, checks and uploads the
+//! next ones. Waiting for each chunk's status before going on, as the scan
+//! first did, also waited for the previous chunk's GEMM (one queue), so the
+//! host and the device took turns. A fit's pass has checked its rows on the
+//! host already (`Rows::Checked`): then there is no status at all. The ring
+//! also bounds wgpu's staging memory. Only the top-k lists (and the small
+//! status arrays) are ever read back.
 //!
 //! The f32 scan fuses the top-k into the GEMM (see [`Fused`]): the score
 //! block is written only when a chunk overflows a candidate list and is
@@ -38,12 +44,41 @@ use crate::backend::Backend;
 use crate::backend::{RowReport, Rows, Scan, ScanSpec, TopK};
 use crate::error::{Error, Result};
 
+/// Chunks in flight at most: one being read and uploaded by the host, one
+/// queued, one computing.
+pub const RING: usize = 3;
+
 struct Slot {
     chunk: wgpu::Buffer,
     packed: Option<wgpu::Buffer>,
     status: wgpu::Buffer,
     staging: wgpu::Buffer,
+    /// The slot's last submission, until the host has waited for it.
     last: Option<wgpu::SubmissionIndex>,
+    /// `(first_row, rows)` whose status that submission copies to
+    /// `staging`, still to be reported; `None` for a chunk that was not
+    /// checked.
+    checks: Option<(usize, usize)>,
+}
+
+impl Slot {
+    /// Waits for the slot's last submission and returns its rows' report
+    /// (empty when it had no checks).
+    fn settle(&mut self, ctx: &super::context::Context, zero_counts: bool) -> Result<RowReport> {
+        let Some(idx) = self.last.take() else {
+            return Ok(RowReport::default());
+        };
+        match self.checks.take() {
+            Some((first_row, n)) => {
+                let status: Vec<u32> = ctx.read_mapped(&self.staging, n as u64 * 4, Some(idx))?;
+                Ok(ops::report_from_status(&status, first_row, zero_counts))
+            }
+            None => {
+                ctx.wait(Some(idx))?;
+                Ok(RowReport::default())
+            }
+        }
+    }
 }
 
 /// A running top-k scan on the device (see the module comment).
@@ -53,6 +88,10 @@ pub struct GpuScan<'a> {
     d: usize,
     k: usize,
     normalize: bool,
+    /// The rows were checked (and normalised) by the caller: no checks here.
+    checked: bool,
+    /// Reports of settled chunks not yet handed to the caller.
+    late: RowReport,
     f16: bool,
     /// f32 chunks are scored by the register-blocked GEMM (`tiled.rs`) on
     /// shapes padded to its tile: queries to `q_pad` rows, chunks to whole
@@ -206,6 +245,8 @@ impl<'a> GpuScan<'a> {
             d,
             k,
             normalize: spec.rows == Rows::Normalize,
+            checked: spec.rows == Rows::Checked,
+            late: RowReport::default(),
             f16: gpu.precision == Precision::F16,
             tiled,
             tk,
@@ -235,8 +276,10 @@ impl<'a> GpuScan<'a> {
             return Ok(());
         }
         let ctx = &self.gpu.ctx;
-        // Drain the queue so the new ring starts with no chunk in flight
-        // (the old buffers are freed once the device is done with them).
+        // Settle the old ring (oldest first) so the new one starts with no
+        // chunk in flight; the old buffers are freed once the device is
+        // done with them.
+        self.settle_all()?;
         ctx.wait(None)?;
         let w = self.w4;
         let segs = rows.div_ceil(self.seg_len);
@@ -249,19 +292,31 @@ impl<'a> GpuScan<'a> {
             status: ctx.storage("status", rows as u64 * 4),
             staging: ctx.staging(rows as u64 * 4),
             last: None,
+            checks: None,
         };
         self.bufs = Some(ChunkBuffers {
             rows,
             scores: ctx.storage("scores", (self.q_pad * cols * 4) as u64),
             part_s: ctx.storage("part scores", (self.q * segs * self.k * 4) as u64),
             part_r: ctx.storage("part rows", (self.q * segs * self.k * 4) as u64),
-            slots: vec![slot(), slot()],
+            slots: (0..RING).map(|_| slot()).collect(),
         });
         Ok(())
     }
 
-    /// Columns of the score block (and rows of the chunk buffer) for a
-    /// chunk of `rows` rows: whole column tiles for the tiled GEMM.
+    /// Settles every slot, oldest first, keeping their reports in `late`.
+    fn settle_all(&mut self) -> Result<()> {
+        let Some(bufs) = self.bufs.as_mut() else {
+            return Ok(());
+        };
+        for i in 0..RING {
+            let slot = &mut bufs.slots[(self.next + i) % RING];
+            self.late
+                .extend(slot.settle(&self.gpu.ctx, self.normalize)?);
+        }
+        Ok(())
+    }
+
     /// The top-k kernels' parameters for a piece of `n` rows (`ld` apart in
     /// the score block, in segments of `seg_len`) starting at corpus row
     /// `first_row`: the unfused path's, and the fused path's fallback.
@@ -281,6 +336,8 @@ impl<'a> GpuScan<'a> {
         }
     }
 
+    /// Columns of the score block (and rows of the chunk buffer) for a
+    /// chunk of `rows` rows: whole column tiles for the tiled GEMM.
     fn padded_cols(&self, rows: usize) -> usize {
         if self.tiled {
             Tile::pad(rows, self.tk.tile.bn)
@@ -330,12 +387,12 @@ impl<'a> GpuScan<'a> {
             .as_mut()
             .expect("chunk buffers are made when the scan starts");
         let slot = &mut bufs.slots[self.next];
-        self.next = (self.next + 1) % 2;
+        self.next = (self.next + 1) % RING;
         // Ring full: the slot's previous chunk must be consumed before its
-        // buffer is overwritten (and wgpu's staging copy released).
-        if let Some(idx) = slot.last.take() {
-            ctx.wait(Some(idx))?;
-        }
+        // buffer is overwritten (and wgpu's staging copy released); its
+        // row status is ready then, and reported now.
+        let mut report = std::mem::take(&mut self.late);
+        report.extend(slot.settle(ctx, self.normalize)?);
         let padded = pad_rows_to(chunk, d, w * 4);
         let np = &self.norm_params;
         np.set(
@@ -354,43 +411,45 @@ impl<'a> GpuScan<'a> {
             _ => None,
         };
 
-        // 1. Normalise (or check) and copy the row status out.
+        // Normalise (or check) and copy the row status out, then score: one
+        // submission, not waited for.
         let mut enc = ctx
             .device
             .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
+        let check = !self.checked;
         match (&halves, &slot.packed) {
             (Some(h), Some(packed)) => {
                 ctx.write(packed, bytemuck::cast_slice(h));
-                let b = NormalizeF16 {
-                    p: np,
-                    status: &slot.status,
-                    words: packed,
-                };
-                gpu.k.normalize_f16.dispatch(ctx, &mut enc, b, grid(n));
+                if check {
+                    let b = NormalizeF16 {
+                        p: np,
+                        status: &slot.status,
+                        words: packed,
+                    };
+                    gpu.k.normalize_f16.dispatch(ctx, &mut enc, b, grid(n));
+                }
             }
             _ => {
                 ctx.write(&slot.chunk, bytemuck::cast_slice(&padded));
-                let b = Normalize {
-                    p: np,
-                    x: &slot.chunk,
-                    status: &slot.status,
-                };
-                gpu.k.normalize.dispatch(ctx, &mut enc, b, grid(n));
+                if check {
+                    let b = Normalize {
+                        p: np,
+                        x: &slot.chunk,
+                        status: &slot.status,
+                    };
+                    gpu.k.normalize.dispatch(ctx, &mut enc, b, grid(n));
+                }
             }
         }
-        enc.copy_buffer_to_buffer(
-            &slot.status,
-            0,
-            &slot.staging,
-            0,
-            (n as u64 * 4).next_multiple_of(4),
-        );
-        let status_idx = ctx.queue.submit([enc.finish()]);
-
-        // 2. Scores and top-k, not waited for.
-        let mut enc = ctx
-            .device
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
+        if check {
+            enc.copy_buffer_to_buffer(
+                &slot.status,
+                0,
+                &slot.staging,
+                0,
+                (n as u64 * 4).next_multiple_of(4),
+            );
+        }
         // Which copy the GEMM reads. A chunk that could not go up as f16 is
         // packed on the device once normalised (unit rows always fit f16);
         // unnormalised, it is scored in f32 rather than overflow.
@@ -584,10 +643,9 @@ impl<'a> GpuScan<'a> {
                 .dispatch(ctx, &mut enc, merge, grid_items(self.q));
         }
         slot.last = Some(ctx.queue.submit([enc.finish()]));
+        slot.checks = check.then_some((first_row, n));
         self.pushed += n;
-
-        let status: Vec<u32> = ctx.read_mapped(&slot.staging, n as u64 * 4, Some(status_idx))?;
-        Ok(ops::report_from_status(&status, first_row, self.normalize))
+        Ok(report)
     }
 }
 
@@ -617,16 +675,20 @@ impl Scan for GpuScan<'_> {
         Ok(report)
     }
 
-    fn finish(self: Box<Self>) -> Result<TopK> {
+    fn finish(mut self: Box<Self>) -> Result<(TopK, RowReport)> {
+        self.gpu
+            .ctx
+            .scoped("scanning a chunk", || self.settle_all())?;
+        let report = std::mem::take(&mut self.late);
         let ctx = &self.gpu.ctx;
         let mut top = TopK::new(self.q, self.k);
         if self.q * self.k == 0 {
-            return Ok(top);
+            return Ok((top, report));
         }
         let len = (self.q * self.k * 4) as u64;
         top.scores = ctx.read(&self.run_s, len)?;
         top.rows = ctx.read(&self.run_r, len)?;
-        Ok(top)
+        Ok((top, report))
     }
 }
 

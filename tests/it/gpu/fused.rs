@@ -53,7 +53,9 @@ fn scan(
         report.extend(s.push(&corpus[start * d..end * d], start).unwrap());
         start = end;
     }
-    (s.finish().unwrap(), report)
+    let (top, rest) = s.finish().unwrap();
+    report.extend(rest);
+    (top, report)
 }
 
 /// The GPU's lists equal the CPU's exactly (scores by their bits), and the
@@ -263,7 +265,7 @@ fn fused_topk_equals_unfused_bit_for_bit() {
             s.push(&corpus[start * d..end * d], start).unwrap();
             start = end;
         }
-        s.finish().unwrap()
+        s.finish().unwrap().0
     };
     let bits = |t: &TopK| t.scores.iter().map(|s| s.to_bits()).collect::<Vec<_>>();
     for (label, g) in topk_variants() {

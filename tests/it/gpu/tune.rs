@@ -249,7 +249,7 @@ fn a_scan_runs_the_cached_winner_without_timing() {
                 .unwrap();
             scan.push(&corpus.data[..130 * d], 0).unwrap();
             scan.push(&corpus.data[130 * d..], 130).unwrap();
-            tops.push(scan.finish().unwrap());
+            tops.push(scan.finish().unwrap().0);
         }
     }
     let reports = g.tune_reports();
