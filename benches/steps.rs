@@ -178,6 +178,7 @@ fn gamma_scoring(c: &mut Criterion) {
         records: &records,
         s0: &s0,
         s1: &s1,
+        planes: None,
     };
     let slopes = SlopeBlock {
         records: &records,

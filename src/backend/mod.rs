@@ -115,6 +115,13 @@ pub struct MovedBlock<'a> {
     pub s0: &'a Matrix,
     /// `dev x B`: dev query . G of the record.
     pub s1: &'a Matrix,
+    /// Per record, `(v, c) = (d.G, |G|^2)` ([`crate::method::nudge_n::dots`]),
+    /// when the merge's coefficients are [`crate::method::nudge_n::Step::coefficients`]
+    /// of these: every updated record is then a unit vector in the plane
+    /// of d and G, whatever gamma, which bounds its score over the whole
+    /// grid, and a backend may skip a record that no list can take. `None`
+    /// promises nothing (every record is scored).
+    pub planes: Option<&'a [(f64, f64)]>,
 }
 
 /// A block of moved records as the NUDGE-M interval search sees them.

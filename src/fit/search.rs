@@ -325,6 +325,7 @@ impl Search<'_> {
             |cols, records, s0, s1| {
                 let w = s0.cols;
                 let vc = cols.gather(&vc);
+                let planes = Some(&vc[..]);
                 let mut coef = vec![(0.0, 0.0); grid.len() * w];
                 coef.par_chunks_mut(w.max(1))
                     .zip(&steps)
@@ -334,7 +335,12 @@ impl Search<'_> {
                             *o = (a as f32, b as f32);
                         }
                     });
-                let block = MovedBlock { records, s0, s1 };
+                let block = MovedBlock {
+                    records,
+                    s0,
+                    s1,
+                    planes,
+                };
                 self.backend.nudge_n_merge(&block, &coef, &mut tops)
             },
         )?;

@@ -219,6 +219,7 @@ backend_tests! {
                 records: &records,
                 s0: &s0,
                 s1: &s1,
+                planes: None,
             };
             let mut want = vec![start.clone(); gammas];
             let mut got = vec![start.clone(); gammas];
