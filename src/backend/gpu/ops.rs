@@ -20,7 +20,8 @@ use super::kernel::{
     MergeParams, NormParams, Normalize, NudgeMBounds, NudgeNPartial, TiledKernels, TiledParams,
     TopkMerge, TopkParams, UpdateM, UpdateN, UpdateParams, grid, grid_items,
 };
-use super::{Gpu, d4, pad_rows};
+use super::tiled::Tile;
+use super::{Gpu, d4, pad_rows, pad_rows_to};
 use crate::backend::{Bounds, MovedBlock, Pair, RowReport, Segments, SlopeBlock, TopK};
 use crate::error::{Error, Result};
 use crate::matrix::Matrix;
@@ -211,7 +212,13 @@ pub(super) fn record_gemm_tiled(
 /// grid is at most 65535 tiles per dimension).
 pub(super) const MAX_GEMM_ROWS: usize = 65535 * TILE;
 
-/// [`crate::backend::Backend::similarity`]: `a . b^T` in blocks that fit.
+/// [`crate::backend::Backend::similarity`]: `a . b^T` in blocks that fit,
+/// by the register-blocked GEMM the scan runs (the tuned tile for this d
+/// and query count), on operands padded to its tile; the simple GEMM where
+/// a padded block of either operand would not fit one binding (tiny test
+/// limits). Every element is one dot product summed in ascending k by one
+/// kernel, so it has the same bits whatever else is in the call, as the
+/// NUDGE-M search needs.
 pub fn similarity(gpu: &Gpu, a: &Matrix, b: &Matrix) -> Result<Matrix> {
     if a.cols != b.cols {
         panic!(
@@ -224,6 +231,67 @@ pub fn similarity(gpu: &Gpu, a: &Matrix, b: &Matrix) -> Result<Matrix> {
     if m == 0 || n == 0 || d == 0 {
         return Ok(out);
     }
+    let budget = gpu.budget() as usize;
+    let tk = gpu.tiled_for(d, m)?;
+    let t = tk.tile;
+    let wt = t.width(d);
+    // Rows per block of each operand: whole tiles within one binding, a
+    // grid within wgpu's limit, and the output block within one binding.
+    let (bm, bn) = (t.bm as usize, t.bn as usize);
+    let rows_fit = budget / (wt * 4);
+    let ma = Tile::pad(m, t.bm).min(rows_fit / bm * bm).min(65535 * bm);
+    let nb = if ma == 0 {
+        0
+    } else {
+        Tile::pad(n, t.bn)
+            .min(rows_fit.min(budget / 4 / ma) / bn * bn)
+            .min(65535 * bn)
+    };
+    if ma == 0 || nb == 0 {
+        return similarity_simple(gpu, a, b, out);
+    }
+    let params = Uniform::new(&gpu.ctx);
+    for a0 in (0..m).step_by(ma) {
+        let mc = ma.min(m - a0);
+        let mp = Tile::pad(mc, t.bm);
+        let mut ad = pad_rows_to(&a.data[a0 * d..(a0 + mc) * d], d, wt).into_owned();
+        ad.resize(mp * wt, 0.0);
+        let abuf = gpu.put("a", &ad);
+        for b0 in (0..n).step_by(nb) {
+            let nc = nb.min(n - b0);
+            let np = Tile::pad(nc, t.bn);
+            let mut bd = pad_rows_to(&b.data[b0 * d..(b0 + nc) * d], d, wt).into_owned();
+            bd.resize(np * wt, 0.0);
+            let bbuf = gpu.put("b", &bd);
+            let cbuf = gpu.scratch("c", (mp * np * 4) as u64);
+            let mut enc = encoder(gpu);
+            let flops = 2.0 * mc as f64 * nc as f64 * d as f64;
+            record_gemm_tiled(
+                gpu,
+                &tk,
+                &mut enc,
+                &params,
+                &abuf,
+                &bbuf,
+                &cbuf,
+                (mp, np, wt / 4),
+                flops,
+            );
+            submit(gpu, enc);
+            let c: Vec<f32> = gpu.read(&cbuf, (mc * np * 4) as u64)?;
+            for i in 0..mc {
+                out.data[(a0 + i) * n + b0..(a0 + i) * n + b0 + nc]
+                    .copy_from_slice(&c[i * np..i * np + nc]);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// [`similarity`] by the simple GEMM, for limits too small for a padded
+/// tile.
+fn similarity_simple(gpu: &Gpu, a: &Matrix, b: &Matrix, mut out: Matrix) -> Result<Matrix> {
+    let (m, n, d) = (a.rows, b.rows, a.cols);
     let w = d4(d);
     let budget = gpu.budget() as usize;
     let rows_fit = budget / (w * 16);
