@@ -240,12 +240,11 @@ pub fn similarity(gpu: &Gpu, a: &Matrix, b: &Matrix) -> Result<Matrix> {
     let (bm, bn) = (t.bm as usize, t.bn as usize);
     let rows_fit = budget / (wt * 4);
     let ma = Tile::pad(m, t.bm).min(rows_fit / bm * bm).min(65535 * bm);
-    let nb = if ma == 0 {
-        0
-    } else {
-        Tile::pad(n, t.bn)
-            .min(rows_fit.min(budget / 4 / ma) / bn * bn)
-            .min(65535 * bn)
+    let nb = match (budget / 4).checked_div(ma) {
+        Some(out_rows) => Tile::pad(n, t.bn)
+            .min(rows_fit.min(out_rows) / bn * bn)
+            .min(65535 * bn),
+        None => 0,
     };
     if ma == 0 || nb == 0 {
         return similarity_simple(gpu, a, b, out);
