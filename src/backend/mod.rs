@@ -65,6 +65,38 @@ pub fn score_block_rows(queries: usize) -> usize {
     ((4usize << 20) / queries.max(1)).clamp(256, 1 << 16)
 }
 
+/// [`Backend::nudge_n_block`] by [`Backend::similarity_into`] and
+/// [`Backend::nudge_n_merge`]: the default, and a device backend's way when
+/// a block does not fit its own.
+#[allow(clippy::too_many_arguments)]
+pub fn nudge_n_block_via_host<B: Backend + ?Sized>(
+    backend: &B,
+    q_dev: &Matrix,
+    (rows_d, rows_g): (&[f32], &[f32]),
+    records: &[u32],
+    planes: Option<&[(f64, f64)]>,
+    coef: &[(f32, f32)],
+    tops: &mut [TopK],
+    scratch: &mut (Matrix, Matrix),
+) -> Result<()> {
+    let n = records.len();
+    let (s0, s1) = scratch;
+    // Side by side: a small block is too few GEMM tiles to keep every core
+    // busy on its own (SciFact's S0 is 3 tiles for 2 cores).
+    let (a, b) = rayon::join(
+        || backend.similarity_into(q_dev, rows_d, n, s0),
+        || backend.similarity_into(q_dev, rows_g, n, s1),
+    );
+    a.and(b)?;
+    let block = MovedBlock {
+        records,
+        s0,
+        s1,
+        planes,
+    };
+    backend.nudge_n_merge(&block, coef, tops)
+}
+
 /// A running top-k over corpus chunks pushed in row order.
 pub trait Scan {
     /// Scores one chunk of raw corpus rows (`first_row` is the absolute row of
@@ -207,6 +239,25 @@ pub trait Backend: Sync {
         coef: &[(f32, f32)],
         tops: &mut [TopK],
     ) -> Result<()>;
+    /// NUDGE-N's merge of one block of moved records from their rows:
+    /// `S0 = q_dev . rows.0^T` and `S1 = q_dev . rows.1^T` (one row per
+    /// record), then [`Backend::nudge_n_merge`] of them. Nothing else reads
+    /// S0 and S1, so a device backend keeps them where it computed them and
+    /// sends back only the lists; the default ([`nudge_n_block_via_host`])
+    /// computes them into `scratch`, reused block after block.
+    #[allow(clippy::too_many_arguments)]
+    fn nudge_n_block(
+        &self,
+        q_dev: &Matrix,
+        rows: (&[f32], &[f32]),
+        records: &[u32],
+        planes: Option<&[(f64, f64)]>,
+        coef: &[(f32, f32)],
+        tops: &mut [TopK],
+        scratch: &mut (Matrix, Matrix),
+    ) -> Result<()> {
+        nudge_n_block_via_host(self, q_dev, rows, records, planes, coef, tops, scratch)
+    }
     /// NUDGE-M shift of each row of `d` by `gamma * G/|G|` (rows with G = 0 stay).
     fn update_m(&self, d: &mut Matrix, g: &Matrix, gamma: f32) -> Result<()>;
     /// NUDGE-N rotation of each row of `d` towards its G, clamped to Ghat.

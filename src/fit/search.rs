@@ -6,7 +6,7 @@
 
 use rayon::prelude::*;
 
-use crate::backend::{Backend, MovedBlock, Pair, SlopeBlock, TopK};
+use crate::backend::{Backend, Pair, SlopeBlock, TopK};
 use crate::control::{Control, Phase};
 use crate::data::dataset::{LabeledQuery, Split};
 use crate::error::Result;
@@ -127,18 +127,16 @@ fn blocks_of(cols: &[usize], block: usize) -> impl Iterator<Item = Cols> + '_ {
 }
 
 impl Search<'_> {
-    /// S0 and S1 of the moved records `cols`, into `s0` and `s1` (reused
-    /// block after block; scattered rows are gathered into `scratch`).
-    fn block(
-        &self,
+    /// The normalised rows and the G rows of the moved records `cols`: in
+    /// place for a run, else gathered into `scratch` (reused block after
+    /// block).
+    fn rows_of<'s>(
+        &'s self,
         cols: &Cols,
-        s0: &mut Matrix,
-        s1: &mut Matrix,
-        scratch: &mut (Vec<f32>, Vec<f32>),
-    ) -> Result<()> {
+        scratch: &'s mut (Vec<f32>, Vec<f32>),
+    ) -> (&'s [f32], &'s [f32]) {
         let d = self.d_moved.cols;
-        let n = cols.len();
-        let (rows_d, rows_g): (&[f32], &[f32]) = match cols {
+        match cols {
             Cols::Run(r) => (
                 &self.d_moved.data[r.start * d..r.end * d],
                 &self.g.data[r.start * d..r.end * d],
@@ -146,39 +144,31 @@ impl Search<'_> {
             Cols::Picked(v) => {
                 let (bd, bg) = scratch;
                 for (buf, src) in [(&mut *bd, self.d_moved), (&mut *bg, self.g)] {
-                    buf.resize(n * d, 0.0);
+                    buf.resize(v.len() * d, 0.0);
                     buf.par_chunks_mut(d.max(1))
                         .zip(v.par_iter())
                         .for_each(|(out, &c)| out.copy_from_slice(src.row(c)));
                 }
                 (&scratch.0[..], &scratch.1[..])
             }
-        };
-        // Side by side: a small block is too few GEMM tiles to keep every
-        // core busy on its own (SciFact's S0 is 3 tiles for 2 cores).
-        let (a, b) = rayon::join(
-            || self.backend.similarity_into(self.q_dev, rows_d, n, s0),
-            || self.backend.similarity_into(self.q_dev, rows_g, n, s1),
-        );
-        a.and(b)
+        }
     }
 
-    /// The block loop: calls `f(cols, records, S0, S1)` for every block in
-    /// turn (each block computed once, into buffers reused from block to
-    /// block), checking for cancellation between blocks and reporting
-    /// progress to `phase`.
-    fn for_each_block(
+    /// The block loop: calls `f(cols, records, rows_d, rows_g)` for every
+    /// block in turn with its records and their normalised and G rows,
+    /// checking for cancellation between blocks and reporting progress to
+    /// `phase`.
+    fn for_each_rows(
         &self,
         phase: &Phase,
         blocks: impl IntoIterator<Item = Cols>,
-        mut f: impl FnMut(&Cols, &[u32], &Matrix, &mut Matrix) -> Result<()>,
+        mut f: impl FnMut(&Cols, &[u32], &[f32], &[f32]) -> Result<()>,
     ) -> Result<()> {
-        let (mut s0, mut s1) = (Matrix::default(), Matrix::default());
         let mut scratch = Default::default();
         let mut done = 0;
         for cols in blocks {
             self.control.check()?;
-            self.block(&cols, &mut s0, &mut s1, &mut scratch)?;
+            let (rows_d, rows_g) = self.rows_of(&cols, &mut scratch);
             let picked;
             let records = match &cols {
                 Cols::Run(r) => &self.moved[r.clone()],
@@ -187,11 +177,35 @@ impl Search<'_> {
                     &picked[..]
                 }
             };
-            f(&cols, records, &s0, &mut s1)?;
+            f(&cols, records, rows_d, rows_g)?;
             done += cols.len();
             phase.set(done as u64);
         }
         Ok(())
+    }
+
+    /// [`Self::for_each_rows`] with each block's S0 and S1 computed once:
+    /// calls `f(cols, records, S0, S1)`, S0 and S1 in buffers reused from
+    /// block to block.
+    fn for_each_block(
+        &self,
+        phase: &Phase,
+        blocks: impl IntoIterator<Item = Cols>,
+        mut f: impl FnMut(&Cols, &[u32], &Matrix, &mut Matrix) -> Result<()>,
+    ) -> Result<()> {
+        let (mut s0, mut s1) = (Matrix::default(), Matrix::default());
+        self.for_each_rows(phase, blocks, |cols, records, rows_d, rows_g| {
+            let n = cols.len();
+            // Side by side: a small block is too few GEMM tiles to keep
+            // every core busy on its own (SciFact's S0 is 3 tiles for 2
+            // cores).
+            let (a, b) = rayon::join(
+                || self.backend.similarity_into(self.q_dev, rows_d, n, &mut s0),
+                || self.backend.similarity_into(self.q_dev, rows_g, n, &mut s1),
+            );
+            a.and(b)?;
+            f(cols, records, &s0, &mut s1)
+        })
     }
 
     /// Every (dev query, answer) pair. A static answer's score is computed
@@ -319,14 +333,16 @@ impl Search<'_> {
             .control
             .phase("gamma search", self.moved.len() as u64, "moved records");
         let all: Vec<usize> = (0..self.moved.len()).collect();
-        self.for_each_block(
+        let mut scratch = Default::default();
+        let mut coef = Vec::new();
+        self.for_each_rows(
             &phase,
             blocks_of(&all, self.block),
-            |cols, records, s0, s1| {
-                let w = s0.cols;
+            |cols, records, rows_d, rows_g| {
+                let w = cols.len();
                 let vc = cols.gather(&vc);
-                let planes = Some(&vc[..]);
-                let mut coef = vec![(0.0, 0.0); grid.len() * w];
+                coef.clear();
+                coef.resize(grid.len() * w, (0.0, 0.0));
                 coef.par_chunks_mut(w.max(1))
                     .zip(&steps)
                     .for_each(|(out, step)| {
@@ -335,13 +351,15 @@ impl Search<'_> {
                             *o = (a as f32, b as f32);
                         }
                     });
-                let block = MovedBlock {
+                self.backend.nudge_n_block(
+                    self.q_dev,
+                    (rows_d, rows_g),
                     records,
-                    s0,
-                    s1,
-                    planes,
-                };
-                self.backend.nudge_n_merge(&block, &coef, &mut tops)
+                    Some(&vc),
+                    &coef,
+                    &mut tops,
+                    &mut scratch,
+                )
             },
         )?;
         Ok(grid

@@ -635,6 +635,27 @@ impl Backend for Gpu {
         })
     }
 
+    fn nudge_n_block(
+        &self,
+        q_dev: &Matrix,
+        rows: (&[f32], &[f32]),
+        records: &[u32],
+        planes: Option<&[(f64, f64)]>,
+        coef: &[(f32, f32)],
+        tops: &mut [TopK],
+        scratch: &mut (Matrix, Matrix),
+    ) -> Result<()> {
+        let on_device = self.one_shot("nudge-n block", || {
+            ops::nudge_n_block(self, q_dev, rows, records, coef, tops)
+        })?;
+        if on_device {
+            return Ok(());
+        }
+        crate::backend::nudge_n_block_via_host(
+            self, q_dev, rows, records, planes, coef, tops, scratch,
+        )
+    }
+
     fn update_m(&self, d: &mut Matrix, g: &Matrix, gamma: f32) -> Result<()> {
         self.one_shot("nudge-m update", || {
             ops::update(self, d, g, ops::Update::M { gamma })

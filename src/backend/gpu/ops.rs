@@ -569,8 +569,8 @@ pub fn nudge_m_bounds(
     Ok(())
 }
 
-/// [`crate::backend::Backend::nudge_n_merge`]: moved-record scores merged
-/// into the running lists, the block's columns in pieces.
+/// [`crate::backend::Backend::nudge_n_merge`]: the block's columns in
+/// pieces that fit, each uploaded and merged ([`Merge`]).
 pub fn nudge_n_merge(
     gpu: &Gpu,
     block: &MovedBlock,
@@ -578,84 +578,223 @@ pub fn nudge_n_merge(
     tops: &mut [TopK],
 ) -> Result<()> {
     check_block(block)?;
-    let g = tops.len();
     let width = block.records.len();
-    if g == 0 || width == 0 {
-        return Ok(());
-    }
-    let (q, k) = (tops[0].queries, tops[0].k);
     // A caller that breaks this is a bug, not bad input.
     assert!(
-        !(tops.iter().any(|t| t.queries != q || t.k != k) || coef.len() < g * width),
-        "nudge-n merge: argument shapes disagree"
-    );
-    // A caller that breaks this is a bug, not bad input.
-    assert!(
-        q == block.s0.rows,
+        tops.first().is_none_or(|t| t.queries == block.s0.rows),
         "nudge-n merge: the lists and S0 have different query counts"
     );
-    if q == 0 || k == 0 {
+    let Some(merge) = Merge::new(gpu, tops, coef, width)? else {
         return Ok(());
-    }
-    let ctx = &gpu.ctx;
-    let budget = gpu.budget() as usize;
-    let lists = g * q;
-    if lists * k * 4 > budget {
-        return Err(too_big("the NUDGE-N top-k lists"));
-    }
-    let cols_fit = (budget / (q * 4)).min(budget / (g * 8));
-    if cols_fit == 0 {
-        return Err(too_big("one row of S0"));
-    }
-    let run_s: Vec<f32> = tops.iter().flat_map(|t| t.scores.iter().copied()).collect();
-    let run_r: Vec<u32> = tops.iter().flat_map(|t| t.rows.iter().copied()).collect();
-    let rs = gpu.put("run scores", &run_s);
-    let rr = gpu.put("run rows", &run_r);
-    let max_segs = (budget / (lists * k * 4)).max(1);
-    let sub = cols_fit.min(width);
-    let seg_len = SEG.max(sub.div_ceil(max_segs));
-    let part_len = lists * sub.div_ceil(seg_len) * k * 4;
-    let ps = gpu.scratch("part scores", part_len as u64);
-    let pr = gpu.scratch("part rows", part_len as u64);
-    let mp = Uniform::new(ctx);
-    let tp = Uniform::new(ctx);
-    for c0 in (0..width).step_by(cols_fit) {
-        let c1 = (c0 + cols_fit).min(width);
-        let cols = c1 - c0;
-        let segs = cols.div_ceil(seg_len);
+    };
+    for c0 in (0..width).step_by(merge.cols_fit) {
+        let c1 = (c0 + merge.cols_fit).min(width);
         let s0 = gpu.put("s0", &columns(block.s0, c0, c1));
         let s1 = gpu.put("s1", &columns(block.s1, c0, c1));
-        let mut cf: Vec<[f32; 2]> = Vec::with_capacity(g * cols);
+        let mut enc = encoder(gpu);
+        merge.piece(&mut enc, (&s0, &s1, c1 - c0), c0..c1, coef, block.records);
+        submit(gpu, enc);
+    }
+    merge.finish(tops)
+}
+
+/// [`crate::backend::Backend::nudge_n_block`] on the device: S0 and S1 by
+/// the tiled GEMM into device buffers, merged from there; only the lists
+/// come back. `Ok(false)` when the block does not fit that way (then the
+/// caller takes the host path).
+pub fn nudge_n_block(
+    gpu: &Gpu,
+    q_dev: &Matrix,
+    (rows_d, rows_g): (&[f32], &[f32]),
+    records: &[u32],
+    coef: &[(f32, f32)],
+    tops: &mut [TopK],
+) -> Result<bool> {
+    let (m, d, n) = (q_dev.rows, q_dev.cols, records.len());
+    // A caller that breaks this is a bug, not bad input.
+    assert!(
+        rows_d.len() == n * d && rows_g.len() == n * d,
+        "nudge-n block: rows and records disagree"
+    );
+    assert!(
+        tops.first().is_none_or(|t| t.queries == m),
+        "nudge-n block: the lists and the queries disagree"
+    );
+    if m == 0 || n == 0 || d == 0 {
+        return Ok(true);
+    }
+    let budget = gpu.budget() as usize;
+    let tk = gpu.tiled_for(d, m)?;
+    let t = tk.tile;
+    let wt = t.width(d);
+    let (mp, np) = (Tile::pad(m, t.bm), Tile::pad(n, t.bn));
+    let fits = [mp * wt * 4, np * wt * 4, mp * np * 4]
+        .iter()
+        .all(|&b| b <= budget)
+        && mp / t.bm as usize <= 65535
+        && np / t.bn as usize <= 65535;
+    if !fits {
+        return Ok(false);
+    }
+    let Some(merge) = Merge::new(gpu, tops, coef, n)? else {
+        return Ok(true);
+    };
+    if merge.cols_fit < n {
+        return Ok(false);
+    }
+    let pad = |data: &[f32], rows: usize| {
+        let mut v = pad_rows_to(data, d, wt).into_owned();
+        v.resize(rows * wt, 0.0);
+        v
+    };
+    // Pooled by role: each operand needs a role of its own.
+    let a = gpu.put("a", &pad(&q_dev.data, mp));
+    let bd = gpu.put("moved rows", &pad(rows_d, np));
+    let bg = gpu.put("moved gradients", &pad(rows_g, np));
+    let s0 = gpu.scratch("s0", (mp * np * 4) as u64);
+    let s1 = gpu.scratch("s1", (mp * np * 4) as u64);
+    // Both GEMMs have the same shape: one parameter block serves both.
+    let params = Uniform::new(&gpu.ctx);
+    let flops = 2.0 * m as f64 * n as f64 * d as f64;
+    let mut enc = encoder(gpu);
+    for (b, c) in [(&bd, &s0), (&bg, &s1)] {
+        record_gemm_tiled(
+            gpu,
+            &tk,
+            &mut enc,
+            &params,
+            &a,
+            b,
+            c,
+            (mp, np, wt / 4),
+            flops,
+        );
+    }
+    merge.piece(&mut enc, (&s0, &s1, np), 0..n, coef, records);
+    submit(gpu, enc);
+    merge.finish(tops)?;
+    Ok(true)
+}
+
+/// The NUDGE-N merge's device state: the running lists of every (gamma,
+/// query), the per-segment scratch and the parameter blocks, for the
+/// pieces of columns merged into them one after another.
+struct Merge<'g> {
+    gpu: &'g Gpu,
+    /// Columns per piece at most.
+    cols_fit: usize,
+    lists: usize,
+    queries: usize,
+    k: usize,
+    seg_len: usize,
+    run_s: wgpu::Buffer,
+    run_r: wgpu::Buffer,
+    part_s: wgpu::Buffer,
+    part_r: wgpu::Buffer,
+    mp: Uniform<MergeParams>,
+    tp: Uniform<TopkParams>,
+}
+
+impl<'g> Merge<'g> {
+    /// The lists of `tops` on the device, for pieces of at most `width`
+    /// columns; `None` when there is nothing to merge.
+    fn new(
+        gpu: &'g Gpu,
+        tops: &[TopK],
+        coef: &[(f32, f32)],
+        width: usize,
+    ) -> Result<Option<Merge<'g>>> {
+        let g = tops.len();
+        if g == 0 || width == 0 {
+            return Ok(None);
+        }
+        let (q, k) = (tops[0].queries, tops[0].k);
+        // A caller that breaks this is a bug, not bad input.
+        assert!(
+            !(tops.iter().any(|t| t.queries != q || t.k != k) || coef.len() < g * width),
+            "nudge-n merge: argument shapes disagree"
+        );
+        if q == 0 || k == 0 {
+            return Ok(None);
+        }
+        let budget = gpu.budget() as usize;
+        let lists = g * q;
+        if lists * k * 4 > budget {
+            return Err(too_big("the NUDGE-N top-k lists"));
+        }
+        let cols_fit = (budget / (q * 4)).min(budget / (g * 8));
+        if cols_fit == 0 {
+            return Err(too_big("one row of S0"));
+        }
+        let run_s: Vec<f32> = tops.iter().flat_map(|t| t.scores.iter().copied()).collect();
+        let run_r: Vec<u32> = tops.iter().flat_map(|t| t.rows.iter().copied()).collect();
+        let max_segs = (budget / (lists * k * 4)).max(1);
+        let sub = cols_fit.min(width);
+        let seg_len = SEG.max(sub.div_ceil(max_segs));
+        let part_len = lists * sub.div_ceil(seg_len) * k * 4;
+        Ok(Some(Merge {
+            gpu,
+            cols_fit,
+            lists,
+            queries: q,
+            k,
+            seg_len,
+            run_s: gpu.put("run scores", &run_s),
+            run_r: gpu.put("run rows", &run_r),
+            part_s: gpu.scratch("part scores", part_len as u64),
+            part_r: gpu.scratch("part rows", part_len as u64),
+            mp: Uniform::new(&gpu.ctx),
+            tp: Uniform::new(&gpu.ctx),
+        }))
+    }
+
+    /// Records the merge of columns `cols` of the block (at most
+    /// `cols_fit`), whose S0 and S1 are in `s0`/`s1` with rows `ld` floats
+    /// apart, column `cols.start` first.
+    fn piece(
+        &self,
+        enc: &mut wgpu::CommandEncoder,
+        (s0, s1, ld): (&wgpu::Buffer, &wgpu::Buffer, usize),
+        cols: std::ops::Range<usize>,
+        coef: &[(f32, f32)],
+        records: &[u32],
+    ) {
+        let (gpu, ctx) = (self.gpu, &self.gpu.ctx);
+        let g = self.lists / self.queries;
+        let width = records.len();
+        let n = cols.len();
+        let segs = n.div_ceil(self.seg_len);
+        let mut cf: Vec<[f32; 2]> = Vec::with_capacity(g * n);
         for gi in 0..g {
             cf.extend(
-                coef[gi * width + c0..gi * width + c1]
+                coef[gi * width + cols.start..gi * width + cols.end]
                     .iter()
                     .map(|c| [c.0, c.1]),
             );
         }
         let cbuf = gpu.put("coef", &cf);
-        let rec = gpu.put("records", &block.records[c0..c1]);
-        mp.set(
+        let rec = gpu.put("records", &records[cols]);
+        self.mp.set(
             ctx,
             &MergeParams {
-                lists: lists as u32,
-                queries: q as u32,
-                width: cols as u32,
-                ld: cols as u32,
-                k: k as u32,
-                seg_len: seg_len as u32,
+                lists: self.lists as u32,
+                queries: self.queries as u32,
+                width: n as u32,
+                ld: ld as u32,
+                k: self.k as u32,
+                seg_len: self.seg_len as u32,
                 segs: segs as u32,
                 neg_inf: f32::NEG_INFINITY,
             },
         );
-        tp.set(
+        self.tp.set(
             ctx,
             &TopkParams {
-                lists: lists as u32,
-                n: cols as u32,
-                ld: cols as u32,
-                k: k as u32,
-                seg_len: seg_len as u32,
+                lists: self.lists as u32,
+                n: n as u32,
+                ld: n as u32,
+                k: self.k as u32,
+                seg_len: self.seg_len as u32,
                 segs: segs as u32,
                 first_row: 0,
                 use_skip: 0,
@@ -663,43 +802,47 @@ pub fn nudge_n_merge(
                 pad: [0; 3],
             },
         );
-        let mut enc = encoder(gpu);
         gpu.k.nudge_n_partial.dispatch(
             ctx,
-            &mut enc,
+            enc,
             NudgeNPartial {
-                p: &mp,
-                s0: &s0,
-                s1: &s1,
+                p: &self.mp,
+                s0,
+                s1,
                 coef: &cbuf,
                 records: &rec,
-                part_s: &ps,
-                part_r: &pr,
+                part_s: &self.part_s,
+                part_r: &self.part_r,
             },
-            grid_items(lists * segs),
+            grid_items(self.lists * segs),
         );
         gpu.k.topk_merge.dispatch(
             ctx,
-            &mut enc,
+            enc,
             TopkMerge {
-                p: &tp,
-                part_s: &ps,
-                part_r: &pr,
-                run_s: &rs,
-                run_r: &rr,
+                p: &self.tp,
+                part_s: &self.part_s,
+                part_r: &self.part_r,
+                run_s: &self.run_s,
+                run_r: &self.run_r,
             },
-            grid_items(lists),
+            grid_items(self.lists),
         );
-        submit(gpu, enc);
     }
-    let back_s: Vec<f32> = gpu.read(&rs, (lists * k * 4) as u64)?;
-    let back_r: Vec<u32> = gpu.read(&rr, (lists * k * 4) as u64)?;
-    for (i, t) in tops.iter_mut().enumerate() {
-        t.scores
-            .copy_from_slice(&back_s[i * q * k..(i + 1) * q * k]);
-        t.rows.copy_from_slice(&back_r[i * q * k..(i + 1) * q * k]);
+
+    /// Reads the lists back into `tops`.
+    fn finish(self, tops: &mut [TopK]) -> Result<()> {
+        let (q, k) = (self.queries, self.k);
+        let len = (self.lists * k * 4) as u64;
+        let back_s: Vec<f32> = self.gpu.read(&self.run_s, len)?;
+        let back_r: Vec<u32> = self.gpu.read(&self.run_r, len)?;
+        for (i, t) in tops.iter_mut().enumerate() {
+            t.scores
+                .copy_from_slice(&back_s[i * q * k..(i + 1) * q * k]);
+            t.rows.copy_from_slice(&back_r[i * q * k..(i + 1) * q * k]);
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 /// Which embedding update [`update`] applies.

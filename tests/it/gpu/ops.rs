@@ -240,6 +240,51 @@ backend_tests! {
         }
     }
 
+    fn nudge_n_block_on_the_device_equals_the_host_path(g in every_gpu()) {
+        // S0 and S1 kept on the device and merged there give the lists the
+        // host path gives (the same kernels, so the same bits), and the
+        // CPU's within an FMA's rounding.
+        let mut rng = Rng::new(10);
+        for (nq, width, d, gammas, k) in [(1, 1, 3, 1, 1), (9, 70, 24, 4, 2), (130, 300, 40, 25, 3)] {
+            let q = random(&mut rng, nq, d);
+            let rows_d = unit_rows(random(&mut rng, width, d));
+            let rows_g = random(&mut rng, width, d);
+            let records: Vec<u32> = (0..width as u32).map(|j| j * 3 + 1).collect();
+            let coef: Vec<(f32, f32)> = (0..gammas * width)
+                .map(|_| (1.0 - rng.f().abs() * 0.5, rng.f().abs() * 0.3))
+                .collect();
+            let mut start = TopK::new(nq, k);
+            for i in 0..nq {
+                start.push(i, rng.f(), 100_000 + i as u32);
+            }
+            let rows = (&rows_d.data[..], &rows_g.data[..]);
+            let run = |b: &dyn Backend, host: bool| {
+                let mut tops = vec![start.clone(); gammas];
+                let mut scratch = Default::default();
+                if host {
+                    nudge::backend::nudge_n_block_via_host(
+                        b, &q, rows, &records, None, &coef, &mut tops, &mut scratch,
+                    )
+                } else {
+                    b.nudge_n_block(&q, rows, &records, None, &coef, &mut tops, &mut scratch)
+                }
+                .map(|_| tops)
+            };
+            let (device, host) = (run(g, false), run(g, true));
+            // A device too small for the lists fails the same either way.
+            let (Ok(device), Ok(host)) = (&device, &host) else {
+                assert!(device.is_err() && host.is_err(), "nq {nq}: one path failed");
+                continue;
+            };
+            let cpu = run(&Cpu, false).unwrap();
+            for gi in 0..gammas {
+                assert_eq!(device[gi].rows, host[gi].rows, "nq {nq} gamma {gi}");
+                assert_eq!(device[gi].scores, host[gi].scores, "nq {nq} gamma {gi}");
+                assert_topk_close(&device[gi], &cpu[gi], 1e-5, &format!("nq {nq} gamma {gi}"));
+            }
+        }
+    }
+
     fn update_m_matches_cpu(g in every_gpu()) {
         let mut rng = Rng::new(9);
         for (rows, d) in [(1, 1), (9, 3), (70, 33), (4, 1024)] {
