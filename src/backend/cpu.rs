@@ -12,6 +12,26 @@ use crate::error::Result;
 use crate::matrix::{Matrix, all_finite, fold_lanes};
 use crate::method::{nudge_m, nudge_n};
 
+/// Calls `body(args)` compiled for AVX-512F when the CPU has it (chosen at
+/// run time, so the binary stays portable), else as compiled for the
+/// baseline. For loops written lane-wise for the compiler to vectorise:
+/// 16-wide vectors roughly halve them.
+macro_rules! with_avx512 {
+    ($body:ident($($arg:ident: $ty:ty = $val:expr),* $(,)?)) => {{
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = "avx512f")]
+        unsafe fn wide($($arg: $ty),*) {
+            $body($($arg),*)
+        }
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU has AVX-512F.
+            return unsafe { wide($($val),*) };
+        }
+        $body($($val),*)
+    }};
+}
+
 /// The CPU [`Backend`]: the reference implementation, and the fallback
 /// when no GPU adapter is available.
 #[derive(Debug, Default, Clone, Copy)]
@@ -745,25 +765,15 @@ fn merge_reachable(
             thr = lowest(ls);
         }
     }
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f")]
-    unsafe fn wide(
-        ls: &mut [f32],
-        lr: &mut [u32],
-        s0: &[f32],
-        s1: &[f32],
-        coef: &[(f32, f32)],
-        rows: &[u32],
-        reach: &Reach,
-    ) {
-        body(ls, lr, s0, s1, coef, rows, reach)
-    }
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx512f") {
-        // SAFETY: the CPU has AVX-512F.
-        return unsafe { wide(ls, lr, s0, s1, coef, rows, reach) };
-    }
-    body(ls, lr, s0, s1, coef, rows, reach)
+    with_avx512!(body(
+        ls: &mut [f32] = ls,
+        lr: &mut [u32] = lr,
+        s0: &[f32] = s0,
+        s1: &[f32] = s1,
+        coef: &[(f32, f32)] = coef,
+        rows: &[u32] = rows,
+        reach: &Reach = reach
+    ))
 }
 
 /// Offers `a_j s0[j] + b_j s1[j]`, the NUDGE-N dev score of moved record
@@ -794,24 +804,14 @@ fn offer_merged(
             }
         });
     }
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f")]
-    unsafe fn wide(
-        ls: &mut [f32],
-        lr: &mut [u32],
-        s0: &[f32],
-        s1: &[f32],
-        coef: &[(f32, f32)],
-        rows: &[u32],
-    ) {
-        body(ls, lr, s0, s1, coef, rows)
-    }
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx512f") {
-        // SAFETY: the CPU has AVX-512F.
-        return unsafe { wide(list_scores, list_rows, s0, s1, coef, rows) };
-    }
-    body(list_scores, list_rows, s0, s1, coef, rows)
+    with_avx512!(body(
+        ls: &mut [f32] = list_scores,
+        lr: &mut [u32] = list_rows,
+        s0: &[f32] = s0,
+        s1: &[f32] = s1,
+        coef: &[(f32, f32)] = coef,
+        rows: &[u32] = rows
+    ))
 }
 
 /// [`nudge_m::tighten`] over a run of competitors, written lane-wise so the
