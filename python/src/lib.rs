@@ -556,7 +556,9 @@ fn fit_dataset<'py>(
 }
 
 /// Maps one part of a dataset folder's corpus into a partial directory
-/// `out` (see `nudge_rs.map_dataset`); returns its manifest as JSON text.
+/// `out` (see `nudge_rs.map_dataset`); returns its manifest as JSON text,
+/// and the dataset's notes and the splits' warnings (skipped unknown ids),
+/// which the wrapper raises as Python warnings as `fit_dataset` does.
 #[pyfunction]
 #[pyo3(signature = (path, out, rows, part, k, allow_zero_rows, lean, skip_unknown_ids, with_test, device, adapter, progress))]
 #[allow(clippy::too_many_arguments)]
@@ -574,8 +576,10 @@ fn map_dataset(
     device: &str,
     adapter: Option<String>,
     progress: Option<Py<PyAny>>,
-) -> PyResult<String> {
+) -> PyResult<(String, Vec<String>)> {
     let (ds, splits) = open_folder(&path, skip_unknown_ids, with_test)?;
+    let mut warnings = ds.notes.clone();
+    warnings.extend(splits.warnings.iter().cloned());
     let n = ds.corpus.rows();
     let range = match (rows, part) {
         (Some(_), Some(_)) => {
@@ -607,7 +611,7 @@ fn map_dataset(
         p.save(&out)?;
         Ok(p)
     })?;
-    Ok(p.manifest().to_string())
+    Ok((p.manifest().to_string(), warnings))
 }
 
 /// Fits from the partials of every part of a dataset folder's corpus, and

@@ -70,6 +70,29 @@ def test_a_missing_part_is_a_data_error_naming_its_rows(tmp_path: Path) -> None:
         nudge_rs.map_dataset(SCIFACT, tmp_path / "c", rows=(0, 1), part=(0, 2))
 
 
+def test_map_warns_of_skipped_judgements_as_the_fit_does(tmp_path: Path) -> None:
+    # A dataset folder whose dev qrels name a record that is not there.
+    folder = tmp_path / "ds"
+    folder.mkdir()
+    for name in ("corpus.npy", "corpus_ids.txt", "queries.npy", "query_ids.txt"):
+        (folder / name).symlink_to(SCIFACT / name)
+    (folder / "qrels").mkdir()
+    for split in ("train", "test"):
+        (folder / "qrels" / f"{split}.tsv").symlink_to(SCIFACT / "qrels" / f"{split}.tsv")
+    dev = (SCIFACT / "qrels" / "dev.tsv").read_text().splitlines()
+    query = dev[1].split("\t")[0]
+    (folder / "qrels" / "dev.tsv").write_text("\n".join([*dev, f"{query}\tno-such-record\t1"]) + "\n")
+    with pytest.raises(nudge_rs.DataError, match="no-such-record"):
+        nudge_rs.map_dataset(folder, tmp_path / "p0", device="cpu")
+    with pytest.warns(UserWarning, match="skipped 1 lines? with unknown ids") as fit_warned:
+        nudge_rs.fit_dataset(folder, method="nudge-m", skip_unknown_ids=True, device="cpu")
+    with pytest.warns(UserWarning, match="skipped 1 lines? with unknown ids") as map_warned:
+        nudge_rs.map_dataset(folder, tmp_path / "p1", skip_unknown_ids=True, device="cpu")
+    assert [str(w.message) for w in map_warned] == [
+        str(w.message) for w in fit_warned if "skipped" in str(w.message)
+    ]
+
+
 def test_the_ray_example_writes_the_delta_of_nudge_fit(tmp_path: Path) -> None:
     # A local Ray instance, 4 map tasks; Ray's start-up is reported apart.
     r = subprocess.run(

@@ -329,12 +329,14 @@ def map_dataset(
     manifest. A partial holds kilobytes to megabytes whatever the part's
     size (``lean=True`` leaves the moved rows' vectors out, for a reduce
     that can read the corpus: kilobytes); :func:`reduce_dataset` merges the
-    partials of every part."""
+    partials of every part. Notes on the dataset and skipped judgements
+    (``skip_unknown_ids``) are raised as warnings, as by
+    :func:`fit_dataset`."""
     if rows is not None:
         rows = (int(rows[0]), int(rows[1]))
     if part is not None:
         part = (int(part[0]), int(part[1]))
-    text = _nudge.map_dataset(
+    text, notes = _nudge.map_dataset(
         os.fspath(path),
         os.fspath(out),
         rows,
@@ -348,6 +350,8 @@ def map_dataset(
         adapter,
         _progress(progress),
     )
+    for w in notes:
+        warnings.warn(w, stacklevel=2)
     return json.loads(text)
 
 

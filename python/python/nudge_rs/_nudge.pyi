@@ -62,7 +62,7 @@ def map_dataset(
     device: str,
     adapter: Optional[str],
     progress: _Progress,
-) -> str: ...
+) -> Tuple[str, List[str]]: ...
 def reduce_dataset(
     path: Union[str, PathLike[str]],
     partials: List[str],
