@@ -65,6 +65,66 @@ pub fn score_block_rows(queries: usize) -> usize {
     ((4usize << 20) / queries.max(1)).clamp(256, 1 << 16)
 }
 
+/// NUDGE-M slopes from S1, in place: column j times `inv_norm[j]` = 1/|G_j|.
+/// Every backend's bounds step and every pair read these same numbers
+/// (one f32 multiply each, on every device).
+pub fn slopes(s1: &mut Matrix, inv_norm: &[f32]) {
+    use rayon::prelude::*;
+    let width = s1.cols.max(1);
+    s1.data.par_chunks_mut(width).for_each(|row| {
+        for (x, n) in row.iter_mut().zip(inv_norm) {
+            *x *= n;
+        }
+    });
+}
+
+/// S0 and the slopes of a block of moved records into `scratch`: the
+/// first half of [`nudge_m_block_via_host`], for a caller that must read
+/// them (the NUDGE-M search's first block, which holds the pairs' own
+/// values).
+pub fn nudge_m_scores<B: Backend + ?Sized>(
+    backend: &B,
+    q_dev: &Matrix,
+    (rows_d, rows_g): (&[f32], &[f32]),
+    inv_norm: &[f32],
+    scratch: &mut (Matrix, Matrix),
+) -> Result<()> {
+    let n = inv_norm.len();
+    let (s0, t) = scratch;
+    // Side by side: a small block is too few GEMM tiles to keep every core
+    // busy on its own (SciFact's S0 is 3 tiles for 2 cores).
+    let (a, b) = rayon::join(
+        || backend.similarity_into(q_dev, rows_d, n, s0),
+        || backend.similarity_into(q_dev, rows_g, n, t),
+    );
+    a.and(b)?;
+    slopes(t, inv_norm);
+    Ok(())
+}
+
+/// [`Backend::nudge_m_block`] by [`nudge_m_scores`] and
+/// [`Backend::nudge_m_bounds`]: the default, and a device backend's way
+/// when a block does not fit its own.
+#[allow(clippy::too_many_arguments)]
+pub fn nudge_m_block_via_host<B: Backend + ?Sized>(
+    backend: &B,
+    q_dev: &Matrix,
+    rows: (&[f32], &[f32]),
+    records: &[u32],
+    inv_norm: &[f32],
+    pairs: &[Pair],
+    bounds: &mut [Bounds],
+    scratch: &mut (Matrix, Matrix),
+) -> Result<()> {
+    nudge_m_scores(backend, q_dev, rows, inv_norm, scratch)?;
+    let block = SlopeBlock {
+        records,
+        s: &scratch.0,
+        t: &scratch.1,
+    };
+    backend.nudge_m_bounds(&block, pairs, bounds)
+}
+
 /// [`Backend::nudge_n_block`] by [`Backend::similarity_into`] and
 /// [`Backend::nudge_n_merge`]: the default, and a device backend's way when
 /// a block does not fit its own.
@@ -163,7 +223,7 @@ pub struct SlopeBlock<'a> {
     /// `dev x B`: dev query . normalised record (S0).
     pub s: &'a Matrix,
     /// `dev x B`: the slopes dev query . Ghat of the record, i.e. S1 / |G|.
-    /// The fit scales S1 once ([`crate::fit::slopes`]) and reads each
+    /// The fit scales S1 once ([`slopes`]) and reads each
     /// pair's own slope from the same numbers, so two records with the same
     /// G have bit-equal slopes and tie exactly, as in the reference.
     pub t: &'a Matrix,
@@ -239,6 +299,25 @@ pub trait Backend: Sync {
         coef: &[(f32, f32)],
         tops: &mut [TopK],
     ) -> Result<()>;
+    /// NUDGE-M's bounds over one block of moved records from their rows:
+    /// `S0 = q_dev . rows.0^T`, the slopes `T = (q_dev . rows.1^T)` scaled
+    /// by column by `inv_norm` ([`slopes`]), then
+    /// [`Backend::nudge_m_bounds`] of them. Nothing else reads S0 and T, so
+    /// a device backend keeps them where it computed them; the default
+    /// ([`nudge_m_block_via_host`]) computes them into `scratch`.
+    #[allow(clippy::too_many_arguments)]
+    fn nudge_m_block(
+        &self,
+        q_dev: &Matrix,
+        rows: (&[f32], &[f32]),
+        records: &[u32],
+        inv_norm: &[f32],
+        pairs: &[Pair],
+        bounds: &mut [Bounds],
+        scratch: &mut (Matrix, Matrix),
+    ) -> Result<()> {
+        nudge_m_block_via_host(self, q_dev, rows, records, inv_norm, pairs, bounds, scratch)
+    }
     /// NUDGE-N's merge of one block of moved records from their rows:
     /// `S0 = q_dev . rows.0^T` and `S1 = q_dev . rows.1^T` (one row per
     /// record), then [`Backend::nudge_n_merge`] of them. Nothing else reads

@@ -36,7 +36,7 @@ use plan::Plan;
 use scan::{check_finite, scan_corpus};
 use search::Search;
 
-pub use search::slopes;
+pub use crate::backend::slopes;
 
 /// How to fit: the method and its settings, plus the knobs a caller may
 /// tune (chunk and block sizes) and the [`Control`] that watches the run.

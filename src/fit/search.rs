@@ -1,12 +1,12 @@
 //! The gamma searches, from S0 = Qdev . D_M^T and S1 = Qdev . G_M^T over
 //! the moved records, computed block by block in one loop
-//! ([`Search::for_each_block`]) so that memory stays bounded by the block
+//! ([`Search::for_each_rows`]) so that memory stays bounded by the block
 //! size however many records move (NUDGE-M's first block by the number of
 //! moved dev answers, see [`m_blocks`]).
 
 use rayon::prelude::*;
 
-use crate::backend::{Backend, Pair, SlopeBlock, TopK};
+use crate::backend::{Backend, Pair, SlopeBlock, TopK, nudge_m_scores};
 use crate::control::{Control, Phase};
 use crate::data::dataset::{LabeledQuery, Split};
 use crate::error::Result;
@@ -184,30 +184,6 @@ impl Search<'_> {
         Ok(())
     }
 
-    /// [`Self::for_each_rows`] with each block's S0 and S1 computed once:
-    /// calls `f(cols, records, S0, S1)`, S0 and S1 in buffers reused from
-    /// block to block.
-    fn for_each_block(
-        &self,
-        phase: &Phase,
-        blocks: impl IntoIterator<Item = Cols>,
-        mut f: impl FnMut(&Cols, &[u32], &Matrix, &mut Matrix) -> Result<()>,
-    ) -> Result<()> {
-        let (mut s0, mut s1) = (Matrix::default(), Matrix::default());
-        self.for_each_rows(phase, blocks, |cols, records, rows_d, rows_g| {
-            let n = cols.len();
-            // Side by side: a small block is too few GEMM tiles to keep
-            // every core busy on its own (SciFact's S0 is 3 tiles for 2
-            // cores).
-            let (a, b) = rayon::join(
-                || self.backend.similarity_into(self.q_dev, rows_d, n, &mut s0),
-                || self.backend.similarity_into(self.q_dev, rows_g, n, &mut s1),
-            );
-            a.and(b)?;
-            f(cols, records, &s0, &mut s1)
-        })
-    }
-
     /// Every (dev query, answer) pair. A static answer's score is computed
     /// here (its slope is 0); a moved answer's score and slope are left for
     /// [`Self::search_m`] to read from S0 and the slopes.
@@ -286,21 +262,43 @@ impl Search<'_> {
         // are read there, before any bounds are taken.
         let mut cols: Vec<usize> = own.iter().map(|o| o.0).collect();
         cols.dedup();
-        let mut bounds = None;
-        self.for_each_block(
+        let mut bounds: Option<Vec<nudge_m::Bounds>> = None;
+        let mut scratch = Default::default();
+        self.for_each_rows(
             &phase,
             m_blocks(m, self.block, &cols),
-            |cols, records, s0, t| {
-                slopes(t, &cols.gather(&inv_norm));
-                let bounds = bounds.get_or_insert_with(|| {
-                    for &(mi, i) in &own {
-                        let (q, c) = (pairs[i].query as usize, cols.position(mi));
-                        let c = c.expect("the first block holds every moved dev answer");
-                        pairs[i].s = s0.row(q)[c];
-                        pairs[i].t = t.row(q)[c];
-                    }
-                    static_bounds(&pairs)
-                });
+            |cols, records, rows_d, rows_g| {
+                let inv = cols.gather(&inv_norm);
+                if let Some(bounds) = bounds.as_mut() {
+                    // Nothing here is read on the host: a device backend
+                    // keeps S0 and the slopes.
+                    return self.backend.nudge_m_block(
+                        self.q_dev,
+                        (rows_d, rows_g),
+                        records,
+                        &inv,
+                        &pairs,
+                        bounds,
+                        &mut scratch,
+                    );
+                }
+                // The first block: the pairs' own values are read from it
+                // before its bounds are taken.
+                nudge_m_scores(
+                    self.backend,
+                    self.q_dev,
+                    (rows_d, rows_g),
+                    &inv,
+                    &mut scratch,
+                )?;
+                let (s0, t) = (&scratch.0, &scratch.1);
+                for &(mi, i) in &own {
+                    let (q, c) = (pairs[i].query as usize, cols.position(mi));
+                    let c = c.expect("the first block holds every moved dev answer");
+                    pairs[i].s = s0.row(q)[c];
+                    pairs[i].t = t.row(q)[c];
+                }
+                let bounds = bounds.insert(static_bounds(&pairs));
                 let block = SlopeBlock { records, s: s0, t };
                 self.backend.nudge_m_bounds(&block, &pairs, bounds)
             },
@@ -371,17 +369,6 @@ impl Search<'_> {
             })
             .collect())
     }
-}
-
-/// NUDGE-M slopes from S1, in place: column j times `inv_norm[j]` = 1/|G_j|.
-/// Every backend's bounds step and every pair read these same numbers.
-pub fn slopes(s1: &mut Matrix, inv_norm: &[f32]) {
-    let width = s1.cols.max(1);
-    s1.data.par_chunks_mut(width).for_each(|row| {
-        for (x, n) in row.iter_mut().zip(inv_norm) {
-            *x *= n;
-        }
-    });
 }
 
 /// Mean over dev queries of `|top-k ∩ answers| / min(|answers|, k)`.

@@ -138,6 +138,12 @@ pub const NUDGE_M_BOUNDS: Shader = Shader {
     source: include_str!("../../../shaders/nudge_m_bounds.wgsl"),
     in_bounds: None,
 };
+/// `slopes.wgsl`: S1 scaled by column into the NUDGE-M slopes.
+pub const SLOPES: Shader = Shader {
+    name: "slopes",
+    source: include_str!("../../../shaders/slopes.wgsl"),
+    in_bounds: None,
+};
 /// `nudge_n_merge.wgsl` with the shared order and list helpers of
 /// `topk_order.wgsl` and `topk_list.wgsl`.
 pub const NUDGE_N_MERGE: Shader = Shader {
@@ -343,6 +349,20 @@ pub(crate) struct AggParams {
     pub d4: u32,
     /// 1: start from `out` (the sum so far of a long segment) instead of 0.
     pub carry: u32,
+    /// To the 16-byte size of a uniform block.
+    pub pad: u32,
+}
+
+/// `Params` of `slopes.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+pub(crate) struct SlopeParams {
+    /// Rows of S1 (dev queries).
+    pub rows: u32,
+    /// Columns to scale (the block's records).
+    pub width: u32,
+    /// Floats between rows of S1.
+    pub ld: u32,
     /// To the 16-byte size of a uniform block.
     pub pad: u32,
 }
@@ -612,6 +632,12 @@ kernels! {
         3 => indices: Read,
         4 => out: Write,
     }
+    /// `slopes.wgsl::main`: scale S1 by column into the NUDGE-M slopes.
+    slopes: Slopes = SLOPES::"main" {
+        0 => p: Uniform<SlopeParams>,
+        1 => s1: Write,
+        2 => inv_norm: Read,
+    }
     /// `nudge_m_bounds.wgsl::main`: tighten the NUDGE-M bounds of pairs.
     nudge_m_bounds: NudgeMBounds = NUDGE_M_BOUNDS::"main" {
         0 => p: Uniform<BoundsParams>,
@@ -874,6 +900,8 @@ pub(crate) struct Kernels {
     pub aggregate: Kernel<Aggregate<'static>>,
     /// NUDGE-M bounds.
     pub nudge_m_bounds: Kernel<NudgeMBounds<'static>>,
+    /// The NUDGE-M slopes: S1 scaled by column on the device.
+    pub slopes: Kernel<Slopes<'static>>,
     /// NUDGE-N partial lists (merged by `topk_merge`).
     pub nudge_n_partial: Kernel<NudgeNPartial<'static>>,
     /// The FP32 throughput probe.
@@ -988,6 +1016,7 @@ impl Kernels {
                 topk_merge: m.kernel(),
                 aggregate: m.kernel(),
                 nudge_m_bounds: m.kernel(),
+                slopes: m.kernel(),
                 nudge_n_partial: m.kernel(),
                 fma_peak: m.kernel(),
                 update_m: m.kernel(),

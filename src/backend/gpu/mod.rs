@@ -635,6 +635,27 @@ impl Backend for Gpu {
         })
     }
 
+    fn nudge_m_block(
+        &self,
+        q_dev: &Matrix,
+        rows: (&[f32], &[f32]),
+        records: &[u32],
+        inv_norm: &[f32],
+        pairs: &[Pair],
+        bounds: &mut [Bounds],
+        scratch: &mut (Matrix, Matrix),
+    ) -> Result<()> {
+        let on_device = self.one_shot("nudge-m block", || {
+            ops::nudge_m_block(self, q_dev, rows, records, inv_norm, pairs, bounds)
+        })?;
+        if on_device {
+            return Ok(());
+        }
+        crate::backend::nudge_m_block_via_host(
+            self, q_dev, rows, records, inv_norm, pairs, bounds, scratch,
+        )
+    }
+
     fn nudge_n_block(
         &self,
         q_dev: &Matrix,

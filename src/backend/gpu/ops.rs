@@ -17,8 +17,9 @@ use bytemuck::{Pod, Zeroable};
 use super::context::Uniform;
 use super::kernel::{
     AggParams, Aggregate, BoundsParams, Gemm, GemmF16, GemmF16Native, GemmParams, GemmTiled,
-    MergeParams, NormParams, Normalize, NudgeMBounds, NudgeNPartial, TiledKernels, TiledParams,
-    TopkMerge, TopkParams, UpdateM, UpdateN, UpdateParams, grid, grid_items,
+    MergeParams, NormParams, Normalize, NudgeMBounds, NudgeNPartial, SlopeParams, Slopes,
+    TiledKernels, TiledParams, TopkMerge, TopkParams, UpdateM, UpdateN, UpdateParams, grid,
+    grid_items,
 };
 use super::tiled::Tile;
 use super::{Gpu, d4, pad_rows, pad_rows_to};
@@ -596,6 +597,148 @@ pub fn nudge_n_merge(
         submit(gpu, enc);
     }
     merge.finish(tops)
+}
+
+/// [`crate::backend::Backend::nudge_m_block`] on the device: S0 and S1 by
+/// the tiled GEMM into device buffers, S1 scaled into the slopes there
+/// (`slopes.wgsl`), the bounds taken from there; only the bounds come
+/// back. `Ok(false)` when the block does not fit that way (then the caller
+/// takes the host path).
+pub fn nudge_m_block(
+    gpu: &Gpu,
+    q_dev: &Matrix,
+    (rows_d, rows_g): (&[f32], &[f32]),
+    records: &[u32],
+    inv_norm: &[f32],
+    pairs: &[Pair],
+    bounds: &mut [Bounds],
+) -> Result<bool> {
+    let (m, d, n) = (q_dev.rows, q_dev.cols, records.len());
+    // A caller that breaks this is a bug, not bad input.
+    assert!(
+        rows_d.len() == n * d && rows_g.len() == n * d && inv_norm.len() == n,
+        "nudge-m block: rows, norms and records disagree"
+    );
+    assert!(
+        bounds.len() == pairs.len() && pairs.iter().all(|p| (p.query as usize) < m),
+        "nudge-m block: pairs, bounds and queries disagree"
+    );
+    if m == 0 || n == 0 || d == 0 || pairs.is_empty() {
+        return Ok(true);
+    }
+    let budget = gpu.budget() as usize;
+    let tk = gpu.tiled_for(d, m)?;
+    let t = tk.tile;
+    let wt = t.width(d);
+    let (mp, np) = (Tile::pad(m, t.bm), Tile::pad(n, t.bn));
+    let fits = [mp * wt * 4, np * wt * 4, mp * np * 4, pairs.len() * 16]
+        .iter()
+        .all(|&b| b <= budget)
+        && mp / t.bm as usize <= 65535
+        && np / t.bn as usize <= 65535;
+    if !fits {
+        return Ok(false);
+    }
+    let pad = |data: &[f32], rows: usize| {
+        let mut v = pad_rows_to(data, d, wt).into_owned();
+        v.resize(rows * wt, 0.0);
+        v
+    };
+    // Pooled by role: each operand needs a role of its own.
+    let a = gpu.put("a", &pad(&q_dev.data, mp));
+    let bd = gpu.put("moved rows", &pad(rows_d, np));
+    let bg = gpu.put("moved gradients", &pad(rows_g, np));
+    let s0 = gpu.scratch("s0", (mp * np * 4) as u64);
+    let s1 = gpu.scratch("s1", (mp * np * 4) as u64);
+    let inv = gpu.put("inverse norms", inv_norm);
+    let rec = gpu.put("records", records);
+    let gp: Vec<GpuPair> = pairs
+        .iter()
+        .map(|p| GpuPair {
+            query: p.query,
+            record: p.record,
+            s: p.s,
+            t: p.t,
+        })
+        .collect();
+    let gb: Vec<GpuBounds> = bounds
+        .iter()
+        .map(|b| GpuBounds {
+            low: b.low,
+            high: b.high,
+            dropped: b.dropped as u32,
+            pad: 0,
+        })
+        .collect();
+    let pbuf = gpu.put("pairs", &gp);
+    let bbuf = gpu.put("bounds", &gb);
+    let ctx = &gpu.ctx;
+    // Both GEMMs have the same shape: one parameter block serves both.
+    let params = Uniform::new(ctx);
+    let flops = 2.0 * m as f64 * n as f64 * d as f64;
+    let mut enc = encoder(gpu);
+    for (b, c) in [(&bd, &s0), (&bg, &s1)] {
+        record_gemm_tiled(
+            gpu,
+            &tk,
+            &mut enc,
+            &params,
+            &a,
+            b,
+            c,
+            (mp, np, wt / 4),
+            flops,
+        );
+    }
+    let sp = Uniform::new(ctx);
+    sp.set(
+        ctx,
+        &SlopeParams {
+            rows: m as u32,
+            width: n as u32,
+            ld: np as u32,
+            pad: 0,
+        },
+    );
+    let scale = Slopes {
+        p: &sp,
+        s1: &s1,
+        inv_norm: &inv,
+    };
+    gpu.k
+        .slopes
+        .dispatch(ctx, &mut enc, scale, grid_items(m * n));
+    let bp = Uniform::new(ctx);
+    bp.set(
+        ctx,
+        &BoundsParams {
+            pairs: pairs.len() as u32,
+            width: n as u32,
+            ld: np as u32,
+            pad: 0,
+        },
+    );
+    let b = NudgeMBounds {
+        p: &bp,
+        pairs: &pbuf,
+        s0: &s0,
+        slope: &s1,
+        records: &rec,
+        bounds: &bbuf,
+    };
+    gpu.k
+        .nudge_m_bounds
+        .dispatch(ctx, &mut enc, b, grid_items(pairs.len()));
+    submit(gpu, enc);
+    let back: Vec<GpuBounds> = gpu.read(&bbuf, (pairs.len() * 16) as u64)?;
+    for (b, g) in bounds.iter_mut().zip(back) {
+        *b = Bounds {
+            low: g.low,
+            high: g.high,
+            dropped: g.dropped != 0,
+        };
+    }
+    Ok(true)
 }
 
 /// [`crate::backend::Backend::nudge_n_block`] on the device: S0 and S1 by
