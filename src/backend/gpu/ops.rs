@@ -599,6 +599,67 @@ pub fn nudge_n_merge(
     merge.finish(tops)
 }
 
+/// A block's S0 and S1, computed on the device into the pooled "s0" and
+/// "s1" buffers, rows `ld` floats apart.
+struct OnDevice {
+    s0: wgpu::Buffer,
+    s1: wgpu::Buffer,
+    ld: usize,
+    /// The GEMMs' parameter block, kept until the submission.
+    _params: Uniform<TiledParams>,
+}
+
+/// Records `S0 = q_dev . rows.0^T` and `S1 = q_dev . rows.1^T` (`n` rows
+/// each) by the tiled GEMM into `enc`, for the moved-set steps to read on
+/// the device. `None` when the padded operands and outputs, or `extra`
+/// more bytes, do not fit one binding each, or the grid is too large.
+fn gemm_pair(
+    gpu: &Gpu,
+    enc: &mut wgpu::CommandEncoder,
+    q_dev: &Matrix,
+    (rows_d, rows_g): (&[f32], &[f32]),
+    n: usize,
+    extra: usize,
+) -> Result<Option<OnDevice>> {
+    let (m, d) = (q_dev.rows, q_dev.cols);
+    let budget = gpu.budget() as usize;
+    let tk = gpu.tiled_for(d, m)?;
+    let t = tk.tile;
+    let wt = t.width(d);
+    let (mp, np) = (Tile::pad(m, t.bm), Tile::pad(n, t.bn));
+    let fits = [mp * wt * 4, np * wt * 4, mp * np * 4, extra]
+        .iter()
+        .all(|&b| b <= budget)
+        && mp / t.bm as usize <= 65535
+        && np / t.bn as usize <= 65535;
+    if !fits {
+        return Ok(None);
+    }
+    let pad = |data: &[f32], rows: usize| {
+        let mut v = pad_rows_to(data, d, wt).into_owned();
+        v.resize(rows * wt, 0.0);
+        v
+    };
+    // Pooled by role: each operand needs a role of its own.
+    let a = gpu.put("a", &pad(&q_dev.data, mp));
+    let bd = gpu.put("moved rows", &pad(rows_d, np));
+    let bg = gpu.put("moved gradients", &pad(rows_g, np));
+    let s0 = gpu.scratch("s0", (mp * np * 4) as u64);
+    let s1 = gpu.scratch("s1", (mp * np * 4) as u64);
+    // Both GEMMs have the same shape: one parameter block serves both.
+    let params = Uniform::new(&gpu.ctx);
+    let flops = 2.0 * m as f64 * n as f64 * d as f64;
+    for (b, c) in [(&bd, &s0), (&bg, &s1)] {
+        record_gemm_tiled(gpu, &tk, enc, &params, &a, b, c, (mp, np, wt / 4), flops);
+    }
+    Ok(Some(OnDevice {
+        s0,
+        s1,
+        ld: np,
+        _params: params,
+    }))
+}
+
 /// [`crate::backend::Backend::nudge_m_block`] on the device: S0 and S1 by
 /// the tiled GEMM into device buffers, S1 scaled into the slopes there
 /// (`slopes.wgsl`), the bounds taken from there; only the bounds come
@@ -626,30 +687,11 @@ pub fn nudge_m_block(
     if m == 0 || n == 0 || d == 0 || pairs.is_empty() {
         return Ok(true);
     }
-    let budget = gpu.budget() as usize;
-    let tk = gpu.tiled_for(d, m)?;
-    let t = tk.tile;
-    let wt = t.width(d);
-    let (mp, np) = (Tile::pad(m, t.bm), Tile::pad(n, t.bn));
-    let fits = [mp * wt * 4, np * wt * 4, mp * np * 4, pairs.len() * 16]
-        .iter()
-        .all(|&b| b <= budget)
-        && mp / t.bm as usize <= 65535
-        && np / t.bn as usize <= 65535;
-    if !fits {
+    let mut enc = encoder(gpu);
+    let Some(dev) = gemm_pair(gpu, &mut enc, q_dev, (rows_d, rows_g), n, pairs.len() * 16)? else {
         return Ok(false);
-    }
-    let pad = |data: &[f32], rows: usize| {
-        let mut v = pad_rows_to(data, d, wt).into_owned();
-        v.resize(rows * wt, 0.0);
-        v
     };
-    // Pooled by role: each operand needs a role of its own.
-    let a = gpu.put("a", &pad(&q_dev.data, mp));
-    let bd = gpu.put("moved rows", &pad(rows_d, np));
-    let bg = gpu.put("moved gradients", &pad(rows_g, np));
-    let s0 = gpu.scratch("s0", (mp * np * 4) as u64);
-    let s1 = gpu.scratch("s1", (mp * np * 4) as u64);
+    let (s0, s1, np) = (&dev.s0, &dev.s1, dev.ld);
     let inv = gpu.put("inverse norms", inv_norm);
     let rec = gpu.put("records", records);
     let gp: Vec<GpuPair> = pairs
@@ -673,23 +715,6 @@ pub fn nudge_m_block(
     let pbuf = gpu.put("pairs", &gp);
     let bbuf = gpu.put("bounds", &gb);
     let ctx = &gpu.ctx;
-    // Both GEMMs have the same shape: one parameter block serves both.
-    let params = Uniform::new(ctx);
-    let flops = 2.0 * m as f64 * n as f64 * d as f64;
-    let mut enc = encoder(gpu);
-    for (b, c) in [(&bd, &s0), (&bg, &s1)] {
-        record_gemm_tiled(
-            gpu,
-            &tk,
-            &mut enc,
-            &params,
-            &a,
-            b,
-            c,
-            (mp, np, wt / 4),
-            flops,
-        );
-    }
     let sp = Uniform::new(ctx);
     sp.set(
         ctx,
@@ -702,7 +727,7 @@ pub fn nudge_m_block(
     );
     let scale = Slopes {
         p: &sp,
-        s1: &s1,
+        s1,
         inv_norm: &inv,
     };
     gpu.k
@@ -721,8 +746,8 @@ pub fn nudge_m_block(
     let b = NudgeMBounds {
         p: &bp,
         pairs: &pbuf,
-        s0: &s0,
-        slope: &s1,
+        s0,
+        slope: s1,
         records: &rec,
         bounds: &bbuf,
     };
@@ -766,54 +791,17 @@ pub fn nudge_n_block(
     if m == 0 || n == 0 || d == 0 {
         return Ok(true);
     }
-    let budget = gpu.budget() as usize;
-    let tk = gpu.tiled_for(d, m)?;
-    let t = tk.tile;
-    let wt = t.width(d);
-    let (mp, np) = (Tile::pad(m, t.bm), Tile::pad(n, t.bn));
-    let fits = [mp * wt * 4, np * wt * 4, mp * np * 4]
-        .iter()
-        .all(|&b| b <= budget)
-        && mp / t.bm as usize <= 65535
-        && np / t.bn as usize <= 65535;
-    if !fits {
-        return Ok(false);
-    }
     let Some(merge) = Merge::new(gpu, tops, coef, n)? else {
         return Ok(true);
     };
     if merge.cols_fit < n {
         return Ok(false);
     }
-    let pad = |data: &[f32], rows: usize| {
-        let mut v = pad_rows_to(data, d, wt).into_owned();
-        v.resize(rows * wt, 0.0);
-        v
-    };
-    // Pooled by role: each operand needs a role of its own.
-    let a = gpu.put("a", &pad(&q_dev.data, mp));
-    let bd = gpu.put("moved rows", &pad(rows_d, np));
-    let bg = gpu.put("moved gradients", &pad(rows_g, np));
-    let s0 = gpu.scratch("s0", (mp * np * 4) as u64);
-    let s1 = gpu.scratch("s1", (mp * np * 4) as u64);
-    // Both GEMMs have the same shape: one parameter block serves both.
-    let params = Uniform::new(&gpu.ctx);
-    let flops = 2.0 * m as f64 * n as f64 * d as f64;
     let mut enc = encoder(gpu);
-    for (b, c) in [(&bd, &s0), (&bg, &s1)] {
-        record_gemm_tiled(
-            gpu,
-            &tk,
-            &mut enc,
-            &params,
-            &a,
-            b,
-            c,
-            (mp, np, wt / 4),
-            flops,
-        );
-    }
-    merge.piece(&mut enc, (&s0, &s1, np), 0..n, coef, records);
+    let Some(dev) = gemm_pair(gpu, &mut enc, q_dev, (rows_d, rows_g), n, 0)? else {
+        return Ok(false);
+    };
+    merge.piece(&mut enc, (&dev.s0, &dev.s1, dev.ld), 0..n, coef, records);
     submit(gpu, enc);
     merge.finish(tops)?;
     Ok(true)
