@@ -469,6 +469,43 @@ fn check_block(block: &MovedBlock) -> Result<()> {
     Ok(())
 }
 
+/// The pairs and their running bounds in the pooled "pairs" and "bounds"
+/// buffers, in the layout of `nudge_m_bounds.wgsl`.
+fn put_pairs(gpu: &Gpu, pairs: &[Pair], bounds: &[Bounds]) -> (wgpu::Buffer, wgpu::Buffer) {
+    let gp: Vec<GpuPair> = pairs
+        .iter()
+        .map(|p| GpuPair {
+            query: p.query,
+            record: p.record,
+            s: p.s,
+            t: p.t,
+        })
+        .collect();
+    let gb: Vec<GpuBounds> = bounds
+        .iter()
+        .map(|b| GpuBounds {
+            low: b.low,
+            high: b.high,
+            dropped: b.dropped as u32,
+            pad: 0,
+        })
+        .collect();
+    (gpu.put("pairs", &gp), gpu.put("bounds", &gb))
+}
+
+/// Reads the bounds of [`put_pairs`] back into `bounds`.
+fn read_bounds(gpu: &Gpu, buf: &wgpu::Buffer, bounds: &mut [Bounds]) -> Result<()> {
+    let back: Vec<GpuBounds> = gpu.read(buf, (bounds.len() * 16) as u64)?;
+    for (b, g) in bounds.iter_mut().zip(back) {
+        *b = Bounds {
+            low: g.low,
+            high: g.high,
+            dropped: g.dropped != 0,
+        };
+    }
+    Ok(())
+}
+
 /// [`crate::backend::Backend::nudge_m_bounds`]: pairs in blocks, the block's
 /// columns in pieces (the bounds reduction is order-free).
 pub fn nudge_m_bounds(
@@ -507,26 +544,7 @@ pub fn nudge_m_bounds(
     let params = Uniform::new(ctx);
     for p0 in (0..pairs.len()).step_by(max_pairs) {
         let p1 = (p0 + max_pairs).min(pairs.len());
-        let gp: Vec<GpuPair> = pairs[p0..p1]
-            .iter()
-            .map(|p| GpuPair {
-                query: p.query,
-                record: p.record,
-                s: p.s,
-                t: p.t,
-            })
-            .collect();
-        let gb: Vec<GpuBounds> = bounds[p0..p1]
-            .iter()
-            .map(|b| GpuBounds {
-                low: b.low,
-                high: b.high,
-                dropped: b.dropped as u32,
-                pad: 0,
-            })
-            .collect();
-        let pbuf = gpu.put("pairs", &gp);
-        let bbuf = gpu.put("bounds", &gb);
+        let (pbuf, bbuf) = put_pairs(gpu, &pairs[p0..p1], &bounds[p0..p1]);
         for c0 in (0..width).step_by(cols_fit) {
             let c1 = (c0 + cols_fit).min(width);
             let s0 = gpu.put("s0", &columns(block.s, c0, c1));
@@ -558,14 +576,7 @@ pub fn nudge_m_bounds(
             );
             submit(gpu, enc);
         }
-        let back: Vec<GpuBounds> = gpu.read(&bbuf, ((p1 - p0) * 16) as u64)?;
-        for (b, g) in bounds[p0..p1].iter_mut().zip(back) {
-            *b = Bounds {
-                low: g.low,
-                high: g.high,
-                dropped: g.dropped != 0,
-            };
-        }
+        read_bounds(gpu, &bbuf, &mut bounds[p0..p1])?;
     }
     Ok(())
 }
@@ -694,26 +705,7 @@ pub fn nudge_m_block(
     let (s0, s1, np) = (&dev.s0, &dev.s1, dev.ld);
     let inv = gpu.put("inverse norms", inv_norm);
     let rec = gpu.put("records", records);
-    let gp: Vec<GpuPair> = pairs
-        .iter()
-        .map(|p| GpuPair {
-            query: p.query,
-            record: p.record,
-            s: p.s,
-            t: p.t,
-        })
-        .collect();
-    let gb: Vec<GpuBounds> = bounds
-        .iter()
-        .map(|b| GpuBounds {
-            low: b.low,
-            high: b.high,
-            dropped: b.dropped as u32,
-            pad: 0,
-        })
-        .collect();
-    let pbuf = gpu.put("pairs", &gp);
-    let bbuf = gpu.put("bounds", &gb);
+    let (pbuf, bbuf) = put_pairs(gpu, pairs, bounds);
     let ctx = &gpu.ctx;
     let sp = Uniform::new(ctx);
     sp.set(
@@ -755,14 +747,7 @@ pub fn nudge_m_block(
         .nudge_m_bounds
         .dispatch(ctx, &mut enc, b, grid_items(pairs.len()));
     submit(gpu, enc);
-    let back: Vec<GpuBounds> = gpu.read(&bbuf, (pairs.len() * 16) as u64)?;
-    for (b, g) in bounds.iter_mut().zip(back) {
-        *b = Bounds {
-            low: g.low,
-            high: g.high,
-            dropped: g.dropped != 0,
-        };
-    }
+    read_bounds(gpu, &bbuf, bounds)?;
     Ok(true)
 }
 
