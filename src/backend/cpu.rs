@@ -612,6 +612,14 @@ impl Backend for Cpu {
     }
 }
 
+/// NUDGE-N's dev score of a moved record for one gamma: `a s0 + b s1`, a
+/// multiply and an add (no FMA), the one formula both CPU merges use, so a
+/// pruned merge scores exactly as the full one.
+#[inline(always)]
+fn merged((a, b): (f32, f32), s0: f32, s1: f32) -> f32 {
+    a * s0 + b * s1
+}
+
 /// What bounds each moved record's NUDGE-N dev score over every gamma of
 /// the grid. Each updated record is `a d + b G` with `|a d + b G| = 1` in
 /// the plane of d and G, so for a query with `x = q.d` and `y = q.G` its
@@ -757,7 +765,7 @@ fn merge_reachable(
                     topk::push_into(
                         &mut ls[r.clone()],
                         &mut lr[r],
-                        a * s0[j] + b * s1[j],
+                        merged((a, b), s0[j], s1[j]),
                         rows[j],
                     );
                 }
@@ -800,7 +808,7 @@ fn offer_merged(
             let r = at..at + out.len();
             let (s0, s1, coef) = (&s0[r.clone()], &s1[r.clone()], &coef[r]);
             for (j, o) in out.iter_mut().enumerate() {
-                *o = coef[j].0 * s0[j] + coef[j].1 * s1[j];
+                *o = merged(coef[j], s0[j], s1[j]);
             }
         });
     }

@@ -78,6 +78,23 @@ pub fn slopes(s1: &mut Matrix, inv_norm: &[f32]) {
     });
 }
 
+/// `S0 = q_dev . rows.0^T` and `S1 = q_dev . rows.1^T` (`n` rows each)
+/// into `scratch`, side by side: a small block is too few GEMM tiles to
+/// keep every core busy on its own (SciFact's S0 is 3 tiles for 2 cores).
+fn similarity_pair<B: Backend + ?Sized>(
+    backend: &B,
+    q_dev: &Matrix,
+    (rows_d, rows_g): (&[f32], &[f32]),
+    n: usize,
+    (s0, s1): &mut (Matrix, Matrix),
+) -> Result<()> {
+    let (a, b) = rayon::join(
+        || backend.similarity_into(q_dev, rows_d, n, s0),
+        || backend.similarity_into(q_dev, rows_g, n, s1),
+    );
+    a.and(b)
+}
+
 /// S0 and the slopes of a block of moved records into `scratch`: the
 /// first half of [`nudge_m_block_via_host`], for a caller that must read
 /// them (the NUDGE-M search's first block, which holds the pairs' own
@@ -85,20 +102,12 @@ pub fn slopes(s1: &mut Matrix, inv_norm: &[f32]) {
 pub fn nudge_m_scores<B: Backend + ?Sized>(
     backend: &B,
     q_dev: &Matrix,
-    (rows_d, rows_g): (&[f32], &[f32]),
+    rows: (&[f32], &[f32]),
     inv_norm: &[f32],
     scratch: &mut (Matrix, Matrix),
 ) -> Result<()> {
-    let n = inv_norm.len();
-    let (s0, t) = scratch;
-    // Side by side: a small block is too few GEMM tiles to keep every core
-    // busy on its own (SciFact's S0 is 3 tiles for 2 cores).
-    let (a, b) = rayon::join(
-        || backend.similarity_into(q_dev, rows_d, n, s0),
-        || backend.similarity_into(q_dev, rows_g, n, t),
-    );
-    a.and(b)?;
-    slopes(t, inv_norm);
+    similarity_pair(backend, q_dev, rows, inv_norm.len(), scratch)?;
+    slopes(&mut scratch.1, inv_norm);
     Ok(())
 }
 
@@ -132,26 +141,18 @@ pub fn nudge_m_block_via_host<B: Backend + ?Sized>(
 pub fn nudge_n_block_via_host<B: Backend + ?Sized>(
     backend: &B,
     q_dev: &Matrix,
-    (rows_d, rows_g): (&[f32], &[f32]),
+    rows: (&[f32], &[f32]),
     records: &[u32],
     planes: Option<&[(f64, f64)]>,
     coef: &[(f32, f32)],
     tops: &mut [TopK],
     scratch: &mut (Matrix, Matrix),
 ) -> Result<()> {
-    let n = records.len();
-    let (s0, s1) = scratch;
-    // Side by side: a small block is too few GEMM tiles to keep every core
-    // busy on its own (SciFact's S0 is 3 tiles for 2 cores).
-    let (a, b) = rayon::join(
-        || backend.similarity_into(q_dev, rows_d, n, s0),
-        || backend.similarity_into(q_dev, rows_g, n, s1),
-    );
-    a.and(b)?;
+    similarity_pair(backend, q_dev, rows, records.len(), scratch)?;
     let block = MovedBlock {
         records,
-        s0,
-        s1,
+        s0: &scratch.0,
+        s1: &scratch.1,
         planes,
     };
     backend.nudge_n_merge(&block, coef, tops)

@@ -116,14 +116,9 @@ fn m_blocks(m: usize, block: usize, own: &[usize]) -> Vec<Cols> {
     }
     head.sort_unstable();
     let mut blocks = vec![Cols::of(head)];
-    blocks.extend(blocks_of(&rest, block));
+    blocks.extend(rest.chunks(block).map(|c| Cols::of(c.to_vec())));
     blocks.retain(|b| b.len() > 0);
     blocks
-}
-
-/// Consecutive blocks of at most `block` of the moved records `cols`.
-fn blocks_of(cols: &[usize], block: usize) -> impl Iterator<Item = Cols> + '_ {
-    cols.chunks(block.max(1)).map(|c| Cols::of(c.to_vec()))
 }
 
 impl Search<'_> {
@@ -330,12 +325,14 @@ impl Search<'_> {
         let phase = self
             .control
             .phase("gamma search", self.moved.len() as u64, "moved records");
-        let all: Vec<usize> = (0..self.moved.len()).collect();
         let mut scratch = Default::default();
         let mut coef = Vec::new();
+        let (m, block) = (self.moved.len(), self.block.max(1));
         self.for_each_rows(
             &phase,
-            blocks_of(&all, self.block),
+            (0..m)
+                .step_by(block)
+                .map(|s| Cols::Run(s..(s + block).min(m))),
             |cols, records, rows_d, rows_g| {
                 let w = cols.len();
                 let vc = cols.gather(&vc);

@@ -324,10 +324,8 @@ impl Gpu {
                 "tiled similarity: block too large for one dispatch",
             ));
         }
-        let mut ad = pad_rows_to(&a.data, d, w).into_owned();
-        ad.resize(mp * w, 0.0);
-        let mut bd = pad_rows_to(&b.data, d, w).into_owned();
-        bd.resize(np * w, 0.0);
+        let ad = pad_block(&a.data, d, w, mp);
+        let bd = pad_block(&b.data, d, w, np);
         let ab = self.ctx.upload("tune a", &ad);
         let bb = self.ctx.upload("tune b", &bd);
         let cb = self.ctx.storage("tune c", (mp * np * 4) as u64);
@@ -552,6 +550,15 @@ pub(crate) fn d4(cols: usize) -> usize {
 /// change neither dot products nor norms); borrowed when already aligned.
 pub(crate) fn pad_rows(data: &[f32], cols: usize) -> std::borrow::Cow<'_, [f32]> {
     pad_rows_to(data, cols, d4(cols) * 4)
+}
+
+/// Rows of `cols` floats padded with zeros to `w >= cols` floats, and with
+/// zero rows to `rows` rows: an operand of the tiled GEMM, whose shapes are
+/// whole tiles.
+pub(crate) fn pad_block(data: &[f32], cols: usize, w: usize, rows: usize) -> Vec<f32> {
+    let mut out = pad_rows_to(data, cols, w).into_owned();
+    out.resize(rows * w, 0.0);
+    out
 }
 
 /// Rows of `cols` floats padded with zeros to `w >= cols` floats.

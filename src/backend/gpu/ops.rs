@@ -22,7 +22,7 @@ use super::kernel::{
     grid_items,
 };
 use super::tiled::Tile;
-use super::{Gpu, d4, pad_rows, pad_rows_to};
+use super::{Gpu, d4, pad_block, pad_rows};
 use crate::backend::{Bounds, MovedBlock, Pair, RowReport, Segments, SlopeBlock, TopK};
 use crate::error::{Error, Result};
 use crate::matrix::Matrix;
@@ -254,15 +254,11 @@ pub fn similarity(gpu: &Gpu, a: &Matrix, b: &Matrix) -> Result<Matrix> {
     for a0 in (0..m).step_by(ma) {
         let mc = ma.min(m - a0);
         let mp = Tile::pad(mc, t.bm);
-        let mut ad = pad_rows_to(&a.data[a0 * d..(a0 + mc) * d], d, wt).into_owned();
-        ad.resize(mp * wt, 0.0);
-        let abuf = gpu.put("a", &ad);
+        let abuf = gpu.put("a", &pad_block(&a.data[a0 * d..(a0 + mc) * d], d, wt, mp));
         for b0 in (0..n).step_by(nb) {
             let nc = nb.min(n - b0);
             let np = Tile::pad(nc, t.bn);
-            let mut bd = pad_rows_to(&b.data[b0 * d..(b0 + nc) * d], d, wt).into_owned();
-            bd.resize(np * wt, 0.0);
-            let bbuf = gpu.put("b", &bd);
+            let bbuf = gpu.put("b", &pad_block(&b.data[b0 * d..(b0 + nc) * d], d, wt, np));
             let cbuf = gpu.scratch("c", (mp * np * 4) as u64);
             let mut enc = encoder(gpu);
             let flops = 2.0 * mc as f64 * nc as f64 * d as f64;
@@ -646,11 +642,7 @@ fn gemm_pair(
     if !fits {
         return Ok(None);
     }
-    let pad = |data: &[f32], rows: usize| {
-        let mut v = pad_rows_to(data, d, wt).into_owned();
-        v.resize(rows * wt, 0.0);
-        v
-    };
+    let pad = |data: &[f32], rows: usize| pad_block(data, d, wt, rows);
     // Pooled by role: each operand needs a role of its own.
     let a = gpu.put("a", &pad(&q_dev.data, mp));
     let bd = gpu.put("moved rows", &pad(rows_d, np));

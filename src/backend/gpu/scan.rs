@@ -39,7 +39,7 @@ use super::kernel::{
 };
 use super::ops::{self, SEG};
 use super::tiled::Tile;
-use super::{Gpu, Precision, d4, pad_rows_to};
+use super::{Gpu, Precision, d4, pad_block, pad_rows_to};
 use crate::backend::Backend;
 use crate::backend::{RowReport, Rows, Scan, ScanSpec, TopK};
 use crate::error::{Error, Result};
@@ -204,8 +204,7 @@ impl<'a> GpuScan<'a> {
                 "top-{k} lists of {q} queries do not fit in GPU memory bindings; run on the CPU instead"
             )));
         }
-        let mut qdata = pad_rows_to(&spec.queries.data, d, w * 4).into_owned();
-        qdata.resize(q_pad * w * 4, 0.0);
+        let qdata = pad_block(&spec.queries.data, d, w * 4, q_pad);
         let queries = ctx.upload("queries", &qdata);
         let (skip, use_skip) = match spec.skip {
             Some(mask) => {
