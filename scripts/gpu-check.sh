@@ -8,13 +8,23 @@
 #   tests.txt       the GPU tests with NUDGE_REQUIRE_GPU=1
 #   bench-384.json  `nudge bench --json --device gpu`, 1M x 384, 10k/1k/1k
 #   bench-768.json  the same at 1M x 768 with 5k dev queries
+#   delta.txt       `fit --delta` at 1M x 384 on the GPU against `cat` of the
+#                   corpus from the page cache (the issue's "bound by
+#                   reading" target)
 # under the folder given as the first argument, else $OUT, else ./gpu-check.
+# The benches run the CPU path too (`--device auto`): the issue's targets are
+# ratios against the CPU of the same machine. The synthetic corpora are
+# written once into a scratch folder (GPU_CHECK_DATA, default a temp dir).
 # Meant to finish in under 8 minutes on one GPU, build included (so each
 # bench step runs once: `--repeat 1`; at 1M rows a run's first-touch costs
 # are small next to its work).
 #
 # Environment overrides (for a try-out on a small or software adapter):
 #   NUDGE_BIN             use this nudge binary instead of building one
+#   NUDGE_TEST_BIN        run this prebuilt `it` test binary instead of
+#                         `cargo test` (a machine without a toolchain; it
+#                         must find the checkout at the path it was built in)
+#   GPU_CHECK_DEVICE      the benches' --device (default auto: CPU and GPU)
 #   GPU_CHECK_SKIP_TESTS  1: do not build or run the tests
 #   GPU_CHECK_384         bench-384 flags (default below)
 #   GPU_CHECK_768         bench-768 flags (default below)
@@ -29,6 +39,8 @@ cd "$(dirname "$0")/.."
 export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/tmp}"
 b384="${GPU_CHECK_384:---records 1000000 --dim 384 --train 10000 --dev 1000 --test 1000}"
 b768="${GPU_CHECK_768:---records 1000000 --dim 768 --train 10000 --dev 5000 --test 0}"
+device="${GPU_CHECK_DEVICE:-auto}"
+data="${GPU_CHECK_DATA:-$(mktemp -d)}"
 filter="${GPU_CHECK_TEST_FILTER:-gpu::}"
 status=0
 start=$(date +%s)
@@ -52,20 +64,63 @@ note "nudge devices --tune"
 "$bin" devices --tune >"$out/tune.txt" 2>&1 || status=1
 
 if [ "${GPU_CHECK_SKIP_TESTS:-0}" != 1 ]; then
-  # The tests build in the background of nothing else: the benches below
-  # must not share the CPU with a compiler.
+  # The tests run before the benches so that no bench shares the CPU with a
+  # compiler.
   note "GPU tests ($filter) with NUDGE_REQUIRE_GPU=1"
-  NUDGE_REQUIRE_GPU=1 cargo test --release --test it -- "$filter" \
-    >"$out/tests.txt" 2>&1 || status=1
-  grep -E "^test result" "$out/tests.txt" | tee -a "$out/log.txt"
+  if [ -n "${NUDGE_TEST_BIN:-}" ]; then
+    NUDGE_REQUIRE_GPU=1 "$NUDGE_TEST_BIN" "$filter" >"$out/tests.txt" 2>&1 || status=1
+  else
+    NUDGE_REQUIRE_GPU=1 cargo test --release --test it -- "$filter" \
+      >"$out/tests.txt" 2>&1 || status=1
+  fi
+  grep -E "^test result|FAILED|panicked" "$out/tests.txt" | head -20 | tee -a "$out/log.txt"
 fi
 
-# shellcheck disable=SC2086 # the flag strings are meant to split
-note "bench 384: $b384"
-"$bin" bench $b384 --device gpu --repeat 1 --json --quiet >"$out/bench-384.json" 2>>"$out/log.txt" || status=1
-# shellcheck disable=SC2086
-note "bench 768: $b768"
-"$bin" bench $b768 --device gpu --repeat 1 --json --quiet >"$out/bench-768.json" 2>>"$out/log.txt" || status=1
+# One bench: synthesise the corpus once, then `nudge bench --dataset`.
+bench() { # name, synth flags
+  local dir="$data/$1"
+  note "synth $1: $2"
+  # shellcheck disable=SC2086 # the flag strings are meant to split
+  "$bin" synth $2 --out "$dir" --quiet 2>>"$out/log.txt" || { status=1; return; }
+  note "bench $1 (--device $device)"
+  "$bin" bench --dataset "$dir" --device "$device" --repeat 1 --json --quiet \
+    >"$out/bench-$1.json" 2>>"$out/log.txt" || status=1
+}
+bench 384 "$b384"
+
+# `fit --delta` against reading the corpus from the page cache: the fit
+# streams the corpus once, so its floor is the read.
+{
+  corpus=$(ls "$data/384"/corpus*.npy 2>/dev/null | head -1)
+  if [ -n "$corpus" ]; then
+    cat "$corpus" >/dev/null
+    for i in 1 2 3; do
+      TIMEFORMAT="cat $corpus: %R s"
+      time cat "$corpus" >/dev/null
+      TIMEFORMAT="fit --delta --device gpu: %R s"
+      time "$bin" fit --dataset "$data/384" --method nudge-m --device gpu --no-test \
+        --delta "$data/delta" --report "$data/delta.json" --quiet
+    done
+    # Where the last fit's time went.
+    cat "$data/delta.json"
+  fi
+  # The fixed cost a GPU fit pays before its first chunk: listing the
+  # adapters, then a whole fit of a tiny corpus.
+  "$bin" synth --records 2000 --train 200 --dev 100 --test 0 --out "$data/tiny" --quiet
+  for i in 1 2 3; do
+    TIMEFORMAT="devices: %R s"
+    time "$bin" devices >/dev/null
+    TIMEFORMAT="fit of 2k rows --device gpu: %R s"
+    time "$bin" fit --dataset "$data/tiny" --method nudge-m --device gpu --no-test \
+      --delta "$data/tiny-delta" --report "$data/tiny.json" --quiet
+  done
+  if [ -f "$data/tiny.json" ]; then
+    cat "$data/tiny.json"
+  fi
+} >"$out/delta.txt" 2>&1 || status=1
+rm -rf "$data/384"
+bench 768 "$b768"
+rm -rf "$data/768"
 
 note "done (status $status); files in $out"
 exit $status

@@ -533,7 +533,7 @@ pub fn fit_html(r: &Value) -> Result<String> {
         body.push_str("<h2>Where the time went</h2>\n<table><tr><th>phase</th><th>ms</th></tr>\n");
         let mut bars = Vec::new();
         for (phase, s) in t {
-            if phase == "gpu_kernels" || phase == "total" {
+            if phase == "gpu_kernels" || phase == "gpu_host" || phase == "total" {
                 continue;
             }
             if let Some(s) = num(s) {

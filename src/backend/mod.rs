@@ -169,6 +169,13 @@ pub trait Scan {
     /// never waits for the device (the GPU); [`Scan::finish`] returns the
     /// rest. Rows are reported in the order they were pushed.
     fn push(&mut self, chunk: &[f32], first_row: usize) -> Result<RowReport>;
+    /// [`Scan::push`] of rows stored as f16. By default they are widened
+    /// and pushed (exact: every f16 is an f32); a backend that stores the
+    /// corpus as f16 ([`Backend::scan_takes_f16`]) takes them as they are.
+    fn push_f16(&mut self, chunk: &[half::f16], first_row: usize) -> Result<RowReport> {
+        let wide: Vec<f32> = chunk.iter().map(|x| x.to_f32()).collect();
+        self.push(&wide, first_row)
+    }
     /// Waits for outstanding work and returns the lists, with the report of
     /// the rows no push has reported yet.
     fn finish(self: Box<Self>) -> Result<(TopK, RowReport)>;
@@ -252,10 +259,26 @@ pub trait Backend: Sync {
         Vec::new()
     }
 
+    /// Host wall time per step of the GPU scan's feeding pipeline so far
+    /// (`wait_slot`: waiting for a ring slot's previous chunk,
+    /// `fill_upload`: copying rows into the upload staging, `submit`:
+    /// recording and submitting); empty on the CPU. Where the GPU keeps
+    /// up, `wait_slot` is near zero and the feed is what bounds the pass.
+    fn host_timings(&self) -> Vec<gpu::KernelTime> {
+        Vec::new()
+    }
+
     /// The GPU autotuner's choices so far (`gpu::tune`); empty on the CPU
     /// and where tuning is off.
     fn tune_reports(&self) -> Vec<gpu::tune::TuneReport> {
         Vec::new()
+    }
+
+    /// Whether this backend's scans take an f16 corpus as it is
+    /// ([`Scan::push_f16`] without widening): then a pass that needs no
+    /// f32 rows on the host (an evaluation) streams an f16 file unwidened.
+    fn scan_takes_f16(&self) -> bool {
+        false
     }
 
     /// Starts a streaming top-k scan.

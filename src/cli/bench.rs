@@ -336,6 +336,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
                 }
                 let gemm = (ms > 0.0).then(|| flop / (ms * 1e6));
                 row["gpu_kernels"] = kernels;
+                row["gpu_host"] = t["gpu_host"].clone();
                 if let Some((peak, h2d)) = gpu_peak {
                     row["fp32_peak_gflops"] = json!(peak);
                     row["h2d_gbps"] = json!(h2d);

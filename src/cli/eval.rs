@@ -108,6 +108,9 @@ pub fn run(args: EvalArgs) -> Result<()> {
         if let Some(k) = super::kernel_timings_json(backend.as_ref()) {
             timings["gpu_kernels"] = k;
         }
+        if let Some(k) = super::host_timings_json(backend.as_ref()) {
+            timings["gpu_host"] = k;
+        }
         if let Some(t) = gpu_tile {
             timings["gpu_tile"] = t;
         }

@@ -365,6 +365,9 @@ impl Outputs<'_> {
             if let Some(k) = super::kernel_timings_json(backend) {
                 timings.insert("gpu_kernels".into(), k);
             }
+            if let Some(k) = super::host_timings_json(backend) {
+                timings.insert("gpu_host".into(), k);
+            }
             if let Some(t) = super::tune_json(backend) {
                 timings.insert("gpu_tile".into(), t);
             }

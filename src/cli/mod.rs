@@ -184,7 +184,16 @@ pub fn tune_json(backend: &dyn nudge::Backend) -> Option<serde_json::Value> {
 /// (`gflops` only for kernels that count their work); `None` when it has
 /// none (the CPU, or an adapter without timestamp queries).
 pub fn kernel_timings_json(backend: &dyn nudge::Backend) -> Option<serde_json::Value> {
-    let times = backend.kernel_timings();
+    times_json(backend.kernel_timings())
+}
+
+/// The GPU scan's host-side steps (`Backend::host_timings`) as JSON
+/// (`{name: {ms, calls}}`), or `None` where there are none (the CPU).
+pub fn host_timings_json(backend: &dyn nudge::Backend) -> Option<serde_json::Value> {
+    times_json(backend.host_timings())
+}
+
+fn times_json(times: Vec<nudge::backend::gpu::KernelTime>) -> Option<serde_json::Value> {
     if times.is_empty() {
         return None;
     }

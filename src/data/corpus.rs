@@ -128,6 +128,37 @@ impl<'a> Corpus<'a> {
         }
     }
 
+    /// Whether the rows are stored as f16 (an f16 `.npy`, or f16 in
+    /// memory): those [`Corpus::read_rows_f16_into`] reads as they are.
+    pub fn is_f16(&self) -> bool {
+        match self {
+            Corpus::Npy(m) => m.dtype() == crate::data::npy::Dtype::F16,
+            Corpus::F16 { .. } => true,
+            _ => false,
+        }
+    }
+
+    /// Rows `start..start+count` as stored, into `out` (exactly that many
+    /// values), where [`Corpus::is_f16`]; a usage error elsewhere.
+    pub fn read_rows_f16_into(
+        &self,
+        start: usize,
+        count: usize,
+        out: &mut [half::f16],
+    ) -> Result<()> {
+        match self {
+            Corpus::Npy(m) => m.read_rows_f16_into(start, count, out),
+            Corpus::F16 { data, cols } => {
+                out.copy_from_slice(&data[start * cols..(start + count) * cols]);
+                Ok(())
+            }
+            _ => Err(Error::invalid(format!(
+                "{}: rows are not stored as float16",
+                self.path().display()
+            ))),
+        }
+    }
+
     /// Rows `start..start+count` as a new f32 vector.
     pub fn read_rows(&self, start: usize, count: usize) -> Result<Vec<f32>> {
         let mut out = vec![0.0; count * self.cols()];

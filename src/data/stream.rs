@@ -31,6 +31,9 @@ pub fn for_each_chunk(
     f: impl FnMut(&mut [f32], usize) -> Result<()>,
 ) -> Result<()> {
     let chunk_len = chunk_rows.max(1) * corpus.cols();
+    let read = |start: usize, count: usize, raw: &mut Vec<u8>, out: &mut [f32]| {
+        corpus.read_rows_into(start, count, raw, out)
+    };
     // (A corpus of 0 columns has no places to read into: it takes the other
     // way, which still shows `f` its empty chunks.)
     match into.filter(|_| corpus.cols() > 0) {
@@ -41,36 +44,48 @@ pub fn for_each_chunk(
                 range,
                 chunk_rows,
                 all.chunks_mut(chunk_len),
+                read,
                 cancel,
                 f,
             )
         }
-        None => {
-            let (recycle_tx, recycle_rx) = channel::<Vec<f32>>();
-            let buffers =
-                std::iter::from_fn(move || Some(recycle_rx.try_recv().unwrap_or_default()));
-            pump(
-                corpus,
-                range,
-                chunk_rows,
-                buffers.zip(std::iter::repeat(recycle_tx)),
-                cancel,
-                f,
-            )
-        }
+        None => pump(corpus, range, chunk_rows, recycled(), read, cancel, f),
     }
+}
+
+/// As [`for_each_chunk`] without `into`, but the rows as stored in an f16
+/// corpus ([`Corpus::is_f16`]): for a consumer that takes f16 as it is (the
+/// GPU's f16 scan), with no trip through f32.
+pub fn for_each_chunk_f16(
+    corpus: Corpus,
+    range: std::ops::Range<usize>,
+    chunk_rows: usize,
+    cancel: &Cancel,
+    f: impl FnMut(&mut [half::f16], usize) -> Result<()>,
+) -> Result<()> {
+    let read = |start: usize, count: usize, _: &mut Vec<u8>, out: &mut [half::f16]| {
+        corpus.read_rows_f16_into(start, count, out)
+    };
+    pump(corpus, range, chunk_rows, recycled(), read, cancel, f)
+}
+
+/// Buffers that come back for reuse once consumed, new ones while none has.
+fn recycled<T: Send>() -> impl Iterator<Item = (Vec<T>, std::sync::mpsc::Sender<Vec<T>>)> + Send {
+    let (recycle_tx, recycle_rx) = channel::<Vec<T>>();
+    std::iter::from_fn(move || Some(recycle_rx.try_recv().unwrap_or_default()))
+        .zip(std::iter::repeat(recycle_tx))
 }
 
 /// Where a chunk is read to: a recycled buffer (sized on the way) that goes
 /// back for reuse once consumed, or its own place in the caller's memory.
-trait ChunkBuf: Send {
-    fn slice(&mut self, len: usize) -> &mut [f32];
+trait ChunkBuf<T>: Send {
+    fn slice(&mut self, len: usize) -> &mut [T];
     fn done(self);
 }
 
-impl ChunkBuf for (Vec<f32>, std::sync::mpsc::Sender<Vec<f32>>) {
-    fn slice(&mut self, len: usize) -> &mut [f32] {
-        self.0.resize(len, 0.0);
+impl<T: Default + Clone + Send> ChunkBuf<T> for (Vec<T>, std::sync::mpsc::Sender<Vec<T>>) {
+    fn slice(&mut self, len: usize) -> &mut [T] {
+        self.0.resize(len, T::default());
         &mut self.0
     }
     fn done(self) {
@@ -78,20 +93,23 @@ impl ChunkBuf for (Vec<f32>, std::sync::mpsc::Sender<Vec<f32>>) {
     }
 }
 
-impl ChunkBuf for &mut [f32] {
-    fn slice(&mut self, len: usize) -> &mut [f32] {
+impl<T: Send> ChunkBuf<T> for &mut [T] {
+    fn slice(&mut self, len: usize) -> &mut [T] {
         &mut self[..len]
     }
     fn done(self) {}
 }
 
-fn pump<B: ChunkBuf>(
+/// Reads chunks with `read(start, count, raw, out)` on an I/O thread and
+/// hands them to `f` in order.
+fn pump<T, B: ChunkBuf<T>>(
     corpus: Corpus,
     range: std::ops::Range<usize>,
     chunk_rows: usize,
     mut buffers: impl Iterator<Item = B> + Send,
+    read: impl Fn(usize, usize, &mut Vec<u8>, &mut [T]) -> Result<()> + Send,
     cancel: &Cancel,
-    mut f: impl FnMut(&mut [f32], usize) -> Result<()>,
+    mut f: impl FnMut(&mut [T], usize) -> Result<()>,
 ) -> Result<()> {
     assert!(range.end <= corpus.rows(), "rows within the corpus");
     let n = range.end;
@@ -107,7 +125,7 @@ fn pump<B: ChunkBuf>(
                 let Some(mut buf) = buffers.next() else {
                     return;
                 };
-                let read = corpus.read_rows_into(start, count, &mut raw, buf.slice(count * cols));
+                let read = read(start, count, &mut raw, buf.slice(count * cols));
                 let failed = read.is_err();
                 // A closed channel means the consumer stopped early.
                 if tx.send(read.map(|_| (buf, start, count))).is_err() || failed {

@@ -8,7 +8,7 @@ use crate::control::Control;
 use crate::data::Corpus;
 use crate::data::dataset::Split;
 use crate::error::{Error, Result};
-use crate::fit::scan::{across, check_finite, scan_corpus};
+use crate::fit::scan::{across, check_finite, scan_corpus, scan_corpus_f16};
 use crate::matrix::Matrix;
 pub use metrics::Scores;
 
@@ -101,6 +101,10 @@ pub fn evaluate_across(
             rows,
             skip: None,
         };
+        if corpus.is_f16() && b.scan_takes_f16() {
+            // Nothing here needs the rows on the host: f16 goes up as is.
+            return scan_corpus_f16(b, corpus, range, spec, opts.chunk_rows, control);
+        }
         scan_corpus(
             b,
             corpus,

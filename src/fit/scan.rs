@@ -6,7 +6,7 @@
 use crate::backend::{Backend, RowReport, ScanSpec, TopK};
 use crate::control::Control;
 use crate::data::Corpus;
-use crate::data::stream::for_each_chunk;
+use crate::data::stream::{for_each_chunk, for_each_chunk_f16};
 use crate::error::{Error, Result};
 
 /// Streams rows `range` of `corpus` through a backend scan, chunk by chunk
@@ -47,6 +47,38 @@ pub(crate) fn scan_corpus(
             Ok(())
         },
     )?;
+    drop(phase);
+    let (top, rest) = scan.finish()?;
+    report.extend(rest);
+    Ok((top, report))
+}
+
+/// [`scan_corpus`] of an f16 corpus ([`Corpus::is_f16`]) whose rows the
+/// host does not need: read and pushed as stored ([`Scan::push_f16`]), for
+/// a backend that takes f16 as it is ([`Backend::scan_takes_f16`]).
+///
+/// [`Scan::push_f16`]: crate::backend::Scan::push_f16
+pub(crate) fn scan_corpus_f16(
+    backend: &dyn Backend,
+    corpus: Corpus,
+    range: std::ops::Range<usize>,
+    spec: ScanSpec,
+    chunk_rows: Option<usize>,
+    control: &Control,
+) -> Result<(TopK, RowReport)> {
+    let n = range.len();
+    let first = range.start;
+    let chunk = chunk_rows
+        .unwrap_or_else(|| backend.chunk_rows(spec.queries.rows, corpus.cols(), n))
+        .max(1);
+    let mut scan = backend.scan(spec)?;
+    let mut report = RowReport::default();
+    let phase = control.phase("scanning corpus", n as u64, "rows");
+    for_each_chunk_f16(corpus, range, chunk, &control.cancel, |rows, start| {
+        report.extend(scan.push_f16(rows, start)?);
+        phase.set((start - first + rows.len() / corpus.cols().max(1)) as u64);
+        Ok(())
+    })?;
     drop(phase);
     let (top, rest) = scan.finish()?;
     report.extend(rest);

@@ -420,6 +420,21 @@ impl Context {
         })
     }
 
+    /// A host-visible buffer of at least `size` bytes that the host fills
+    /// through a mapping and copies read: the scan's upload staging, made
+    /// once per ring slot and mapped again after each use (unlike
+    /// `write_buffer`, which makes and frees a staging buffer per call: on
+    /// a discrete GPU that is pinned host memory, costly to make, for every
+    /// chunk). Made mapped, so that its first fill waits for nothing.
+    pub fn upload_staging(&self, size: u64) -> wgpu::Buffer {
+        self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("upload"),
+            size: size.max(16).next_multiple_of(16),
+            usage: wgpu::BufferUsages::MAP_WRITE | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: true,
+        })
+    }
+
     /// Waits (bounded) until `index` has executed, then fails on any fault
     /// reported meanwhile.
     pub fn wait(&self, index: Option<wgpu::SubmissionIndex>) -> Result<()> {
@@ -459,28 +474,7 @@ impl Context {
             e
         };
         self.wait(index).map_err(fail)?;
-        // The map callback fires in whichever thread's poll finds the copy
-        // done: with several threads polling one device (parallel tests, the
-        // scan's pipelined slots), ours can return while another thread is
-        // still about to run it. So wait for the callback itself, polling
-        // meanwhile in case nobody else does, up to the device timeout.
-        let start = Instant::now();
-        let state = loop {
-            match rx.recv_timeout(Duration::from_millis(1)) {
-                Ok(r) => break r,
-                Err(RecvTimeoutError::Timeout) if start.elapsed() < self.timeout => {
-                    let _ = self.device.poll(wgpu::PollType::Poll);
-                }
-                Err(_) => {
-                    return Err(fail(Error::gpu(format!(
-                        "GPU {}: read-back never completed within {} s (the GPU timeout)",
-                        self.info.name,
-                        self.timeout.as_secs()
-                    ))));
-                }
-            }
-        };
-        state.map_err(|e| {
+        self.wait_mapped(&rx).map_err(fail)?.map_err(|e| {
             Error::gpu(format!(
                 "GPU {}: cannot map a read-back buffer: {e}",
                 self.info.name
@@ -500,6 +494,37 @@ impl Context {
         };
         staging.unmap();
         Ok(out)
+    }
+
+    /// Waits for a `map_async` callback that sends into `rx`, and returns
+    /// what it reported.
+    ///
+    /// The callback fires in whichever thread's poll finds the mapping
+    /// done: with several threads polling one device (parallel tests, the
+    /// scan's pipelined slots), ours can return while another thread is
+    /// still about to run it. So this waits for the callback itself,
+    /// polling meanwhile in case nobody else does, up to the device
+    /// timeout.
+    pub fn wait_mapped(
+        &self,
+        rx: &std::sync::mpsc::Receiver<std::result::Result<(), wgpu::BufferAsyncError>>,
+    ) -> Result<std::result::Result<(), wgpu::BufferAsyncError>> {
+        let start = Instant::now();
+        loop {
+            match rx.recv_timeout(Duration::from_millis(1)) {
+                Ok(r) => return Ok(r),
+                Err(RecvTimeoutError::Timeout) if start.elapsed() < self.timeout => {
+                    let _ = self.device.poll(wgpu::PollType::Poll);
+                }
+                Err(_) => {
+                    return Err(Error::gpu(format!(
+                        "GPU {}: a buffer mapping never completed within {} s (the GPU timeout)",
+                        self.info.name,
+                        self.timeout.as_secs()
+                    )));
+                }
+            }
+        }
     }
 
     /// Copies `len` bytes of `src` back to the host through a new staging

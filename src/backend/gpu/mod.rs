@@ -606,6 +606,16 @@ impl Backend for Gpu {
         Gpu::kernel_timings(self).unwrap_or_default()
     }
 
+    fn scan_takes_f16(&self) -> bool {
+        // The f16 scan uploads f16 rows as they are (half the bytes);
+        // widening them first would only be narrowed back.
+        self.precision == Precision::F16
+    }
+
+    fn host_timings(&self) -> Vec<KernelTime> {
+        self.ctx.profiler.host_totals()
+    }
+
     fn scan<'a>(&'a self, spec: ScanSpec<'a>) -> Result<Box<dyn Scan + 'a>> {
         Ok(Box::new(self.ctx.scoped("starting a scan", || {
             scan::GpuScan::new(self, spec)

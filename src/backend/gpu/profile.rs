@@ -53,6 +53,8 @@ struct State {
     pending: BTreeMap<u32, (&'static str, f64)>,
     free: Vec<u32>,
     totals: BTreeMap<&'static str, KernelTime>,
+    /// Host wall time of the scan pipeline's steps (see `Profiler::add_host`).
+    host: BTreeMap<&'static str, KernelTime>,
     /// Dispatches that found no free slot.
     untimed: u64,
 }
@@ -231,10 +233,31 @@ impl Profiler {
         self.lock().untimed
     }
 
+    /// Adds `time` to the host-side step `name`: wall time the feeding
+    /// thread spent in one step of the scan pipeline (waiting for a ring
+    /// slot, filling the upload staging, recording and submitting). Kept
+    /// apart from the kernels' GPU times, which they would otherwise be
+    /// summed with; recorded whether or not the adapter has timestamps.
+    pub(crate) fn add_host(&self, name: &'static str, time: std::time::Duration) {
+        let mut st = self.lock();
+        let t = st.host.entry(name).or_insert_with(|| KernelTime {
+            name: name.to_string(),
+            ..KernelTime::default()
+        });
+        t.calls += 1;
+        t.ms += time.as_secs_f64() * 1e3;
+    }
+
+    /// The host-side step totals so far, by name.
+    pub fn host_totals(&self) -> Vec<KernelTime> {
+        self.lock().host.values().cloned().collect()
+    }
+
     /// Forgets the totals (not the pending slots).
     pub fn reset(&self) {
         let mut st = self.lock();
         st.totals.clear();
+        st.host.clear();
         st.untimed = 0;
     }
 }

@@ -49,6 +49,12 @@ use crate::error::{Error, Result};
 pub const RING: usize = 3;
 
 struct Slot {
+    /// The chunk's upload staging, persistent and host-visible: filled
+    /// through its mapping, copied into `chunk` (or `packed`) by the
+    /// slot's submission, mapped again right after it.
+    upload: wgpu::Buffer,
+    /// The pending map of `upload` (`None`: mapped and ready to fill).
+    mapping: Option<std::sync::mpsc::Receiver<std::result::Result<(), wgpu::BufferAsyncError>>>,
     chunk: wgpu::Buffer,
     packed: Option<wgpu::Buffer>,
     status: wgpu::Buffer,
@@ -62,6 +68,19 @@ struct Slot {
 }
 
 impl Slot {
+    /// Waits until `upload` is mapped again (its last copy done).
+    fn ready_upload(&mut self, ctx: &super::context::Context) -> Result<()> {
+        let Some(rx) = self.mapping.take() else {
+            return Ok(());
+        };
+        ctx.wait_mapped(&rx)?.map_err(|e| {
+            Error::gpu(format!(
+                "GPU {}: cannot map an upload buffer: {e}",
+                ctx.info.name
+            ))
+        })
+    }
+
     /// Waits for the slot's last submission and returns its rows' report
     /// (empty when it had no checks).
     fn settle(&mut self, ctx: &super::context::Context, zero_counts: bool) -> Result<RowReport> {
@@ -284,6 +303,8 @@ impl<'a> GpuScan<'a> {
         let segs = rows.div_ceil(self.seg_len);
         let cols = self.padded_cols(rows);
         let slot = || Slot {
+            upload: ctx.upload_staging((cols * w * 16) as u64),
+            mapping: None,
             chunk: ctx.storage("chunk", (cols * w * 16) as u64),
             packed: self
                 .f16
@@ -372,11 +393,11 @@ impl<'a> GpuScan<'a> {
         rows.min(limit)
     }
 
-    fn push_piece(&mut self, chunk: &[f32], first_row: usize) -> Result<RowReport> {
+    fn push_piece(&mut self, src: Src<'_>, first_row: usize) -> Result<RowReport> {
         let gpu = self.gpu;
         let ctx = &gpu.ctx;
         let d = self.d;
-        let n = chunk.len() / d;
+        let n = src.len() / d;
         let w = self.w4;
         let ld = self.padded_cols(n);
         let topk_params = self.topk_params_for(n, ld, first_row);
@@ -388,11 +409,15 @@ impl<'a> GpuScan<'a> {
         let slot = &mut bufs.slots[self.next];
         self.next = (self.next + 1) % RING;
         // Ring full: the slot's previous chunk must be consumed before its
-        // buffer is overwritten (and wgpu's staging copy released); its
-        // row status is ready then, and reported now.
+        // buffers are overwritten; its row status is ready then, and
+        // reported now. Its upload staging is mapped again once its copy
+        // is done, which is no later.
+        let waited = std::time::Instant::now();
         let mut report = std::mem::take(&mut self.late);
         report.extend(slot.settle(ctx, self.normalize)?);
-        let padded = pad_rows_to(chunk, d, w * 4);
+        slot.ready_upload(ctx)?;
+        let filled = std::time::Instant::now();
+        ctx.profiler.add_host("wait_slot", filled - waited);
         let np = &self.norm_params;
         np.set(
             ctx,
@@ -403,22 +428,66 @@ impl<'a> GpuScan<'a> {
                 check_only: !self.normalize as u32,
             },
         );
-        // f16: upload half the bytes when every value survives the trip
-        // (see `to_f16_exact`); otherwise upload f32 and pack on the device.
-        let halves = match &slot.packed {
-            Some(_) if self.f16 => to_f16_exact(&padded),
-            _ => None,
+        // f16: upload half the bytes: f16 rows as they are, f32 rows when
+        // every value survives the trip (see `to_f16_exact`); otherwise
+        // upload f32 and pack on the device.
+        let wide;
+        let (chunk, halves) = match (src, &slot.packed) {
+            (Src::F16(h), Some(_)) => (None, Some(std::borrow::Cow::Borrowed(h))),
+            (Src::F16(h), None) => {
+                // Not a path the scans take (`scan_takes_f16` is the f16
+                // precision, which packs); correct all the same.
+                wide = h.iter().map(|x| x.to_f32()).collect::<Vec<f32>>();
+                (Some(&wide[..]), None)
+            }
+            (Src::F32(c), Some(_)) if self.f16 => (
+                Some(c),
+                to_f16_exact(&pad_rows_to(c, d, w * 4)).map(std::borrow::Cow::Owned),
+            ),
+            (Src::F32(c), _) => (Some(c), None),
         };
+        // The rows go straight into the mapped staging (padded to `w`
+        // vec4s), in parallel: the only host copy of a chunk on its way up.
+        let bytes = match &halves {
+            Some(_) => n * w * 8,
+            None => n * w * 16,
+        };
+        {
+            let mut view = slot
+                .upload
+                .get_mapped_range_mut(..bytes as u64)
+                .map_err(|e| {
+                    Error::gpu(format!(
+                        "GPU {}: cannot fill an upload buffer: {e}",
+                        ctx.info.name
+                    ))
+                })?;
+            match (&halves, chunk) {
+                // Padded already (`to_f16_exact` of padded rows), or a
+                // stored f16 chunk of `d` halves a row.
+                (Some(h), _) if h.len() == n * w * 4 => {
+                    fill_rows(view.slice(..), bytemuck::cast_slice(h), bytes, bytes)
+                }
+                (Some(h), _) => fill_rows(view.slice(..), bytemuck::cast_slice(h), d * 2, w * 8),
+                (None, Some(c)) => {
+                    fill_rows(view.slice(..), bytemuck::cast_slice(c), d * 4, w * 16)
+                }
+                (None, None) => unreachable!("a chunk goes up as f16 or as f32"),
+            }
+        }
+        slot.upload.unmap();
+        let submitted = std::time::Instant::now();
+        ctx.profiler.add_host("fill_upload", submitted - filled);
 
-        // Normalise (or check) and copy the row status out, then score: one
-        // submission, not waited for.
+        // Upload, normalise (or check) and copy the row status out, then
+        // score: one submission, not waited for.
         let mut enc = ctx
             .device
             .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
         let check = !self.checked;
         match (&halves, &slot.packed) {
-            (Some(h), Some(packed)) => {
-                ctx.write(packed, bytemuck::cast_slice(h));
+            (Some(_), Some(packed)) => {
+                enc.copy_buffer_to_buffer(&slot.upload, 0, packed, 0, bytes as u64);
                 if check {
                     let b = NormalizeF16 {
                         p: np,
@@ -429,7 +498,7 @@ impl<'a> GpuScan<'a> {
                 }
             }
             _ => {
-                ctx.write(&slot.chunk, bytemuck::cast_slice(&padded));
+                enc.copy_buffer_to_buffer(&slot.upload, 0, &slot.chunk, 0, bytes as u64);
                 if check {
                     let b = Normalize {
                         p: np,
@@ -643,15 +712,48 @@ impl<'a> GpuScan<'a> {
         }
         slot.last = Some(ctx.queue.submit([enc.finish()]));
         slot.checks = check.then_some((first_row, n));
+        // Mapped again once the GPU has copied it out: by the slot's next
+        // turn, as a rule, so that turn waits for nothing.
+        let (tx, rx) = std::sync::mpsc::channel();
+        slot.upload.map_async(wgpu::MapMode::Write, .., move |r| {
+            let _ = tx.send(r);
+        });
+        slot.mapping = Some(rx);
+        ctx.profiler.add_host("submit", submitted.elapsed());
         self.pushed += n;
         Ok(report)
     }
 }
 
-impl Scan for GpuScan<'_> {
-    fn push(&mut self, chunk: &[f32], first_row: usize) -> Result<RowReport> {
+/// A chunk as pushed: f32 rows, or rows stored as f16.
+#[derive(Clone, Copy)]
+enum Src<'c> {
+    F32(&'c [f32]),
+    F16(&'c [half::f16]),
+}
+
+impl Src<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Src::F32(c) => c.len(),
+            Src::F16(c) => c.len(),
+        }
+    }
+
+    /// Values `range` of the chunk.
+    fn part(&self, range: std::ops::Range<usize>) -> Src<'_> {
+        match self {
+            Src::F32(c) => Src::F32(&c[range]),
+            Src::F16(c) => Src::F16(&c[range]),
+        }
+    }
+}
+
+impl GpuScan<'_> {
+    /// Pushes a chunk in the pieces `piece_rows` cuts it into.
+    fn push_src(&mut self, chunk: Src<'_>, first_row: usize) -> Result<RowReport> {
         let mut report = RowReport::default();
-        if self.d == 0 || chunk.is_empty() {
+        if self.d == 0 || chunk.len() == 0 {
             return Ok(report);
         }
         let n = chunk.len() / self.d;
@@ -665,13 +767,23 @@ impl Scan for GpuScan<'_> {
             let mut start = 0;
             while start < n {
                 let cnt = self.piece_rows(n - start);
-                let piece = &chunk[start * self.d..(start + cnt) * self.d];
+                let piece = chunk.part(start * self.d..(start + cnt) * self.d);
                 report.extend(self.push_piece(piece, first_row + start)?);
                 start += cnt;
             }
             gpu.collect_if_low()
         })?;
         Ok(report)
+    }
+}
+
+impl Scan for GpuScan<'_> {
+    fn push(&mut self, chunk: &[f32], first_row: usize) -> Result<RowReport> {
+        self.push_src(Src::F32(chunk), first_row)
+    }
+
+    fn push_f16(&mut self, chunk: &[half::f16], first_row: usize) -> Result<RowReport> {
+        self.push_src(Src::F16(chunk), first_row)
     }
 
     fn finish(mut self: Box<Self>) -> Result<(TopK, RowReport)> {
@@ -691,6 +803,45 @@ impl Scan for GpuScan<'_> {
     }
 }
 
+/// Copies rows of `row` bytes from `src` into `dst` as rows of `stride`
+/// bytes, zero padded, a block of rows per task: one core's copy is far
+/// slower than the bus behind it (about 5 against 10-25 GB/s).
+fn fill_rows(dst: wgpu::WriteOnly<'_, [u8]>, src: &[u8], row: usize, stride: usize) {
+    use rayon::prelude::*;
+    /// Bytes per task: large enough to amortise the task, small enough
+    /// to spread a chunk over every core.
+    const BLOCK: usize = 1 << 20;
+    let rows = src.len().checked_div(row).unwrap_or(0);
+    let per = (BLOCK / stride.max(1)).max(1);
+    let mut pieces = Vec::with_capacity(rows.div_ceil(per));
+    let (mut rest, mut r) = (dst, 0);
+    while r < rows {
+        let cnt = per.min(rows - r);
+        let (head, tail) = rest.split_at(cnt * stride);
+        pieces.push((Piece(head), &src[r * row..(r + cnt) * row]));
+        (rest, r) = (tail, r + cnt);
+    }
+    pieces.into_par_iter().for_each(|(Piece(mut d), s)| {
+        if row == stride {
+            d.copy_from_slice(s);
+            return;
+        }
+        for (i, x) in s.chunks_exact(row).enumerate() {
+            d.slice(i * stride..i * stride + row).copy_from_slice(x);
+            d.slice(i * stride + row..(i + 1) * stride).fill(0);
+        }
+    });
+}
+
+/// One task's bytes of a mapped range.
+struct Piece<'a>(wgpu::WriteOnly<'a, [u8]>);
+
+// SAFETY: a `WriteOnly<[u8]>` is a unique, write-only pointer to its bytes,
+// like `&mut [u8]`, which is `Send`; wgpu declares `Send` only for sized
+// targets (its impl's `T: Send` bound implies `T: Sized`). The pieces are
+// disjoint (`split_at`) and all end before the view they came from.
+unsafe impl Send for Piece<'_> {}
+
 /// `data` as f16, or `None` if a value would not survive the conversion in
 /// a way that changes the row report: a finite value that overflows to
 /// infinity, or a non-zero one that flushes to zero. (Rounding within the
@@ -703,4 +854,39 @@ fn to_f16_exact(data: &[f32]) -> Option<Vec<half::f16>> {
         (x.is_finite() && !h.is_finite()) || (*x != 0.0 && h.to_bits() & 0x7fff == 0)
     });
     (!lossy).then_some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `fill_rows` writes what `pad_rows_to` makes (its twin on the old
+    /// upload path), bit for bit, pads included, over one and many tasks.
+    #[test]
+    fn fill_rows_pads_as_pad_rows_to() {
+        for (rows, cols, stride) in [
+            (0, 3, 4),
+            (1, 3, 4),
+            (3001, 5, 8),
+            (70_000, 7, 8),
+            (5000, 384, 384),
+        ] {
+            let data: Vec<f32> = (0..rows * cols).map(|i| i as f32 * 0.5 - 7.0).collect();
+            let want = pad_rows_to(&data, cols, stride);
+            // NaN where nothing was written would not compare equal.
+            let mut got = vec![f32::NAN; rows * stride];
+            fill_rows(
+                wgpu::WriteOnly::from_mut(bytemuck::cast_slice_mut::<f32, u8>(&mut got)),
+                bytemuck::cast_slice(&data),
+                cols * 4,
+                stride * 4,
+            );
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(
+                bits(&got),
+                bits(&want),
+                "{rows} x {cols} in rows of {stride}"
+            );
+        }
+    }
 }

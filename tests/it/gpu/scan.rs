@@ -227,3 +227,98 @@ backend_tests! {
         }
     }
 }
+
+/// An f16 corpus goes up as stored (`push_f16`): the same halves as its
+/// f32 widening narrowed back, so the same lists and row reports bit for
+/// bit, on the native and the packed f16 paths, with NaN, infinite and
+/// zero rows; and the default `push_f16` (the CPU's) widens exactly.
+#[test]
+fn f16_rows_go_up_as_stored() {
+    use half::f16;
+    let mut rng = Rng::new(12);
+    for (nq, n, d, k, chunks) in [
+        (6, 400, 33, 5, vec![150, 250]),
+        (4, 300, 384, 7, vec![300]),
+        (3, 50, 8, 4, vec![7, 43]),
+    ] {
+        let q = random(&mut rng, nq, d);
+        let mut halves: Vec<f16> = rng.vec(n * d).into_iter().map(f16::from_f32).collect();
+        halves[10 * d + 1] = f16::NAN;
+        halves[20 * d] = f16::INFINITY;
+        halves[30 * d..31 * d].fill(f16::ZERO);
+        let wide: Vec<f32> = halves.iter().map(|h| h.to_f32()).collect();
+        let mut backends: Vec<(&str, &dyn Backend)> = vec![("cpu", &Cpu)];
+        for (label, g) in [("gpu-f16", gpu_f16()), ("gpu-f16-packed", gpu_f16_packed())] {
+            if let Some(g) = g {
+                assert!(g.scan_takes_f16(), "{label}");
+                backends.push((label, g));
+            }
+        }
+        for (label, b) in backends {
+            for normalize in [true, false] {
+                let scan = |f16_rows: bool| {
+                    let mut s = b
+                        .scan(ScanSpec {
+                            queries: &q,
+                            k,
+                            rows: if normalize {
+                                Rows::Normalize
+                            } else {
+                                Rows::AsStored
+                            },
+                            skip: None,
+                        })
+                        .unwrap();
+                    let (mut report, mut start) = (RowReport::default(), 0);
+                    for &c in &chunks {
+                        let r = start * d..(start + c) * d;
+                        report.extend(if f16_rows {
+                            s.push_f16(&halves[r], start).unwrap()
+                        } else {
+                            s.push(&wide[r], start).unwrap()
+                        });
+                        start += c;
+                    }
+                    let (top, rest) = s.finish().unwrap();
+                    report.extend(rest);
+                    (top, report)
+                };
+                let ((t16, r16), (t32, r32)) = (scan(true), scan(false));
+                let what = format!("{label} {nq}x{n}x{d} normalize={normalize}");
+                assert_eq!(t16.rows, t32.rows, "{what}");
+                let bits = |t: &TopK| t.scores.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&t16), bits(&t32), "{what}");
+                assert_eq!(r16, r32, "{what}");
+                assert_eq!(r16.non_finite, vec![10, 20], "{what}");
+            }
+        }
+    }
+}
+
+/// `evaluate` streams an f16 file unwidened on the f16 devices, and
+/// scores exactly what it scores on the file's rows widened to f32 (which
+/// go up narrowed back), in small chunks and in one.
+#[test]
+fn evaluating_an_f16_file_equals_evaluating_its_widening() {
+    use crate::common::{fixture, load};
+    use nudge::EvalOptions;
+    use nudge::data::Corpus;
+    let l = load(&fixture("f16"));
+    let corpus = l.inputs().corpus;
+    assert!(corpus.is_f16());
+    let wide = corpus.read_rows(0, corpus.rows()).unwrap();
+    let widened = Corpus::f32(&wide, corpus.cols()).unwrap();
+    for g in [gpu_f16(), gpu_f16_packed()].into_iter().flatten() {
+        for (cosine, chunk_rows) in [(true, Some(7)), (false, Some(100)), (true, None)] {
+            let opts = EvalOptions {
+                ks: vec![10, 1],
+                cosine,
+                chunk_rows,
+                ..EvalOptions::default()
+            };
+            let a = nudge::evaluate(g, corpus, &l.ds.queries, &l.dev, &opts).unwrap();
+            let b = nudge::evaluate(g, widened, &l.ds.queries, &l.dev, &opts).unwrap();
+            assert_eq!(a, b, "cosine={cosine} chunk_rows={chunk_rows:?}");
+        }
+    }
+}
