@@ -11,7 +11,6 @@
 //! buffers of the same type (S0 and the slopes, say) cannot be swapped
 //! without the swap being visible as a wrong field name.
 
-use std::collections::HashMap;
 use std::marker::PhantomData;
 
 use bytemuck::{Pod, Zeroable};
@@ -944,12 +943,6 @@ pub(crate) fn generated<L: Layout>(ctx: &Context, source: String) -> Kernel<L> {
     Kernel::new(ctx, &module)
 }
 
-/// Compiled shader modules, each compiled once however many kernels use it.
-struct Modules<'c> {
-    ctx: &'c Context,
-    compiled: HashMap<&'static str, wgpu::ShaderModule>,
-}
-
 /// Creates a module: checked, or in release builds without wgpu's runtime
 /// checks where the shader says why it is in bounds by construction
 /// ([`Shader::in_bounds`]). Debug builds (the tests in debug) keep every
@@ -976,51 +969,99 @@ fn create_module(ctx: &Context, shader: &Shader, source: String) -> wgpu::Shader
     }
 }
 
-impl Modules<'_> {
-    fn kernel<L: Layout>(&mut self) -> Kernel<L> {
-        let shader = L::SPEC.shader;
-        let ctx = self.ctx;
-        let module = self
-            .compiled
-            .entry(shader.name)
-            .or_insert_with(|| create_module(ctx, shader, shader.source.to_string()));
-        Kernel::new(ctx, module)
-    }
+/// The kernels of one module, compiled on a thread of `s` inside the
+/// context's error scopes (wgpu's scopes are per thread): `f` gets the
+/// module, compiled once however many kernels use it.
+fn compile_on<'s, 'e: 's, T: Send + 's>(
+    s: &'s std::thread::Scope<'s, 'e>,
+    ctx: &'e Context,
+    shader: &'static Shader,
+    f: impl FnOnce(&wgpu::ShaderModule) -> T + Send + 's,
+) -> std::thread::ScopedJoinHandle<'s, Result<T>> {
+    s.spawn(move || {
+        ctx.scoped("compiling the kernels", || {
+            Ok(f(&create_module(ctx, shader, shader.source.to_string())))
+        })
+    })
+}
+
+/// The result of a [`compile_on`] thread (a panic there goes on here).
+fn joined<T>(h: std::thread::ScopedJoinHandle<'_, Result<T>>) -> Result<T> {
+    h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))
 }
 
 impl Kernels {
     /// Compiles every kernel (the native-f16 GEMM only where the device was
     /// opened with `SHADER_F16`); a compile or layout error is an `Error`.
     pub(crate) fn new(ctx: &Context) -> Result<Kernels> {
-        ctx.scoped("compiling the kernels", || {
-            let mut m = Modules {
-                ctx,
-                compiled: HashMap::new(),
-            };
-            let tile = super::tiled::Tile::for_device(ctx);
+        // One thread per module: compiling (WGSL to SPIR-V in naga, then
+        // the driver's compiler) is most of a GPU's start-up, about 0.1 s
+        // one after the other on lavapipe, and the modules are independent.
+        let tile = super::tiled::Tile::for_device(ctx);
+        std::thread::scope(|s| {
+            let tiled = s.spawn(move || {
+                ctx.scoped("compiling the kernels", || Ok(generated(ctx, tile.wgsl())))
+            });
+            let fused = s.spawn(move || {
+                ctx.scoped("compiling the kernels", || {
+                    Ok(generated(ctx, tile.wgsl_fused()))
+                })
+            });
+            let norm = compile_on(s, ctx, &NORMALIZE, |m| {
+                (
+                    Kernel::new(ctx, m),
+                    Kernel::new(ctx, m),
+                    Kernel::new(ctx, m),
+                )
+            });
+            let sim = compile_on(s, ctx, &SIMILARITY, |m| {
+                (Kernel::new(ctx, m), Kernel::new(ctx, m))
+            });
+            let sim16 = ctx
+                .native_f16
+                .then(|| compile_on(s, ctx, &SIMILARITY_F16, |m| Kernel::new(ctx, m)));
+            let topk_fused = compile_on(s, ctx, &TOPK_FUSED, |m| {
+                (Kernel::new(ctx, m), Kernel::new(ctx, m))
+            });
+            let topk = compile_on(s, ctx, &TOPK, |m| {
+                (Kernel::new(ctx, m), Kernel::new(ctx, m))
+            });
+            let aggregate = compile_on(s, ctx, &AGGREGATE, |m| Kernel::new(ctx, m));
+            let slopes = compile_on(s, ctx, &SLOPES, |m| Kernel::new(ctx, m));
+            let bounds = compile_on(s, ctx, &NUDGE_M_BOUNDS, |m| Kernel::new(ctx, m));
+            let merge = compile_on(s, ctx, &NUDGE_N_MERGE, |m| Kernel::new(ctx, m));
+            let peak = compile_on(s, ctx, &PEAK, |m| Kernel::new(ctx, m));
+            let update = compile_on(s, ctx, &UPDATE, |m| {
+                (Kernel::new(ctx, m), Kernel::new(ctx, m))
+            });
+            let (normalize, normalize_f16, to_f16) = joined(norm)?;
+            let (gemm, gemm_f16) = joined(sim)?;
+            let (topk_fused_merge, topk_fused_arm) = joined(topk_fused)?;
+            let (topk_partial, topk_merge) = joined(topk)?;
+            let (update_m, update_n) = joined(update)?;
             Ok(Kernels {
                 tiled: std::sync::Arc::new(TiledKernels {
                     tile,
-                    gemm_tiled: generated(ctx, tile.wgsl()),
-                    gemm_fused: generated(ctx, tile.wgsl_fused()),
+                    gemm_tiled: joined(tiled)?,
+                    gemm_fused: joined(fused)?,
                 }),
-                topk_fused_merge: m.kernel(),
-                topk_fused_arm: m.kernel(),
-                normalize: m.kernel(),
-                normalize_f16: m.kernel(),
-                to_f16: m.kernel(),
-                gemm: m.kernel(),
-                gemm_f16: m.kernel(),
-                gemm_f16_native: ctx.native_f16.then(|| m.kernel()),
-                topk_partial: m.kernel(),
-                topk_merge: m.kernel(),
-                aggregate: m.kernel(),
-                nudge_m_bounds: m.kernel(),
-                slopes: m.kernel(),
-                nudge_n_partial: m.kernel(),
-                fma_peak: m.kernel(),
-                update_m: m.kernel(),
-                update_n: m.kernel(),
+                topk_fused_merge,
+                topk_fused_arm,
+                normalize,
+                normalize_f16,
+                to_f16,
+                gemm,
+                gemm_f16,
+                gemm_f16_native: sim16.map(joined).transpose()?,
+                topk_partial,
+                topk_merge,
+                aggregate: joined(aggregate)?,
+                nudge_m_bounds: joined(bounds)?,
+                slopes: joined(slopes)?,
+                nudge_n_partial: joined(merge)?,
+                fma_peak: joined(peak)?,
+                update_m,
+                update_n,
             })
         })
     }
