@@ -78,6 +78,16 @@ pub fn slopes(s1: &mut Matrix, inv_norm: &[f32]) {
     });
 }
 
+/// The elements `(s[q][c], t[q][c])` of each `(q, c)` of `picks`: what
+/// the NUDGE-M search reads of its first block (each pair's own score and
+/// slope).
+pub fn pick(s: &Matrix, t: &Matrix, picks: &[(u32, u32)]) -> Vec<(f32, f32)> {
+    picks
+        .iter()
+        .map(|&(q, c)| (s.row(q as usize)[c as usize], t.row(q as usize)[c as usize]))
+        .collect()
+}
+
 /// `S0 = q_dev . rows.0^T` and `S1 = q_dev . rows.1^T` (`n` rows each)
 /// into `scratch`, side by side: a small block is too few GEMM tiles to
 /// keep every core busy on its own (SciFact's S0 is 3 tiles for 2 cores).
@@ -132,6 +142,32 @@ pub fn nudge_m_block_via_host<B: Backend + ?Sized>(
         t: &scratch.1,
     };
     backend.nudge_m_bounds(&block, pairs, bounds)
+}
+
+/// [`Backend::nudge_m_first_block`] by [`nudge_m_scores`], [`pick`] and
+/// [`Backend::nudge_m_bounds`]: the default, and a device backend's way
+/// when a block does not fit its own.
+#[allow(clippy::too_many_arguments)]
+pub fn nudge_m_first_block_via_host<B: Backend + ?Sized>(
+    backend: &B,
+    q_dev: &Matrix,
+    rows: (&[f32], &[f32]),
+    records: &[u32],
+    inv_norm: &[f32],
+    picks: &[(u32, u32)],
+    pairs: &mut [Pair],
+    own: &mut dyn FnMut(&[(f32, f32)], &mut [Pair]) -> Vec<Bounds>,
+    scratch: &mut (Matrix, Matrix),
+) -> Result<Vec<Bounds>> {
+    nudge_m_scores(backend, q_dev, rows, inv_norm, scratch)?;
+    let mut bounds = own(&pick(&scratch.0, &scratch.1, picks), pairs);
+    let block = SlopeBlock {
+        records,
+        s: &scratch.0,
+        t: &scratch.1,
+    };
+    backend.nudge_m_bounds(&block, pairs, &mut bounds)?;
+    Ok(bounds)
 }
 
 /// [`Backend::nudge_n_block`] by [`Backend::similarity_into`] and
@@ -341,6 +377,32 @@ pub trait Backend: Sync {
         scratch: &mut (Matrix, Matrix),
     ) -> Result<()> {
         nudge_m_block_via_host(self, q_dev, rows, records, inv_norm, pairs, bounds, scratch)
+    }
+    /// NUDGE-M's first block, which holds every pair's own record: as
+    /// [`Backend::nudge_m_block`], except that the pairs' own values come
+    /// from the block itself. S0 and the slopes are computed; the element
+    /// `(S0[q][c], slope[q][c])` of each `(q, c)` of `picks` is handed to
+    /// `own`, which fills in the pairs' own score and slope and returns
+    /// their bounds so far (against the static records); this block's
+    /// bounds are taken into those and returned. Only the picked elements
+    /// need to reach the host, so a device backend keeps the rest where it
+    /// computed them; the default ([`nudge_m_first_block_via_host`])
+    /// computes the block into `scratch`.
+    #[allow(clippy::too_many_arguments)]
+    fn nudge_m_first_block(
+        &self,
+        q_dev: &Matrix,
+        rows: (&[f32], &[f32]),
+        records: &[u32],
+        inv_norm: &[f32],
+        picks: &[(u32, u32)],
+        pairs: &mut [Pair],
+        own: &mut dyn FnMut(&[(f32, f32)], &mut [Pair]) -> Vec<Bounds>,
+        scratch: &mut (Matrix, Matrix),
+    ) -> Result<Vec<Bounds>> {
+        nudge_m_first_block_via_host(
+            self, q_dev, rows, records, inv_norm, picks, pairs, own, scratch,
+        )
     }
     /// NUDGE-N's merge of one block of moved records from their rows:
     /// `S0 = q_dev . rows.0^T` and `S1 = q_dev . rows.1^T` (one row per

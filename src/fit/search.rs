@@ -6,7 +6,7 @@
 
 use rayon::prelude::*;
 
-use crate::backend::{Backend, Pair, SlopeBlock, TopK, nudge_m_scores};
+use crate::backend::{Backend, Pair, TopK};
 use crate::control::{Control, Phase};
 use crate::data::dataset::{LabeledQuery, Split};
 use crate::error::Result;
@@ -279,23 +279,31 @@ impl Search<'_> {
                 }
                 // The first block: the pairs' own values are read from it
                 // before its bounds are taken.
-                nudge_m_scores(
-                    self.backend,
+                let picks: Vec<(u32, u32)> = own
+                    .iter()
+                    .map(|&(mi, i)| {
+                        let c = cols.position(mi);
+                        let c = c.expect("the first block holds every moved dev answer");
+                        (pairs[i].query, c as u32)
+                    })
+                    .collect();
+                let mut fill = |values: &[(f32, f32)], pairs: &mut [Pair]| {
+                    for (&(_, i), &(s, t)) in own.iter().zip(values) {
+                        (pairs[i].s, pairs[i].t) = (s, t);
+                    }
+                    static_bounds(pairs)
+                };
+                bounds = Some(self.backend.nudge_m_first_block(
                     self.q_dev,
                     (rows_d, rows_g),
+                    records,
                     &inv,
+                    &picks,
+                    &mut pairs,
+                    &mut fill,
                     &mut scratch,
-                )?;
-                let (s0, t) = (&scratch.0, &scratch.1);
-                for &(mi, i) in &own {
-                    let (q, c) = (pairs[i].query as usize, cols.position(mi));
-                    let c = c.expect("the first block holds every moved dev answer");
-                    pairs[i].s = s0.row(q)[c];
-                    pairs[i].t = t.row(q)[c];
-                }
-                let bounds = bounds.insert(static_bounds(&pairs));
-                let block = SlopeBlock { records, s: s0, t };
-                self.backend.nudge_m_bounds(&block, &pairs, bounds)
+                )?);
+                Ok(())
             },
         )?;
         drop(phase);

@@ -143,6 +143,12 @@ pub const SLOPES: Shader = Shader {
     source: include_str!("../../../shaders/slopes.wgsl"),
     in_bounds: None,
 };
+/// `pick.wgsl`: chosen elements of S0 and the slopes, for the host.
+pub const PICK: Shader = Shader {
+    name: "pick",
+    source: include_str!("../../../shaders/pick.wgsl"),
+    in_bounds: None,
+};
 /// `nudge_n_merge.wgsl` with the shared order and list helpers of
 /// `topk_order.wgsl` and `topk_list.wgsl`.
 pub const NUDGE_N_MERGE: Shader = Shader {
@@ -364,6 +370,18 @@ pub(crate) struct SlopeParams {
     pub ld: u32,
     /// To the 16-byte size of a uniform block.
     pub pad: u32,
+}
+
+/// `Params` of `pick.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+pub(crate) struct PickParams {
+    /// Elements to read.
+    pub count: u32,
+    /// Floats between rows of S0 and of the slopes.
+    pub ld: u32,
+    /// To the 16-byte size of a uniform block.
+    pub pad: [u32; 2],
 }
 
 /// `Params` of `nudge_m_bounds.wgsl`.
@@ -637,6 +655,14 @@ kernels! {
         1 => s1: Write,
         2 => inv_norm: Read,
     }
+    /// `pick.wgsl::main`: chosen (S0, slope) elements, for the host.
+    pick: Pick = PICK::"main" {
+        0 => p: Uniform<PickParams>,
+        1 => picks: Read,
+        2 => s0: Read,
+        3 => slope: Read,
+        4 => out: Write,
+    }
     /// `nudge_m_bounds.wgsl::main`: tighten the NUDGE-M bounds of pairs.
     nudge_m_bounds: NudgeMBounds = NUDGE_M_BOUNDS::"main" {
         0 => p: Uniform<BoundsParams>,
@@ -901,6 +927,8 @@ pub(crate) struct Kernels {
     pub nudge_m_bounds: Kernel<NudgeMBounds<'static>>,
     /// The NUDGE-M slopes: S1 scaled by column on the device.
     pub slopes: Kernel<Slopes<'static>>,
+    /// Read chosen (S0, slope) elements of a NUDGE-M block back.
+    pub pick: Kernel<Pick<'static>>,
     /// NUDGE-N partial lists (merged by `topk_merge`).
     pub nudge_n_partial: Kernel<NudgeNPartial<'static>>,
     /// The FP32 throughput probe.
@@ -1028,6 +1056,7 @@ impl Kernels {
             });
             let aggregate = compile_on(s, ctx, &AGGREGATE, |m| Kernel::new(ctx, m));
             let slopes = compile_on(s, ctx, &SLOPES, |m| Kernel::new(ctx, m));
+            let pick = compile_on(s, ctx, &PICK, |m| Kernel::new(ctx, m));
             let bounds = compile_on(s, ctx, &NUDGE_M_BOUNDS, |m| Kernel::new(ctx, m));
             let merge = compile_on(s, ctx, &NUDGE_N_MERGE, |m| Kernel::new(ctx, m));
             let peak = compile_on(s, ctx, &PEAK, |m| Kernel::new(ctx, m));
@@ -1058,6 +1087,7 @@ impl Kernels {
                 aggregate: joined(aggregate)?,
                 nudge_m_bounds: joined(bounds)?,
                 slopes: joined(slopes)?,
+                pick: joined(pick)?,
                 nudge_n_partial: joined(merge)?,
                 fma_peak: joined(peak)?,
                 update_m,

@@ -673,6 +673,30 @@ impl Backend for Gpu {
         )
     }
 
+    fn nudge_m_first_block(
+        &self,
+        q_dev: &Matrix,
+        rows: (&[f32], &[f32]),
+        records: &[u32],
+        inv_norm: &[f32],
+        picks: &[(u32, u32)],
+        pairs: &mut [Pair],
+        own: &mut dyn FnMut(&[(f32, f32)], &mut [Pair]) -> Vec<Bounds>,
+        scratch: &mut (Matrix, Matrix),
+    ) -> Result<Vec<Bounds>> {
+        // `own` runs at most once, on whichever path: the device path hands
+        // it back unused (`Ok(None)`) only before it has read anything.
+        let on_device = self.one_shot("nudge-m first block", || {
+            ops::nudge_m_first_block(self, q_dev, rows, records, inv_norm, picks, pairs, own)
+        })?;
+        if let Some(bounds) = on_device {
+            return Ok(bounds);
+        }
+        crate::backend::nudge_m_first_block_via_host(
+            self, q_dev, rows, records, inv_norm, picks, pairs, own, scratch,
+        )
+    }
+
     fn nudge_n_block(
         &self,
         q_dev: &Matrix,

@@ -17,8 +17,8 @@ use bytemuck::{Pod, Zeroable};
 use super::context::Uniform;
 use super::kernel::{
     AggParams, Aggregate, BoundsParams, Gemm, GemmF16, GemmF16Native, GemmParams, GemmTiled,
-    MergeParams, NormParams, Normalize, NudgeMBounds, NudgeNPartial, SlopeParams, Slopes,
-    TiledKernels, TiledParams, TopkMerge, TopkParams, UpdateM, UpdateN, UpdateParams, grid,
+    MergeParams, NormParams, Normalize, NudgeMBounds, NudgeNPartial, Pick, PickParams, SlopeParams,
+    Slopes, TiledKernels, TiledParams, TopkMerge, TopkParams, UpdateM, UpdateN, UpdateParams, grid,
     grid_items,
 };
 use super::tiled::Tile;
@@ -741,6 +741,127 @@ pub fn nudge_m_block(
     submit(gpu, enc);
     read_bounds(gpu, &bbuf, bounds)?;
     Ok(true)
+}
+
+/// [`crate::backend::Backend::nudge_m_first_block`] on the device: S0 and
+/// the slopes as [`nudge_m_block`] makes them, then only the picked
+/// elements come back (`pick.wgsl`); `own` turns them into the pairs' own
+/// values and their bounds so far, and the bounds kernel takes the block
+/// into those from the same device buffers. `Ok(None)` when the block does
+/// not fit that way (then the caller takes the host path).
+#[allow(clippy::too_many_arguments)]
+pub fn nudge_m_first_block(
+    gpu: &Gpu,
+    q_dev: &Matrix,
+    (rows_d, rows_g): (&[f32], &[f32]),
+    records: &[u32],
+    inv_norm: &[f32],
+    picks: &[(u32, u32)],
+    pairs: &mut [Pair],
+    own: &mut dyn FnMut(&[(f32, f32)], &mut [Pair]) -> Vec<Bounds>,
+) -> Result<Option<Vec<Bounds>>> {
+    let (m, d, n) = (q_dev.rows, q_dev.cols, records.len());
+    // A caller that breaks this is a bug, not bad input.
+    assert!(
+        rows_d.len() == n * d && rows_g.len() == n * d && inv_norm.len() == n,
+        "nudge-m first block: rows, norms and records disagree"
+    );
+    assert!(
+        picks
+            .iter()
+            .all(|&(q, c)| (q as usize) < m && (c as usize) < n)
+            && pairs.iter().all(|p| (p.query as usize) < m),
+        "nudge-m first block: picks, pairs and the block disagree"
+    );
+    if m == 0 || n == 0 || d == 0 || pairs.is_empty() {
+        // Nothing to read or bound on the device: the host path is exact
+        // and costs nothing here.
+        return Ok(None);
+    }
+    let extra = (pairs.len() * 16).max(picks.len() * 8);
+    let mut enc = encoder(gpu);
+    let Some(dev) = gemm_pair(gpu, &mut enc, q_dev, (rows_d, rows_g), n, extra)? else {
+        return Ok(None);
+    };
+    let (s0, s1, np) = (&dev.s0, &dev.s1, dev.ld);
+    let ctx = &gpu.ctx;
+    let inv = gpu.put("inverse norms", inv_norm);
+    let sp = Uniform::new(ctx);
+    sp.set(
+        ctx,
+        &SlopeParams {
+            rows: m as u32,
+            width: n as u32,
+            ld: np as u32,
+            pad: 0,
+        },
+    );
+    let scale = Slopes {
+        p: &sp,
+        s1,
+        inv_norm: &inv,
+    };
+    gpu.k
+        .slopes
+        .dispatch(ctx, &mut enc, scale, grid_items(m * n));
+    let values: Vec<(f32, f32)> = if picks.is_empty() {
+        submit(gpu, enc);
+        Vec::new()
+    } else {
+        let flat: Vec<u32> = picks.iter().flat_map(|&(q, c)| [q, c]).collect();
+        let pbuf = gpu.put("picks", &flat);
+        let out = gpu.scratch("picked", (picks.len() * 8) as u64);
+        let pp = Uniform::new(ctx);
+        pp.set(
+            ctx,
+            &PickParams {
+                count: picks.len() as u32,
+                ld: np as u32,
+                pad: [0; 2],
+            },
+        );
+        let b = Pick {
+            p: &pp,
+            picks: &pbuf,
+            s0,
+            slope: s1,
+            out: &out,
+        };
+        gpu.k
+            .pick
+            .dispatch(ctx, &mut enc, b, grid_items(picks.len()));
+        submit(gpu, enc);
+        let back: Vec<f32> = gpu.read(&out, (picks.len() * 8) as u64)?;
+        back.chunks_exact(2).map(|v| (v[0], v[1])).collect()
+    };
+    let mut bounds = own(&values, pairs);
+    let rec = gpu.put("records", records);
+    let (pbuf, bbuf) = put_pairs(gpu, pairs, &bounds);
+    let bp = Uniform::new(ctx);
+    bp.set(
+        ctx,
+        &BoundsParams {
+            pairs: pairs.len() as u32,
+            width: n as u32,
+            ld: np as u32,
+            pad: 0,
+        },
+    );
+    let b = NudgeMBounds {
+        p: &bp,
+        pairs: &pbuf,
+        s0,
+        slope: s1,
+        records: &rec,
+        bounds: &bbuf,
+    };
+    let mut enc = encoder(gpu);
+    gpu.k
+        .nudge_m_bounds
+        .dispatch(ctx, &mut enc, b, grid_items(pairs.len()));
+    submit(gpu, enc);
+    read_bounds(gpu, &bbuf, &mut bounds)?;
+    Ok(Some(bounds))
 }
 
 /// [`crate::backend::Backend::nudge_n_block`] on the device: S0 and S1 by

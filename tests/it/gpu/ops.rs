@@ -295,6 +295,83 @@ backend_tests! {
         }
     }
 
+    fn nudge_m_first_block_on_the_device_equals_the_host_path(g in every_gpu()) {
+        // The first block read on the device (only the picked elements come
+        // back) hands `own` the values the host path reads from its copy
+        // of the block, and ends with the same bounds, bit for bit.
+        // Records 1 and 2 share their G; the picks include both.
+        let mut rng = Rng::new(13);
+        for (nq, width, d, npairs) in [(1, 1, 3, 1), (9, 70, 24, 20), (130, 300, 40, 260)] {
+            let q = random(&mut rng, nq, d);
+            let rows_d = unit_rows(random(&mut rng, width, d));
+            let mut rows_g = random(&mut rng, width, d);
+            if width > 3 {
+                let g1 = rows_g.row(1).to_vec();
+                rows_g.row_mut(2).copy_from_slice(&g1);
+            }
+            let inv_norm: Vec<f32> = (0..width)
+                .map(|j| 1.0 / rows_g.row(j).iter().map(|x| x * x).sum::<f32>().sqrt())
+                .collect();
+            let records: Vec<u32> = (0..width as u32).map(|j| j * 3 + 1).collect();
+            // Each pair's answer is a column of the block: its own record.
+            let cols: Vec<usize> = (0..npairs).map(|i| (i * 7 + 1) % width).collect();
+            let start: Vec<Pair> = (0..npairs)
+                .map(|i| Pair {
+                    query: (i % nq) as u32,
+                    record: records[cols[i]],
+                    s: f32::NAN,
+                    t: f32::NAN,
+                })
+                .collect();
+            let picks: Vec<(u32, u32)> =
+                (0..npairs).map(|i| (start[i].query, cols[i] as u32)).collect();
+            let rows = (&rows_d.data[..], &rows_g.data[..]);
+            let run = |b: &dyn Backend, host: bool| {
+                let mut pairs = start.clone();
+                let mut seen = Vec::new();
+                let mut own = |values: &[(f32, f32)], pairs: &mut [Pair]| {
+                    seen = values.to_vec();
+                    for (p, &(s, t)) in pairs.iter_mut().zip(values) {
+                        (p.s, p.t) = (s, t);
+                    }
+                    // Bounds so far: a static record just below each pair.
+                    pairs
+                        .iter()
+                        .map(|p| nudge::method::nudge_m::static_bounds(p, Some((p.s - 0.01, 0))))
+                        .collect()
+                };
+                let mut scratch = Default::default();
+                let bounds = if host {
+                    nudge::backend::nudge_m_first_block_via_host(
+                        b, &q, rows, &records, &inv_norm, &picks, &mut pairs, &mut own,
+                        &mut scratch,
+                    )
+                } else {
+                    b.nudge_m_first_block(
+                        &q, rows, &records, &inv_norm, &picks, &mut pairs, &mut own, &mut scratch,
+                    )
+                };
+                bounds.map(|bounds| (bounds, seen, pairs))
+            };
+            let (device, host) = (run(g, false), run(g, true));
+            let (Ok(device), Ok(host)) = (&device, &host) else {
+                assert!(device.is_err() && host.is_err(), "nq {nq}: one path failed");
+                continue;
+            };
+            assert_eq!(device.0, host.0, "nq {nq}: bounds");
+            let bits = |v: &[(f32, f32)]| v.iter().map(|(s, t)| (s.to_bits(), t.to_bits())).collect::<Vec<_>>();
+            assert_eq!(bits(&device.1), bits(&host.1), "nq {nq}: picked values");
+            assert_eq!(device.1.len(), npairs, "nq {nq}: every pick read");
+            if width > 3 {
+                // Same G: the same slope bits for the same query.
+                let t = |c: usize| host.1.iter().zip(&picks).find(|(_, p)| p.1 as usize == c).map(|(v, p)| (p.0, v.1));
+                if let (Some(a), Some(b)) = (t(1), t(2)) && a.0 == b.0 {
+                    assert_eq!(a.1.to_bits(), b.1.to_bits(), "nq {nq}");
+                }
+            }
+        }
+    }
+
     fn nudge_n_block_on_the_device_equals_the_host_path(g in every_gpu()) {
         // S0 and S1 kept on the device and merged there give the lists the
         // host path gives (the same kernels, so the same bits), and the
