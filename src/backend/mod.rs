@@ -78,6 +78,12 @@ pub fn slopes(s1: &mut Matrix, inv_norm: &[f32]) {
     });
 }
 
+/// What the NUDGE-M search does with the picked values of its first block
+/// ([`Backend::nudge_m_first_block`]): fills in the pairs' own score and
+/// slope from them, in the order of the picks, and returns the pairs'
+/// bounds so far.
+pub type OwnValues<'a> = dyn FnMut(&[(f32, f32)], &mut [Pair]) -> Vec<Bounds> + 'a;
+
 /// The elements `(s[q][c], t[q][c])` of each `(q, c)` of `picks`: what
 /// the NUDGE-M search reads of its first block (each pair's own score and
 /// slope).
@@ -156,7 +162,7 @@ pub fn nudge_m_first_block_via_host<B: Backend + ?Sized>(
     inv_norm: &[f32],
     picks: &[(u32, u32)],
     pairs: &mut [Pair],
-    own: &mut dyn FnMut(&[(f32, f32)], &mut [Pair]) -> Vec<Bounds>,
+    own: &mut OwnValues<'_>,
     scratch: &mut (Matrix, Matrix),
 ) -> Result<Vec<Bounds>> {
     nudge_m_scores(backend, q_dev, rows, inv_norm, scratch)?;
@@ -397,7 +403,7 @@ pub trait Backend: Sync {
         inv_norm: &[f32],
         picks: &[(u32, u32)],
         pairs: &mut [Pair],
-        own: &mut dyn FnMut(&[(f32, f32)], &mut [Pair]) -> Vec<Bounds>,
+        own: &mut OwnValues<'_>,
         scratch: &mut (Matrix, Matrix),
     ) -> Result<Vec<Bounds>> {
         nudge_m_first_block_via_host(

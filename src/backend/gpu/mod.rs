@@ -681,7 +681,7 @@ impl Backend for Gpu {
         inv_norm: &[f32],
         picks: &[(u32, u32)],
         pairs: &mut [Pair],
-        own: &mut dyn FnMut(&[(f32, f32)], &mut [Pair]) -> Vec<Bounds>,
+        own: &mut crate::backend::OwnValues<'_>,
         scratch: &mut (Matrix, Matrix),
     ) -> Result<Vec<Bounds>> {
         // `own` runs at most once, on whichever path: the device path hands

@@ -758,7 +758,7 @@ pub fn nudge_m_first_block(
     inv_norm: &[f32],
     picks: &[(u32, u32)],
     pairs: &mut [Pair],
-    own: &mut dyn FnMut(&[(f32, f32)], &mut [Pair]) -> Vec<Bounds>,
+    own: &mut crate::backend::OwnValues<'_>,
 ) -> Result<Option<Vec<Bounds>>> {
     let (m, d, n) = (q_dev.rows, q_dev.cols, records.len());
     // A caller that breaks this is a bug, not bad input.
