@@ -3,7 +3,7 @@
 //! (normalise, gather the moved rows, write the output) and
 //! [`crate::evaluate`] are both made of it.
 
-use crate::backend::{Backend, RowReport, ScanSpec, TopK};
+use crate::backend::{Backend, RowReport, Scan, ScanSpec, TopK};
 use crate::control::Control;
 use crate::data::Corpus;
 use crate::data::stream::{for_each_chunk, for_each_chunk_f16};
@@ -26,38 +26,27 @@ pub(crate) fn scan_corpus(
     control: &Control,
     mut on_chunk: impl FnMut(&mut [f32], usize) -> Result<()>,
 ) -> Result<(TopK, RowReport)> {
-    let n = range.len();
-    let first = range.start;
-    let chunk = chunk_rows
-        .unwrap_or_else(|| backend.chunk_rows(spec.queries.rows, corpus.cols(), n))
-        .max(1);
-    let mut scan = backend.scan(spec)?;
-    let mut report = RowReport::default();
-    let phase = control.phase("scanning corpus", n as u64, "rows");
-    for_each_chunk(
+    let stream = |chunk, f: &mut dyn FnMut(&mut [f32], usize) -> Result<()>| {
+        for_each_chunk(corpus, range.clone(), chunk, into, &control.cancel, f)
+    };
+    pass(
+        backend,
         corpus,
-        range,
-        chunk,
-        into,
-        &control.cancel,
-        |rows, start| {
+        range.clone(),
+        spec,
+        chunk_rows,
+        control,
+        stream,
+        |s, rows, start| {
             on_chunk(rows, start)?;
-            report.extend(scan.push(rows, start)?);
-            phase.set((start - first + rows.len() / corpus.cols().max(1)) as u64);
-            Ok(())
+            s.push(rows, start)
         },
-    )?;
-    drop(phase);
-    let (top, rest) = scan.finish()?;
-    report.extend(rest);
-    Ok((top, report))
+    )
 }
 
 /// [`scan_corpus`] of an f16 corpus ([`Corpus::is_f16`]) whose rows the
 /// host does not need: read and pushed as stored ([`Scan::push_f16`]), for
 /// a backend that takes f16 as it is ([`Backend::scan_takes_f16`]).
-///
-/// [`Scan::push_f16`]: crate::backend::Scan::push_f16
 pub(crate) fn scan_corpus_f16(
     backend: &dyn Backend,
     corpus: Corpus,
@@ -65,6 +54,35 @@ pub(crate) fn scan_corpus_f16(
     spec: ScanSpec,
     chunk_rows: Option<usize>,
     control: &Control,
+) -> Result<(TopK, RowReport)> {
+    let stream = |chunk, f: &mut dyn FnMut(&mut [half::f16], usize) -> Result<()>| {
+        for_each_chunk_f16(corpus, range.clone(), chunk, &control.cancel, f)
+    };
+    pass(
+        backend,
+        corpus,
+        range.clone(),
+        spec,
+        chunk_rows,
+        control,
+        stream,
+        |s, rows, start| s.push_f16(rows, start),
+    )
+}
+
+/// The pass of both: `stream(chunk_rows, f)` reads the chunks of `range`
+/// into `f`, which hands each to `push` with the scan, reports its rows
+/// and shows the progress.
+#[allow(clippy::too_many_arguments)]
+fn pass<T>(
+    backend: &dyn Backend,
+    corpus: Corpus,
+    range: std::ops::Range<usize>,
+    spec: ScanSpec,
+    chunk_rows: Option<usize>,
+    control: &Control,
+    stream: impl FnOnce(usize, &mut dyn FnMut(&mut [T], usize) -> Result<()>) -> Result<()>,
+    mut push: impl FnMut(&mut dyn Scan, &mut [T], usize) -> Result<RowReport>,
 ) -> Result<(TopK, RowReport)> {
     let n = range.len();
     let first = range.start;
@@ -74,8 +92,8 @@ pub(crate) fn scan_corpus_f16(
     let mut scan = backend.scan(spec)?;
     let mut report = RowReport::default();
     let phase = control.phase("scanning corpus", n as u64, "rows");
-    for_each_chunk_f16(corpus, range, chunk, &control.cancel, |rows, start| {
-        report.extend(scan.push_f16(rows, start)?);
+    stream(chunk, &mut |rows, start| {
+        report.extend(push(scan.as_mut(), rows, start)?);
         phase.set((start - first + rows.len() / corpus.cols().max(1)) as u64);
         Ok(())
     })?;

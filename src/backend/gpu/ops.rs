@@ -694,53 +694,80 @@ pub fn nudge_m_block(
     let Some(dev) = gemm_pair(gpu, &mut enc, q_dev, (rows_d, rows_g), n, pairs.len() * 16)? else {
         return Ok(false);
     };
-    let (s0, s1, np) = (&dev.s0, &dev.s1, dev.ld);
+    let _slopes = record_slopes(gpu, &mut enc, &dev, inv_norm, m);
+    let (_bounds, bbuf) = record_bounds(gpu, &mut enc, &dev, records, pairs, bounds);
+    submit(gpu, enc);
+    read_bounds(gpu, &bbuf, bounds)?;
+    Ok(true)
+}
+
+/// Records the scaling of the block's S1 into the NUDGE-M slopes on the
+/// device (`slopes.wgsl`), for `m` dev queries; the parameters returned
+/// stay alive until the encoder is submitted.
+fn record_slopes(
+    gpu: &Gpu,
+    enc: &mut wgpu::CommandEncoder,
+    dev: &OnDevice,
+    inv_norm: &[f32],
+    m: usize,
+) -> Uniform<SlopeParams> {
+    let (ctx, n) = (&gpu.ctx, inv_norm.len());
     let inv = gpu.put("inverse norms", inv_norm);
-    let rec = gpu.put("records", records);
-    let (pbuf, bbuf) = put_pairs(gpu, pairs, bounds);
-    let ctx = &gpu.ctx;
     let sp = Uniform::new(ctx);
     sp.set(
         ctx,
         &SlopeParams {
             rows: m as u32,
             width: n as u32,
-            ld: np as u32,
+            ld: dev.ld as u32,
             pad: 0,
         },
     );
     let scale = Slopes {
         p: &sp,
-        s1,
+        s1: &dev.s1,
         inv_norm: &inv,
     };
-    gpu.k
-        .slopes
-        .dispatch(ctx, &mut enc, scale, grid_items(m * n));
+    gpu.k.slopes.dispatch(ctx, enc, scale, grid_items(m * n));
+    sp
+}
+
+/// Records the bounds kernel (`nudge_m_bounds.wgsl`) of `pairs` against
+/// the block kept on the device, from `bounds` so far; returns its
+/// parameters (alive until the submit) and the buffer the bounds end in.
+fn record_bounds(
+    gpu: &Gpu,
+    enc: &mut wgpu::CommandEncoder,
+    dev: &OnDevice,
+    records: &[u32],
+    pairs: &[Pair],
+    bounds: &[Bounds],
+) -> (Uniform<BoundsParams>, wgpu::Buffer) {
+    let ctx = &gpu.ctx;
+    let rec = gpu.put("records", records);
+    let (pbuf, bbuf) = put_pairs(gpu, pairs, bounds);
     let bp = Uniform::new(ctx);
     bp.set(
         ctx,
         &BoundsParams {
             pairs: pairs.len() as u32,
-            width: n as u32,
-            ld: np as u32,
+            width: records.len() as u32,
+            ld: dev.ld as u32,
             pad: 0,
         },
     );
     let b = NudgeMBounds {
         p: &bp,
         pairs: &pbuf,
-        s0,
-        slope: s1,
+        s0: &dev.s0,
+        slope: &dev.s1,
         records: &rec,
         bounds: &bbuf,
     };
     gpu.k
         .nudge_m_bounds
-        .dispatch(ctx, &mut enc, b, grid_items(pairs.len()));
-    submit(gpu, enc);
-    read_bounds(gpu, &bbuf, bounds)?;
-    Ok(true)
+        .dispatch(ctx, enc, b, grid_items(pairs.len()));
+    (bp, bbuf)
 }
 
 /// [`crate::backend::Backend::nudge_m_first_block`] on the device: S0 and
@@ -785,25 +812,7 @@ pub fn nudge_m_first_block(
     };
     let (s0, s1, np) = (&dev.s0, &dev.s1, dev.ld);
     let ctx = &gpu.ctx;
-    let inv = gpu.put("inverse norms", inv_norm);
-    let sp = Uniform::new(ctx);
-    sp.set(
-        ctx,
-        &SlopeParams {
-            rows: m as u32,
-            width: n as u32,
-            ld: np as u32,
-            pad: 0,
-        },
-    );
-    let scale = Slopes {
-        p: &sp,
-        s1,
-        inv_norm: &inv,
-    };
-    gpu.k
-        .slopes
-        .dispatch(ctx, &mut enc, scale, grid_items(m * n));
+    let _slopes = record_slopes(gpu, &mut enc, &dev, inv_norm, m);
     let values: Vec<(f32, f32)> = if picks.is_empty() {
         submit(gpu, enc);
         Vec::new()
@@ -835,30 +844,8 @@ pub fn nudge_m_first_block(
         back.chunks_exact(2).map(|v| (v[0], v[1])).collect()
     };
     let mut bounds = own(&values, pairs);
-    let rec = gpu.put("records", records);
-    let (pbuf, bbuf) = put_pairs(gpu, pairs, &bounds);
-    let bp = Uniform::new(ctx);
-    bp.set(
-        ctx,
-        &BoundsParams {
-            pairs: pairs.len() as u32,
-            width: n as u32,
-            ld: np as u32,
-            pad: 0,
-        },
-    );
-    let b = NudgeMBounds {
-        p: &bp,
-        pairs: &pbuf,
-        s0,
-        slope: s1,
-        records: &rec,
-        bounds: &bbuf,
-    };
     let mut enc = encoder(gpu);
-    gpu.k
-        .nudge_m_bounds
-        .dispatch(ctx, &mut enc, b, grid_items(pairs.len()));
+    let (_bounds, bbuf) = record_bounds(gpu, &mut enc, &dev, records, pairs, &bounds);
     submit(gpu, enc);
     read_bounds(gpu, &bbuf, &mut bounds)?;
     Ok(Some(bounds))

@@ -247,17 +247,7 @@ backend_tests! {
         // their slopes must come out equal on both paths.
         let mut rng = Rng::new(11);
         for (nq, width, d, npairs) in [(1, 1, 3, 1), (9, 70, 24, 20), (130, 300, 40, 260)] {
-            let q = random(&mut rng, nq, d);
-            let rows_d = unit_rows(random(&mut rng, width, d));
-            let mut rows_g = random(&mut rng, width, d);
-            if width > 3 {
-                let g1 = rows_g.row(1).to_vec();
-                rows_g.row_mut(2).copy_from_slice(&g1);
-            }
-            let inv_norm: Vec<f32> = (0..width)
-                .map(|j| 1.0 / rows_g.row(j).iter().map(|x| x * x).sum::<f32>().sqrt())
-                .collect();
-            let records: Vec<u32> = (0..width as u32).map(|j| j * 3 + 1).collect();
+            let (q, rows_d, rows_g, inv_norm, records) = nudge_m_case(&mut rng, nq, width, d);
             let pairs: Vec<Pair> = (0..npairs)
                 .map(|i| Pair {
                     query: (i % nq) as u32,
@@ -302,17 +292,7 @@ backend_tests! {
         // Records 1 and 2 share their G; the picks include both.
         let mut rng = Rng::new(13);
         for (nq, width, d, npairs) in [(1, 1, 3, 1), (9, 70, 24, 20), (130, 300, 40, 260)] {
-            let q = random(&mut rng, nq, d);
-            let rows_d = unit_rows(random(&mut rng, width, d));
-            let mut rows_g = random(&mut rng, width, d);
-            if width > 3 {
-                let g1 = rows_g.row(1).to_vec();
-                rows_g.row_mut(2).copy_from_slice(&g1);
-            }
-            let inv_norm: Vec<f32> = (0..width)
-                .map(|j| 1.0 / rows_g.row(j).iter().map(|x| x * x).sum::<f32>().sqrt())
-                .collect();
-            let records: Vec<u32> = (0..width as u32).map(|j| j * 3 + 1).collect();
+            let (q, rows_d, rows_g, inv_norm, records) = nudge_m_case(&mut rng, nq, width, d);
             // Each pair's answer is a column of the block: its own record.
             let cols: Vec<usize> = (0..npairs).map(|i| (i * 7 + 1) % width).collect();
             let start: Vec<Pair> = (0..npairs)
@@ -471,4 +451,33 @@ backend_tests! {
             }
         }
     }
+}
+
+/// A NUDGE-M block of `width` moved records for `nq` dev queries in `d`
+/// dimensions: the queries, unit rows, gradients (records 1 and 2 share
+/// theirs), the gradients' inverse norms and the records' corpus rows.
+fn nudge_m_case(
+    rng: &mut Rng,
+    nq: usize,
+    width: usize,
+    d: usize,
+) -> (
+    nudge::matrix::Matrix,
+    nudge::matrix::Matrix,
+    nudge::matrix::Matrix,
+    Vec<f32>,
+    Vec<u32>,
+) {
+    let q = random(rng, nq, d);
+    let rows_d = unit_rows(random(rng, width, d));
+    let mut rows_g = random(rng, width, d);
+    if width > 3 {
+        let g1 = rows_g.row(1).to_vec();
+        rows_g.row_mut(2).copy_from_slice(&g1);
+    }
+    let inv_norm: Vec<f32> = (0..width)
+        .map(|j| 1.0 / rows_g.row(j).iter().map(|x| x * x).sum::<f32>().sqrt())
+        .collect();
+    let records: Vec<u32> = (0..width as u32).map(|j| j * 3 + 1).collect();
+    (q, rows_d, rows_g, inv_norm, records)
 }
