@@ -3,8 +3,9 @@
 # builds the release binary (or uses one given in NUDGE_BIN), then writes
 #   devices.txt     `nudge devices --peak` (adapters, measured FP32 peak and
 #                   host-to-device bandwidth)
-#   tune.txt        `nudge devices --tune` (every GEMM tile variant timed at
-#                   d 384 and 768, the winners cached for the benches)
+#   tune.txt        `nudge devices --tune --queries 1000,5000` (every GEMM
+#                   tile variant timed at d 384 and 768 for the benches'
+#                   query counts, the winners cached for the benches)
 #   tests.txt       the GPU tests with NUDGE_REQUIRE_GPU=1
 #   bench-384.json  `nudge bench --json --device gpu`, 1M x 384, 10k/1k/1k
 #   bench-768.json  the same at 1M x 768 with 5k dev queries
@@ -60,8 +61,8 @@ note "binary: $bin"
 note "nudge devices --peak"
 { date -u; "$bin" devices --peak; } >"$out/devices.txt" 2>&1 || status=1
 # The tile autotune, run once here so that no bench pays for it.
-note "nudge devices --tune"
-"$bin" devices --tune >"$out/tune.txt" 2>&1 || status=1
+note "nudge devices --tune --queries 1000,5000"
+"$bin" devices --tune --queries 1000,5000 >"$out/tune.txt" 2>&1 || status=1
 
 if [ "${GPU_CHECK_SKIP_TESTS:-0}" != 1 ]; then
   # The tests run before the benches so that no bench shares the CPU with a

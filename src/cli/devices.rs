@@ -18,6 +18,11 @@ pub struct DevicesArgs {
     /// and the winner, and cache it (as the first GPU job of a shape does)
     #[arg(long)]
     pub tune: bool,
+    /// With --tune: the query counts to tune for, comma-separated (each
+    /// stands for its power-of-two bucket, as a job's count does)
+    #[arg(long, value_name = "N,N,...", value_delimiter = ',', default_value = "1000",
+          requires = "tune", value_parser = clap::value_parser!(u64).range(1..=1 << 24))]
+    pub queries: Vec<u64>,
 }
 
 /// The measured FP32 peak and host-to-device bandwidth of the adapter
@@ -31,15 +36,19 @@ pub fn measure(opts: &GpuOptions) -> Result<(f64, bool, f64)> {
 }
 
 /// `--tune` on the adapter `opts` picks: every variant timed afresh for
-/// each common shape, the winner written to the user's cache.
-fn tune(opts: &GpuOptions) -> Result<()> {
+/// each common dimension and each of `queries`, the winner written to the
+/// user's cache.
+fn tune(opts: &GpuOptions, queries: &[u64]) -> Result<()> {
     let gpu = Gpu::new(opts)?;
     let tune = TuneOptions {
         cache: super::device::tune_cache(),
         ..Default::default()
     };
-    for d in [384, 768] {
-        let r = gpu.autotune(d, 1000, &tune, true)?;
+    for (d, q) in [384, 768]
+        .into_iter()
+        .flat_map(|d| queries.iter().map(move |&q| (d, q as usize)))
+    {
+        let r = gpu.autotune(d, q, &tune, true)?;
         for w in &r.warnings {
             super::log::warn(w);
         }
@@ -144,7 +153,7 @@ pub fn run(args: DevicesArgs) -> Result<()> {
                 adapter: Some(a.name.clone()),
                 ..Default::default()
             };
-            if let Err(e) = tune(&opts) {
+            if let Err(e) = tune(&opts, &args.queries) {
                 println!("   tuning           failed: {e}");
             }
         }

@@ -194,6 +194,15 @@ fn exit_codes_tell_usage_from_data_errors() {
     // Usage: missing --method.
     let o = nudge(&["fit", "--dataset", s(&data), "--out", "/tmp/x.npy"], &[]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    // Usage: tune query counts without --tune, or a count of 0.
+    for args in [
+        &["devices", "--queries", "100"][..],
+        &["devices", "--tune", "--queries", "1000,0"],
+    ] {
+        let o = nudge(args, &[]);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains("--queries"), "{args:?}: {}", stderr(&o));
+    }
     // Usage: nothing to write.
     let o = nudge(&["fit", "--dataset", s(&data), "--method", "nudge-m"], &[]);
     assert_eq!(o.status.code(), Some(2));
