@@ -327,6 +327,65 @@ fn fmt(v: &Value) -> String {
     }
 }
 
+/// What `backend` measured of its work so far, as the fit and eval reports
+/// carry it under `timings` (the CLI's and the Python package's alike):
+/// `gpu_kernels`, GPU time per kernel from timestamp queries (`{name: {ms,
+/// calls, gflops}}`, `gflops` where the kernel counts its work);
+/// `gpu_host`, the GPU scan's feeding thread per step (`{name: {ms,
+/// calls}}`: `wait_slot`, `fill_upload`, `submit`); `gpu_tile`, the tuned
+/// GEMM tile per job shape (`{"d=D,queries<=Q": "TILE (SOURCE)"}`). Each
+/// is left out where there is none (all of them on the CPU).
+pub fn backend_timings(backend: &dyn crate::Backend) -> serde_json::Map<String, Value> {
+    let mut out = serde_json::Map::new();
+    for (key, times) in [
+        ("gpu_kernels", backend.kernel_timings()),
+        ("gpu_host", backend.host_timings()),
+    ] {
+        if let Some(v) = times_json(times) {
+            out.insert(key.into(), v);
+        }
+    }
+    if let Some(v) = tiles_json(backend) {
+        out.insert("gpu_tile".into(), v);
+    }
+    out
+}
+
+/// The GPU autotuner's choices so far as `{"d=D,queries<=Q": "TILE
+/// (SOURCE)"}`; `None` when nothing was tuned (the CPU, tuning off).
+pub fn tiles_json(backend: &dyn crate::Backend) -> Option<Value> {
+    let tiles: serde_json::Map<String, Value> = backend
+        .tune_reports()
+        .iter()
+        .map(|r| {
+            let shape = format!("d={},queries<={}", r.key.d, r.key.queries);
+            (
+                shape,
+                Value::from(format!("{} ({})", r.tile, r.source.as_str())),
+            )
+        })
+        .collect();
+    (!tiles.is_empty()).then_some(Value::Object(tiles))
+}
+
+/// Times as `{name: {ms, calls, gflops}}`; `None` when there are none.
+pub fn times_json(times: Vec<crate::backend::gpu::KernelTime>) -> Option<Value> {
+    if times.is_empty() {
+        return None;
+    }
+    let mut o = serde_json::Map::new();
+    for t in times {
+        let mut k = serde_json::Map::new();
+        k.insert("ms".into(), serde_json::json!(t.ms));
+        k.insert("calls".into(), serde_json::json!(t.calls));
+        if let Some(g) = t.gflops() {
+            k.insert("gflops".into(), serde_json::json!(g));
+        }
+        o.insert(t.name, Value::Object(k));
+    }
+    Some(Value::Object(o))
+}
+
 /// The HTML report of a fit, from its report JSON ([`crate::Fit::report`],
 /// as `nudge fit --report` writes it, optionally with an `inputs` object
 /// describing the files).

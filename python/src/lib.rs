@@ -349,16 +349,25 @@ fn split(
 }
 
 /// The fit as the dict `FitResult` is made from.
+///
+/// `measured` is what the backend measured (`nudge::report::backend_timings`:
+/// per-kernel GPU times, the feeding thread's steps, the tuned tile), added
+/// to the report's `timings` as the CLI adds it.
 fn fit_dict<'py>(
     py: Python<'py>,
     fit: Fit,
+    measured: serde_json::Map<String, serde_json::Value>,
     corpus_ids: &Ids,
     mut warnings: Vec<String>,
 ) -> PyResult<Bound<'py, PyDict>> {
     let d = PyDict::new(py);
+    let mut report = fit.report();
+    if let Some(t) = report["timings"].as_object_mut() {
+        t.extend(measured);
+    }
     // As JSON text: `FitResult.report` parses it when first read, so a
     // caller who never looks pays nothing for it.
-    let report = serde_json::to_string(&fit.report()).expect("report serialises");
+    let report = serde_json::to_string(&report).expect("report serialises");
     d.set_item("report_json", report)?;
     d.set_item("method", fit.method.as_str())?;
     d.set_item("gamma", fit.gamma)?;
@@ -412,7 +421,7 @@ fn run_fit(
     device: &str,
     adapter: Option<String>,
     progress: Option<Py<PyAny>>,
-) -> PyResult<Fit> {
+) -> PyResult<(Fit, serde_json::Map<String, serde_json::Value>)> {
     let scanned = inputs.dev.queries.len() + inputs.test.map_or(0, |t| t.queries.len());
     let c = inputs.corpus;
     let backend = backend(device, adapter, flops(scanned, c.rows(), c.cols()))?;
@@ -425,7 +434,8 @@ fn run_fit(
         control,
         ..FitOptions::new(s.method)
     };
-    run_detached(py, &sink, || nudge::fit(backend.as_ref(), inputs, &opts))
+    let fit = run_detached(py, &sink, || nudge::fit(backend.as_ref(), inputs, &opts))?;
+    Ok((fit, nudge::report::backend_timings(backend.as_ref())))
 }
 
 /// Fits NUDGE over arrays or `.npy` paths (see `nudge_rs.fit`).
@@ -499,8 +509,8 @@ fn fit<'py>(
         eval_k,
         allow_zero_rows,
     };
-    let fit = run_fit(py, &inputs, &settings, device, adapter, progress)?;
-    fit_dict(py, fit, &corpus_ids, warnings)
+    let (fit, measured) = run_fit(py, &inputs, &settings, device, adapter, progress)?;
+    fit_dict(py, fit, measured, &corpus_ids, warnings)
 }
 
 /// A dataset folder, opened, with the splits a fit (or a map or reduce of
@@ -549,10 +559,10 @@ fn fit_dataset<'py>(
         eval_k,
         allow_zero_rows,
     };
-    let fit = run_fit(py, &inputs, &settings, device, adapter, progress)?;
+    let (fit, measured) = run_fit(py, &inputs, &settings, device, adapter, progress)?;
     let mut warnings = ds.notes.clone();
     warnings.extend(splits.warnings.iter().cloned());
-    fit_dict(py, fit, &ds.corpus_ids, warnings)
+    fit_dict(py, fit, measured, &ds.corpus_ids, warnings)
 }
 
 /// Maps one part of a dataset folder's corpus into a partial directory
@@ -680,9 +690,10 @@ fn reduce_dataset<'py>(
         }
         Ok(fit)
     })?;
+    let measured = nudge::report::backend_timings(backend.as_ref());
     let mut warnings = ds.notes.clone();
     warnings.extend(splits.warnings.iter().cloned());
-    fit_dict(py, fit, &ds.corpus_ids, warnings)
+    fit_dict(py, fit, measured, &ds.corpus_ids, warnings)
 }
 
 /// Recall@k and NDCG@k of a corpus on judgements (see `nudge_rs.evaluate`).

@@ -158,6 +158,31 @@ def test_report_is_the_cli_report() -> None:
     assert len(r.report["dev_scores"]) == 25
     assert r.moved_ids[:1] and all(isinstance(i, str) for i in r.moved_ids)
 
+    # On the CPU there is nothing GPU-side to report.
+    assert not {"gpu_kernels", "gpu_host", "gpu_tile"} & set(r.report["timings"])
+
+
+def test_a_gpu_fit_reports_what_the_device_measured() -> None:
+    """As `nudge fit --report`: the feeding thread's steps, and the GPU time
+    per kernel where the adapter has timestamps (lavapipe has)."""
+    adapters = nudge_rs.devices()
+    if not adapters:
+        # As the Rust GPU tests: where CI says there is an adapter, its
+        # absence is a failure, not a skip.
+        assert os.environ.get("NUDGE_REQUIRE_GPU") != "1", "NUDGE_REQUIRE_GPU=1 but no GPU adapter"
+        pytest.skip("no GPU adapter (CI has lavapipe)")
+    cpu = nudge_rs.fit_dataset(FIXTURES / "small", method="nudge-m", device="cpu")
+    r = nudge_rs.fit_dataset(FIXTURES / "small", method="nudge-m", device="gpu",
+                             adapter=adapters[0]["name"])
+    t = r.report["timings"]
+    assert set(t["gpu_host"]) == {"wait_slot", "fill_upload", "submit"}
+    assert all(v["calls"] >= 1 and v["ms"] >= 0 for v in t["gpu_host"].values())
+    assert "gemm_fused" in t["gpu_kernels"] or "gemm_tiled" in t["gpu_kernels"], t["gpu_kernels"]
+    # The GPU's dot products sum in another order: a NUDGE-M gamma, a ratio
+    # of score differences, agrees to 1e-4 relative (the Rust reference
+    # tests' GPU tolerance, `tests/it/reference.rs`).
+    assert r.gamma == pytest.approx(cpu.gamma, rel=1e-4)
+
 
 # ---- errors ---------------------------------------------------------------
 

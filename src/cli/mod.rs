@@ -163,49 +163,29 @@ pub fn run(cli: Cli) -> Result<()> {
 /// the choices as `{"d=384,queries<=1024": "128x128/8x8/k16 (tuned)"}` for
 /// a JSON report, `None` when nothing was tuned.
 pub fn tune_json(backend: &dyn nudge::Backend) -> Option<serde_json::Value> {
-    let reports = backend.tune_reports();
-    if reports.is_empty() {
-        return None;
-    }
-    let mut o = serde_json::Map::new();
-    for r in reports {
+    for r in backend.tune_reports() {
         for w in &r.warnings {
             log::warn(w);
         }
         let shape = format!("d={},queries<={}", r.key.d, r.key.queries);
-        let choice = format!("{} ({})", r.tile, r.source.as_str());
-        log::notice(format!("GPU tile for {shape}: {choice}"));
-        o.insert(shape, serde_json::json!(choice));
+        log::notice(format!(
+            "GPU tile for {shape}: {} ({})",
+            r.tile,
+            r.source.as_str()
+        ));
     }
-    Some(serde_json::Value::Object(o))
+    nudge::report::tiles_json(backend)
 }
 
 /// The backend's per-kernel GPU times as `{name: {ms, calls, gflops}}`
 /// (`gflops` only for kernels that count their work); `None` when it has
 /// none (the CPU, or an adapter without timestamp queries).
 pub fn kernel_timings_json(backend: &dyn nudge::Backend) -> Option<serde_json::Value> {
-    times_json(backend.kernel_timings())
+    nudge::report::times_json(backend.kernel_timings())
 }
 
 /// The GPU scan's host-side steps (`Backend::host_timings`) as JSON
 /// (`{name: {ms, calls}}`), or `None` where there are none (the CPU).
 pub fn host_timings_json(backend: &dyn nudge::Backend) -> Option<serde_json::Value> {
-    times_json(backend.host_timings())
-}
-
-fn times_json(times: Vec<nudge::backend::gpu::KernelTime>) -> Option<serde_json::Value> {
-    if times.is_empty() {
-        return None;
-    }
-    let mut o = serde_json::Map::new();
-    for t in times {
-        let mut k = serde_json::Map::new();
-        k.insert("ms".into(), serde_json::json!(t.ms));
-        k.insert("calls".into(), serde_json::json!(t.calls));
-        if let Some(g) = t.gflops() {
-            k.insert("gflops".into(), serde_json::json!(g));
-        }
-        o.insert(t.name, serde_json::Value::Object(k));
-    }
-    Some(serde_json::Value::Object(o))
+    nudge::report::times_json(backend.host_timings())
 }

@@ -145,7 +145,10 @@ class FitResult:
     @property
     def report(self) -> Dict[str, Any]:
         """The same dict as ``nudge fit --report`` writes (parsed when first
-        read)."""
+        read). On a GPU, ``report["timings"]`` also holds ``gpu_kernels``
+        (GPU time per kernel, where the adapter has timestamps),
+        ``gpu_host`` (the scan's feeding thread per step) and ``gpu_tile``
+        (the tuned GEMM tile)."""
         if self._report is None:
             import json
 
