@@ -11,7 +11,8 @@
 #   bench-768.json  the same at 1M x 768 with 5k dev queries
 #   delta.txt       `fit --delta` at 1M x 384 on the GPU against `cat` of the
 #                   corpus from the page cache (the issue's "bound by
-#                   reading" target)
+#                   reading" target), the GPU's start-up (a fit of 2k rows),
+#                   and an f16 corpus evaluated at --gpu-precision f32 and f16
 # under the folder given as the first argument, else $OUT, else ./gpu-check.
 # The benches run the CPU path too (`--device auto`): the issue's targets are
 # ratios against the CPU of the same machine. The synthetic corpora are
@@ -117,6 +118,18 @@ bench 384 "$b384"
   done
   if [ -f "$data/tiny.json" ]; then
     cat "$data/tiny.json"
+  fi
+  # An f16 corpus (the fit's output, written as f16) evaluated with the
+  # corpus stored as f32 and as f16 on the device: f16 goes up as stored.
+  if [ -n "$corpus" ] && "$bin" fit --dataset "$data/384" --method nudge-n --device gpu \
+      --no-test --out "$data/f16.npy" --out-dtype f16 --quiet; then
+    for p in f32 f16 f32 f16; do
+      TIMEFORMAT="eval of the f16 corpus, --gpu-precision $p: %R s"
+      time "$bin" eval --dataset "$data/384" --corpus "$data/f16.npy" --split dev \
+        --device gpu --gpu-precision "$p" --json --quiet >"$data/eval-$p.json"
+    done
+    cat "$data/eval-f32.json" "$data/eval-f16.json"
+    rm -f "$data/f16.npy"
   fi
 } >"$out/delta.txt" 2>&1 || status=1
 rm -rf "$data/384"
