@@ -72,7 +72,10 @@ pub fn run(args: EvalArgs) -> Result<()> {
         .for_each(|n| log::notice(format!("note: {n}")));
     let split = judged.split;
     let flops = 2.0 * split.queries.len() as f64 * ds.corpus.rows() as f64 * ds.dim() as f64;
+    let read_s = start.elapsed().as_secs_f64();
     let backends = args.device.backends_for(flops)?;
+    // Opening the device (on a GPU: instance, adapter, kernel compiles).
+    let device_s = start.elapsed().as_secs_f64() - read_s;
     let all: Vec<&dyn nudge::Backend> = backends.iter().map(|b| b.as_ref()).collect();
     let backend = &backends[0];
     let opts = EvalOptions {
@@ -81,7 +84,6 @@ pub fn run(args: EvalArgs) -> Result<()> {
         chunk_rows: super::chunk_rows_knob(),
         control: super::control(),
     };
-    let read_s = start.elapsed().as_secs_f64();
     let t = std::time::Instant::now();
     let result = nudge::evaluate_across(&all, (&ds.corpus).into(), &ds.queries, &split, &opts)?;
     let scan_s = t.elapsed().as_secs_f64();
@@ -103,8 +105,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
         o.insert("device".into(), json!(backend.device_name()));
         o.insert("records".into(), json!(ds.corpus.rows()));
         o.insert("dim".into(), json!(ds.dim()));
-        let mut timings =
-            json!({ "read": read_s, "scan": scan_s, "total": start.elapsed().as_secs_f64() });
+        let mut timings = json!({ "read": read_s, "device": device_s, "scan": scan_s, "total": start.elapsed().as_secs_f64() });
         if let Some(k) = super::kernel_timings_json(backend.as_ref()) {
             timings["gpu_kernels"] = k;
         }

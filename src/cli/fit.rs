@@ -181,7 +181,9 @@ pub fn run(args: FitArgs) -> Result<()> {
 
     let scanned = dev.queries.len() + test.map_or(0, |t| t.queries.len());
     let flops = 2.0 * scanned as f64 * ds.corpus.rows() as f64 * ds.dim() as f64;
+    let opened = Instant::now();
     let backends = args.device.backends_for(flops)?;
+    let device_s = opened.elapsed().as_secs_f64();
     let all: Vec<&dyn nudge::Backend> = backends.iter().map(|b| b.as_ref()).collect();
     let backend = &backends[0];
     opts.allow_zero_rows = args.allow_zero_rows;
@@ -240,7 +242,7 @@ pub fn run(args: FitArgs) -> Result<()> {
         dtype,
         inline,
         backend.as_ref(),
-        read_s,
+        (read_s, device_s),
         start,
         inputs,
         &opts.control,
@@ -337,7 +339,7 @@ impl Outputs<'_> {
         dtype: OutDtype,
         inline: Option<output::InlineOutput>,
         backend: &dyn nudge::Backend,
-        read_s: f64,
+        (read_s, device_s): (f64, f64),
         start: Instant,
         inputs: Value,
         control: &nudge::Control,
@@ -358,6 +360,9 @@ impl Outputs<'_> {
                 .as_object_mut()
                 .expect("the report has timings");
             timings.insert("read".into(), json!(read_s));
+            // Opening the device: on a GPU, its instance, adapter and the
+            // kernels' compiles, which no phase of the fit includes.
+            timings.insert("device".into(), json!(device_s));
             // The fit wrote the rows ("write" in its timings); staging synced.
             let fit_write = timings.get("write").and_then(Value::as_f64).unwrap_or(0.0);
             timings.insert("write".into(), json!(fit_write + write_s));

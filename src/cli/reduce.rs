@@ -81,7 +81,9 @@ pub fn run(args: ReduceArgs) -> Result<()> {
     let read_s = start.elapsed().as_secs_f64();
     let moved: usize = partials.iter().map(|p| p.moved_rows.len()).sum();
     let flops = 2.0 * splits.dev.queries.len() as f64 * moved as f64 * ds.dim() as f64;
+    let opened = std::time::Instant::now();
     let backend = args.device.backend_for(flops)?;
+    let device_s = opened.elapsed().as_secs_f64();
     let inputs = ReduceInputs {
         records: ds.corpus.rows(),
         queries: &ds.queries,
@@ -104,7 +106,7 @@ pub fn run(args: ReduceArgs) -> Result<()> {
         args.solve.dtype(),
         None,
         backend.as_ref(),
-        read_s,
+        (read_s, device_s),
         start,
         inputs,
         &opts.control,
