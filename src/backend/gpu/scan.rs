@@ -466,7 +466,7 @@ impl<'a> GpuScan<'a> {
                 // Padded already (`to_f16_exact` of padded rows), or a
                 // stored f16 chunk of `d` halves a row.
                 (Some(h), _) if h.len() == n * w * 4 => {
-                    fill_rows(view.slice(..), bytemuck::cast_slice(h), bytes, bytes)
+                    fill_rows(view.slice(..), bytemuck::cast_slice(h), w * 8, w * 8)
                 }
                 (Some(h), _) => fill_rows(view.slice(..), bytemuck::cast_slice(h), d * 2, w * 8),
                 (None, Some(c)) => {
