@@ -106,6 +106,11 @@ pub struct GpuOptions {
     /// takes the cached winner) and runs with the winner. `None` (the
     /// default): every scan runs the device's default tile.
     pub tune: Option<super::tune::TuneOptions>,
+    /// The tile shape of every untuned scan (which must fit the adapter:
+    /// [`super::tiled::Tile::fits`]); `None` (the default): the adapter's
+    /// own ([`super::tiled::Tile::for_device`]). How tests run the staged
+    /// and the direct GEMMs on one adapter.
+    pub tile: Option<super::tiled::Tile>,
 }
 
 // By hand rather than derived: the timeout's default is not zero.
@@ -122,6 +127,7 @@ impl Default for GpuOptions {
             fused_topk: true,
             topk_candidates: None,
             tune: None,
+            tile: None,
         }
     }
 }
@@ -234,6 +240,11 @@ pub struct Context {
     pub limits: wgpu::Limits,
     /// `SHADER_F16` was requested (f16 precision on an adapter that has it).
     pub native_f16: bool,
+    /// The smallest subgroup of the device where it was opened with
+    /// `SUBGROUP` (software adapters that have it: the direct GEMM tile
+    /// shares its loads across a subgroup's lanes), measured by
+    /// `shaders/subgroup_size.wgsl`; `None` elsewhere.
+    pub subgroup_size: Option<u32>,
     /// Per-kernel timestamps (inert without `TIMESTAMP_QUERY`).
     pub profiler: Profiler,
     faults: Arc<Mutex<Faults>>,
@@ -276,6 +287,13 @@ impl Context {
         if native_f16 {
             features |= wgpu::Features::SHADER_F16;
         }
+        // Only software adapters run the direct tile by default, the one
+        // kernel that uses subgroups.
+        let subgroups = info.device_type == wgpu::DeviceType::Cpu
+            && adapter.features().contains(wgpu::Features::SUBGROUP);
+        if subgroups {
+            features |= wgpu::Features::SUBGROUP;
+        }
         let timestamps =
             opts.timestamps && adapter.features().contains(wgpu::Features::TIMESTAMP_QUERY);
         if timestamps {
@@ -303,16 +321,76 @@ impl Context {
                 .get_or_insert_with(|| format!("device lost ({reason:?}): {msg}"));
         });
         let profiler = Profiler::new(&device, &queue, timestamps);
-        Ok(Context {
+        let mut ctx = Context {
             profiler,
             limits: device.limits(),
             device,
             queue,
             info,
             native_f16,
+            subgroup_size: None,
             faults,
             timeout: opts.timeout,
-        })
+        };
+        if subgroups {
+            ctx.subgroup_size = Some(ctx.probe_subgroup_size()?);
+        }
+        Ok(ctx)
+    }
+
+    /// The smallest subgroup size `shaders/subgroup_size.wgsl` sees in one
+    /// workgroup of 64. Outside the kernel table: the table's generated
+    /// GEMMs depend on the answer.
+    fn probe_subgroup_size(&self) -> Result<u32> {
+        let sizes: Vec<u32> = self
+            .scoped("probing the subgroup size", || {
+                let module = self
+                    .device
+                    .create_shader_module(wgpu::ShaderModuleDescriptor {
+                        label: Some("subgroup_size"),
+                        source: wgpu::ShaderSource::Wgsl(
+                            include_str!("../../../shaders/subgroup_size.wgsl").into(),
+                        ),
+                    });
+                let pipeline =
+                    self.device
+                        .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                            label: Some("subgroup_size"),
+                            layout: None,
+                            module: &module,
+                            entry_point: Some("main"),
+                            compilation_options: Default::default(),
+                            cache: None,
+                        });
+                let out = self.storage("subgroup sizes", 64 * 4);
+                let group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+                    label: Some("subgroup_size"),
+                    layout: &pipeline.get_bind_group_layout(0),
+                    entries: &[wgpu::BindGroupEntry {
+                        binding: 0,
+                        resource: out.as_entire_binding(),
+                    }],
+                });
+                let mut enc = self
+                    .device
+                    .create_command_encoder(&wgpu::CommandEncoderDescriptor::default());
+                {
+                    let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor::default());
+                    pass.set_pipeline(&pipeline);
+                    pass.set_bind_group(0, &group, &[]);
+                    pass.dispatch_workgroups(1, 1, 1);
+                }
+                self.queue.submit([enc.finish()]);
+                Ok(out)
+            })
+            .and_then(|out| self.read(&out, 64 * 4))?;
+        Ok(sizes.into_iter().min().unwrap_or(0))
+    }
+
+    /// Lanes a direct GEMM tile shares its loads across on this device
+    /// ([`super::tiled::share_lanes`]).
+    pub fn share_lanes(&self) -> u32 {
+        super::tiled::share_lanes(self.subgroup_size)
     }
 
     /// The largest storage binding, also bounded by the buffer size limit.

@@ -174,7 +174,7 @@ pub const GEMM_TILED: Shader = Shader {
     name: "gemm_tiled",
     source: super::tiled::INTERFACE,
     in_bounds: Some(
-        "see tiled.rs: every index is below grid * tile of buffers padded to whole tiles, and the k loop runs p.d4 / (bk / 4) times",
+        "see tiled.rs: every index is below grid * tile of buffers padded to whole tiles, and the k loop runs p.d4 / (bk / 4) times (p.d4 times in a direct tile)",
     ),
 };
 
@@ -957,8 +957,8 @@ impl TiledKernels {
         ctx.scoped("compiling the tiled GEMM", || {
             Ok(TiledKernels {
                 tile,
-                gemm_tiled: generated(ctx, tile.wgsl()),
-                gemm_fused: generated(ctx, tile.wgsl_fused()),
+                gemm_tiled: generated(ctx, tile.wgsl_for(ctx.share_lanes())),
+                gemm_fused: generated(ctx, tile.wgsl_fused_for(ctx.share_lanes())),
             })
         })
     }
@@ -1021,18 +1021,30 @@ fn joined<T>(h: std::thread::ScopedJoinHandle<'_, Result<T>>) -> Result<T> {
 impl Kernels {
     /// Compiles every kernel (the native-f16 GEMM only where the device was
     /// opened with `SHADER_F16`); a compile or layout error is an `Error`.
-    pub(crate) fn new(ctx: &Context) -> Result<Kernels> {
+    /// `tile`: the shape of the default GEMMs (`None`: the device's own).
+    pub(crate) fn new(ctx: &Context, tile: Option<super::tiled::Tile>) -> Result<Kernels> {
+        let tile = match tile {
+            Some(t) if !t.fits(&ctx.limits) => {
+                return Err(crate::error::Error::gpu(format!(
+                    "tile {t} is beyond the limits of {}",
+                    ctx.info.name
+                )));
+            }
+            Some(t) => t,
+            None => super::tiled::Tile::for_device(ctx),
+        };
         // One thread per module: compiling (WGSL to SPIR-V in naga, then
         // the driver's compiler) is most of a GPU's start-up, about 0.1 s
         // one after the other on lavapipe, and the modules are independent.
-        let tile = super::tiled::Tile::for_device(ctx);
         std::thread::scope(|s| {
             let tiled = s.spawn(move || {
-                ctx.scoped("compiling the kernels", || Ok(generated(ctx, tile.wgsl())))
+                ctx.scoped("compiling the kernels", || {
+                    Ok(generated(ctx, tile.wgsl_for(ctx.share_lanes())))
+                })
             });
             let fused = s.spawn(move || {
                 ctx.scoped("compiling the kernels", || {
-                    Ok(generated(ctx, tile.wgsl_fused()))
+                    Ok(generated(ctx, tile.wgsl_fused_for(ctx.share_lanes())))
                 })
             });
             let norm = compile_on(s, ctx, &NORMALIZE, |m| {

@@ -77,7 +77,7 @@ impl Gpu {
     /// Opens an adapter (see [`GpuOptions`]) and compiles every kernel.
     pub fn new(opts: &GpuOptions) -> Result<Gpu> {
         let ctx = Context::new(opts)?;
-        let k = Kernels::new(&ctx)?;
+        let k = Kernels::new(&ctx, opts.tile)?;
         Ok(Gpu {
             ctx,
             k,
@@ -243,6 +243,12 @@ impl Gpu {
         self.k.tiled.tile
     }
 
+    /// The shapes the autotuner tries on this adapter
+    /// ([`tune::variants`]).
+    pub fn tune_variants(&self) -> Vec<Tile> {
+        tune::variants(&self.ctx.info)
+    }
+
     /// The autotuner's reports so far (one per job shape met with
     /// [`GpuOptions::tune`] on), for the caller to show their choice and
     /// warnings.
@@ -299,7 +305,7 @@ impl Gpu {
         let kern = self.ctx.scoped("compiling a tiled GEMM variant", || {
             Ok(kernel::generated::<GemmTiled<'static>>(
                 &self.ctx,
-                tile.wgsl(),
+                tile.wgsl_for(self.ctx.share_lanes()),
             ))
         })?;
         self.one_shot("tiled similarity", || self.run_tiled(tile, &kern, a, b))
@@ -494,14 +500,14 @@ impl Gpu {
         };
         let reps = opts.reps.unwrap_or(3);
         let mut trials = Vec::new();
-        for tile in tune::VARIANTS {
+        for tile in tune::variants(info) {
             let outcome = if !tile.fits(limits) {
                 Outcome::Refused("beyond the adapter's workgroup limits".into())
             } else {
                 let kern = self.ctx.scoped("compiling a tiled GEMM variant", || {
                     Ok(kernel::generated::<GemmTiled<'static>>(
                         &self.ctx,
-                        tile.wgsl(),
+                        tile.wgsl_for(self.ctx.share_lanes()),
                     ))
                 });
                 match kern {

@@ -22,6 +22,20 @@
 //! `b` in workgroup memory, k-major, twice (double buffering): the next
 //! slice is loaded into registers while the current one is multiplied, then
 //! stored into the other half, so one barrier per k-tile suffices.
+//!
+//! A *direct* tile ([`Tile::direct`]) stages nothing: made for software
+//! adapters (lavapipe), which run a workgroup's invocations as the lanes of
+//! CPU SIMD registers. There a barrier switches coroutines, and every
+//! workgroup-memory read whose index differs between lanes is a loop of
+//! scalar loads, so the staged kernel spends its time moving data rather
+//! than multiplying. In a direct tile every thread of a workgroup shares
+//! the same `tm` rows of `a` (uniform loads, one broadcast for all lanes)
+//! and owns `tn` rows of `b`, read straight from the buffer (the CPU's
+//! caches are the staging), with `tm x tn` scalar accumulators. On lavapipe
+//! (2 cores, 1024 x 8192 x 384) it ran at 15-16 GFLOP/s against 8-11 for
+//! the staged 128x128 tiles, and at 28-31 with its loads of `a` shared
+//! across a subgroup ([`SHARE_LANES`]). The sums are the same: ascending
+//! k, one `acc += a * b` per k.
 
 /// The parameter block and bindings every generated GEMM opens with (the
 /// kernel table declares its bindings against this text).
@@ -123,8 +137,14 @@ pub struct Tile {
     pub tm: u32,
     /// Columns per thread (a multiple of 4).
     pub tn: u32,
-    /// k per staged slice (a multiple of 4).
+    /// k per staged slice (a multiple of 4); 4 for a direct tile, whose
+    /// rows need only whole vec4s.
     pub bk: u32,
+    /// Nothing staged in workgroup memory: each thread reads its operands
+    /// from the buffers (see the module's comment). `bm == tm`, so the
+    /// whole workgroup shares its rows of `a`.
+    #[serde(default)]
+    pub direct: bool,
 }
 
 impl Tile {
@@ -137,6 +157,7 @@ impl Tile {
         tm: 8,
         tn: 8,
         bk: 16,
+        direct: false,
     };
     /// 32x64 outputs per workgroup of 64 threads, 4x8 each, k-tiles of 16
     /// (12 KiB of workgroup memory): for adapters whose limits the large
@@ -147,19 +168,32 @@ impl Tile {
         tm: 4,
         tn: 8,
         bk: 16,
+        direct: false,
+    };
+    /// 16 rows of `a` by 128 of `b` per workgroup of 16 threads, 16x8
+    /// outputs each, nothing staged: the default of software adapters
+    /// (measured on lavapipe, 2 cores, 1024 x 8192 x 384: 15-16 GFLOP/s,
+    /// 28 with shared loads, against 8-11 for the staged tiles and 6 for
+    /// [`Tile::SMALL`]).
+    pub const DIRECT: Tile = Tile {
+        bm: 16,
+        bn: 128,
+        tm: 16,
+        tn: 8,
+        bk: 4,
+        direct: true,
     };
 
-    /// The shape for the device: [`Tile::LARGE`] where its workgroup fits
-    /// the device's limits, else [`Tile::SMALL`]. Software adapters get the
-    /// large tile too: on lavapipe (2 cores, 50k x 384 x 1000 queries) it
-    /// ran the GEMM at 7.9 GFLOP/s against 3.1 for the small tile and 2.9
-    /// for `similarity.wgsl` (more reuse per shared-memory gather and fewer
-    /// barriers per FMA matter more there than register spills).
+    /// The shape for the device: [`Tile::DIRECT`] on a software adapter,
+    /// else [`Tile::LARGE`] where its workgroup fits the device's limits,
+    /// else [`Tile::SMALL`].
     ///
     /// This is the shape of an untuned device; `tune.rs` may pick another
     /// per job shape.
     pub fn for_device(ctx: &super::context::Context) -> Tile {
-        if Tile::LARGE.fits(&ctx.limits) {
+        if ctx.info.device_type == wgpu::DeviceType::Cpu && Tile::DIRECT.fits(&ctx.limits) {
+            Tile::DIRECT
+        } else if Tile::LARGE.fits(&ctx.limits) {
             Tile::LARGE
         } else {
             Tile::SMALL
@@ -173,9 +207,32 @@ impl Tile {
     /// loads, leave part of a slice unstaged), so the autotuner and its
     /// cache check it before building one.
     pub fn valid(&self) -> bool {
-        let Tile { bm, bn, tm, tn, bk } = *self;
+        let Tile {
+            bm,
+            bn,
+            tm,
+            tn,
+            bk,
+            direct,
+        } = *self;
         if tm == 0 || tn == 0 || bk == 0 || bm == 0 || bn == 0 {
             return false;
+        }
+        if direct {
+            // One thread row sharing its rows of a; the epilogue stores
+            // whole vec4s of columns; the unrolled loop stays a sane size.
+            // Rows of a in whole groups of the 8 lanes that may share their
+            // loads, and whole such groups of threads.
+            return bm == tm
+                && bk == 4
+                && tm % SHARE_LANES == 0
+                && tn % 4 == 0
+                && bn % tn == 0
+                && (bn / tn) % SHARE_LANES == 0
+                && tm * tn <= 256
+                && tm <= 32
+                && tn <= 16
+                && bn <= 1024;
         }
         if !(tm % 4 == 0 && tn % 4 == 0 && bk % 4 == 0 && bm % tm == 0 && bn % tn == 0) {
             return false;
@@ -204,7 +261,11 @@ impl Tile {
 
     /// Workgroup memory of the double-buffered slices, in bytes.
     pub fn shared_bytes(&self) -> u32 {
-        2 * self.bk * (self.bm + self.bn) * 4
+        if self.direct {
+            0
+        } else {
+            2 * self.bk * (self.bm + self.bn) * 4
+        }
     }
 
     /// Threads along the columns and the rows of a workgroup.
@@ -222,9 +283,23 @@ impl Tile {
         Tile::pad(d.max(1), self.bk)
     }
 
-    /// The WGSL of this shape (entry point `main`).
+    /// The WGSL of this shape (entry point `main`), reading every operand
+    /// itself: [`Tile::wgsl_for`] with no sharing.
     pub fn wgsl(&self) -> String {
-        generate(self, false)
+        self.wgsl_for(0)
+    }
+
+    /// The WGSL of this shape, where a direct tile's rows of `a` are
+    /// loaded once per `lanes` lanes of a subgroup and broadcast to the
+    /// others (`lanes` is [`SHARE_LANES`], for a device whose subgroups are
+    /// all at least that wide: [`share_lanes`]; or 0, no sharing). A staged
+    /// tile ignores it.
+    pub fn wgsl_for(&self, lanes: u32) -> String {
+        if self.direct {
+            generate_direct(self, false, lanes)
+        } else {
+            generate(self, false)
+        }
     }
 
     /// The GEMM of this shape fused with the first half of the scan's
@@ -232,23 +307,59 @@ impl Tile {
     /// instead of storing the scores the epilogue offers each to its
     /// query's candidate list (see `shaders/topk_fused.wgsl`).
     pub fn wgsl_fused(&self) -> String {
-        generate(self, true)
+        self.wgsl_fused_for(0)
+    }
+
+    /// [`Tile::wgsl_fused`] with a direct tile's loads of `a` shared as
+    /// in [`Tile::wgsl_for`].
+    pub fn wgsl_fused_for(&self, lanes: u32) -> String {
+        if self.direct {
+            generate_direct(self, true, lanes)
+        } else {
+            generate(self, true)
+        }
+    }
+}
+
+/// Lanes of a subgroup that share their loads of `a` in a direct tile.
+///
+/// Why: lavapipe runs 8 invocations as the lanes of one 256-bit register,
+/// and loads each lane's value apart even when all lanes want the same
+/// one. So each of 8 lanes loads a different row of `a`, and
+/// `subgroupBroadcast` (one register extract there) hands each row to all
+/// of them: 8 times fewer loads of `a`. On lavapipe (2 cores, 1024 x 8192 x
+/// 384) the 16x8 direct tile went from 14-16 to 28-31 GFLOP/s.
+pub const SHARE_LANES: u32 = 8;
+
+/// The `lanes` of [`Tile::wgsl_for`] on a device whose smallest subgroup
+/// is `subgroup_size` (`None`: opened without subgroups): [`SHARE_LANES`]
+/// where every subgroup holds that many lanes, else 0.
+pub fn share_lanes(subgroup_size: Option<u32>) -> u32 {
+    match subgroup_size {
+        Some(s) if s >= SHARE_LANES => SHARE_LANES,
+        _ => 0,
     }
 }
 
 /// `128x128/8x8/k16`: outputs per workgroup, per thread, and the k-tile.
 impl std::fmt::Display for Tile {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{}x{}/{}x{}/k{}",
-            self.bm, self.bn, self.tm, self.tn, self.bk
-        )
+        if self.direct {
+            write!(f, "{}x{}/{}x{}/direct", self.bm, self.bn, self.tm, self.tn)
+        } else {
+            write!(
+                f,
+                "{}x{}/{}x{}/k{}",
+                self.bm, self.bn, self.tm, self.tn, self.bk
+            )
+        }
     }
 }
 
 fn generate(t: &Tile, fused: bool) -> String {
-    let Tile { bm, bn, tm, tn, bk } = *t;
+    let Tile {
+        bm, bn, tm, tn, bk, ..
+    } = *t;
     assert!(tm % 4 == 0 && tn % 4 == 0 && bk % 4 == 0 && bm % tm == 0 && bn % tn == 0);
     let (tx, ty) = t.threads();
     let threads = tx * ty;
@@ -415,13 +526,164 @@ fn generate(t: &Tile, fused: bool) -> String {
     s
 }
 
+/// The WGSL of a direct tile: thread `x` of workgroup `(gx, gy)` computes
+/// rows `gy * tm ..` of `a` (the same for every thread of the workgroup, so
+/// their loads are uniform) against rows `(gx * threads + x) * tn ..` of
+/// `b`, a vec4 of k at a time, each output summing in ascending k.
+///
+/// With `lanes` > 0 the rows of `a` are loaded `lanes` at a time, one per
+/// lane of a subgroup (rows `m0 + g * lanes + lane`), and broadcast: the
+/// same values in the same order, so the sums do not change.
+fn generate_direct(t: &Tile, fused: bool, lanes: u32) -> String {
+    let Tile { bm, bn, tm, tn, .. } = *t;
+    assert!(t.direct && bm == tm && tn % 4 == 0 && bn % tn == 0);
+    assert!(lanes == 0 || (tm % lanes == 0 && (bn / tn) % lanes == 0));
+    let threads = bn / tn;
+    let mut s = String::new();
+    use std::fmt::Write;
+    let w = &mut s;
+    let _ = writeln!(
+        w,
+        "// Generated by src/backend/gpu/tiled.rs for the direct tile {bm}x{bn}, {tm}x{tn} per thread.\n\
+         // Do not edit: change the generator."
+    );
+    if fused {
+        w.push_str(FUSED_INTERFACE);
+        w.push_str(include_str!("../../../shaders/topk_order.wgsl"));
+        w.push_str(OFFER);
+    } else {
+        w.push_str(INTERFACE);
+    }
+    let sub = if lanes > 0 {
+        "\n    @builtin(subgroup_invocation_id) sid: u32,"
+    } else {
+        ""
+    };
+    let _ = writeln!(
+        w,
+        "@compute @workgroup_size({threads})\nfn main(\n    @builtin(workgroup_id) wid: vec3<u32>,\n    @builtin(local_invocation_index) li: u32,{sub}\n) {{"
+    );
+    let _ = writeln!(
+        w,
+        "    let m0 = wid.y * {tm}u;\n    let n0 = (wid.x * {threads}u + li) * {tn}u;"
+    );
+    for i in 0..tm {
+        for j in 0..tn {
+            let _ = writeln!(w, "    var c{i}_{j} = 0.0;");
+        }
+    }
+    // Every index below is in bounds by construction: a holds whole tiles
+    // of bm rows of d4 vec4s, b whole tiles of bn rows (see the module).
+    if lanes > 0 {
+        // Lanes past `lanes` (a wider subgroup) load what lane
+        // `sid % lanes` does; only lanes below `lanes` are broadcast.
+        let _ = writeln!(w, "    let lane = sid % {lanes}u;");
+        for g in 0..tm / lanes {
+            let _ = writeln!(w, "    let ag{g}i = (m0 + {}u + lane) * p.d4;", g * lanes);
+        }
+    } else {
+        for i in 0..tm {
+            let _ = writeln!(w, "    let ai{i} = (m0 + {i}u) * p.d4;");
+        }
+    }
+    for j in 0..tn {
+        let _ = writeln!(w, "    let bi{j} = (n0 + {j}u) * p.d4;");
+    }
+    // The loop's bound is uniform, so every lane reaches each broadcast.
+    let _ = writeln!(w, "    for (var s = 0u; s < p.d4; s++) {{");
+    for j in 0..tn {
+        let _ = writeln!(w, "        let b{j} = b[bi{j} + s];");
+    }
+    if let Some(groups) = tm.checked_div(lanes) {
+        for g in 0..groups {
+            let _ = writeln!(w, "        let ag{g} = a[ag{g}i + s];");
+        }
+        for i in 0..tm {
+            let _ = writeln!(
+                w,
+                "        let a{i} = subgroupBroadcast(ag{}, {}u);",
+                i / lanes,
+                i % lanes
+            );
+        }
+    } else {
+        for i in 0..tm {
+            let _ = writeln!(w, "        let a{i} = a[ai{i} + s];");
+        }
+    }
+    for cn in ["x", "y", "z", "w"] {
+        for i in 0..tm {
+            for j in 0..tn {
+                let _ = writeln!(w, "        c{i}_{j} += a{i}.{cn} * b{j}.{cn};");
+            }
+        }
+    }
+    let _ = writeln!(w, "    }}");
+    for i in 0..tm {
+        let quad = |g: u32| {
+            let j = 4 * g;
+            format!(
+                "vec4<f32>(c{i}_{j}, c{i}_{}, c{i}_{}, c{i}_{})",
+                j + 1,
+                j + 2,
+                j + 3
+            )
+        };
+        if fused {
+            let _ = writeln!(
+                w,
+                "    let q{i} = m0 + {i}u;\n    if q{i} < p.queries {{\n        let th{i} = run_s[q{i} * p.k + p.k - 1u];"
+            );
+            for g in 0..tn / 4 {
+                let _ = writeln!(
+                    w,
+                    "        offer(q{i}, n0 + {}u, {}, th{i});",
+                    4 * g,
+                    quad(g)
+                );
+            }
+            let _ = writeln!(w, "    }}");
+        } else {
+            for g in 0..tn / 4 {
+                let _ = writeln!(
+                    w,
+                    "    c[(m0 + {i}u) * p.ldc4 + n0 / 4u + {g}u] = {};",
+                    quad(g)
+                );
+            }
+        }
+    }
+    let _ = writeln!(w, "}}");
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn validity_matches_the_generator() {
-        assert!(Tile::LARGE.valid() && Tile::SMALL.valid());
+        assert!(Tile::LARGE.valid() && Tile::SMALL.valid() && Tile::DIRECT.valid());
+        // A direct tile with two thread rows would load a divergently, and
+        // one with a k-tile would be a staged shape in disguise.
+        for t in [
+            Tile {
+                bm: 32,
+                ..Tile::DIRECT
+            },
+            Tile {
+                bk: 16,
+                ..Tile::DIRECT
+            },
+            Tile {
+                tn: 6,
+                bn: 96,
+                ..Tile::DIRECT
+            },
+        ] {
+            assert!(!t.valid(), "{t}");
+        }
+        assert_eq!(Tile::DIRECT.to_string(), "16x128/16x8/direct");
         // Per-thread outputs not in vec4s; a slice not divisible among the
         // threads; fewer slice vec4s than threads.
         for t in [
@@ -445,7 +707,9 @@ mod tests {
 
     #[test]
     fn shapes_divide() {
-        for t in [Tile::LARGE, Tile::SMALL] {
+        let shared = Tile::DIRECT.wgsl_for(SHARE_LANES);
+        assert!(shared.contains("subgroupBroadcast(") && !Tile::DIRECT.wgsl().contains("subgroup"));
+        for t in [Tile::LARGE, Tile::SMALL, Tile::DIRECT] {
             let src = t.wgsl();
             assert!(src.contains("fn main("));
             let fused = t.wgsl_fused();

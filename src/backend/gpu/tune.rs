@@ -53,6 +53,7 @@ pub const VARIANTS: [Tile; 7] = [
         tm: 8,
         tn: 8,
         bk: 8,
+        direct: false,
     },
     Tile {
         bm: 64,
@@ -60,6 +61,7 @@ pub const VARIANTS: [Tile; 7] = [
         tm: 4,
         tn: 8,
         bk: 16,
+        direct: false,
     },
     Tile {
         bm: 64,
@@ -67,6 +69,7 @@ pub const VARIANTS: [Tile; 7] = [
         tm: 4,
         tn: 4,
         bk: 16,
+        direct: false,
     },
     Tile {
         bm: 64,
@@ -74,6 +77,7 @@ pub const VARIANTS: [Tile; 7] = [
         tm: 8,
         tn: 8,
         bk: 16,
+        direct: false,
     },
     Tile::SMALL,
     Tile {
@@ -82,6 +86,40 @@ pub const VARIANTS: [Tile; 7] = [
         tm: 4,
         tn: 4,
         bk: 16,
+        direct: false,
+    },
+];
+
+/// The direct (unstaged) shapes the autotuner also tries on software
+/// adapters, every one [`Tile::valid`]. Only there: on a GPU a thread's
+/// hundred-odd accumulators and its uncoalesced reads of `b` are what the
+/// staged shapes exist to avoid. They span rows of `a` per workgroup
+/// (uniform loads per FMA) against accumulators per lane.
+pub const DIRECT_VARIANTS: [Tile; 4] = [
+    Tile::DIRECT,
+    Tile {
+        bm: 16,
+        bn: 512,
+        tm: 16,
+        tn: 8,
+        bk: 4,
+        direct: true,
+    },
+    Tile {
+        bm: 24,
+        bn: 256,
+        tm: 24,
+        tn: 8,
+        bk: 4,
+        direct: true,
+    },
+    Tile {
+        bm: 8,
+        bn: 512,
+        tm: 8,
+        tn: 16,
+        bk: 4,
+        direct: true,
     },
 ];
 
@@ -213,13 +251,24 @@ pub struct TuneReport {
     pub warnings: Vec<String>,
 }
 
+/// The shapes the autotuner tries on the adapter `info`: [`VARIANTS`],
+/// and on a software adapter [`DIRECT_VARIANTS`] too.
+pub fn variants(info: &wgpu::AdapterInfo) -> Vec<Tile> {
+    let mut v = VARIANTS.to_vec();
+    if info.device_type == wgpu::DeviceType::Cpu {
+        v.extend(DIRECT_VARIANTS);
+    }
+    v
+}
+
 /// The shape without timestamps: large tiles where the vendor's GPUs are
 /// known to run them well (NVIDIA, AMD), 64x64 on Intel and Apple (smaller
-/// register files per thread), and small tiles on software adapters and
-/// unknown vendors (mobile GPUs), each only where it fits the limits.
+/// register files per thread), the direct tile on software adapters and
+/// small tiles on unknown vendors (mobile GPUs), each only where it fits
+/// the limits.
 pub fn default_tile(info: &wgpu::AdapterInfo, limits: &wgpu::Limits) -> Tile {
     let want = if info.device_type == wgpu::DeviceType::Cpu {
-        Tile::SMALL
+        Tile::DIRECT
     } else {
         match info.vendor {
             0x10de | 0x1002 => Tile::LARGE,

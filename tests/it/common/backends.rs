@@ -12,7 +12,8 @@
 //! The sets:
 //! - [`all`]: the CPU, the GPU, and the GPU with buffers capped at 128 KiB
 //!   (the fixtures' queries still fit in one buffer, but every corpus is
-//!   scanned in many pieces and the moved-set steps are split).
+//!   scanned in many pieces and the moved-set steps are split), which also
+//!   runs the small staged GEMM tile where the adapter's own is another.
 //! - [`all_with_f16`]: those, and the GPU with the corpus chunk stored as
 //!   f16 (native where the adapter has `SHADER_F16`, and packed in u32
 //!   pairs): for tests whose tolerance allows f16 scan scores.
@@ -24,6 +25,7 @@
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::OnceLock;
 
+use nudge::backend::gpu::tiled::Tile;
 use nudge::{Backend, Cpu, Gpu, GpuOptions, Precision};
 
 /// A backend and the label failures name it by.
@@ -77,10 +79,30 @@ device!(
     }
 );
 device!(
-    /// Buffers capped at 128 KiB: a fit of a fixture in many pieces.
+    /// Buffers capped at 128 KiB: a fit of a fixture in many pieces. Its
+    /// scans run the small staged tile, so that whole fits run a staged
+    /// GEMM on software adapters too (whose own tile is the direct one).
     gpu_128k,
     GpuOptions {
         buffer_limit: Some(128 << 10),
+        tile: Some(Tile::SMALL),
+        ..Default::default()
+    }
+);
+device!(
+    /// The scan's GEMM in the large staged tile, whatever the adapter's own.
+    gpu_large,
+    GpuOptions {
+        tile: Some(Tile::LARGE),
+        ..Default::default()
+    }
+);
+device!(
+    /// The scan's GEMM in the direct (unstaged) tile, whatever the
+    /// adapter's own.
+    gpu_direct,
+    GpuOptions {
+        tile: Some(Tile::DIRECT),
         ..Default::default()
     }
 );
@@ -160,11 +182,14 @@ pub fn all_with_f16() -> Vec<On<dyn Backend>> {
 }
 
 /// The f32 devices whose scans differ in the top-k: fused with room for
-/// every candidate, fused with 3-entry candidate lists (overflow), and
-/// unfused.
+/// every candidate (in the adapter's own tile, the large staged one and
+/// the direct one, whose epilogues differ), fused with 3-entry candidate
+/// lists (overflow), and unfused.
 pub fn topk_variants() -> Vec<On<Gpu>> {
     gpus(&[
         ("gpu", gpu),
+        ("gpu-large", gpu_large),
+        ("gpu-direct", gpu_direct),
         ("gpu-cand3", gpu_cand3),
         ("gpu-unfused", gpu_unfused),
     ])

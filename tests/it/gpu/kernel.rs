@@ -4,8 +4,8 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 
 use nudge::backend::gpu::kernel::{Access, BindingDecl, SPECS};
-use nudge::backend::gpu::tiled::Tile;
-use nudge::backend::gpu::tune::VARIANTS;
+use nudge::backend::gpu::tiled::{SHARE_LANES, Tile};
+use nudge::backend::gpu::tune::{DIRECT_VARIANTS, VARIANTS};
 
 /// What a WGSL source says about one `@group(0) @binding(n)` variable.
 #[derive(Debug, Clone, PartialEq)]
@@ -231,11 +231,19 @@ fn kernel_bindings_match_the_wgsl() {
         assert!(names.insert(spec.name), "kernel {} twice", spec.name);
         // The generated GEMM is checked in every shape it is built in: the
         // defaults and every shape the autotuner may choose.
-        let shapes = [Tile::LARGE, Tile::SMALL].into_iter().chain(VARIANTS);
+        let shapes = [Tile::LARGE, Tile::SMALL]
+            .into_iter()
+            .chain(VARIANTS)
+            .chain(DIRECT_VARIANTS);
+        // Each with and without a direct tile's shared loads.
         let sources: Vec<String> = if spec.name == "gemm_tiled" {
-            shapes.map(|t| t.wgsl()).collect()
+            shapes
+                .flat_map(|t| [t.wgsl(), t.wgsl_for(SHARE_LANES)])
+                .collect()
         } else if spec.name == "gemm_fused" {
-            shapes.map(|t| t.wgsl_fused()).collect()
+            shapes
+                .flat_map(|t| [t.wgsl_fused(), t.wgsl_fused_for(SHARE_LANES)])
+                .collect()
         } else {
             vec![spec.shader.source.to_string()]
         };

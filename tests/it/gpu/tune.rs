@@ -7,7 +7,8 @@ use super::{DOT_TOL, Rng, assert_topk_close, random, score_tol, unit_rows};
 use crate::common::backends::gpu;
 use nudge::backend::gpu::tiled::Tile;
 use nudge::backend::gpu::tune::{
-    self, Outcome, Source, TuneOptions, TuneReport, VARIANTS, VERSION, lookup, store,
+    self, DIRECT_VARIANTS, Outcome, Source, TuneOptions, TuneReport, VARIANTS, VERSION, lookup,
+    store,
 };
 use nudge::backend::{Backend, Rows, ScanSpec, cpu};
 use nudge::{Cpu, Gpu, GpuOptions};
@@ -42,7 +43,9 @@ fn every_variant_equals_the_cpu_twin() {
         let mut want = vec![0.0f32; m * n];
         cpu::gemm_nt(&a.data, &b.data, m, n, d, &mut want);
         let mut first: Option<(Tile, Vec<f32>)> = None;
-        for t in VARIANTS {
+        // The direct shapes too: the autotuner tries them on software
+        // adapters, and any adapter can run them.
+        for t in VARIANTS.into_iter().chain(DIRECT_VARIANTS) {
             assert!(t.valid(), "{t}");
             if !t.fits(g.limits()) {
                 continue;
@@ -177,7 +180,7 @@ fn a_corrupt_cache_is_ignored_with_a_warning_then_replaced_and_used() {
         return;
     }
     assert_eq!(r.source, Source::Timed);
-    assert_eq!(r.trials.len(), VARIANTS.len());
+    assert_eq!(r.trials.len(), g.tune_variants().len());
     // Every variant that fits was checked against the CPU and timed; the
     // winner is the fastest of them.
     for t in &r.trials {
@@ -280,8 +283,9 @@ fn without_timestamps_the_vendor_default_is_used_and_nothing_cached() {
     assert!(r.trials.is_empty() && r.warnings.is_empty());
     assert!(r.tile.fits(g.limits()));
     if nudge::backend::gpu::list_adapters()[0].software {
-        // Small tiles on a software adapter.
-        assert_eq!(r.tile, Tile::SMALL);
+        // The direct tile on a software adapter, as untuned scans run.
+        assert_eq!(r.tile, Tile::DIRECT);
+        assert_eq!(g.default_tile(), Tile::DIRECT);
     }
     assert!(!path.exists());
 }
