@@ -333,58 +333,9 @@ impl Context {
             timeout: opts.timeout,
         };
         if subgroups {
-            ctx.subgroup_size = Some(ctx.probe_subgroup_size()?);
+            ctx.subgroup_size = Some(super::kernel::probe_subgroup_size(&ctx)?);
         }
         Ok(ctx)
-    }
-
-    /// The smallest subgroup size `shaders/subgroup_size.wgsl` sees in one
-    /// workgroup of 64. Outside the kernel table: the table's generated
-    /// GEMMs depend on the answer.
-    fn probe_subgroup_size(&self) -> Result<u32> {
-        let sizes: Vec<u32> = self
-            .scoped("probing the subgroup size", || {
-                let module = self
-                    .device
-                    .create_shader_module(wgpu::ShaderModuleDescriptor {
-                        label: Some("subgroup_size"),
-                        source: wgpu::ShaderSource::Wgsl(
-                            include_str!("../../../shaders/subgroup_size.wgsl").into(),
-                        ),
-                    });
-                let pipeline =
-                    self.device
-                        .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                            label: Some("subgroup_size"),
-                            layout: None,
-                            module: &module,
-                            entry_point: Some("main"),
-                            compilation_options: Default::default(),
-                            cache: None,
-                        });
-                let out = self.storage("subgroup sizes", 64 * 4);
-                let group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
-                    label: Some("subgroup_size"),
-                    layout: &pipeline.get_bind_group_layout(0),
-                    entries: &[wgpu::BindGroupEntry {
-                        binding: 0,
-                        resource: out.as_entire_binding(),
-                    }],
-                });
-                let mut enc = self
-                    .device
-                    .create_command_encoder(&wgpu::CommandEncoderDescriptor::default());
-                {
-                    let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor::default());
-                    pass.set_pipeline(&pipeline);
-                    pass.set_bind_group(0, &group, &[]);
-                    pass.dispatch_workgroups(1, 1, 1);
-                }
-                self.queue.submit([enc.finish()]);
-                Ok(out)
-            })
-            .and_then(|out| self.read(&out, 64 * 4))?;
-        Ok(sizes.into_iter().min().unwrap_or(0))
     }
 
     /// Lanes a direct GEMM tile shares its loads across on this device

@@ -269,6 +269,13 @@ pub(crate) struct TiledParams {
     pub ldc4: u32,
 }
 
+/// `subgroup_size.wgsl`: the subgroup-size probe of software adapters.
+pub const SUBGROUP_SIZE: Shader = Shader {
+    name: "subgroup_size",
+    source: include_str!("../../../shaders/subgroup_size.wgsl"),
+    in_bounds: None,
+};
+
 /// `peak.wgsl`: the FP32 FMA-throughput probe.
 pub const PEAK: Shader = Shader {
     name: "peak",
@@ -682,6 +689,12 @@ kernels! {
         5 => part_s: Write,
         6 => part_r: Write,
     }
+    /// `subgroup_size.wgsl::main`: each invocation's subgroup size. Not in
+    /// [`Kernels`]: run once before them ([`probe_subgroup_size`]), since
+    /// the generated GEMMs depend on its answer.
+    subgroup_size: SubgroupSize = SUBGROUP_SIZE::"main" {
+        0 => out: Write,
+    }
     /// `peak.wgsl::main`: FMA chains that measure the FP32 peak.
     fma_peak: FmaPeak = PEAK::"main" {
         0 => p: Uniform<PeakParams>,
@@ -971,6 +984,24 @@ pub(crate) fn generated<L: Layout>(ctx: &Context, source: String) -> Kernel<L> {
     Kernel::new(ctx, &module)
 }
 
+/// The smallest subgroup size `subgroup_size.wgsl` sees in one workgroup
+/// of 64, on a device opened with `SUBGROUP`.
+pub(crate) fn probe_subgroup_size(ctx: &Context) -> Result<u32> {
+    let out = ctx.storage("subgroup sizes", 64 * 4);
+    ctx.scoped("probing the subgroup size", || {
+        let module = create_module(ctx, &SUBGROUP_SIZE, SUBGROUP_SIZE.source.to_string());
+        let kern = Kernel::<SubgroupSize<'static>>::new(ctx, &module);
+        let mut enc = ctx
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor::default());
+        kern.dispatch(ctx, &mut enc, SubgroupSize { out: &out }, (1, 1));
+        ctx.queue.submit([enc.finish()]);
+        Ok(())
+    })?;
+    let sizes: Vec<u32> = ctx.read(&out, 64 * 4)?;
+    Ok(sizes.into_iter().min().unwrap_or(0))
+}
+
 /// Creates a module: checked, or in release builds without wgpu's runtime
 /// checks where the shader says why it is in bounds by construction
 /// ([`Shader::in_bounds`]). Debug builds (the tests in debug) keep every
@@ -1024,13 +1055,7 @@ impl Kernels {
     /// `tile`: the shape of the default GEMMs (`None`: the device's own).
     pub(crate) fn new(ctx: &Context, tile: Option<super::tiled::Tile>) -> Result<Kernels> {
         let tile = match tile {
-            Some(t) if !t.fits(&ctx.limits) => {
-                return Err(crate::error::Error::gpu(format!(
-                    "tile {t} is beyond the limits of {}",
-                    ctx.info.name
-                )));
-            }
-            Some(t) => t,
+            Some(t) => t.check_fits(ctx)?,
             None => super::tiled::Tile::for_device(ctx),
         };
         // One thread per module: compiling (WGSL to SPIR-V in naga, then

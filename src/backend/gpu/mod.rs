@@ -296,12 +296,7 @@ impl Gpu {
     /// operand: how the autotuner checks a variant against the CPU before
     /// it may win, and how the tests check every variant.
     pub fn tiled_similarity(&self, tile: Tile, a: &Matrix, b: &Matrix) -> Result<Matrix> {
-        if !tile.fits(&self.ctx.limits) {
-            return Err(crate::error::Error::gpu(format!(
-                "tile {tile} is beyond the limits of {}",
-                self.ctx.info.name
-            )));
-        }
+        tile.check_fits(&self.ctx)?;
         let kern = self.ctx.scoped("compiling a tiled GEMM variant", || {
             Ok(kernel::generated::<GemmTiled<'static>>(
                 &self.ctx,

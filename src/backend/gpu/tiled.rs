@@ -259,6 +259,19 @@ impl Tile {
             && y <= limits.max_compute_workgroup_size_y
     }
 
+    /// `self` where it [`Tile::fits`] the device, else an error naming
+    /// the tile and the adapter.
+    pub(crate) fn check_fits(self, ctx: &super::context::Context) -> crate::error::Result<Tile> {
+        if self.fits(&ctx.limits) {
+            Ok(self)
+        } else {
+            Err(crate::error::Error::gpu(format!(
+                "tile {self} is beyond the limits of {}",
+                ctx.info.name
+            )))
+        }
+    }
+
     /// Workgroup memory of the double-buffered slices, in bytes.
     pub fn shared_bytes(&self) -> u32 {
         if self.direct {

@@ -258,7 +258,7 @@ fn kernel_bindings_match_the_wgsl() {
         }
     }
     assert!(all.is_empty(), "{}", all.join("\n"));
-    assert_eq!(SPECS.len(), 20, "a kernel was added or lost");
+    assert_eq!(SPECS.len(), 21, "a kernel was added or lost");
 
     // The check is not vacuous: swapping two same-typed buffers (S0 and the
     // slopes of NUDGE-M), or binding the wrong access, is caught.
