@@ -56,16 +56,19 @@ fn tile_cols(m: usize) -> usize {
     }
 }
 /// Rows of the output (rows of `a`) per `gemm` call in [`gemm_nt`], at
-/// most. Each call packs its block of `b` again, so fewer, taller tiles
-/// pack less: 256 rather than 128 took tldr's gamma search from 105 to 95
-/// ms.
+/// most. Each call packs its block of `b` again (a float at a time,
+/// strided: `gemm` computes `out^T`, so `b` is the side it packs into
+/// panels), so fewer, taller tiles pack less: 256 rather than 128 made
+/// the fit's shapes 7-15% faster (1800 x 2048 x 384: 180 -> 200 GFLOP/s;
+/// 5000 x 2560 x 768: 172 -> 196). Transposing `b` once per call instead,
+/// so that packing is a copy, gained nothing more at 256 rows.
 const GEMM_ROWS: usize = 256;
 
 thread_local! {
     /// Per-thread scratch for ragged GEMM tiles: the right-hand block padded
-    /// to the full tile width (when `b` is not transposed), and the tile's
-    /// output. Reused, because allocating (and so faulting in) 0.75 MiB per
-    /// ragged tile was a third of a small fit.
+    /// to the full tile width, and the tile's output. Reused, because
+    /// allocating (and so faulting in) 0.75 MiB per ragged tile was a third
+    /// of a small fit.
     static PADDED: std::cell::RefCell<(Vec<f32>, Vec<f32>)> = const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
 }
 
@@ -93,58 +96,50 @@ pub fn gemm_nt(a: &[f32], b: &[f32], m: usize, n: usize, k: usize, out: &mut [f3
     let blocks = n.div_ceil(tw);
     // Rows per tile: at most GEMM_ROWS, as even as they go (1,800 dev
     // queries make 8 tiles of 225 rather than 7 of 256 and one of 8, which
-    // repacked every block of `b` for 8 rows of output).
+    // packed every block of `b` again for 8 rows of output).
     let row_tiles = m.div_ceil(GEMM_ROWS);
     let th = m.div_ceil(row_tiles);
-    // `b` transposed once, when enough row tiles read each of its blocks
-    // to pay for it (see `column_major_blocks`); else packed by `gemm`
-    // from its rows, the ragged last block padded per tile.
-    let transposed =
-        (row_tiles >= TRANSPOSE_MIN_TILES).then(|| column_major_blocks(&b[..n * k], n, k, tw));
     let dst = SendPtr(out.as_mut_ptr());
     let tile = |t: usize| {
         let (it, jb) = (t / blocks, t % blocks);
         let (i0, j0) = (it * th, jb * tw);
         let (h, w) = (th.min(m - i0), tw.min(n - j0));
         let lhs = &a[i0 * k..(i0 + h) * k];
-        let full = |rhs: Rhs, dst: *mut f32, dst_rs: usize| {
-            // SAFETY: `dst` is valid for an h x tw tile with row stride
-            // dst_rs that only this tile writes (the callers below).
-            unsafe { gemm_block(lhs, rhs, h, tw, k, dst, dst_rs) }
-        };
-        let block = match &transposed {
-            // Always a full-width block: the ragged last one is padded
-            // with zeros there.
-            Some(t) => Some(Rhs::ColumnMajor(&t[jb * tw * k..(jb + 1) * tw * k])),
-            None if w == tw => Some(Rhs::Rows(&b[j0 * k..(j0 + w) * k])),
-            None => None,
-        };
         if w == tw {
-            // Rows i0..i0+h, columns j0..j0+tw of the m x n output (row
-            // stride n); tiles write disjoint parts.
-            full(block.expect("a full block"), dst.at(i0 * n + j0), n);
-            return;
-        }
-        PADDED.with(|scratch| {
-            let (rhs, tmp) = &mut *scratch.borrow_mut();
-            let block = block.unwrap_or_else(|| {
-                // The padding rows only feed output columns that are
-                // thrown away (each output column depends on its own row
-                // of b alone), so stale values there are harmless: no
-                // need to zero a fresh buffer for every ragged tile.
+            // SAFETY: rows i0..i0+h, columns j0..j0+tw of the m x n
+            // output (row stride n); tiles write disjoint parts.
+            unsafe {
+                gemm_block(
+                    lhs,
+                    &b[j0 * k..(j0 + w) * k],
+                    h,
+                    tw,
+                    k,
+                    dst.at(i0 * n + j0),
+                    n,
+                )
+            };
+        } else {
+            PADDED.with(|scratch| {
+                let (rhs, tmp) = &mut *scratch.borrow_mut();
+                // The padding columns only feed output columns that are
+                // thrown away (each output column depends on its own rhs
+                // column alone), so stale values there are harmless: no need
+                // to zero a fresh buffer for every ragged tile.
                 rhs.resize(tw * k, 0.0);
                 rhs[..w * k].copy_from_slice(&b[j0 * k..(j0 + w) * k]);
-                Rhs::Rows(&rhs[..])
+                tmp.resize(h * tw, 0.0);
+                // SAFETY: tmp is h x tw with row stride tw.
+                unsafe { gemm_block(lhs, &rhs[..tw * k], h, tw, k, tmp.as_mut_ptr(), tw) };
+                for i in 0..h {
+                    // SAFETY: row i0+i, columns j0..j0+w of the output, which
+                    // only this tile writes.
+                    let row =
+                        unsafe { std::slice::from_raw_parts_mut(dst.at((i0 + i) * n + j0), w) };
+                    row.copy_from_slice(&tmp[i * tw..i * tw + w]);
+                }
             });
-            tmp.resize(h * tw, 0.0);
-            full(block, tmp.as_mut_ptr(), tw);
-            for i in 0..h {
-                // SAFETY: row i0+i, columns j0..j0+w of the output, which
-                // only this tile writes.
-                let row = unsafe { std::slice::from_raw_parts_mut(dst.at((i0 + i) * n + j0), w) };
-                row.copy_from_slice(&tmp[i * tw..i * tw + w]);
-            }
-        });
+        }
     };
     let tiles = row_tiles * blocks;
     if tiles == 1 || m * n * k <= 1 << 18 {
@@ -152,60 +147,6 @@ pub fn gemm_nt(a: &[f32], b: &[f32], m: usize, n: usize, k: usize, out: &mut [f3
     } else {
         (0..tiles).into_par_iter().for_each(tile);
     }
-}
-
-/// Row tiles of the output from which `gemm_nt` transposes `b` first: with
-/// fewer, each block of `b` is packed by `gemm` once or twice anyway, and
-/// the transposition cost more than it saved (300 x 4096 x 768: 173 -> 130
-/// GFLOP/s).
-const TRANSPOSE_MIN_TILES: usize = 3;
-
-/// A block of `tw` rows of `b` as [`gemm_block`] takes it.
-#[derive(Clone, Copy)]
-enum Rhs<'a> {
-    /// Row-major, as `b` is stored.
-    Rows(&'a [f32]),
-    /// Column-major (k x tw), from [`column_major_blocks`].
-    ColumnMajor(&'a [f32]),
-}
-
-/// `b` (n x k, row-major) as blocks of `tw` rows, each stored column-major
-/// (k x tw: element `(j, p)` of a block at `p * tw + j`), the last block
-/// padded with zero rows to full width.
-///
-/// Why: `gemm` computes `out^T = b . a^T` (it wants its output
-/// column-major), so `b` is the side it packs into panels of 64 rows side
-/// by side for each k. From row-major rows it packed them a float at a
-/// time, strided, and did so again for every tile of `GEMM_ROWS` output
-/// rows: a sixth of the CPU path's time on tldr (1,800 queries, 15 row
-/// tiles). From this layout packing is a copy of whole runs, and the
-/// transposition is done once per call. Only where the values sit
-/// changes, not the arithmetic, so every element keeps its bits.
-fn column_major_blocks(b: &[f32], n: usize, k: usize, tw: usize) -> Vec<f32> {
-    let mut out = vec![0.0f32; n.div_ceil(tw) * tw * k];
-    let one = |(jb, dst): (usize, &mut [f32])| {
-        let j0 = jb * tw;
-        let w = tw.min(n - j0);
-        // 16 rows at a time: their k values stay in L1 while each of their
-        // columns is written out as one run.
-        for r0 in (0..w).step_by(16) {
-            let rh = 16.min(w - r0);
-            let rows = &b[(j0 + r0) * k..(j0 + r0 + rh) * k];
-            for p in 0..k {
-                let col = &mut dst[p * tw + r0..p * tw + r0 + rh];
-                for (j, x) in col.iter_mut().enumerate() {
-                    *x = rows[j * k + p];
-                }
-            }
-        }
-    };
-    let blocks = out.chunks_mut(tw * k).enumerate();
-    if n * k <= 1 << 16 {
-        blocks.for_each(one);
-    } else {
-        blocks.collect::<Vec<_>>().into_par_iter().for_each(one);
-    }
-    out
 }
 
 /// Runs one small GEMM in the background on a rayon worker, so that the
@@ -240,31 +181,24 @@ impl SendPtr {
     }
 }
 
-/// One single-threaded `gemm` of `a` (m x k, row-major) by a block of `n`
-/// rows of b (`rhs`, either layout) into `dst` (m x n, row stride
-/// `dst_rs`). The layout changes how `gemm` packs the block, not the
-/// arithmetic: each element's bits are the same either way.
+/// One single-threaded `gemm` of `a` (m x k) by a block of `n` rows of b
+/// (`rhs`, n x k) into `dst` (m x n, row stride `dst_rs`).
 ///
 /// # Safety
 /// `dst` must be valid for writes at `i * dst_rs + j` for every `i < m`,
 /// `j < n`, and no one else may access those elements meanwhile.
 unsafe fn gemm_block(
     a: &[f32],
-    rhs: Rhs,
+    rhs: &[f32],
     m: usize,
     n: usize,
     k: usize,
     dst: *mut f32,
     dst_rs: usize,
 ) {
-    // rhs viewed as k x n: (row stride, column stride).
-    let (rhs, rhs_rs, rhs_cs) = match rhs {
-        Rhs::Rows(r) => (r, 1, k),
-        Rhs::ColumnMajor(r) => (r, n, 1),
-    };
     debug_assert!(a.len() >= m * k && rhs.len() >= n * k);
-    // SAFETY: lhs m x k (row stride k), rhs k x n with the strides above,
-    // dst as the caller promises.
+    // SAFETY: lhs m x k (row stride k), rhs viewed as k x n with column
+    // stride k, dst as the caller promises.
     unsafe {
         gemm::gemm(
             m,
@@ -278,8 +212,8 @@ unsafe fn gemm_block(
             1,
             k as isize,
             rhs.as_ptr(),
-            rhs_cs as isize,
-            rhs_rs as isize,
+            k as isize,
+            1,
             0.0f32,
             1.0f32,
             false,
@@ -1011,8 +945,7 @@ mod tests {
     fn gemm_nt_does_not_depend_on_the_split_of_b_or_threads() {
         // gemm alone rounds the same dot product differently for a 1-row b
         // (its gemv path) or a small one; gemm_nt must not. m spans two row
-        // tiles (b packed by gemm from its rows), then three (b transposed
-        // first).
+        // tiles, then three.
         for m in [GEMM_ROWS + 4, 2 * GEMM_ROWS + 4] {
             split_and_threads(m);
         }
@@ -1049,41 +982,6 @@ mod tests {
                     }
                     start += w;
                 }
-            }
-        }
-    }
-
-    #[test]
-    fn both_layouts_of_b_give_the_same_bits() {
-        // The transposition only changes how gemm packs b: the same
-        // products, summed in the same order. Shapes: a whole tile, a tile
-        // of a few rows, and k past gemm's 512-deep blocking.
-        for (h, tw, k) in [(225, 512, 384), (8, 512, 16), (150, 256, 700)] {
-            let a: Vec<f32> = (0..h * k).map(|i| (i as f32 * 0.37).sin()).collect();
-            let b: Vec<f32> = (0..tw * k).map(|i| (i as f32 * 0.11).cos()).collect();
-            let t = column_major_blocks(&b, tw, k, tw);
-            let (mut rows, mut cols) = (vec![0.0f32; h * tw], vec![0.0f32; h * tw]);
-            // SAFETY: both outputs are h x tw with row stride tw.
-            unsafe {
-                gemm_block(&a, Rhs::Rows(&b), h, tw, k, rows.as_mut_ptr(), tw);
-                gemm_block(&a, Rhs::ColumnMajor(&t), h, tw, k, cols.as_mut_ptr(), tw);
-            }
-            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-            assert_eq!(bits(&rows), bits(&cols), "{h} x {tw} x {k}");
-        }
-        // A ragged b: the last block is padded with zero rows.
-        let (n, k, tw) = (70, 3, 32);
-        let b: Vec<f32> = (0..n * k).map(|i| i as f32).collect();
-        let t = column_major_blocks(&b, n, k, tw);
-        assert_eq!(t.len(), 3 * tw * k);
-        for j in 0..3 * tw {
-            for p in 0..k {
-                let want = if j < n { b[j * k + p] } else { 0.0 };
-                assert_eq!(
-                    t[(j / tw) * tw * k + p * tw + j % tw],
-                    want,
-                    "row {j} col {p}"
-                );
             }
         }
     }
