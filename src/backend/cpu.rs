@@ -271,6 +271,29 @@ pub fn normalize_rows(rows: &mut [f32], cols: usize, first_row: usize) -> RowRep
     report_norms(&norms, first_row)
 }
 
+/// What a scan does to a chunk's rows before scoring them (see [`Rows`]),
+/// on the host and on the calling thread alone: normalises them (as
+/// [`normalize_rows`] does) or looks for non-finite rows, and reports. How
+/// a device scan that leaves this to the host
+/// ([`super::gpu::GpuOptions::host_rows`]) gets the CPU's rows and
+/// reports. One thread, because on a software adapter the other cores run
+/// the device's kernels meanwhile, and rayon's workers spin for a while
+/// after each parallel step, taking time from them.
+pub fn prepare_rows(rows: &mut [f32], cols: usize, first_row: usize, mode: Rows) -> RowReport {
+    if cols == 0 || mode == Rows::Checked {
+        return RowReport::default();
+    }
+    let norms: Vec<f32> = rows
+        .chunks_mut(cols)
+        .map(|row| match mode {
+            Rows::Normalize => normalize_row(row),
+            _ if all_finite(row) => 1.0,
+            _ => f32::NAN,
+        })
+        .collect();
+    report_norms(&norms, first_row)
+}
+
 fn report_norms(norms: &[f32], first_row: usize) -> RowReport {
     let mut r = RowReport::default();
     for (i, n) in norms.iter().enumerate() {

@@ -111,6 +111,13 @@ pub struct GpuOptions {
     /// own ([`super::tiled::Tile::for_device`]). How tests run the staged
     /// and the direct GEMMs on one adapter.
     pub tile: Option<super::tiled::Tile>,
+    /// Normalise (or check) a scan's corpus rows on the host rather than
+    /// on the device; `None` (the default): on the host for software
+    /// adapters with f32 chunks. On llvmpipe the device's normalise, a
+    /// workgroup reduction per row whose every barrier is a coroutine
+    /// switch, took 1.2 s of a 200k x 384 eval that the CPU does in
+    /// milliseconds. Tests set it to walk both paths on one adapter.
+    pub host_rows: Option<bool>,
 }
 
 // By hand rather than derived: the timeout's default is not zero.
@@ -128,6 +135,7 @@ impl Default for GpuOptions {
             topk_candidates: None,
             tune: None,
             tile: None,
+            host_rows: None,
         }
     }
 }

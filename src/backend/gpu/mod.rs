@@ -24,7 +24,7 @@ pub mod tiled;
 pub mod tune;
 
 use super::{
-    Backend, Bounds, MovedBlock, Pair, RowReport, Scan, ScanSpec, Segments, SlopeBlock, TopK,
+    Backend, Bounds, MovedBlock, Pair, RowReport, Rows, Scan, ScanSpec, Segments, SlopeBlock, TopK,
 };
 use crate::error::Result;
 use crate::matrix::Matrix;
@@ -53,6 +53,8 @@ pub struct Gpu {
     fused_topk: bool,
     /// [`GpuOptions::topk_candidates`].
     topk_candidates: Option<usize>,
+    /// [`GpuOptions::host_rows`], resolved for this adapter.
+    host_rows: bool,
     /// [`GpuOptions::tune`].
     tune: Option<TuneOptions>,
     /// The tiled GEMMs chosen per (d, query bucket) when tuning is on.
@@ -78,6 +80,9 @@ impl Gpu {
     pub fn new(opts: &GpuOptions) -> Result<Gpu> {
         let ctx = Context::new(opts)?;
         let k = Kernels::new(&ctx, opts.tile)?;
+        let host_rows = opts.host_rows.unwrap_or(
+            ctx.info.device_type == wgpu::DeviceType::Cpu && opts.precision == Precision::F32,
+        );
         Ok(Gpu {
             ctx,
             k,
@@ -85,6 +90,7 @@ impl Gpu {
             buffer_limit: opts.buffer_limit.unwrap_or(u64::MAX).max(256),
             fused_topk: opts.fused_topk,
             topk_candidates: opts.topk_candidates,
+            host_rows,
             tune: opts.tune.clone(),
             tuned: Mutex::new(HashMap::new()),
             reports: Mutex::new(Vec::new()),
@@ -98,6 +104,12 @@ impl Gpu {
     /// The twin of [`super::cpu::normalize_rows`], which the fit uses.
     pub fn normalize(&self, rows: &mut [f32], cols: usize, first_row: usize) -> Result<RowReport> {
         self.one_shot("normalize", || ops::normalize(self, rows, cols, first_row))
+    }
+
+    /// Whether scans normalise (or check) their rows on the host rather
+    /// than by the device's kernel ([`GpuOptions::host_rows`]).
+    pub fn host_rows(&self) -> bool {
+        self.host_rows
     }
 
     /// How corpus chunks are stored on the device during a scan.
@@ -618,6 +630,20 @@ impl Backend for Gpu {
     }
 
     fn scan<'a>(&'a self, spec: ScanSpec<'a>) -> Result<Box<dyn Scan + 'a>> {
+        if self.host_rows && spec.rows != Rows::Checked {
+            let checked = ScanSpec {
+                rows: Rows::Checked,
+                ..spec
+            };
+            let inner = self
+                .ctx
+                .scoped("starting a scan", || scan::GpuScan::new(self, checked))?;
+            return Ok(Box::new(scan::HostRows::new(
+                inner,
+                spec.rows,
+                spec.queries.cols,
+            )));
+        }
         Ok(Box::new(self.ctx.scoped("starting a scan", || {
             scan::GpuScan::new(self, spec)
         })?))

@@ -40,7 +40,7 @@ use super::kernel::{
 use super::ops::{self, SEG};
 use super::tiled::Tile;
 use super::{Gpu, Precision, d4, pad_block, pad_rows_to};
-use crate::backend::Backend;
+use crate::backend::{Backend, cpu};
 use crate::backend::{RowReport, Rows, Scan, ScanSpec, TopK};
 use crate::error::{Error, Result};
 
@@ -774,6 +774,48 @@ impl GpuScan<'_> {
             gpu.collect_if_low()
         })?;
         Ok(report)
+    }
+}
+
+/// A scan whose rows the host normalises or checks before the device
+/// scores them as checked ([`GpuOptions::host_rows`]): each push is
+/// reported at once, from the host's own pass ([`cpu::prepare_rows`], the
+/// CPU backend's arithmetic). The f16 default of [`Scan::push_f16`]
+/// widens and comes here too.
+///
+/// [`GpuOptions::host_rows`]: super::GpuOptions::host_rows
+pub(super) struct HostRows<'a> {
+    inner: GpuScan<'a>,
+    mode: Rows,
+    cols: usize,
+    /// The chunk's rows as the device takes them, reused push after push.
+    rows: Vec<f32>,
+}
+
+impl<'a> HostRows<'a> {
+    pub(super) fn new(inner: GpuScan<'a>, mode: Rows, cols: usize) -> HostRows<'a> {
+        HostRows {
+            inner,
+            mode,
+            cols,
+            rows: Vec::new(),
+        }
+    }
+}
+
+impl Scan for HostRows<'_> {
+    fn push(&mut self, chunk: &[f32], first_row: usize) -> Result<RowReport> {
+        self.rows.clear();
+        self.rows.extend_from_slice(chunk);
+        let report = cpu::prepare_rows(&mut self.rows, self.cols, first_row, self.mode);
+        // Checked rows: the device reports nothing of its own.
+        let mut late = self.inner.push(&self.rows, first_row)?;
+        late.extend(report);
+        Ok(late)
+    }
+
+    fn finish(self: Box<Self>) -> Result<(TopK, RowReport)> {
+        Box::new(self.inner).finish()
     }
 }
 

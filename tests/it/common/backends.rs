@@ -107,6 +107,24 @@ device!(
     }
 );
 device!(
+    /// Rows normalised (or checked) by the device's kernel, whatever the
+    /// adapter's default.
+    gpu_device_rows,
+    GpuOptions {
+        host_rows: Some(false),
+        ..Default::default()
+    }
+);
+device!(
+    /// Rows normalised (or checked) on the host, whatever the adapter's
+    /// default (software adapters do so by default).
+    gpu_host_rows,
+    GpuOptions {
+        host_rows: Some(true),
+        ..Default::default()
+    }
+);
+device!(
     /// The corpus chunk stored as f16 (native f16 where the adapter has it).
     gpu_f16,
     GpuOptions {
@@ -192,6 +210,17 @@ pub fn topk_variants() -> Vec<On<Gpu>> {
         ("gpu-direct", gpu_direct),
         ("gpu-cand3", gpu_cand3),
         ("gpu-unfused", gpu_unfused),
+    ])
+}
+
+/// The devices a scan is compared with the CPU's on: [`every_gpu`], and
+/// the rows normalised and checked on the device and on the host.
+pub fn scan_devices() -> Vec<On<Gpu>> {
+    gpus(&[
+        ("gpu", gpu),
+        ("gpu-8k", gpu_8k),
+        ("gpu-device-rows", gpu_device_rows),
+        ("gpu-host-rows", gpu_host_rows),
     ])
 }
 

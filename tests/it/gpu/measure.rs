@@ -42,8 +42,11 @@ backend_tests! {
         scan.push(&corpus.data, 0).unwrap();
         scan.finish().unwrap();
         let after = g.kernel_timings().unwrap();
-        // Tests share the device: at least this scan's dispatches were added.
-        assert!(calls(&after, "normalize") > calls(&before, "normalize"));
+        // Tests share the device: at least this scan's dispatches were added
+        // (the rows' check among them, unless the host does it).
+        if !g.host_rows() {
+            assert!(calls(&after, "normalize") > calls(&before, "normalize"));
+        }
         assert!(calls(&after, "topk_merge") > calls(&before, "topk_merge"));
         // The GEMM counts its work (2 q n d at least, padding aside).
         assert!(flops(&after) - flops(&before) >= 2.0 * 3.0 * 50.0 * 20.0);

@@ -1,9 +1,10 @@
 //! The streaming top-k scan (`src/backend/gpu/scan.rs`) against the CPU's:
 //! chunks with fewer rows than k, exact ties (duplicate rows), masked rows,
-//! zero and NaN rows, and the f16 corpus chunk. Tolerances: see `super`.
+//! zero and NaN rows, and the f16 corpus chunk; the rows normalised on the
+//! device and on the host. Tolerances: see `super`.
 
 use super::{Rng, assert_topk_close, random, score_tol, unit_rows};
-use crate::common::backends::{backend_tests, every_gpu, gpu_f16, gpu_f16_packed};
+use crate::common::backends::{backend_tests, gpu_f16, gpu_f16_packed, scan_devices};
 use nudge::Cpu;
 use nudge::backend::topk::EMPTY;
 use nudge::backend::{Backend, RowReport, Rows, ScanSpec, TopK};
@@ -51,7 +52,7 @@ fn both_scans(
 }
 
 backend_tests! {
-    fn scan_matches_cpu(g in every_gpu()) {
+    fn scan_matches_cpu(g in scan_devices()) {
         let mut rng = Rng::new(3);
         for (nq, n, d, k, chunks) in [
             (3, 10, 1, 4, vec![3, 3, 4]),
@@ -103,7 +104,7 @@ backend_tests! {
         }
     }
 
-    fn scan_ties_go_to_the_lower_row(g in every_gpu()) {
+    fn scan_ties_go_to_the_lower_row(g in scan_devices()) {
         let mut rng = Rng::new(4);
         let (n, d) = (150, 19);
         let mut corpus = unit_rows(random(&mut rng, n, d)).data;
@@ -125,7 +126,7 @@ backend_tests! {
         assert_eq!(got.rows(0), &[40, 120]);
     }
 
-    fn scan_reports_and_excludes_bad_rows(g in every_gpu()) {
+    fn scan_reports_and_excludes_bad_rows(g in scan_devices()) {
         let d = 6;
         let mut corpus = vec![0.5f32; 8 * d];
         corpus[d..2 * d].fill(0.0);
@@ -198,7 +199,7 @@ fn check_f16_scan(g: &dyn Backend) {
 }
 
 backend_tests! {
-    fn scan_scores_do_not_depend_on_the_chunking(g in every_gpu()) {
+    fn scan_scores_do_not_depend_on_the_chunking(g in scan_devices()) {
         // The GEMM sums each score in ascending k whatever the tile, the
         // chunk or the position in it: lists are bit-identical however the
         // corpus is cut (ragged tiles, chunks narrower than a tile).
