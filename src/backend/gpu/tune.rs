@@ -16,7 +16,8 @@
 //!
 //! The cache is a JSON file the caller names ([`TuneOptions::cache`]; the
 //! library reads no environment). Entries are keyed by adapter, driver,
-//! nudge version, `d`, query-count bucket and precision ([`TuneKey`]). A
+//! nudge version, the candidates tried (a hash of their generated
+//! kernels), `d`, query-count bucket and precision ([`TuneKey`]). A
 //! file that does not parse, or that another nudge version wrote, is
 //! ignored with a warning (returned in the [`TuneReport`], never printed)
 //! and replaced, atomically, by the next tuning that times something.
@@ -140,8 +141,8 @@ pub struct TuneOptions {
 }
 
 /// What the cache is keyed by: a winner holds for this adapter and driver,
-/// this nudge (whose template generated it), this `d`, this query-count
-/// bucket and this precision.
+/// this nudge (whose template generated it), these candidates, this `d`,
+/// this query-count bucket and this precision.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TuneKey {
     /// The adapter's name.
@@ -150,6 +151,16 @@ pub struct TuneKey {
     pub driver: String,
     /// The nudge version ([`VERSION`]).
     pub nudge: String,
+    /// A fingerprint of the variants tried on this adapter and of the
+    /// kernels generated for them ([`candidates`]). A winner is only the
+    /// best of what was tried: when the candidates or their generator
+    /// change (a build that adds a tile, or a faster template), the old
+    /// winner no longer answers. The version alone did not say so: within
+    /// one version, lavapipe kept a staged 128x128 winner (4.7 GFLOP/s)
+    /// cached before the direct tiles existed (20-35). Absent in older
+    /// files, which then match nothing and are retuned.
+    #[serde(default)]
+    pub candidates: String,
     /// Embedding dimension.
     pub d: usize,
     /// Query count rounded up to a power of two ([`query_bucket`]).
@@ -178,6 +189,7 @@ impl TuneKey {
                 .trim()
                 .to_string(),
             nudge: VERSION.to_string(),
+            candidates: candidates(info),
             d,
             queries: query_bucket(queries),
             precision: precision.as_str().to_string(),
@@ -259,6 +271,20 @@ pub fn variants(info: &wgpu::AdapterInfo) -> Vec<Tile> {
         v.extend(DIRECT_VARIANTS);
     }
     v
+}
+
+/// The fingerprint of [`variants`] on the adapter `info` and of the
+/// kernels generated for them (each variant's name and WGSL, hashed with
+/// xxh3; hex): what [`TuneKey::candidates`] holds.
+pub fn candidates(info: &wgpu::AdapterInfo) -> String {
+    use std::hash::Hasher;
+    let mut h = twox_hash::XxHash3_64::new();
+    for t in variants(info) {
+        h.write(t.to_string().as_bytes());
+        h.write(t.wgsl().as_bytes());
+        h.write(t.wgsl_fused().as_bytes());
+    }
+    format!("{:016x}", h.finish())
 }
 
 /// The shape without timestamps: large tiles where the vendor's GPUs are

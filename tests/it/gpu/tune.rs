@@ -95,12 +95,19 @@ fn the_cache_key_distinguishes_d_and_precision() {
         precision: "f16".into(),
         ..k384.clone()
     };
+    // Another set of candidates (another build's tiles or template).
+    assert_eq!(k384.candidates.len(), 16);
+    let other_build = tune::TuneKey {
+        candidates: "0".repeat(16),
+        ..k384.clone()
+    };
     store(&path, &k384, VARIANTS[3], Some(1.0), &mut w);
     store(&path, &k768, VARIANTS[5], None, &mut w);
     assert!(w.is_empty(), "{w:?}");
     assert_eq!(lookup(&path, &k384, limits, &mut w), Some(VARIANTS[3]));
     assert_eq!(lookup(&path, &k768, limits, &mut w), Some(VARIANTS[5]));
     assert_eq!(lookup(&path, &f16, limits, &mut w), None);
+    assert_eq!(lookup(&path, &other_build, limits, &mut w), None);
     // The same bucket shares a winner; another does not.
     assert_eq!(
         lookup(&path, &g.tune_key(384, 900), limits, &mut w),
