@@ -271,6 +271,19 @@ pub fn normalize_rows(rows: &mut [f32], cols: usize, first_row: usize) -> RowRep
     report_norms(&norms, first_row)
 }
 
+/// The norm a scan reports for `row` in `mode` ([`report_norms`] turns it
+/// into the row report): its length when normalising; otherwise only
+/// non-finite values are reported (1 or NaN stands in for the norm), since
+/// a zero or huge row is fine as it is, and rows the caller has checked
+/// are not looked at again.
+fn reported_norm(mode: Rows, row: &[f32]) -> f32 {
+    match mode {
+        Rows::Normalize => sum_squares(row).sqrt(),
+        Rows::AsStored if !all_finite(row) => f32::NAN,
+        Rows::AsStored | Rows::Checked => 1.0,
+    }
+}
+
 /// What a scan does to a chunk's rows before scoring them (see [`Rows`]),
 /// on the host and on the calling thread alone: normalises them (as
 /// [`normalize_rows`] does) or looks for non-finite rows, and reports. How
@@ -287,8 +300,7 @@ pub fn prepare_rows(rows: &mut [f32], cols: usize, first_row: usize, mode: Rows)
         .chunks_mut(cols)
         .map(|row| match mode {
             Rows::Normalize => normalize_row(row),
-            _ if all_finite(row) => 1.0,
-            _ => f32::NAN,
+            _ => reported_norm(mode, row),
         })
         .collect();
     report_norms(&norms, first_row)
@@ -384,7 +396,7 @@ impl CpuScan<'_> {
             _ => chunk
                 .par_chunks(d)
                 .with_min_len(256)
-                .map(|row| if all_finite(row) { 1.0 } else { f32::NAN })
+                .map(|row| reported_norm(Rows::AsStored, row))
                 .collect(),
         };
         self.index.clear();
@@ -441,14 +453,7 @@ impl Scan for CpuScan<'_> {
         self.pending.resize((held + kept) * d, 0.0);
         let mode = self.spec.rows;
         let normalize = mode == Rows::Normalize;
-        // Without normalisation only non-finite values are reported (1 or
-        // NaN stands in for the norm): a zero or huge row is fine as it is.
-        // Rows the caller has checked are not looked at again.
-        let norm_of = |row: &[f32]| match mode {
-            Rows::Normalize => sum_squares(row).sqrt(),
-            Rows::AsStored if !all_finite(row) => f32::NAN,
-            Rows::AsStored | Rows::Checked => 1.0,
-        };
+        let norm_of = |row: &[f32]| reported_norm(mode, row);
         let kept_norms: Vec<f32> = self.pending[held * d..]
             .par_chunks_mut(d)
             .zip(self.pending_rows[held..].par_iter())

@@ -630,23 +630,20 @@ impl Backend for Gpu {
     }
 
     fn scan<'a>(&'a self, spec: ScanSpec<'a>) -> Result<Box<dyn Scan + 'a>> {
-        if self.host_rows && spec.rows != Rows::Checked {
-            let checked = ScanSpec {
-                rows: Rows::Checked,
-                ..spec
-            };
-            let inner = self
-                .ctx
-                .scoped("starting a scan", || scan::GpuScan::new(self, checked))?;
-            return Ok(Box::new(scan::HostRows::new(
-                inner,
-                spec.rows,
-                spec.queries.cols,
-            )));
-        }
-        Ok(Box::new(self.ctx.scoped("starting a scan", || {
-            scan::GpuScan::new(self, spec)
-        })?))
+        // Rows the host prepares reach the device as checked.
+        let on_host = self.host_rows && spec.rows != Rows::Checked;
+        let device_spec = ScanSpec {
+            rows: if on_host { Rows::Checked } else { spec.rows },
+            ..spec
+        };
+        let scan = self
+            .ctx
+            .scoped("starting a scan", || scan::GpuScan::new(self, device_spec))?;
+        Ok(if on_host {
+            Box::new(scan::HostRows::new(scan, spec.rows, spec.queries.cols))
+        } else {
+            Box::new(scan)
+        })
     }
 
     fn similarity(&self, a: &Matrix, b: &Matrix) -> Result<Matrix> {
