@@ -64,9 +64,28 @@ fn tile_cols(m: usize) -> usize {
 /// so that packing is a copy, gained nothing more at 256 rows.
 const GEMM_ROWS: usize = 256;
 
+/// Ragged column tiles (the last of a chunk or block) at least this wide
+/// are computed at their own width; narrower ones are padded to it.
+///
+/// Why not every width: each output element must come out with the same
+/// bits whatever tile it falls in, and `gemm` keeps its arithmetic per
+/// element (one FMA chain over k, k-blocked by cache sizes alone) only on
+/// its general path. It takes other paths by shape: gemv for one row
+/// (every tile of a 1-row problem alike), and a kernel of its own, blocked
+/// at k = 1024, when the tile has at most 256 elements (`gemm`'s rows x
+/// columns, here tile width x query rows) or both sides are at most 64.
+/// At 160 and up, a tile of two or more query rows is over both limits.
+/// Padding every ragged tile to the full 512 instead cost tldr's NUDGE-N
+/// search a third of its last block (1,180 moved records computed as
+/// 1,536). The widths and k that were checked (k 16 to 3,072, 1 to 1,800
+/// rows, widths 1 to 700 at several offsets) all gave identical bits, 128
+/// did not (two query rows); `gemm_nt_does_not_depend_on_the_split_of_b_or_threads`
+/// keeps the cases that tell them apart.
+const RAGGED_MIN: usize = 160;
+
 thread_local! {
-    /// Per-thread scratch for ragged GEMM tiles: the right-hand block padded
-    /// to the full tile width, and the tile's output. Reused, because
+    /// Per-thread scratch for ragged GEMM tiles under `RAGGED_MIN` columns:
+    /// the right-hand block padded to that width, and the tile's output. Reused, because
     /// allocating (and so faulting in) 0.75 MiB per ragged tile was a third
     /// of a small fit.
     static PADDED: std::cell::RefCell<(Vec<f32>, Vec<f32>)> = const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
@@ -79,10 +98,10 @@ thread_local! {
 /// crate alone does not give that: it picks its k-blocking and kernels (gemv
 /// for one row, a small-matrix path) from the shape, so the same dot product
 /// rounds differently in a 1-row corpus chunk than in a 1000-row one. Here
-/// the output is cut into tiles of at most `GEMM_ROWS` x `tile_cols` (the
-/// last column block padded to full width; the tiling depends on `m`
-/// alone), and each tile is one single-threaded `gemm` call; the tiles run
-/// in parallel.
+/// the output is cut into tiles of at most `GEMM_ROWS` x `tile_cols` (a
+/// last column block narrower than `RAGGED_MIN` padded to it; the tiling
+/// depends on `m` alone), and each tile is one single-threaded `gemm`
+/// call; the tiles run in parallel.
 pub fn gemm_nt(a: &[f32], b: &[f32], m: usize, n: usize, k: usize, out: &mut [f32]) {
     assert!(a.len() >= m * k && b.len() >= n * k && out.len() >= m * n);
     if m == 0 || n == 0 {
@@ -105,15 +124,15 @@ pub fn gemm_nt(a: &[f32], b: &[f32], m: usize, n: usize, k: usize, out: &mut [f3
         let (i0, j0) = (it * th, jb * tw);
         let (h, w) = (th.min(m - i0), tw.min(n - j0));
         let lhs = &a[i0 * k..(i0 + h) * k];
-        if w == tw {
-            // SAFETY: rows i0..i0+h, columns j0..j0+tw of the m x n
+        if w >= RAGGED_MIN {
+            // SAFETY: rows i0..i0+h, columns j0..j0+w of the m x n
             // output (row stride n); tiles write disjoint parts.
             unsafe {
                 gemm_block(
                     lhs,
                     &b[j0 * k..(j0 + w) * k],
                     h,
-                    tw,
+                    w,
                     k,
                     dst.at(i0 * n + j0),
                     n,
@@ -126,17 +145,18 @@ pub fn gemm_nt(a: &[f32], b: &[f32], m: usize, n: usize, k: usize, out: &mut [f3
                 // thrown away (each output column depends on its own rhs
                 // column alone), so stale values there are harmless: no need
                 // to zero a fresh buffer for every ragged tile.
-                rhs.resize(tw * k, 0.0);
+                let wp = RAGGED_MIN.min(tw);
+                rhs.resize(wp * k, 0.0);
                 rhs[..w * k].copy_from_slice(&b[j0 * k..(j0 + w) * k]);
-                tmp.resize(h * tw, 0.0);
-                // SAFETY: tmp is h x tw with row stride tw.
-                unsafe { gemm_block(lhs, &rhs[..tw * k], h, tw, k, tmp.as_mut_ptr(), tw) };
+                tmp.resize(h * wp, 0.0);
+                // SAFETY: tmp is h x wp with row stride wp.
+                unsafe { gemm_block(lhs, &rhs[..wp * k], h, wp, k, tmp.as_mut_ptr(), wp) };
                 for i in 0..h {
                     // SAFETY: row i0+i, columns j0..j0+w of the output, which
                     // only this tile writes.
                     let row =
                         unsafe { std::slice::from_raw_parts_mut(dst.at((i0 + i) * n + j0), w) };
-                    row.copy_from_slice(&tmp[i * tw..i * tw + w]);
+                    row.copy_from_slice(&tmp[i * wp..i * wp + w]);
                 }
             });
         }
@@ -293,15 +313,27 @@ fn reported_norm(mode: Rows, row: &[f32]) -> f32 {
 /// the device's kernels meanwhile, and rayon's workers spin for a while
 /// after each parallel step, taking time from them.
 pub fn prepare_rows(rows: &mut [f32], cols: usize, first_row: usize, mode: Rows) -> RowReport {
+    if mode != Rows::Normalize {
+        return check_rows(rows, cols, first_row, mode);
+    }
+    if cols == 0 {
+        return RowReport::default();
+    }
+    let norms: Vec<f32> = rows.chunks_mut(cols).map(normalize_row).collect();
+    report_norms(&norms, first_row)
+}
+
+/// [`prepare_rows`] for the modes that leave the rows as they are
+/// ([`Rows::AsStored`], [`Rows::Checked`]): the report alone, read from a
+/// shared slice, so that a caller need not copy rows it only checks.
+pub fn check_rows(rows: &[f32], cols: usize, first_row: usize, mode: Rows) -> RowReport {
+    assert!(mode != Rows::Normalize, "normalising changes the rows");
     if cols == 0 || mode == Rows::Checked {
         return RowReport::default();
     }
     let norms: Vec<f32> = rows
-        .chunks_mut(cols)
-        .map(|row| match mode {
-            Rows::Normalize => normalize_row(row),
-            _ => reported_norm(mode, row),
-        })
+        .chunks(cols)
+        .map(|row| reported_norm(mode, row))
         .collect();
     report_norms(&norms, first_row)
 }
@@ -350,9 +382,10 @@ impl CpuScan<'_> {
     /// Scores the pending rows and offers them to the lists: all of them
     /// with `all`, else as many as fill whole GEMM tiles, the others left
     /// for the next chunk. A chunk whose rows mostly move keeps a few
-    /// hundred rows, and scored on their own they were a ragged tile each,
-    /// computed padded to full width: tldr's scan (1,367 static rows in
-    /// three chunks) did 1.9 times its GEMM work that way. Carried on,
+    /// hundred rows, and scored on their own they were a ragged tile each
+    /// (then computed padded to full width, now a slower, narrower tile):
+    /// tldr's scan (1,367 static rows in three chunks) did 1.9 times its
+    /// GEMM work that way. Carried on,
     /// only the last tile of the scan is ragged. Each score is the same
     /// bit for bit whatever the batch ([`gemm_nt`]), and a list does not
     /// depend on the order of its offers (ties go to the lower row), so
@@ -511,7 +544,8 @@ impl Backend for Cpu {
         let by_scores = (4 << 20) / queries.max(1);
         let by_rows = (1 << 20) / dim.max(1);
         let chunk = by_scores.min(by_rows).clamp(256, 65536);
-        // Whole gemm blocks: a partial block is computed zero-padded.
+        // Whole gemm blocks: a partial block is a narrower, slower tile
+        // (padded, under RAGGED_MIN columns).
         let chunk = (chunk / GEMM_BLOCK * GEMM_BLOCK).max(GEMM_BLOCK);
         // A last chunk of under a quarter of a chunk is a GEMM, a top-k
         // pass and a hand-over for a few rows (SciFact's 5183 rows made
@@ -524,7 +558,7 @@ impl Backend for Cpu {
     }
 
     fn block_rows(&self, queries: usize) -> usize {
-        // Whole gemm blocks: a partial one is computed padded.
+        // Whole gemm blocks: a partial one is a narrower, slower tile.
         (super::score_block_rows(queries) / GEMM_BLOCK).max(1) * GEMM_BLOCK
     }
 
@@ -973,14 +1007,23 @@ mod tests {
     fn gemm_nt_does_not_depend_on_the_split_of_b_or_threads() {
         // gemm alone rounds the same dot product differently for a 1-row b
         // (its gemv path) or a small one; gemm_nt must not. m spans two row
-        // tiles, then three.
-        for m in [GEMM_ROWS + 4, 2 * GEMM_ROWS + 4] {
-            split_and_threads(m);
+        // tiles, then three; 2 and 3 rows make tiles that gemm would take
+        // its small-tile path for if ragged tiles narrower than RAGGED_MIN
+        // went unpadded (2 rows x 128 columns differ), and k = 600 is
+        // blocked at 512 on that path.
+        for (m, k) in [
+            (2, 16),
+            (2, 600),
+            (3, 600),
+            (GEMM_ROWS + 4, 16),
+            (2 * GEMM_ROWS + 4, 600),
+        ] {
+            split_and_threads(m, k);
         }
     }
 
-    fn split_and_threads(m: usize) {
-        let (n, k) = (600, 16);
+    fn split_and_threads(m: usize, k: usize) {
+        let n = 600;
         let a: Vec<f32> = (0..m * k).map(|i| (i as f32 * 0.37).sin()).collect();
         let b: Vec<f32> = (0..n * k).map(|i| (i as f32 * 0.11).cos()).collect();
         let mut whole = vec![0.0; m * n];
@@ -990,7 +1033,8 @@ mod tests {
                 .num_threads(threads)
                 .build()
                 .unwrap();
-            for split in [1, 7, 513, 600] {
+            // Splits that leave ragged tiles under, at and over RAGGED_MIN.
+            for split in [1, 7, RAGGED_MIN - 1, RAGGED_MIN, 300, 513, 600] {
                 let mut start = 0;
                 while start < n {
                     let w = split.min(n - start);

@@ -788,7 +788,8 @@ pub(super) struct HostRows<'a> {
     inner: GpuScan<'a>,
     mode: Rows,
     cols: usize,
-    /// The chunk's rows as the device takes them, reused push after push.
+    /// The chunk's rows normalised for the device, reused push after
+    /// push (a scan that only checks its rows pushes them as they are).
     rows: Vec<f32>,
 }
 
@@ -805,11 +806,22 @@ impl<'a> HostRows<'a> {
 
 impl Scan for HostRows<'_> {
     fn push(&mut self, chunk: &[f32], first_row: usize) -> Result<RowReport> {
-        self.rows.clear();
-        self.rows.extend_from_slice(chunk);
-        let report = cpu::prepare_rows(&mut self.rows, self.cols, first_row, self.mode);
+        // Rows that are only checked go to the device as they are, with no
+        // copy of the chunk (51 MB on lavapipe at 1,000 queries; the copy
+        // was not measurably slower there, but it is work for nothing).
+        let (rows, report) = if self.mode == Rows::Normalize {
+            self.rows.clear();
+            self.rows.extend_from_slice(chunk);
+            let report = cpu::prepare_rows(&mut self.rows, self.cols, first_row, self.mode);
+            (&self.rows[..], report)
+        } else {
+            (
+                chunk,
+                cpu::check_rows(chunk, self.cols, first_row, self.mode),
+            )
+        };
         // Checked rows: the device reports nothing of its own.
-        let mut late = self.inner.push(&self.rows, first_row)?;
+        let mut late = self.inner.push(rows, first_row)?;
         late.extend(report);
         Ok(late)
     }
