@@ -385,8 +385,8 @@ impl CpuScan<'_> {
     /// hundred rows, and scored on their own they were a ragged tile each
     /// (then computed padded to full width, now a slower, narrower tile):
     /// tldr's scan (1,367 static rows in three chunks) did 1.9 times its
-    /// GEMM work that way. Carried on,
-    /// only the last tile of the scan is ragged. Each score is the same
+    /// GEMM work that way. Carried on, only the last tile of the scan is
+    /// ragged. Each score is the same
     /// bit for bit whatever the batch ([`gemm_nt`]), and a list does not
     /// depend on the order of its offers (ties go to the lower row), so
     /// the lists are those of scoring each chunk at once.
