@@ -304,8 +304,12 @@ pub trait Backend: Sync {
     /// Host wall time per step of the GPU scan's feeding pipeline so far
     /// (`wait_slot`: waiting for a ring slot's previous chunk,
     /// `fill_upload`: copying rows into the upload staging, `submit`:
-    /// recording and submitting); empty on the CPU. Where the GPU keeps
-    /// up, `wait_slot` is near zero and the feed is what bounds the pass.
+    /// recording and submitting, `host_rows`: normalising or checking rows
+    /// on the host where it does that, `between_pushes`: the caller's time
+    /// between two chunks, waiting for the reader among it); empty on the
+    /// CPU. Where the GPU keeps up, `wait_slot` is near zero and the feed
+    /// is what bounds the pass; a large `between_pushes` puts it on the
+    /// reader's side.
     fn host_timings(&self) -> Vec<gpu::KernelTime> {
         Vec::new()
     }

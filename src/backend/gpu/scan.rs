@@ -146,6 +146,9 @@ pub struct GpuScan<'a> {
     /// Rows pushed so far: while fewer than k, every list still has room
     /// and all of a chunk's scores are candidates, so the unfused path runs.
     pushed: usize,
+    /// When the last push returned (`None` before the first, and while a
+    /// push is in progress): the start of the caller's time between pushes.
+    returned: Option<std::time::Instant>,
 }
 
 /// The fused top-k of the f32 scan (tiled GEMM only): the GEMM's epilogue
@@ -285,6 +288,7 @@ impl<'a> GpuScan<'a> {
             topk_params: Uniform::new(ctx),
             fused,
             pushed: 0,
+            returned: None,
         })
     }
 
@@ -750,8 +754,30 @@ impl Src<'_> {
 }
 
 impl GpuScan<'_> {
-    /// Pushes a chunk in the pieces `piece_rows` cuts it into.
+    /// Adds the time since the last push returned to the host step
+    /// `between_pushes`: what the feeding thread spent outside the scan
+    /// between two chunks (waiting for the reader, the caller's own work
+    /// on each chunk). With `wait_slot` it says which side bounds a pass:
+    /// a GPU that keeps up leaves `wait_slot` near zero, a reader that
+    /// does not makes `between_pushes` large.
+    pub(super) fn end_of_gap(&mut self) {
+        if let Some(t) = self.returned.take() {
+            self.gpu
+                .ctx
+                .profiler
+                .add_host("between_pushes", t.elapsed());
+        }
+    }
+
     fn push_src(&mut self, chunk: Src<'_>, first_row: usize) -> Result<RowReport> {
+        self.end_of_gap();
+        let report = self.push_pieces(chunk, first_row);
+        self.returned = Some(std::time::Instant::now());
+        report
+    }
+
+    /// Pushes a chunk in the pieces `piece_rows` cuts it into.
+    fn push_pieces(&mut self, chunk: Src<'_>, first_row: usize) -> Result<RowReport> {
         let mut report = RowReport::default();
         if self.d == 0 || chunk.len() == 0 {
             return Ok(report);
@@ -806,6 +832,9 @@ impl<'a> HostRows<'a> {
 
 impl Scan for HostRows<'_> {
     fn push(&mut self, chunk: &[f32], first_row: usize) -> Result<RowReport> {
+        // The caller's time up to here, then this step's own.
+        self.inner.end_of_gap();
+        let started = std::time::Instant::now();
         // Rows that are only checked go to the device as they are, with no
         // copy of the chunk (51 MB on lavapipe at 1,000 queries; the copy
         // was not measurably slower there, but it is work for nothing).
@@ -820,6 +849,8 @@ impl Scan for HostRows<'_> {
                 cpu::check_rows(chunk, self.cols, first_row, self.mode),
             )
         };
+        let profiler = &self.inner.gpu.ctx.profiler;
+        profiler.add_host("host_rows", started.elapsed());
         // Checked rows: the device reports nothing of its own.
         let mut late = self.inner.push(rows, first_row)?;
         late.extend(report);

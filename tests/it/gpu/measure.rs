@@ -3,7 +3,7 @@
 //! the dispatches that ran.
 
 use super::{Rng, random, unit_rows};
-use crate::common::backends::{backend_tests, every_gpu};
+use crate::common::backends::{backend_tests, every_gpu, scan_devices};
 use nudge::backend::gpu::fma_peak_twin;
 use nudge::backend::{Backend, Rows, ScanSpec};
 
@@ -19,6 +19,35 @@ backend_tests! {
                 assert_eq!(*v, fma_peak_twin(i as u32, iters, a, b), "invocation {i}");
             }
         }
+    }
+
+    fn host_timings_count_each_chunk_and_the_gaps_between(g in scan_devices()) {
+        let mut rng = Rng::new(10);
+        let q = random(&mut rng, 3, 20);
+        let corpus = unit_rows(random(&mut rng, 60, 20));
+        let calls = |name: &str| {
+            g.host_timings().iter().find(|k| k.name == name).map_or(0, |k| k.calls)
+        };
+        let names = ["wait_slot", "fill_upload", "submit", "host_rows", "between_pushes"];
+        let before: Vec<u64> = names.iter().map(|n| calls(n)).collect();
+        let mut scan = g
+            .scan(ScanSpec { queries: &q, k: 2, rows: Rows::Normalize, skip: None })
+            .unwrap();
+        // Three chunks: two gaps between them, whose time is the caller's.
+        for (i, rows) in corpus.data.chunks(20 * 20).enumerate() {
+            scan.push(rows, i * 20).unwrap();
+        }
+        scan.finish().unwrap();
+        let added: Vec<u64> = names.iter().zip(&before).map(|(n, b)| calls(n) - b).collect();
+        // Tests share the device (and so its totals): at least this scan's.
+        for (name, &n) in names.iter().zip(&added).take(3) {
+            assert!(n >= 3, "{name}: {n} calls for 3 chunks");
+        }
+        if g.host_rows() {
+            assert!(added[3] >= 3, "host_rows: {} calls for 3 chunks", added[3]);
+        }
+        assert!(added[4] >= 2, "between_pushes: {} calls for 3 chunks", added[4]);
+        assert!(g.host_timings().iter().all(|k| k.ms >= 0.0 && k.ms.is_finite()));
     }
 
     fn kernel_timings_count_the_dispatches(g in every_gpu()) {
