@@ -334,9 +334,9 @@ fn fmt(v: &Value) -> String {
 /// `gpu_host`, the GPU scan's feeding thread per step (`{name: {ms,
 /// calls}}`: `wait_slot`, `fill_upload`, `submit`, and where they occur
 /// `host_rows` and `between_pushes`, see [`crate::Backend::host_timings`]);
-/// `gpu_tile`, the tuned
-/// GEMM tile per job shape (`{"d=D,queries<=Q": "TILE (SOURCE)"}`). Each
-/// is left out where there is none (all of them on the CPU).
+/// `gpu_tile`, the tuned GEMM tile per job shape (`{"d=D,queries<=Q":
+/// "TILE (SOURCE)"}`). Each is left out where there is none (all of them on
+/// the CPU).
 pub fn backend_timings(backend: &dyn crate::Backend) -> serde_json::Map<String, Value> {
     let mut out = serde_json::Map::new();
     for (key, times) in [

@@ -84,10 +84,10 @@ const GEMM_ROWS: usize = 256;
 const RAGGED_MIN: usize = 160;
 
 thread_local! {
-    /// Per-thread scratch for ragged GEMM tiles under `RAGGED_MIN` columns:
-    /// the right-hand block padded to that width, and the tile's output. Reused, because
-    /// allocating (and so faulting in) 0.75 MiB per ragged tile was a third
-    /// of a small fit.
+    /// Per-thread scratch for ragged GEMM tiles under `RAGGED_MIN`
+    /// columns: the right-hand block padded to that width, and the tile's
+    /// output. Reused, because allocating (and so faulting in) 0.75 MiB per
+    /// ragged tile was a third of a small fit.
     static PADDED: std::cell::RefCell<(Vec<f32>, Vec<f32>)> = const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
 }
 
@@ -304,18 +304,13 @@ fn reported_norm(mode: Rows, row: &[f32]) -> f32 {
     }
 }
 
-/// What a scan does to a chunk's rows before scoring them (see [`Rows`]),
-/// on the host and on the calling thread alone: normalises them (as
-/// [`normalize_rows`] does) or looks for non-finite rows, and reports. How
-/// a device scan that leaves this to the host
-/// ([`super::gpu::GpuOptions::host_rows`]) gets the CPU's rows and
-/// reports. One thread, because on a software adapter the other cores run
-/// the device's kernels meanwhile, and rayon's workers spin for a while
-/// after each parallel step, taking time from them.
-pub fn prepare_rows(rows: &mut [f32], cols: usize, first_row: usize, mode: Rows) -> RowReport {
-    if mode != Rows::Normalize {
-        return check_rows(rows, cols, first_row, mode);
-    }
+/// [`normalize_rows`] on the calling thread alone: how a device scan that
+/// leaves its rows to the host ([`super::gpu::GpuOptions::host_rows`])
+/// gets the CPU's rows and reports. One thread, because on a software
+/// adapter the other cores run the device's kernels meanwhile, and
+/// rayon's workers spin for a while after each parallel step, taking time
+/// from them.
+pub fn normalize_rows_serial(rows: &mut [f32], cols: usize, first_row: usize) -> RowReport {
     if cols == 0 {
         return RowReport::default();
     }
@@ -323,9 +318,10 @@ pub fn prepare_rows(rows: &mut [f32], cols: usize, first_row: usize, mode: Rows)
     report_norms(&norms, first_row)
 }
 
-/// [`prepare_rows`] for the modes that leave the rows as they are
-/// ([`Rows::AsStored`], [`Rows::Checked`]): the report alone, read from a
-/// shared slice, so that a caller need not copy rows it only checks.
+/// The row report of a scan that leaves its rows as they are
+/// ([`Rows::AsStored`], [`Rows::Checked`]), on the calling thread alone
+/// (see [`normalize_rows_serial`]), read from a shared slice so that a
+/// caller need not copy rows it only checks.
 pub fn check_rows(rows: &[f32], cols: usize, first_row: usize, mode: Rows) -> RowReport {
     assert!(mode != Rows::Normalize, "normalising changes the rows");
     if cols == 0 || mode == Rows::Checked {
@@ -386,10 +382,10 @@ impl CpuScan<'_> {
     /// (then computed padded to full width, now a slower, narrower tile):
     /// tldr's scan (1,367 static rows in three chunks) did 1.9 times its
     /// GEMM work that way. Carried on, only the last tile of the scan is
-    /// ragged. Each score is the same
-    /// bit for bit whatever the batch ([`gemm_nt`]), and a list does not
-    /// depend on the order of its offers (ties go to the lower row), so
-    /// the lists are those of scoring each chunk at once.
+    /// ragged. Each score is the same bit for bit whatever the batch
+    /// ([`gemm_nt`]), and a list does not depend on the order of its offers
+    /// (ties go to the lower row), so the lists are those of scoring each
+    /// chunk at once.
     fn score_pending(&mut self, all: bool) {
         let q = self.spec.queries;
         let d = q.cols.max(1);

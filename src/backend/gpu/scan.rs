@@ -805,8 +805,8 @@ impl GpuScan<'_> {
 
 /// A scan whose rows the host normalises or checks before the device
 /// scores them as checked ([`GpuOptions::host_rows`]): each push is
-/// reported at once, from the host's own pass ([`cpu::prepare_rows`], the
-/// CPU backend's arithmetic). The f16 default of [`Scan::push_f16`]
+/// reported at once, from the host's own pass ([`cpu::normalize_rows_serial`]
+/// or [`cpu::check_rows`], the CPU backend's arithmetic). The f16 default of [`Scan::push_f16`]
 /// widens and comes here too.
 ///
 /// [`GpuOptions::host_rows`]: super::GpuOptions::host_rows
@@ -841,7 +841,7 @@ impl Scan for HostRows<'_> {
         let (rows, report) = if self.mode == Rows::Normalize {
             self.rows.clear();
             self.rows.extend_from_slice(chunk);
-            let report = cpu::prepare_rows(&mut self.rows, self.cols, first_row, self.mode);
+            let report = cpu::normalize_rows_serial(&mut self.rows, self.cols, first_row);
             (&self.rows[..], report)
         } else {
             (
