@@ -113,11 +113,7 @@ pub fn gemm_nt(a: &[f32], b: &[f32], m: usize, n: usize, k: usize, out: &mut [f3
     }
     let tw = tile_cols(m);
     let blocks = n.div_ceil(tw);
-    // Rows per tile: at most GEMM_ROWS, as even as they go (1,800 dev
-    // queries make 8 tiles of 225 rather than 7 of 256 and one of 8, which
-    // packed every block of `b` again for 8 rows of output).
-    let row_tiles = m.div_ceil(GEMM_ROWS);
-    let th = m.div_ceil(row_tiles);
+    let (row_tiles, th) = row_tiles(m);
     let dst = SendPtr(out.as_mut_ptr());
     let tile = |t: usize| {
         let (it, jb) = (t / blocks, t % blocks);
@@ -166,6 +162,121 @@ pub fn gemm_nt(a: &[f32], b: &[f32], m: usize, n: usize, k: usize, out: &mut [f3
         (0..tiles).for_each(tile);
     } else {
         (0..tiles).into_par_iter().for_each(tile);
+    }
+}
+
+/// How [`gemm_nt`] cuts the rows of an `m`-row product: (number of row
+/// tiles, rows per tile), the last tile taking what is left. At most
+/// `GEMM_ROWS` rows per tile, as even as they go (1,800 dev queries make 8
+/// tiles of 225 rather than 7 of 256 and one of 8, which packed every block
+/// of `b` again for 8 rows of output).
+pub(crate) fn row_tiles(m: usize) -> (usize, usize) {
+    let tiles = m.div_ceil(GEMM_ROWS);
+    (tiles, m.div_ceil(tiles.max(1)).max(1))
+}
+
+thread_local! {
+    /// Per-thread output of one tile for [`gemm_nt_visit`] (at most
+    /// `GEMM_ROWS` x `GEMM_BLOCK`, 512 KiB): small enough to be read back
+    /// from the core's own cache, and reused rather than faulted in.
+    static TILE: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// [`gemm_nt`] for a consumer that reads each score once: instead of
+/// writing the `m x n` product, it hands each tile, as soon as it is
+/// computed, to `visit(state, i0, j0, tile)`. `tile` holds rows
+/// `i0..i0 + tile.rows` (of the product, i.e. of `a`) and columns
+/// `j0..j0 + tile.cols` (rows of `b`), and lies in a per-thread buffer
+/// that `visit` may overwrite.
+///
+/// Why: a scan with thousands of queries wrote a score block of tens of MiB
+/// per chunk and read it back for the top-k, a round trip through memory
+/// that cost it a sixth of its time against the bare GEMM; a tile is read
+/// back while it is still in the core's cache. Each element has the bits it
+/// has in [`gemm_nt`]'s output: the tiles are the same `gemm` calls, only
+/// the destination differs.
+///
+/// `states` has one entry per row tile ([`row_tiles`]`(m).0`): the row
+/// tiles run in parallel, each computing and visiting its column tiles in
+/// order on one thread, so `visit` may keep per-row state there (the
+/// queries' top-k lists) without locks.
+pub(crate) fn gemm_nt_visit<S: Send>(
+    a: &[f32],
+    b: &[f32],
+    (m, n, k): (usize, usize, usize),
+    states: &mut [S],
+    visit: impl Fn(&mut S, usize, usize, Tile<'_>) + Sync,
+) {
+    assert!(a.len() >= m * k && b.len() >= n * k);
+    let (tiles, th) = row_tiles(m);
+    assert_eq!(states.len(), tiles, "one state per row tile");
+    if m == 0 || n == 0 {
+        return;
+    }
+    let tw = tile_cols(m);
+    let row_tile = |(it, state): (usize, &mut S)| {
+        let i0 = it * th;
+        let h = th.min(m - i0);
+        let lhs = &a[i0 * k..(i0 + h) * k];
+        TILE.with(|buf| {
+            let buf = &mut *buf.borrow_mut();
+            for j0 in (0..n).step_by(tw) {
+                let w = tw.min(n - j0);
+                // A ragged tile under RAGGED_MIN is computed padded, as in
+                // `gemm_nt`: the padding columns are read from a scratch
+                // copy of the block and their outputs ignored.
+                let wp = if w >= RAGGED_MIN {
+                    w
+                } else {
+                    RAGGED_MIN.min(tw)
+                };
+                buf.resize(h * wp, 0.0);
+                if k == 0 {
+                    buf.fill(0.0);
+                } else if wp == w {
+                    // SAFETY: buf is h x w with row stride w.
+                    unsafe {
+                        gemm_block(lhs, &b[j0 * k..(j0 + w) * k], h, w, k, buf.as_mut_ptr(), w)
+                    };
+                } else {
+                    PADDED.with(|scratch| {
+                        let (rhs, _) = &mut *scratch.borrow_mut();
+                        rhs.resize(wp * k, 0.0);
+                        rhs[..w * k].copy_from_slice(&b[j0 * k..(j0 + w) * k]);
+                        // SAFETY: buf is h x wp with row stride wp.
+                        unsafe { gemm_block(lhs, &rhs[..wp * k], h, wp, k, buf.as_mut_ptr(), wp) };
+                    });
+                }
+                let tile = Tile {
+                    data: &mut buf[..h * wp],
+                    rows: h,
+                    cols: w,
+                    stride: wp,
+                };
+                visit(state, i0, j0, tile);
+            }
+        });
+    };
+    if tiles == 1 {
+        states.iter_mut().enumerate().for_each(row_tile);
+    } else {
+        states.par_iter_mut().enumerate().for_each(row_tile);
+    }
+}
+
+/// One tile of a product, as [`gemm_nt_visit`] hands it over: `rows` rows
+/// of `cols` scores, row `i` at `data[i * stride..][..cols]`.
+pub(crate) struct Tile<'a> {
+    data: &'a mut [f32],
+    rows: usize,
+    cols: usize,
+    stride: usize,
+}
+
+impl Tile<'_> {
+    /// Row `i` of the tile, `cols` scores.
+    fn row_mut(&mut self, i: usize) -> &mut [f32] {
+        &mut self.data[i * self.stride..i * self.stride + self.cols]
     }
 }
 
@@ -346,18 +457,93 @@ fn report_norms(norms: &[f32], first_row: usize) -> RowReport {
     r
 }
 
-/// Offers column `j` of every query's scores, which is corpus row `rows[j]`,
-/// to that query's top-k.
-fn select_topk(scores: &[f32], rows: &[u32], top: &mut TopK) {
-    let (k, n) = (top.k, rows.len());
-    if k == 0 {
+/// Whether [`score_and_select`] fills `m` queries' lists tile by tile.
+fn by_tile(m: usize) -> bool {
+    row_tiles(m).0 >= 2 * rayon::current_num_threads()
+}
+
+/// Scores `block` (row `j` is corpus row `rows[j]`) against every query
+/// and offers each score to its query's top-k list; the block rows `skip`
+/// marks (indexed like `rows`) are left out (scored NaN, which never enters
+/// a list). `scores` is scratch for the whole score block, used only when
+/// the lists are filled from it.
+///
+/// With enough row tiles to go round the threads (a few per thread: 1,000
+/// queries on two cores, 10,000 on sixteen), the lists are filled tile by
+/// tile as the GEMM computes them ([`gemm_nt_visit`]), so no score goes to
+/// memory and back; with fewer, the row tiles alone would leave cores idle,
+/// so the whole block is computed with every tile in parallel first and
+/// the lists filled from it, in parallel over the queries. Both offer every
+/// list the same scores, and a list does not depend on the order of its
+/// offers (ties go to the lower row), so they give the same lists.
+fn score_and_select(
+    q: &Matrix,
+    block: &[f32],
+    rows: &[u32],
+    skip: Option<&[bool]>,
+    top: &mut TopK,
+    scores: &mut Vec<f32>,
+) {
+    let (m, n, k) = (q.rows, rows.len(), top.k);
+    if k == 0 || m == 0 || n == 0 {
         return;
+    }
+    let masked: Vec<usize> = skip.map_or_else(Vec::new, |s| {
+        s.iter()
+            .enumerate()
+            .filter(|&(_, &x)| x)
+            .map(|(j, _)| j)
+            .collect()
+    });
+    if by_tile(m) {
+        let th = row_tiles(m).1;
+        let mut lists: Vec<(&mut [f32], &mut [u32])> = top
+            .scores
+            .chunks_mut(th * k)
+            .zip(top.rows.chunks_mut(th * k))
+            .collect();
+        gemm_nt_visit(
+            &q.data,
+            block,
+            (m, n, q.cols),
+            &mut lists,
+            |(ls, lr), _, j0, mut tile| {
+                let cols = &rows[j0..j0 + tile.cols];
+                let (lo, hi) = (
+                    masked.partition_point(|&j| j < j0),
+                    masked.partition_point(|&j| j < j0 + tile.cols),
+                );
+                for i in 0..tile.rows {
+                    let row = tile.row_mut(i);
+                    for &j in &masked[lo..hi] {
+                        row[j - j0] = f32::NAN;
+                    }
+                    topk::offer(
+                        &mut ls[i * k..(i + 1) * k],
+                        &mut lr[i * k..(i + 1) * k],
+                        row,
+                        cols,
+                    );
+                }
+            },
+        );
+        return;
+    }
+    scores.resize(m * n, 0.0);
+    gemm_nt(&q.data, block, m, n, q.cols, scores);
+    let scores = &mut scores[..m * n];
+    if !masked.is_empty() {
+        scores.par_chunks_mut(n).for_each(|row| {
+            for &j in &masked {
+                row[j] = f32::NAN;
+            }
+        });
     }
     top.scores
         .par_chunks_mut(k)
         .zip(top.rows.par_chunks_mut(k))
         .enumerate()
-        .for_each(|(q, (ts, tr))| topk::offer(ts, tr, &scores[q * n..(q + 1) * n], rows));
+        .for_each(|(i, (ls, lr))| topk::offer(ls, lr, &scores[i * n..(i + 1) * n], rows));
 }
 
 struct CpuScan<'a> {
@@ -395,16 +581,14 @@ impl CpuScan<'_> {
         if take == 0 {
             return;
         }
-        self.scores.resize(q.rows * take, 0.0);
-        gemm_nt(
-            &q.data,
+        score_and_select(
+            q,
             &self.pending[..take * d],
-            q.rows,
-            take,
-            q.cols,
+            &self.pending_rows[..take],
+            None,
+            &mut self.top,
             &mut self.scores,
         );
-        select_topk(&self.scores, &self.pending_rows[..take], &mut self.top);
         self.pending.drain(..take * d);
         self.pending_rows.drain(..take);
     }
@@ -431,19 +615,11 @@ impl CpuScan<'_> {
         self.index.clear();
         self.index
             .extend((first_row..first_row + n).map(|r| r as u32));
-        self.scores.resize(q.rows * n, 0.0);
-        gemm_nt(&q.data, chunk, q.rows, n, q.cols, &mut self.scores);
-        if masked > 0 {
-            let skip = &self.spec.skip.expect("masked rows")[first_row..first_row + n];
-            self.scores.par_chunks_mut(n.max(1)).for_each(|row| {
-                for (s, &m) in row.iter_mut().zip(skip) {
-                    if m {
-                        *s = f32::NAN;
-                    }
-                }
-            });
-        }
-        select_topk(&self.scores, &self.index, &mut self.top);
+        let skip = match masked {
+            0 => None,
+            _ => Some(&self.spec.skip.expect("masked rows")[first_row..first_row + n]),
+        };
+        score_and_select(q, chunk, &self.index, skip, &mut self.top, &mut self.scores);
         report_norms(&norms, first_row)
     }
 }
@@ -477,8 +653,10 @@ impl Scan for CpuScan<'_> {
         let room = n + tile_cols(q.rows);
         self.pending
             .reserve_exact((room * d).saturating_sub(self.pending.len()));
-        self.scores
-            .reserve_exact((q.rows * room).saturating_sub(self.scores.len()));
+        if !by_tile(q.rows) {
+            self.scores
+                .reserve_exact((q.rows * room).saturating_sub(self.scores.len()));
+        }
         self.pending.resize((held + kept) * d, 0.0);
         let mode = self.spec.rows;
         let normalize = mode == Rows::Normalize;
@@ -1048,6 +1226,32 @@ mod tests {
                             );
                         }
                     }
+                    // The visited tiles hold the same bits, and cover
+                    // every element once.
+                    let mut seen = vec![0usize; row_tiles(m).0];
+                    pool.install(|| {
+                        gemm_nt_visit(
+                            &a,
+                            &b[start * k..(start + w) * k],
+                            (m, w, k),
+                            &mut seen,
+                            |count, i0, j0, mut tile| {
+                                for i in 0..tile.rows {
+                                    for (j, v) in tile.row_mut(i).iter().enumerate() {
+                                        assert_eq!(
+                                            v.to_bits(),
+                                            whole[(i0 + i) * n + start + j0 + j].to_bits(),
+                                            "visited tile, split {split}, query {}, row {}",
+                                            i0 + i,
+                                            start + j0 + j
+                                        );
+                                    }
+                                }
+                                *count += tile.rows * tile.cols;
+                            },
+                        )
+                    });
+                    assert_eq!(seen.iter().sum::<usize>(), m * w, "split {split}");
                     start += w;
                 }
             }
@@ -1196,6 +1400,81 @@ mod tests {
     /// (masked scores set to NaN), many masked the compacting one: the lists
     /// come out the same bit for bit, equal to a brute-force top-k, and a
     /// masked row never enters one even when there are fewer than k others.
+    #[test]
+    fn tile_by_tile_and_whole_block_selection_agree() {
+        // 600 queries make three row tiles: on one thread the lists are
+        // filled tile by tile as the GEMM goes, on two from the whole score
+        // block. Row 10 has copies at 600 and 650 (ties across a column
+        // tile boundary, won by the lower row); every tenth row is masked
+        // (scored in place, as NaN), and chunks of 30 ending in the masked
+        // tail are compacted first.
+        let (n, d, nq, k) = (700usize, 24usize, 600usize, 7usize);
+        let mut seed = 11u64;
+        let mut next = || {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+            ((seed >> 40) as f32 / (1u64 << 24) as f32) - 0.5
+        };
+        let mut corpus: Vec<f32> = (0..n * d).map(|_| next()).collect();
+        for copy in [600, 650] {
+            corpus.copy_within(10 * d..11 * d, copy * d);
+        }
+        let mut q = Matrix::new(nq, d, (0..nq * d).map(|_| next()).collect());
+        // Some queries are row 10 itself, so it (and its copies) rank first.
+        for i in (0..nq).step_by(50) {
+            q.row_mut(i).copy_from_slice(&corpus[10 * d..11 * d]);
+        }
+        let skip: Vec<bool> = (0..n).map(|r| r % 10 == 3 || r >= 680).collect();
+        let run = |threads: usize, chunk: usize| {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            pool.install(|| {
+                assert_eq!(by_tile(nq), threads == 1, "{threads} threads");
+                let mut scan = Cpu
+                    .scan(ScanSpec {
+                        queries: &q,
+                        k,
+                        rows: Rows::AsStored,
+                        skip: Some(&skip),
+                    })
+                    .unwrap();
+                for start in (0..n).step_by(chunk) {
+                    let end = (start + chunk).min(n);
+                    scan.push(&corpus[start * d..end * d], start).unwrap();
+                }
+                scan.finish().unwrap().0
+            })
+        };
+        let mut all = vec![0.0f32; nq * n];
+        gemm_nt(&q.data, &corpus, nq, n, d, &mut all);
+        let want: Vec<Vec<(f32, u32)>> = (0..nq)
+            .map(|i| {
+                let mut want: Vec<(f32, u32)> = (0..n)
+                    .filter(|&r| !skip[r])
+                    .map(|r| (all[i * n + r], r as u32))
+                    .collect();
+                want.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+                want.truncate(k);
+                want
+            })
+            .collect();
+        for chunk in [n, 30] {
+            for threads in [1, 2] {
+                let top = run(threads, chunk);
+                for (i, want) in want.iter().enumerate() {
+                    assert_eq!(
+                        &top.entries(i).collect::<Vec<_>>(),
+                        want,
+                        "query {i}, chunks of {chunk}, {threads} threads"
+                    );
+                }
+            }
+        }
+        let top = run(1, n);
+        assert_eq!(&top.rows(0)[..3], &[10, 600, 650], "ties by row");
+    }
+
     #[test]
     fn in_place_and_compacting_scans_agree() {
         let (n, d, nq, k) = (700usize, 24usize, 9usize, 5usize);
