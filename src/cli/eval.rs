@@ -54,6 +54,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
     // the dataset's own corpus is the untuned baseline, normalised.
     let normalize = args.cosine || args.data.corpus.is_none();
     let paths = args.data.paths()?;
+    let early = args.device.open_early();
     let start = std::time::Instant::now();
     let ds = Dataset::open(paths)?;
     ds.notes
@@ -73,8 +74,9 @@ pub fn run(args: EvalArgs) -> Result<()> {
     let split = judged.split;
     let flops = 2.0 * split.queries.len() as f64 * ds.corpus.rows() as f64 * ds.dim() as f64;
     let read_s = start.elapsed().as_secs_f64();
-    let backends = args.device.backends_for(flops)?;
-    // Opening the device (on a GPU: instance, adapter, kernel compiles).
+    let backends = args.device.backends_after(early, flops)?;
+    // Opening the device (on a GPU: instance, adapter, kernel compiles),
+    // or what is left of it once the dataset is read.
     let device_s = start.elapsed().as_secs_f64() - read_s;
     let all: Vec<&dyn nudge::Backend> = backends.iter().map(|b| b.as_ref()).collect();
     let backend = &backends[0];

@@ -139,6 +139,7 @@ pub fn run(args: FitArgs) -> Result<()> {
     let mut opts = args.solve.options()?;
     nudge::backend::cpu::warm_up_in_background();
     let paths = args.data.paths()?;
+    let early = args.device.open_early();
     // `--out DIR/` keeps the corpus's shards; `--delta X.parquet` is one file.
     let sharded = paths.corpus.as_ref().is_some_and(|c| c.is_dir());
     let outputs = Outputs {
@@ -182,7 +183,8 @@ pub fn run(args: FitArgs) -> Result<()> {
     let scanned = dev.queries.len() + test.map_or(0, |t| t.queries.len());
     let flops = 2.0 * scanned as f64 * ds.corpus.rows() as f64 * ds.dim() as f64;
     let opened = Instant::now();
-    let backends = args.device.backends_for(flops)?;
+    // What is left of opening the device once the dataset is read.
+    let backends = args.device.backends_after(early, flops)?;
     let device_s = opened.elapsed().as_secs_f64();
     let all: Vec<&dyn nudge::Backend> = backends.iter().map(|b| b.as_ref()).collect();
     let backend = &backends[0];

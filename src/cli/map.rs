@@ -59,6 +59,7 @@ pub fn run(args: MapArgs) -> Result<()> {
             args.out.display()
         )));
     }
+    let early = args.device.open_early();
     let ds = Dataset::open(paths)?;
     ds.notes
         .iter()
@@ -68,7 +69,7 @@ pub fn run(args: MapArgs) -> Result<()> {
     splits.warnings.iter().for_each(log::warn);
     let scanned = splits.dev.queries.len() + splits.test.as_ref().map_or(0, |t| t.queries.len());
     let flops = 2.0 * scanned as f64 * rows.len() as f64 * ds.dim() as f64;
-    let backends = args.device.backends_for(flops)?;
+    let backends = args.device.backends_after(early, flops)?;
     let all: Vec<&dyn nudge::Backend> = backends.iter().map(|b| b.as_ref()).collect();
     let backend = &backends[0];
     let opts = MapOptions {

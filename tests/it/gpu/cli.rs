@@ -120,6 +120,64 @@ fn cli_fit_on_the_gpu_names_the_backend_and_adapter() {
 }
 
 #[test]
+fn cli_gpu_opened_during_the_read_keeps_each_error_and_its_exit_code() {
+    // `--device gpu` opens the adapter on a thread of its own while the
+    // dataset is read; each failure must still come out as itself.
+    if gpu().is_none() {
+        return;
+    }
+    let adapter = list_adapters().remove(0).name;
+    let small = fixture("small");
+    let tmp = tempfile::tempdir().unwrap();
+    // A bad dataset (a judgement line with two columns) under a good
+    // adapter: the data error (exit 3) naming the file and line, after
+    // the opening thread is done with the driver, not a crash.
+    let bad = tmp.path().join("bad");
+    std::fs::create_dir_all(bad.join("qrels")).unwrap();
+    for f in [
+        "corpus.npy",
+        "corpus_ids.txt",
+        "queries.npy",
+        "query_ids.txt",
+        "qrels/dev.tsv",
+    ] {
+        std::fs::copy(small.join(f), bad.join(f)).unwrap();
+    }
+    let train = std::fs::read_to_string(small.join("qrels/train.tsv")).unwrap();
+    let mut lines: Vec<&str> = train.lines().collect();
+    lines[2] = "q-broken\t1";
+    std::fs::write(bad.join("qrels/train.tsv"), lines.join("\n") + "\n").unwrap();
+    for cmd in ["fit", "map"] {
+        let out = tmp.path().join(format!("out-{cmd}"));
+        let out = out.to_str().unwrap();
+        let mut args = vec![cmd, "--dataset", bad.to_str().unwrap(), "--device", "gpu"];
+        args.extend(["--adapter", &adapter[..adapter.len().min(4)]]);
+        args.extend(match cmd {
+            "fit" => ["--method", "nudge-m", "--report", out],
+            _ => ["--out", out, "--k", "10"],
+        });
+        let out = nudge_cli(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(3), "{cmd}: {err}");
+        assert!(err.contains("train.tsv:3:"), "{cmd}: {err}");
+    }
+    // A good dataset under an adapter that is not there: the usage error
+    // (exit 2) from the opening thread, for fit and eval.
+    let report = tmp.path().join("r.json");
+    for cmd in ["fit", "eval"] {
+        let mut args = vec![cmd, "--dataset", small.to_str().unwrap(), "--device", "gpu"];
+        args.extend(["--adapter", "no such adapter 1234"]);
+        if cmd == "fit" {
+            args.extend(["--method", "nudge-m", "--report", report.to_str().unwrap()]);
+        }
+        let out = nudge_cli(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{cmd}: {err}");
+        assert!(err.contains("no such adapter 1234"), "{cmd}: {err}");
+    }
+}
+
+#[test]
 fn cli_devices_lists_the_adapter() {
     if gpu().is_none() {
         return;
