@@ -1396,10 +1396,27 @@ mod tests {
         }
     }
 
-    /// Rows scored as stored with few of them masked take the in-place path
-    /// (masked scores set to NaN), many masked the compacting one: the lists
-    /// come out the same bit for bit, equal to a brute-force top-k, and a
-    /// masked row never enters one even when there are fewer than k others.
+    /// Values in [-0.5, 0.5) from a small LCG seeded with `seed`.
+    fn uniform(seed: u64) -> impl FnMut() -> f32 {
+        let mut seed = seed;
+        move || {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+            ((seed >> 40) as f32 / (1u64 << 24) as f32) - 0.5
+        }
+    }
+
+    /// Query `i`'s top `k` (score, row) by brute force from the full `nq x
+    /// n` score matrix `all`, leaving out the rows `skip` marks.
+    fn brute_topk(all: &[f32], n: usize, skip: &[bool], i: usize, k: usize) -> Vec<(f32, u32)> {
+        let mut want: Vec<(f32, u32)> = (0..n)
+            .filter(|&r| !skip[r])
+            .map(|r| (all[i * n + r], r as u32))
+            .collect();
+        want.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        want.truncate(k);
+        want
+    }
+
     #[test]
     fn tile_by_tile_and_whole_block_selection_agree() {
         // 600 queries make three row tiles: on one thread the lists are
@@ -1409,11 +1426,7 @@ mod tests {
         // (scored in place, as NaN), and chunks of 30 ending in the masked
         // tail are compacted first.
         let (n, d, nq, k) = (700usize, 24usize, 600usize, 7usize);
-        let mut seed = 11u64;
-        let mut next = || {
-            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
-            ((seed >> 40) as f32 / (1u64 << 24) as f32) - 0.5
-        };
+        let mut next = uniform(11);
         let mut corpus: Vec<f32> = (0..n * d).map(|_| next()).collect();
         for copy in [600, 650] {
             corpus.copy_within(10 * d..11 * d, copy * d);
@@ -1448,17 +1461,8 @@ mod tests {
         };
         let mut all = vec![0.0f32; nq * n];
         gemm_nt(&q.data, &corpus, nq, n, d, &mut all);
-        let want: Vec<Vec<(f32, u32)>> = (0..nq)
-            .map(|i| {
-                let mut want: Vec<(f32, u32)> = (0..n)
-                    .filter(|&r| !skip[r])
-                    .map(|r| (all[i * n + r], r as u32))
-                    .collect();
-                want.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
-                want.truncate(k);
-                want
-            })
-            .collect();
+        let want: Vec<Vec<(f32, u32)>> =
+            (0..nq).map(|i| brute_topk(&all, n, &skip, i, k)).collect();
         for chunk in [n, 30] {
             for threads in [1, 2] {
                 let top = run(threads, chunk);
@@ -1475,14 +1479,14 @@ mod tests {
         assert_eq!(&top.rows(0)[..3], &[10, 600, 650], "ties by row");
     }
 
+    /// Rows scored as stored with few of them masked take the in-place path
+    /// (masked scores set to NaN), many masked the compacting one: the lists
+    /// come out the same bit for bit, equal to a brute-force top-k, and a
+    /// masked row never enters one even when there are fewer than k others.
     #[test]
     fn in_place_and_compacting_scans_agree() {
         let (n, d, nq, k) = (700usize, 24usize, 9usize, 5usize);
-        let mut seed = 7u64;
-        let mut next = || {
-            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
-            ((seed >> 40) as f32 / (1u64 << 24) as f32) - 0.5
-        };
+        let mut next = uniform(7);
         let corpus: Vec<f32> = (0..n * d).map(|_| next()).collect();
         let q = Matrix::new(nq, d, (0..nq * d).map(|_| next()).collect());
         let skip: Vec<bool> = (0..n).map(|r| r % 10 == 3 || r >= 690).collect();
@@ -1520,13 +1524,10 @@ mod tests {
         let mut all = vec![0.0f32; nq * n];
         gemm_nt(&q.data, &corpus, nq, n, d, &mut all);
         for i in 0..nq {
-            let mut want: Vec<(f32, u32)> = (0..n)
-                .filter(|&r| !skip[r])
-                .map(|r| (all[i * n + r], r as u32))
-                .collect();
-            want.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
-            want.truncate(k);
-            assert_eq!(whole.entries(i).collect::<Vec<_>>(), want);
+            assert_eq!(
+                whole.entries(i).collect::<Vec<_>>(),
+                brute_topk(&all, n, &skip, i, k)
+            );
         }
         // In place (1 of 8 rows masked) with k larger than what is left: the
         // lists hold the 7 others and not the masked row 683.
