@@ -191,7 +191,7 @@ thread_local! {
 ///
 /// Why: a scan with thousands of queries wrote a score block of tens of MiB
 /// per chunk and read it back for the top-k, a round trip through memory
-/// that cost it a sixth of its time against the bare GEMM; a tile is read
+/// that kept it at 73-82% of the bare GEMM's throughput; a tile is read
 /// back while it is still in the core's cache. Each element has the bits it
 /// has in [`gemm_nt`]'s output: the tiles are the same `gemm` calls, only
 /// the destination differs.
@@ -468,8 +468,8 @@ fn by_tile(m: usize) -> bool {
 /// a list). `scores` is scratch for the whole score block, used only when
 /// the lists are filled from it.
 ///
-/// With enough row tiles to go round the threads (a few per thread: 1,000
-/// queries on two cores, 10,000 on sixteen), the lists are filled tile by
+/// With enough row tiles to go round the threads (two per thread or more:
+/// 1,000 queries on two cores, 10,000 on sixteen), the lists are filled tile by
 /// tile as the GEMM computes them ([`gemm_nt_visit`]), so no score goes to
 /// memory and back; with fewer, the row tiles alone would leave cores idle,
 /// so the whole block is computed with every tile in parallel first and
