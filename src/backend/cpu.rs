@@ -176,38 +176,41 @@ pub(crate) fn row_tiles(m: usize) -> (usize, usize) {
 }
 
 thread_local! {
-    /// Per-thread output of one tile for [`gemm_nt_visit`] (at most
-    /// `GEMM_ROWS` x `GEMM_BLOCK`, 512 KiB): small enough to be read back
-    /// from the core's own cache, and reused rather than faulted in.
+    /// Per-thread output of one tile per product for [`gemm_nt_visit`]
+    /// (at most `GEMM_ROWS` x `GEMM_BLOCK`, 512 KiB, each): small enough to
+    /// be read back from the core's caches, and reused rather than faulted
+    /// in.
     static TILE: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// [`gemm_nt`] for a consumer that reads each score once: instead of
-/// writing the `m x n` product, it hands each tile, as soon as it is
-/// computed, to `visit(state, i0, j0, tile)`. `tile` holds rows
-/// `i0..i0 + tile.rows` (of the product, i.e. of `a`) and columns
-/// `j0..j0 + tile.cols` (rows of `b`), and lies in a per-thread buffer
-/// that `visit` may overwrite.
+/// writing the `m x n` products `a . b^T` of each `b` in `bs`, it hands
+/// each tile of them, as soon as it is computed, to
+/// `visit(state, i0, j0, tiles)`, one tile per product. The tiles hold rows
+/// `i0..i0 + rows` (of the products, i.e. of `a`) and columns
+/// `j0..j0 + cols` (rows of each `b`), and lie in a per-thread buffer that
+/// `visit` may overwrite.
 ///
 /// Why: a scan with thousands of queries wrote a score block of tens of MiB
 /// per chunk and read it back for the top-k, a round trip through memory
-/// that kept it at 73-82% of the bare GEMM's throughput; a tile is read
-/// back while it is still in the core's cache. Each element has the bits it
-/// has in [`gemm_nt`]'s output: the tiles are the same `gemm` calls, only
-/// the destination differs.
+/// that kept it at 73-82% of the bare GEMM's throughput, and NUDGE-M's
+/// bounds read back two such blocks (S0 and the slopes) per block of moved
+/// records; a tile is read back while it is still in the core's cache.
+/// Each element has the bits it has in [`gemm_nt`]'s output: the tiles
+/// are the same `gemm` calls, only the destination differs.
 ///
 /// `states` has one entry per row tile ([`row_tiles`]`(m).0`): the row
 /// tiles run in parallel, each computing and visiting its column tiles in
 /// order on one thread, so `visit` may keep per-row state there (the
-/// queries' top-k lists) without locks.
-pub(crate) fn gemm_nt_visit<S: Send>(
+/// queries' top-k lists, the pairs' bounds) without locks.
+pub(crate) fn gemm_nt_visit<const N: usize, S: Send>(
     a: &[f32],
-    b: &[f32],
+    bs: [&[f32]; N],
     (m, n, k): (usize, usize, usize),
     states: &mut [S],
-    visit: impl Fn(&mut S, usize, usize, Tile<'_>) + Sync,
+    visit: impl Fn(&mut S, usize, usize, [Tile<'_>; N]) + Sync,
 ) {
-    assert!(a.len() >= m * k && b.len() >= n * k);
+    assert!(a.len() >= m * k && bs.iter().all(|b| b.len() >= n * k));
     let (tiles, th) = row_tiles(m);
     assert_eq!(states.len(), tiles, "one state per row tile");
     if m == 0 || n == 0 {
@@ -230,30 +233,36 @@ pub(crate) fn gemm_nt_visit<S: Send>(
                 } else {
                     RAGGED_MIN.min(tw)
                 };
-                buf.resize(h * wp, 0.0);
-                if k == 0 {
-                    buf.fill(0.0);
-                } else if wp == w {
-                    // SAFETY: buf is h x w with row stride w.
-                    unsafe {
-                        gemm_block(lhs, &b[j0 * k..(j0 + w) * k], h, w, k, buf.as_mut_ptr(), w)
-                    };
-                } else {
-                    PADDED.with(|scratch| {
-                        let (rhs, _) = &mut *scratch.borrow_mut();
-                        rhs.resize(wp * k, 0.0);
-                        rhs[..w * k].copy_from_slice(&b[j0 * k..(j0 + w) * k]);
-                        // SAFETY: buf is h x wp with row stride wp.
-                        unsafe { gemm_block(lhs, &rhs[..wp * k], h, wp, k, buf.as_mut_ptr(), wp) };
-                    });
+                let size = h * wp;
+                buf.resize(N * size, 0.0);
+                for (b, out) in bs.iter().zip(buf.chunks_exact_mut(size)) {
+                    if k == 0 {
+                        out.fill(0.0);
+                    } else if wp == w {
+                        // SAFETY: out is h x w with row stride w.
+                        unsafe {
+                            gemm_block(lhs, &b[j0 * k..(j0 + w) * k], h, w, k, out.as_mut_ptr(), w)
+                        };
+                    } else {
+                        PADDED.with(|scratch| {
+                            let (rhs, _) = &mut *scratch.borrow_mut();
+                            rhs.resize(wp * k, 0.0);
+                            rhs[..w * k].copy_from_slice(&b[j0 * k..(j0 + w) * k]);
+                            // SAFETY: out is h x wp with row stride wp.
+                            unsafe {
+                                gemm_block(lhs, &rhs[..wp * k], h, wp, k, out.as_mut_ptr(), wp)
+                            };
+                        });
+                    }
                 }
-                let tile = Tile {
-                    data: &mut buf[..h * wp],
+                let mut parts = buf[..N * size].chunks_exact_mut(size);
+                let tiles = std::array::from_fn(|_| Tile {
+                    data: parts.next().expect("one part per product"),
                     rows: h,
                     cols: w,
                     stride: wp,
-                };
-                visit(state, i0, j0, tile);
+                });
+                visit(state, i0, j0, tiles);
             }
         });
     };
@@ -275,6 +284,11 @@ pub(crate) struct Tile<'a> {
 
 impl Tile<'_> {
     /// Row `i` of the tile, `cols` scores.
+    fn row(&self, i: usize) -> &[f32] {
+        &self.data[i * self.stride..i * self.stride + self.cols]
+    }
+
+    /// Row `i` of the tile, `cols` scores, to overwrite.
     fn row_mut(&mut self, i: usize) -> &mut [f32] {
         &mut self.data[i * self.stride..i * self.stride + self.cols]
     }
@@ -504,10 +518,10 @@ fn score_and_select(
             .collect();
         gemm_nt_visit(
             &q.data,
-            block,
+            [block],
             (m, n, q.cols),
             &mut lists,
-            |(ls, lr), _, j0, mut tile| {
+            |(ls, lr), _, j0, [mut tile]| {
                 let cols = &rows[j0..j0 + tile.cols];
                 let (lo, hi) = (
                     masked.partition_point(|&j| j < j0),
@@ -809,6 +823,75 @@ impl Backend for Cpu {
                 tighten_all(b, p.s, p.t, &s0[..before], &t[..before]);
                 tighten_all(b, p.s, p.t, &s0[after..], &t[after..]);
             });
+        Ok(())
+    }
+
+    /// NUDGE-M's bounds over a block straight from its rows: with enough
+    /// row tiles to go round the threads (as in [`score_and_select`]), S0
+    /// and the slopes are computed tile by tile ([`gemm_nt_visit`]) and
+    /// each tile tightens the bounds of its queries' pairs while it is in
+    /// cache, instead of two blocks of `dev x B` written and read back
+    /// (30 MiB per block at tldr's 1,800 dev queries). The bounds come out
+    /// the same bit for bit: the same S0 and slopes (the slopes as
+    /// [`super::slopes`] scales them), and a pair's bounds are a max, a min
+    /// and an "or" over its competitors, which any split of them gives
+    /// alike. Pairs not in query order, or too few row tiles, take the
+    /// default way.
+    fn nudge_m_block(
+        &self,
+        q_dev: &Matrix,
+        rows: (&[f32], &[f32]),
+        records: &[u32],
+        inv_norm: &[f32],
+        pairs: &[Pair],
+        bounds: &mut [Bounds],
+        scratch: &mut (Matrix, Matrix),
+    ) -> Result<()> {
+        let m = q_dev.rows;
+        if !by_tile(m) || !pairs.is_sorted_by_key(|p| p.query) {
+            return super::nudge_m_block_via_host(
+                self, q_dev, rows, records, inv_norm, pairs, bounds, scratch,
+            );
+        }
+        // Each row tile's pairs (and bounds): a run of the list.
+        let th = row_tiles(m).1;
+        let mut parts: Vec<(&[Pair], &mut [Bounds])> = Vec::new();
+        let (mut ps, mut bs) = (pairs, bounds);
+        for i0 in (0..m).step_by(th) {
+            let end = (i0 + th).min(m);
+            let cut = ps.partition_point(|p| (p.query as usize) < end);
+            let (p_here, p_rest) = ps.split_at(cut);
+            let (b_here, b_rest) = std::mem::take(&mut bs).split_at_mut(cut);
+            parts.push((p_here, b_here));
+            (ps, bs) = (p_rest, b_rest);
+        }
+        gemm_nt_visit(
+            &q_dev.data,
+            [rows.0, rows.1],
+            (m, records.len(), q_dev.cols),
+            &mut parts,
+            |(ps, bs), i0, j0, [s0, mut t]| {
+                let cols = &records[j0..j0 + t.cols];
+                let inv = &inv_norm[j0..j0 + t.cols];
+                for i in 0..t.rows {
+                    for (x, n) in t.row_mut(i).iter_mut().zip(inv) {
+                        *x *= n;
+                    }
+                }
+                for (p, b) in ps.iter().zip(bs.iter_mut()) {
+                    let i = p.query as usize - i0;
+                    let (s0, t) = (s0.row(i), t.row(i));
+                    // The pair's own record is no competitor.
+                    match cols.binary_search(&p.record) {
+                        Ok(j) => {
+                            tighten_all(b, p.s, p.t, &s0[..j], &t[..j]);
+                            tighten_all(b, p.s, p.t, &s0[j + 1..], &t[j + 1..]);
+                        }
+                        Err(_) => tighten_all(b, p.s, p.t, s0, t),
+                    }
+                }
+            },
+        );
         Ok(())
     }
 
@@ -1232,10 +1315,10 @@ mod tests {
                     pool.install(|| {
                         gemm_nt_visit(
                             &a,
-                            &b[start * k..(start + w) * k],
+                            [&b[start * k..(start + w) * k]],
                             (m, w, k),
                             &mut seen,
-                            |count, i0, j0, mut tile| {
+                            |count, i0, j0, [mut tile]| {
                                 for i in 0..tile.rows {
                                     for (j, v) in tile.row_mut(i).iter().enumerate() {
                                         assert_eq!(
@@ -1477,6 +1560,103 @@ mod tests {
         }
         let top = run(1, n);
         assert_eq!(&top.rows(0)[..3], &[10, 600, 650], "ties by row");
+    }
+
+    /// NUDGE-M's bounds over a block, tile by tile (one thread, three row
+    /// tiles) and the default way (S0 and the slopes in full, then
+    /// `nudge_m_bounds`), come out the same bit for bit: blocks of two
+    /// column tiles (512 + 188) and of a padded ragged one (512 + 18);
+    /// pairs whose record is in the block (their own values read from it,
+    /// as the search does) and pairs whose record is not; records that
+    /// share a G (equal slopes, so pairs get dropped).
+    #[test]
+    fn nudge_m_block_by_tile_equals_the_default() {
+        use crate::backend::{nudge_m_block_via_host, nudge_m_scores};
+        let (nq, d) = (600usize, 24usize);
+        let mut next = uniform(5);
+        let q = Matrix::new(nq, d, (0..nq * d).map(|_| next()).collect());
+        for n in [700usize, 530] {
+            let rows_d: Vec<f32> = (0..n * d).map(|_| next()).collect();
+            let mut rows_g: Vec<f32> = (0..n * d).map(|_| next()).collect();
+            // Records 40..60 share one G.
+            for j in 41..60 {
+                rows_g.copy_within(40 * d..41 * d, j * d);
+            }
+            let records: Vec<u32> = (0..n as u32).map(|j| 3 * j + 1).collect();
+            let inv_norm: Vec<f32> = (0..n).map(|j| 0.5 + (j % 7) as f32 * 0.25).collect();
+            let mut full = Default::default();
+            nudge_m_scores(&Cpu, &q, (&rows_d, &rows_g), &inv_norm, &mut full).unwrap();
+            let (s0, t) = &full;
+            // Every third query has no pair; the others one in the block
+            // (own values from S0 and the slopes) and one outside it.
+            let mut pairs = Vec::new();
+            for i in (0..nq).filter(|i| i % 3 != 0) {
+                let j = (i * 37) % n;
+                let j = if i % 5 == 0 { 40 + i % 20 } else { j };
+                pairs.push(Pair {
+                    query: i as u32,
+                    record: records[j],
+                    s: s0.row(i)[j],
+                    t: t.row(i)[j],
+                });
+                pairs.push(Pair {
+                    query: i as u32,
+                    record: 3 * j as u32 + 2,
+                    s: 0.1,
+                    t: 0.0,
+                });
+            }
+            let run = |threads: usize, default: bool| {
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .unwrap();
+                pool.install(|| {
+                    assert_eq!(by_tile(nq), threads == 1);
+                    let mut bounds = vec![Bounds::OPEN; pairs.len()];
+                    let mut scratch = Default::default();
+                    let rows = (&rows_d[..], &rows_g[..]);
+                    if default {
+                        nudge_m_block_via_host(
+                            &Cpu,
+                            &q,
+                            rows,
+                            &records,
+                            &inv_norm,
+                            &pairs,
+                            &mut bounds,
+                            &mut scratch,
+                        )
+                    } else {
+                        Cpu.nudge_m_block(
+                            &q,
+                            rows,
+                            &records,
+                            &inv_norm,
+                            &pairs,
+                            &mut bounds,
+                            &mut scratch,
+                        )
+                    }
+                    .unwrap();
+                    bounds
+                })
+            };
+            let want = run(2, true);
+            let got = run(1, false);
+            assert!(want.iter().any(|b| b.dropped), "some pairs dropped");
+            assert!(
+                want.iter().any(|b| !b.dropped && b.low > 0.0),
+                "some bounds raised"
+            );
+            for (i, (w, g)) in want.iter().zip(&got).enumerate() {
+                assert_eq!(
+                    (w.low.to_bits(), w.high.to_bits(), w.dropped),
+                    (g.low.to_bits(), g.high.to_bits(), g.dropped),
+                    "block of {n}, pair {i}: {w:?} against {g:?}"
+                );
+            }
+        }
     }
 
     /// Rows scored as stored with few of them masked take the in-place path
