@@ -912,15 +912,7 @@ impl Backend for Cpu {
         // by gamma instead streamed all of S0 and S1 from memory once per
         // gamma, which made this merge memory-bound. The lists are copied
         // into query-major order for that and back.
-        let mut scores = vec![0.0f32; nq * grid * k];
-        let mut rows = vec![0u32; nq * grid * k];
-        for (g, top) in tops.iter().enumerate() {
-            for q in 0..nq {
-                let at = (q * grid + g) * k;
-                scores[at..at + k].copy_from_slice(top.scores(q));
-                rows[at..at + k].copy_from_slice(top.rows(q));
-            }
-        }
+        let (mut scores, mut rows) = query_major(tops);
         let reach: Option<Reach> = block
             .planes
             .map(|planes| Reach::of_block(planes, coef, width));
@@ -930,28 +922,75 @@ impl Backend for Cpu {
             .enumerate()
             .for_each(|(q, (ls, lr))| {
                 let (s0, s1) = (block.s0.row(q), block.s1.row(q));
-                if let Some(reach) = &reach {
-                    merge_reachable(ls, lr, s0, s1, coef, block.records, reach);
-                    return;
-                }
-                for g in 0..grid {
-                    offer_merged(
-                        &mut ls[g * k..(g + 1) * k],
-                        &mut lr[g * k..(g + 1) * k],
-                        s0,
-                        s1,
-                        &coef[g * width..(g + 1) * width],
-                        block.records,
+                merge_query(
+                    ls,
+                    lr,
+                    s0,
+                    s1,
+                    (coef, width, 0),
+                    block.records,
+                    reach.as_ref(),
+                );
+            });
+        from_query_major(tops, &scores, &rows, nq);
+        Ok(())
+    }
+
+    /// NUDGE-N's merge of a block straight from its rows: with enough row
+    /// tiles to go round the threads (as in [`score_and_select`]), S0 and
+    /// S1 are computed tile by tile ([`gemm_nt_visit`]) and each tile is
+    /// merged into its queries' lists while it is in cache, instead of two
+    /// blocks of `dev x B` written and read back. The lists come out the
+    /// same bit for bit: the same scores, offered to each list in the same
+    /// ascending column order, and the reach test skips the same records
+    /// (its 16-column groups start at the same columns, since tiles are
+    /// 512 wide).
+    fn nudge_n_block(
+        &self,
+        q_dev: &Matrix,
+        rows: (&[f32], &[f32]),
+        records: &[u32],
+        planes: Option<&[(f64, f64)]>,
+        coef: &[(f32, f32)],
+        tops: &mut [TopK],
+        scratch: &mut (Matrix, Matrix),
+    ) -> Result<()> {
+        let (m, width, grid) = (q_dev.rows, records.len(), tops.len());
+        let k = tops.first().map_or(0, |t| t.k);
+        if !by_tile(m) || width == 0 || k == 0 {
+            return super::nudge_n_block_via_host(
+                self, q_dev, rows, records, planes, coef, tops, scratch,
+            );
+        }
+        let (mut scores, mut lrows) = query_major(tops);
+        let reach: Option<Reach> = planes.map(|planes| Reach::of_block(planes, coef, width));
+        let per_tile = row_tiles(m).1 * grid * k;
+        let mut lists: Vec<(&mut [f32], &mut [u32])> = scores
+            .chunks_mut(per_tile)
+            .zip(lrows.chunks_mut(per_tile))
+            .collect();
+        gemm_nt_visit(
+            &q_dev.data,
+            [rows.0, rows.1],
+            (m, width, q_dev.cols),
+            &mut lists,
+            |(ls, lr), _, j0, [s0, s1]| {
+                let cols = &records[j0..j0 + s0.cols];
+                for i in 0..s0.rows {
+                    let r = i * grid * k..(i + 1) * grid * k;
+                    merge_query(
+                        &mut ls[r.clone()],
+                        &mut lr[r],
+                        s0.row(i),
+                        s1.row(i),
+                        (coef, width, j0),
+                        cols,
+                        reach.as_ref(),
                     );
                 }
-            });
-        for (g, top) in tops.iter_mut().enumerate() {
-            for q in 0..nq {
-                let at = (q * grid + g) * k;
-                top.scores[q * k..(q + 1) * k].copy_from_slice(&scores[at..at + k]);
-                top.rows[q * k..(q + 1) * k].copy_from_slice(&rows[at..at + k]);
-            }
-        }
+            },
+        );
+        from_query_major(tops, &scores, &lrows, m);
         Ok(())
     }
 
@@ -1068,16 +1107,85 @@ impl Reach {
     }
 }
 
+/// Every query's lists, one per gamma (`tops[g]`), gathered query-major:
+/// query `q`'s list for gamma `g` at `(q * grid + g) * k`.
+fn query_major(tops: &[TopK]) -> (Vec<f32>, Vec<u32>) {
+    let grid = tops.len();
+    let Some(first) = tops.first() else {
+        return (Vec::new(), Vec::new());
+    };
+    let (nq, k) = (first.queries, first.k);
+    let mut scores = vec![0.0f32; nq * grid * k];
+    let mut rows = vec![0u32; nq * grid * k];
+    for (g, top) in tops.iter().enumerate() {
+        for q in 0..nq {
+            let at = (q * grid + g) * k;
+            scores[at..at + k].copy_from_slice(top.scores(q));
+            rows[at..at + k].copy_from_slice(top.rows(q));
+        }
+    }
+    (scores, rows)
+}
+
+/// The lists of [`query_major`], back into `tops` (`nq` queries).
+fn from_query_major(tops: &mut [TopK], scores: &[f32], rows: &[u32], nq: usize) {
+    let grid = tops.len();
+    for (g, top) in tops.iter_mut().enumerate() {
+        let k = top.k;
+        for q in 0..nq {
+            let at = (q * grid + g) * k;
+            top.scores[q * k..(q + 1) * k].copy_from_slice(&scores[at..at + k]);
+            top.rows[q * k..(q + 1) * k].copy_from_slice(&rows[at..at + k]);
+        }
+    }
+}
+
+/// One query's NUDGE-N merge over columns `j0..j0 + rows.len()` of a block
+/// (`s0`, `s1` and `rows` those columns; `coef` the block's, `stride`
+/// columns per gamma): every gamma's list, `ls`/`lr` holding them `k`
+/// apart; only the records `reach` lets through, when there is one.
+fn merge_query(
+    ls: &mut [f32],
+    lr: &mut [u32],
+    s0: &[f32],
+    s1: &[f32],
+    (coef, stride, j0): (&[(f32, f32)], usize, usize),
+    rows: &[u32],
+    reach: Option<&Reach>,
+) {
+    if let Some(reach) = reach {
+        merge_reachable(ls, lr, s0, s1, (coef, stride, j0), rows, reach);
+        return;
+    }
+    let grid = coef.len() / stride.max(1);
+    let k = ls.len() / grid.max(1);
+    let w = rows.len();
+    for g in 0..grid {
+        offer_merged(
+            &mut ls[g * k..(g + 1) * k],
+            &mut lr[g * k..(g + 1) * k],
+            s0,
+            s1,
+            &coef[g * stride + j0..g * stride + j0 + w],
+            rows,
+        );
+    }
+}
+
 /// [`offer_merged`] for every gamma of one query, skipping the records
 /// that [`Reach`] shows no list can take. `ls`/`lr` hold the query's lists,
 /// one per gamma, `k` apart; each list still sees its candidates in
 /// ascending column order, so the result is the unpruned merge's.
+///
+/// `s0`, `s1` and `rows` are the block's columns `j0..j0 + rows.len()`;
+/// `coef` and `reach` are the whole block's, `stride` columns per gamma.
+#[allow(clippy::too_many_arguments)]
 fn merge_reachable(
     ls: &mut [f32],
     lr: &mut [u32],
     s0: &[f32],
     s1: &[f32],
-    coef: &[(f32, f32)],
+    (coef, stride, j0): (&[(f32, f32)], usize, usize),
     rows: &[u32],
     reach: &Reach,
 ) {
@@ -1087,13 +1195,13 @@ fn merge_reachable(
         lr: &mut [u32],
         s0: &[f32],
         s1: &[f32],
-        coef: &[(f32, f32)],
+        (coef, stride, j0): (&[(f32, f32)], usize, usize),
         rows: &[u32],
         reach: &Reach,
     ) {
         const L: usize = 16;
         let width = rows.len();
-        let grid = coef.len() / width.max(1);
+        let grid = coef.len() / stride.max(1);
         let k = ls.len() / grid.max(1);
         if k == 0 {
             return;
@@ -1114,16 +1222,16 @@ fn merge_reachable(
             let (x, y) = (&s0[at..at + n], &s1[at..at + n]);
             if n == L {
                 // A constant width: unrolled into whole vectors.
-                reach.may_reach(at, x, y, thr, &mut pass);
+                reach.may_reach(j0 + at, x, y, thr, &mut pass);
             } else {
-                reach.may_reach(at, x, y, thr, &mut pass[..n]);
+                reach.may_reach(j0 + at, x, y, thr, &mut pass[..n]);
             }
             if !pass.iter().any(|&p| p) {
                 continue;
             }
             for j in (at..at + n).filter(|j| pass[j - at]) {
                 for g in 0..grid {
-                    let (a, b) = coef[g * width + j];
+                    let (a, b) = coef[g * stride + j0 + j];
                     let r = g * k..(g + 1) * k;
                     topk::push_into(
                         &mut ls[r.clone()],
@@ -1141,7 +1249,7 @@ fn merge_reachable(
         lr: &mut [u32] = lr,
         s0: &[f32] = s0,
         s1: &[f32] = s1,
-        coef: &[(f32, f32)] = coef,
+        coef: (&[(f32, f32)], usize, usize) = (coef, stride, j0),
         rows: &[u32] = rows,
         reach: &Reach = reach
     ))
@@ -1654,6 +1762,89 @@ mod tests {
                     (w.low.to_bits(), w.high.to_bits(), w.dropped),
                     (g.low.to_bits(), g.high.to_bits(), g.dropped),
                     "block of {n}, pair {i}: {w:?} against {g:?}"
+                );
+            }
+        }
+    }
+
+    /// NUDGE-N's merge of a block, tile by tile (one thread, three row
+    /// tiles) and the default way (S0 and S1 in full, then
+    /// `nudge_n_merge`), gives the same lists, with and without the reach
+    /// test, for blocks of two column tiles and of a padded ragged one,
+    /// into lists that already hold entries.
+    #[test]
+    fn nudge_n_block_by_tile_equals_the_default() {
+        use crate::backend::nudge_n_block_via_host;
+        let (nq, d, grid, k) = (600usize, 24usize, 4usize, 5usize);
+        let mut next = uniform(9);
+        let q = Matrix::new(nq, d, (0..nq * d).map(|_| next()).collect());
+        for n in [700usize, 530] {
+            let rows_d: Vec<f32> = (0..n * d).map(|_| next()).collect();
+            let rows_g: Vec<f32> = (0..n * d).map(|_| next()).collect();
+            let records: Vec<u32> = (0..n as u32).map(|j| 2 * j + 1).collect();
+            let coef: Vec<(f32, f32)> = (0..grid * n)
+                .map(|_| (1.0 + next(), next() * 0.5))
+                .collect();
+            let planes: Vec<(f64, f64)> = (0..n)
+                .map(|_| {
+                    let v = next() as f64;
+                    (v, v * v + 0.5)
+                })
+                .collect();
+            // Lists that already hold a few entries (even rows, not in the
+            // block).
+            let mut start = vec![TopK::new(nq, k); grid];
+            for (g, top) in start.iter_mut().enumerate() {
+                for i in 0..nq {
+                    for e in 0..(i + g) % 4 {
+                        top.push(i, 0.2 * next(), 2 * (i + e) as u32);
+                    }
+                }
+            }
+            for planes in [None, Some(&planes[..])] {
+                let run = |threads: usize, default: bool| {
+                    let pool = rayon::ThreadPoolBuilder::new()
+                        .num_threads(threads)
+                        .build()
+                        .unwrap();
+                    pool.install(|| {
+                        assert_eq!(by_tile(nq), threads == 1);
+                        let mut tops = start.clone();
+                        let mut scratch = Default::default();
+                        let rows = (&rows_d[..], &rows_g[..]);
+                        if default {
+                            nudge_n_block_via_host(
+                                &Cpu,
+                                &q,
+                                rows,
+                                &records,
+                                planes,
+                                &coef,
+                                &mut tops,
+                                &mut scratch,
+                            )
+                        } else {
+                            Cpu.nudge_n_block(
+                                &q,
+                                rows,
+                                &records,
+                                planes,
+                                &coef,
+                                &mut tops,
+                                &mut scratch,
+                            )
+                        }
+                        .unwrap();
+                        tops
+                    })
+                };
+                let want = run(2, true);
+                assert_ne!(want, start, "the block enters the lists");
+                assert_eq!(
+                    run(1, false),
+                    want,
+                    "block of {n}, planes {}",
+                    planes.is_some()
                 );
             }
         }
