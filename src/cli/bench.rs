@@ -53,6 +53,21 @@ struct Run {
     wall: f64,
     peak_bytes: u64,
     output: Value,
+    /// This machine's GEMM, GFLOP/s, timed right after the run (CPU runs).
+    gemm: Option<f64>,
+}
+
+/// This machine's GEMM on the shape of a fit's blocks (its dev queries
+/// against a chunk of records), from a run's output: the floor a CPU run
+/// is held to. Timed right after each run, while nothing else runs: on a
+/// shared or virtual machine the speed of the cores moves by half from
+/// minute to minute, and one figure for the whole bench held early runs
+/// to a later minute's speed.
+fn gemm_after(output: &Value) -> f64 {
+    let q = &output["queries"];
+    let dev = q["dev"].as_u64().or_else(|| q.as_u64()).unwrap_or(1000) as usize;
+    let d = output["dim"].as_u64().unwrap_or(384) as usize;
+    super::floor::gemm_gflops(dev, 8192, d)
 }
 
 /// Runs `nudge ARGS` as a child; returns its exit status, stdout, wall time
@@ -258,31 +273,31 @@ pub fn run(a: BenchArgs) -> Result<()> {
                     serde_json::from_slice(&std::fs::read(report).unwrap_or_default())
                         .unwrap_or(Value::Null)
                 };
-                tries.push((wall, peak, output));
+                let gemm = (backend == "cpu").then(|| gemm_after(&output));
+                tries.push((wall, peak, output, gemm));
             }
-            // The run of median wall time, whole (its phases and memory
-            // with it), not medians taken phase by phase.
+            // The run of median wall time, whole (its phases, memory and
+            // GEMM speed with it), not medians taken phase by phase.
             tries.sort_by(|x, y| x.0.total_cmp(&y.0));
-            let (wall, peak, output) = tries.swap_remove(tries.len() / 2);
+            let (wall, peak, output, gemm) = tries.swap_remove(tries.len() / 2);
             runs.push(Run {
                 backend,
                 step,
                 wall,
                 peak_bytes: peak,
                 output,
+                gemm,
             });
         }
     }
 
-    // This machine's GEMM on the shape of the fit's blocks (the dev
-    // queries against a chunk of records), timed here, after the children,
-    // so nothing else runs meanwhile: the floor every CPU phase is held to.
-    let gemm = runs.iter().find(|r| r.backend == "cpu").map(|r| {
-        let q = &r.output["queries"];
-        let dev = q["dev"].as_u64().or_else(|| q.as_u64()).unwrap_or(1000) as usize;
-        let d = r.output["dim"].as_u64().unwrap_or(384) as usize;
-        super::floor::gemm_gflops(dev, 8192, d)
-    });
+    // The bench's one figure for this machine's GEMM: the median of those
+    // timed after the CPU runs (each run's floor uses its own).
+    let gemm = {
+        let mut all: Vec<f64> = runs.iter().filter_map(|r| r.gemm).collect();
+        all.sort_by(f64::total_cmp);
+        all.get(all.len() / 2).copied()
+    };
     let queries_in_scan = |r: &Run| -> f64 {
         let q = &r.output["queries"];
         if r.step.starts_with("eval") {
@@ -310,9 +325,9 @@ pub fn run(a: BenchArgs) -> Result<()> {
                 "peak_mib": r.peak_bytes as f64 / (1 << 20) as f64,
                 "gamma": r.output["gamma"],
                 // The GEMM-only time of each phase's similarity work.
-                "floor": match gemm {
-                    Some(g) if r.backend == "cpu" => super::floor::floor(&r.step, &r.output, g),
-                    _ => Value::Null,
+                "floor": match r.gemm {
+                    Some(g) => super::floor::floor(&r.step, &r.output, g),
+                    None => Value::Null,
                 },
             });
             if r.backend == "gpu" {
@@ -387,13 +402,13 @@ pub fn run(a: BenchArgs) -> Result<()> {
             r["peak_mib"].as_f64().unwrap_or(f64::NAN),
         );
     }
-    if let Some(g) = gemm {
+    if gemm.is_some() {
         println!(
-            "\nthe floor: each phase's similarity GFLOP at this machine's GEMM ({g:.1} GFLOP/s)"
+            "\nthe floor: each phase's similarity GFLOP at this machine's GEMM, timed right after the run"
         );
         println!(
-            "{:<5} {:<12} {:<13} {:>8} {:>9} {:>9} {:>8}",
-            "", "step", "phase", "GFLOP", "floor ms", "actual ms", "x floor"
+            "{:<5} {:<12} {:<13} {:>8} {:>9} {:>9} {:>9} {:>8}",
+            "", "step", "phase", "GFLOP", "GEMM GF/s", "floor ms", "actual ms", "x floor"
         );
         for r in rows.iter().filter(|r| r["floor"].is_object()) {
             for (phase, f) in r["floor"].as_object().into_iter().flatten() {
@@ -402,11 +417,12 @@ pub fn run(a: BenchArgs) -> Result<()> {
                 }
                 let ms = |v: &Value| v.as_f64().map_or(f64::NAN, |x| x * 1e3);
                 println!(
-                    "{:<5} {:<12} {:<13} {:>8.2} {:>9.1} {:>9.1} {:>8.2}",
+                    "{:<5} {:<12} {:<13} {:>8.2} {:>9.1} {:>9.1} {:>9.1} {:>8.2}",
                     r["backend"].as_str().unwrap_or(""),
                     r["step"].as_str().unwrap_or(""),
                     phase,
                     f["gflop"].as_f64().unwrap_or(f64::NAN),
+                    f["gemm_gflops"].as_f64().unwrap_or(f64::NAN),
                     ms(&f["floor_s"]),
                     ms(&f["actual_s"]),
                     f["x_floor"].as_f64().unwrap_or(f64::NAN),

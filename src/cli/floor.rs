@@ -59,8 +59,9 @@ pub fn phase_gflop(step: &str, report: &Value) -> Vec<(&'static str, f64)> {
     ]
 }
 
-/// Per phase: its GFLOP, the GEMM-only seconds at `gflops`, the measured
-/// seconds (from the report's timings) and their ratio.
+/// Per phase: its GFLOP, the GEMM speed it is held to (`gflops`), the
+/// GEMM-only seconds at that speed, the measured seconds (from the
+/// report's timings) and their ratio.
 pub fn floor(step: &str, report: &Value, gflops: f64) -> Value {
     let mut out = serde_json::Map::new();
     for (phase, g) in phase_gflop(step, report) {
@@ -70,6 +71,7 @@ pub fn floor(step: &str, report: &Value, gflops: f64) -> Value {
             phase.into(),
             json!({
                 "gflop": g,
+                "gemm_gflops": gflops,
                 "floor_s": floor_s,
                 "actual_s": actual,
                 "x_floor": actual.map(|a| if floor_s > 0.0 { a / floor_s } else { f64::NAN }),

@@ -249,3 +249,51 @@ fn bench_writes_its_runs_as_a_page() {
     // The CPU GEMM floor is one of the bars of the GFLOP/s chart.
     assert!(figure(&html, "gflops-chart").contains("CPU GEMM floor"));
 }
+
+#[test]
+fn bench_holds_each_cpu_run_to_the_gemm_timed_after_it() {
+    let out = nudge(
+        &[
+            "bench",
+            "--records",
+            "3000",
+            "--dim",
+            "16",
+            "--train",
+            "60",
+            "--dev",
+            "20",
+            "--test",
+            "10",
+            "--device",
+            "cpu",
+            "--json",
+            "-q",
+        ],
+        &[],
+    );
+    expect(&out, 0, &[]);
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let runs = r["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 3);
+    // Each run's phases share the GEMM speed timed after that run, and
+    // their floor is their GFLOP at it.
+    let mut speeds = Vec::new();
+    for run in runs {
+        let floor = run["floor"].as_object().expect("a floor per CPU run");
+        let gemm = floor["scan"]["gemm_gflops"].as_f64().unwrap();
+        assert!(gemm > 0.0, "{run}");
+        for (phase, f) in floor {
+            assert_eq!(f["gemm_gflops"].as_f64(), Some(gemm), "{phase}");
+            let (gflop, floor_s) = (f["gflop"].as_f64().unwrap(), f["floor_s"].as_f64().unwrap());
+            assert!(
+                (floor_s - gflop / gemm).abs() <= 1e-12 * (1.0 + floor_s),
+                "{phase}: {f}"
+            );
+        }
+        speeds.push(gemm);
+    }
+    // The bench's one figure is their median.
+    speeds.sort_by(f64::total_cmp);
+    assert_eq!(r["cpu_gemm_gflops"].as_f64(), Some(speeds[1]));
+}
