@@ -211,32 +211,30 @@ fn the_scifact_report_loads_in_chromium_and_renders() {
     assert!(bytes.len() > 30_000, "{} bytes", bytes.len());
 }
 
+/// A CPU bench of a small synthetic dataset, quiet.
+const SMALL_BENCH: [&str; 14] = [
+    "bench",
+    "--records",
+    "3000",
+    "--dim",
+    "16",
+    "--train",
+    "60",
+    "--dev",
+    "20",
+    "--test",
+    "10",
+    "--device",
+    "cpu",
+    "-q",
+];
+
 #[test]
 fn bench_writes_its_runs_as_a_page() {
     let dir = tempfile::tempdir().unwrap();
     let page = dir.path().join("bench.html");
     let p = page.to_str().unwrap();
-    let out = nudge(
-        &[
-            "bench",
-            "--records",
-            "3000",
-            "--dim",
-            "16",
-            "--train",
-            "60",
-            "--dev",
-            "20",
-            "--test",
-            "10",
-            "--device",
-            "cpu",
-            "--html",
-            p,
-            "-q",
-        ],
-        &[],
-    );
+    let out = nudge(&[&SMALL_BENCH[..], &["--html", p]].concat(), &[]);
     expect(&out, 0, &[]);
     let html = std::fs::read_to_string(&page).unwrap();
     // The table's three runs, and each chart.
@@ -252,26 +250,7 @@ fn bench_writes_its_runs_as_a_page() {
 
 #[test]
 fn bench_holds_each_cpu_run_to_the_gemm_timed_after_it() {
-    let out = nudge(
-        &[
-            "bench",
-            "--records",
-            "3000",
-            "--dim",
-            "16",
-            "--train",
-            "60",
-            "--dev",
-            "20",
-            "--test",
-            "10",
-            "--device",
-            "cpu",
-            "--json",
-            "-q",
-        ],
-        &[],
-    );
+    let out = nudge(&[&SMALL_BENCH[..], &["--json"]].concat(), &[]);
     expect(&out, 0, &[]);
     let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let runs = r["runs"].as_array().unwrap();
