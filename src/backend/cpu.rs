@@ -85,10 +85,53 @@ const RAGGED_MIN: usize = 160;
 
 thread_local! {
     /// Per-thread scratch for ragged GEMM tiles under `RAGGED_MIN`
-    /// columns: the right-hand block padded to that width, and the tile's
-    /// output. Reused, because allocating (and so faulting in) 0.75 MiB per
-    /// ragged tile was a third of a small fit.
-    static PADDED: std::cell::RefCell<(Vec<f32>, Vec<f32>)> = const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+    /// columns: the right-hand block padded to that width ([`gemm_tile`]),
+    /// and [`gemm_nt`]'s output of the padded tile. Reused, because
+    /// allocating (and so faulting in) 0.75 MiB per ragged tile was a third
+    /// of a small fit.
+    static PADDED_RHS: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    static PADDED_OUT: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The width a tile of `w` columns (of at most `tw`) is computed at: its
+/// own from `RAGGED_MIN` up, else padded to `RAGGED_MIN` (see there).
+fn computed_width(w: usize, tw: usize) -> usize {
+    if w >= RAGGED_MIN {
+        w
+    } else {
+        RAGGED_MIN.min(tw)
+    }
+}
+
+/// One tile of [`gemm_nt`] and [`gemm_nt_visit`]: `lhs` (h x k) times the
+/// `w` rows of `block` (w x k), computed `wp` ([`computed_width`]) columns
+/// wide into `dst` (row stride `dst_rs`). A padded tile reads its
+/// right-hand side from a scratch copy of `block` whose padding rows are
+/// stale: each output column depends on its own right-hand row alone, so
+/// they only feed the output columns `w..wp`, which the caller ignores (no
+/// need to zero a fresh buffer for every ragged tile).
+///
+/// # Safety
+/// `dst` must be valid for writes at `i * dst_rs + j` for every `i < h`,
+/// `j < wp`, and no one else may access those elements meanwhile.
+unsafe fn gemm_tile(
+    lhs: &[f32],
+    block: &[f32],
+    (h, w, wp, k): (usize, usize, usize, usize),
+    dst: *mut f32,
+    dst_rs: usize,
+) {
+    if wp == w {
+        // SAFETY: as the caller promises.
+        return unsafe { gemm_block(lhs, block, h, w, k, dst, dst_rs) };
+    }
+    PADDED_RHS.with(|rhs| {
+        let rhs = &mut *rhs.borrow_mut();
+        rhs.resize(wp * k, 0.0);
+        rhs[..w * k].copy_from_slice(&block[..w * k]);
+        // SAFETY: as the caller promises.
+        unsafe { gemm_block(lhs, &rhs[..wp * k], h, wp, k, dst, dst_rs) };
+    });
 }
 
 /// `out = a . b^T` with `a` m x k and `b` n x k, row-major.
@@ -120,33 +163,17 @@ pub fn gemm_nt(a: &[f32], b: &[f32], m: usize, n: usize, k: usize, out: &mut [f3
         let (i0, j0) = (it * th, jb * tw);
         let (h, w) = (th.min(m - i0), tw.min(n - j0));
         let lhs = &a[i0 * k..(i0 + h) * k];
-        if w >= RAGGED_MIN {
+        let (rhs, wp) = (&b[j0 * k..(j0 + w) * k], computed_width(w, tw));
+        if wp == w {
             // SAFETY: rows i0..i0+h, columns j0..j0+w of the m x n
             // output (row stride n); tiles write disjoint parts.
-            unsafe {
-                gemm_block(
-                    lhs,
-                    &b[j0 * k..(j0 + w) * k],
-                    h,
-                    w,
-                    k,
-                    dst.at(i0 * n + j0),
-                    n,
-                )
-            };
+            unsafe { gemm_tile(lhs, rhs, (h, w, wp, k), dst.at(i0 * n + j0), n) };
         } else {
-            PADDED.with(|scratch| {
-                let (rhs, tmp) = &mut *scratch.borrow_mut();
-                // The padding columns only feed output columns that are
-                // thrown away (each output column depends on its own rhs
-                // column alone), so stale values there are harmless: no need
-                // to zero a fresh buffer for every ragged tile.
-                let wp = RAGGED_MIN.min(tw);
-                rhs.resize(wp * k, 0.0);
-                rhs[..w * k].copy_from_slice(&b[j0 * k..(j0 + w) * k]);
+            PADDED_OUT.with(|tmp| {
+                let tmp = &mut *tmp.borrow_mut();
                 tmp.resize(h * wp, 0.0);
                 // SAFETY: tmp is h x wp with row stride wp.
-                unsafe { gemm_block(lhs, &rhs[..wp * k], h, wp, k, tmp.as_mut_ptr(), wp) };
+                unsafe { gemm_tile(lhs, rhs, (h, w, wp, k), tmp.as_mut_ptr(), wp) };
                 for i in 0..h {
                     // SAFETY: row i0+i, columns j0..j0+w of the output, which
                     // only this tile writes.
@@ -225,34 +252,18 @@ pub(crate) fn gemm_nt_visit<const N: usize, S: Send>(
             let buf = &mut *buf.borrow_mut();
             for j0 in (0..n).step_by(tw) {
                 let w = tw.min(n - j0);
-                // A ragged tile under RAGGED_MIN is computed padded, as in
-                // `gemm_nt`: the padding columns are read from a scratch
-                // copy of the block and their outputs ignored.
-                let wp = if w >= RAGGED_MIN {
-                    w
-                } else {
-                    RAGGED_MIN.min(tw)
-                };
+                // A ragged tile is computed as in `gemm_nt`, padded under
+                // RAGGED_MIN; the padding columns' outputs are ignored.
+                let wp = computed_width(w, tw);
                 let size = h * wp;
                 buf.resize(N * size, 0.0);
                 for (b, out) in bs.iter().zip(buf.chunks_exact_mut(size)) {
                     if k == 0 {
                         out.fill(0.0);
-                    } else if wp == w {
-                        // SAFETY: out is h x w with row stride w.
-                        unsafe {
-                            gemm_block(lhs, &b[j0 * k..(j0 + w) * k], h, w, k, out.as_mut_ptr(), w)
-                        };
                     } else {
-                        PADDED.with(|scratch| {
-                            let (rhs, _) = &mut *scratch.borrow_mut();
-                            rhs.resize(wp * k, 0.0);
-                            rhs[..w * k].copy_from_slice(&b[j0 * k..(j0 + w) * k]);
-                            // SAFETY: out is h x wp with row stride wp.
-                            unsafe {
-                                gemm_block(lhs, &rhs[..wp * k], h, wp, k, out.as_mut_ptr(), wp)
-                            };
-                        });
+                        let rhs = &b[j0 * k..(j0 + w) * k];
+                        // SAFETY: out is h x wp with row stride wp.
+                        unsafe { gemm_tile(lhs, rhs, (h, w, wp, k), out.as_mut_ptr(), wp) };
                     }
                 }
                 let mut parts = buf[..N * size].chunks_exact_mut(size);
@@ -811,17 +822,8 @@ impl Backend for Cpu {
             .par_iter()
             .zip(bounds.par_iter_mut())
             .for_each(|(p, b)| {
-                let (s0, t) = (block.s.row(p.query as usize), block.t.row(p.query as usize));
-                let width = block.records.len();
-                // The pair's own record is no competitor: tighten over the
-                // columns before and after it.
-                let own = block.records.binary_search(&p.record);
-                let (before, after) = match own {
-                    Ok(j) => (j, j + 1),
-                    Err(_) => (width, width),
-                };
-                tighten_all(b, p.s, p.t, &s0[..before], &t[..before]);
-                tighten_all(b, p.s, p.t, &s0[after..], &t[after..]);
+                let q = p.query as usize;
+                tighten_pair(b, p, block.records, block.s.row(q), block.t.row(q));
             });
         Ok(())
     }
@@ -880,15 +882,7 @@ impl Backend for Cpu {
                 }
                 for (p, b) in ps.iter().zip(bs.iter_mut()) {
                     let i = p.query as usize - i0;
-                    let (s0, t) = (s0.row(i), t.row(i));
-                    // The pair's own record is no competitor.
-                    match cols.binary_search(&p.record) {
-                        Ok(j) => {
-                            tighten_all(b, p.s, p.t, &s0[..j], &t[..j]);
-                            tighten_all(b, p.s, p.t, &s0[j + 1..], &t[j + 1..]);
-                        }
-                        Err(_) => tighten_all(b, p.s, p.t, s0, t),
-                    }
+                    tighten_pair(b, p, cols, s0.row(i), t.row(i));
                 }
             },
         );
@@ -1291,6 +1285,18 @@ fn offer_merged(
         coef: &[(f32, f32)] = coef,
         rows: &[u32] = rows
     ))
+}
+
+/// Tightens pair `p`'s bounds over the records `records` (ascending), its
+/// query's scores `s0` and slopes `t` for them; the pair's own record, if
+/// among them, is no competitor and is skipped.
+fn tighten_pair(b: &mut Bounds, p: &Pair, records: &[u32], s0: &[f32], t: &[f32]) {
+    let (before, after) = match records.binary_search(&p.record) {
+        Ok(j) => (j, j + 1),
+        Err(_) => (records.len(), records.len()),
+    };
+    tighten_all(b, p.s, p.t, &s0[..before], &t[..before]);
+    tighten_all(b, p.s, p.t, &s0[after..], &t[after..]);
 }
 
 /// [`nudge_m::tighten`] over a run of competitors, written lane-wise so the

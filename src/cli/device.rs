@@ -156,8 +156,7 @@ impl DeviceArgs {
     /// [`Self::backends_for`], taking the GPU that [`Self::open_early`]
     /// started, if it did, once it is open (its error, if opening failed,
     /// is the same as opening it here would give).
-    pub fn backends_after(&self, early: Early, flops: f64) -> Result<Vec<Box<dyn Backend>>> {
-        let mut early = early;
+    pub fn backends_after(&self, mut early: Early, flops: f64) -> Result<Vec<Box<dyn Backend>>> {
         match early.0.take() {
             Some(opening) => match opening.join() {
                 Ok(gpu) => Ok(vec![Box::new(gpu?)]),

@@ -805,9 +805,10 @@ impl GpuScan<'_> {
 
 /// A scan whose rows the host normalises or checks before the device
 /// scores them as checked ([`GpuOptions::host_rows`]): each push is
-/// reported at once, from the host's own pass ([`cpu::normalize_rows_serial`]
-/// or [`cpu::check_rows`], the CPU backend's arithmetic). The f16 default of [`Scan::push_f16`]
-/// widens and comes here too.
+/// reported at once, from the host's own pass
+/// ([`cpu::normalize_rows_serial`] or [`cpu::check_rows`], the CPU
+/// backend's arithmetic). The f16 default of [`Scan::push_f16`] widens and
+/// comes here too.
 ///
 /// [`GpuOptions::host_rows`]: super::GpuOptions::host_rows
 pub(super) struct HostRows<'a> {
