@@ -889,6 +889,114 @@ impl Backend for Cpu {
         Ok(())
     }
 
+    /// NUDGE-M's first block straight from its rows, a band of queries at
+    /// a time: with enough row tiles to go round the threads (as in
+    /// [`score_and_select`]), each row tile's S0 and slopes are computed
+    /// tile by tile ([`gemm_nt_visit`]) into a band of `rows x B` that
+    /// lives only while that row tile is worked on; once the band is whole,
+    /// its pairs read their own values from it, take their static bounds
+    /// and are tightened over it. A pair's bounds need only its own
+    /// query's row, so bands are independent. Before, the whole block
+    /// (every moved dev answer, so `dev x B` can run to hundreds of MiB
+    /// with 10,000 dev queries) was written in fresh memory and read back.
+    /// The bounds come out the same bit for bit: the same S0 and slopes,
+    /// and each pair tightened over its whole row as
+    /// [`Backend::nudge_m_bounds`] does. Pairs not in query order, or too
+    /// few row tiles, take the default way.
+    fn nudge_m_first_block(
+        &self,
+        q_dev: &Matrix,
+        rows: (&[f32], &[f32]),
+        records: &[u32],
+        inv_norm: &[f32],
+        pairs: &mut [Pair],
+        static_bounds: &super::StaticBounds<'_>,
+        scratch: &mut (Matrix, Matrix),
+    ) -> Result<Vec<Bounds>> {
+        let (m, n) = (q_dev.rows, records.len());
+        if !by_tile(m) || n == 0 || !pairs.is_sorted_by_key(|p| p.query) {
+            return super::nudge_m_first_block_via_host(
+                self,
+                q_dev,
+                rows,
+                records,
+                inv_norm,
+                pairs,
+                static_bounds,
+                scratch,
+            );
+        }
+        let mut bounds = vec![Bounds::OPEN; pairs.len()];
+        // Each row tile's pairs and bounds (a run of each list, the pairs
+        // being in query order) and its band, allocated when the row tile
+        // starts and freed when it ends, so at most one per thread is held.
+        struct Band<'p> {
+            pairs: &'p mut [Pair],
+            bounds: &'p mut [Bounds],
+            s: Vec<f32>,
+            t: Vec<f32>,
+        }
+        let th = row_tiles(m).1;
+        let mut bands: Vec<Band> = Vec::new();
+        let (mut ps, mut bs) = (pairs, &mut bounds[..]);
+        for i0 in (0..m).step_by(th) {
+            let end = (i0 + th).min(m);
+            let cut = ps.partition_point(|p| (p.query as usize) < end);
+            let (p_here, p_rest) = std::mem::take(&mut ps).split_at_mut(cut);
+            let (b_here, b_rest) = std::mem::take(&mut bs).split_at_mut(cut);
+            bands.push(Band {
+                pairs: p_here,
+                bounds: b_here,
+                s: Vec::new(),
+                t: Vec::new(),
+            });
+            (ps, bs) = (p_rest, b_rest);
+        }
+        gemm_nt_visit(
+            &q_dev.data,
+            [rows.0, rows.1],
+            (m, n, q_dev.cols),
+            &mut bands,
+            |band, i0, j0, [s0, mut t]| {
+                let (h, w) = (t.rows, t.cols);
+                if j0 == 0 {
+                    band.s.resize(h * n, 0.0);
+                    band.t.resize(h * n, 0.0);
+                }
+                // The slopes as `slopes` scales them: one multiply each.
+                let inv = &inv_norm[j0..j0 + w];
+                for i in 0..h {
+                    for (x, r) in t.row_mut(i).iter_mut().zip(inv) {
+                        *x *= r;
+                    }
+                    let at = i * n + j0..i * n + j0 + w;
+                    band.s[at.clone()].copy_from_slice(s0.row(i));
+                    band.t[at].copy_from_slice(t.row(i));
+                }
+                if j0 + w < n {
+                    return;
+                }
+                let Band {
+                    pairs,
+                    bounds,
+                    s,
+                    t,
+                } = band;
+                for (p, b) in pairs.iter_mut().zip(bounds.iter_mut()) {
+                    let row = (p.query as usize - i0) * n;
+                    let (s, t) = (&s[row..row + n], &t[row..row + n]);
+                    if let Ok(c) = records.binary_search(&p.record) {
+                        (p.s, p.t) = (s[c], t[c]);
+                    }
+                    *b = static_bounds(p);
+                    tighten_pair(b, p, records, s, t);
+                }
+                (band.s, band.t) = (Vec::new(), Vec::new());
+            },
+        );
+        Ok(bounds)
+    }
+
     fn nudge_n_merge(
         &self,
         block: &MovedBlock,
@@ -1763,6 +1871,120 @@ mod tests {
                 want.iter().any(|b| !b.dropped && b.low > 0.0),
                 "some bounds raised"
             );
+            for (i, (w, g)) in want.iter().zip(&got).enumerate() {
+                assert_eq!(
+                    (w.low.to_bits(), w.high.to_bits(), w.dropped),
+                    (g.low.to_bits(), g.high.to_bits(), g.dropped),
+                    "block of {n}, pair {i}: {w:?} against {g:?}"
+                );
+            }
+        }
+    }
+
+    /// NUDGE-M's first block band by band (one thread, three row tiles)
+    /// and the default way (S0 and the slopes in full, own values picked,
+    /// then `nudge_m_bounds`) give the pairs the same own values and the
+    /// same bounds bit for bit: blocks of two column tiles and of a padded
+    /// ragged one; queries with no pair, with one pair whose record is in
+    /// the block, and with two (each the other's competitor) beside one
+    /// whose record is static; records that share a G; a static top-1 that
+    /// raises some bounds before the block does.
+    #[test]
+    fn nudge_m_first_block_by_band_equals_the_default() {
+        use crate::backend::nudge_m_first_block_via_host;
+        use crate::method::nudge_m;
+        let (nq, d) = (600usize, 24usize);
+        let mut next = uniform(17);
+        let q = Matrix::new(nq, d, (0..nq * d).map(|_| next()).collect());
+        for n in [700usize, 530] {
+            let rows_d: Vec<f32> = (0..n * d).map(|_| next()).collect();
+            let mut rows_g: Vec<f32> = (0..n * d).map(|_| next()).collect();
+            // Records 40..60 share one G.
+            for j in 41..60 {
+                rows_g.copy_within(40 * d..41 * d, j * d);
+            }
+            let records: Vec<u32> = (0..n as u32).map(|j| 3 * j + 1).collect();
+            let inv_norm: Vec<f32> = (0..n).map(|j| 0.5 + (j % 7) as f32 * 0.25).collect();
+            let mut start = Vec::new();
+            for i in (0..nq).filter(|i| i % 3 != 0) {
+                let j = if i % 5 == 0 {
+                    40 + i % 20
+                } else {
+                    (i * 37) % n
+                };
+                let mut own = vec![j];
+                if i % 4 == 1 {
+                    own.push((j + 1 + i % 50) % n);
+                }
+                own.sort_unstable();
+                for j in own {
+                    start.push(Pair {
+                        query: i as u32,
+                        record: records[j],
+                        s: f32::NAN,
+                        t: f32::NAN,
+                    });
+                }
+                start.push(Pair {
+                    query: i as u32,
+                    record: 3 * j as u32 + 2,
+                    s: 0.1,
+                    t: 0.0,
+                });
+            }
+            // The best static record of query i scores 0.2 + i/3000.
+            let static_bounds = |p: &Pair| {
+                let top1 = (0.2 + p.query as f32 / 3000.0, 2);
+                nudge_m::static_bounds(p, Some(top1))
+            };
+            let run = |threads: usize, default: bool| {
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .unwrap();
+                pool.install(|| {
+                    assert_eq!(by_tile(nq), threads == 1);
+                    let mut pairs = start.clone();
+                    let mut scratch = Default::default();
+                    let rows = (&rows_d[..], &rows_g[..]);
+                    let bounds = if default {
+                        nudge_m_first_block_via_host(
+                            &Cpu,
+                            &q,
+                            rows,
+                            &records,
+                            &inv_norm,
+                            &mut pairs,
+                            &static_bounds,
+                            &mut scratch,
+                        )
+                    } else {
+                        Cpu.nudge_m_first_block(
+                            &q,
+                            rows,
+                            &records,
+                            &inv_norm,
+                            &mut pairs,
+                            &static_bounds,
+                            &mut scratch,
+                        )
+                    }
+                    .unwrap();
+                    (bounds, pairs)
+                })
+            };
+            let (want, want_pairs) = run(2, true);
+            let (got, got_pairs) = run(1, false);
+            assert!(want.iter().any(|b| b.dropped), "some pairs dropped");
+            assert!(
+                want.iter().any(|b| !b.dropped && b.low > 0.0),
+                "some bounds raised"
+            );
+            let own = |p: &Pair| (p.query, p.record, p.s.to_bits(), p.t.to_bits());
+            for (i, (w, g)) in want_pairs.iter().zip(&got_pairs).enumerate() {
+                assert_eq!(own(w), own(g), "block of {n}, pair {i}");
+                assert!(!w.s.is_nan() && !w.t.is_nan(), "pair {i}: own values read");
+            }
             for (i, (w, g)) in want.iter().zip(&got).enumerate() {
                 assert_eq!(
                     (w.low.to_bits(), w.high.to_bits(), w.dropped),

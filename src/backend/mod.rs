@@ -78,20 +78,39 @@ pub fn slopes(s1: &mut Matrix, inv_norm: &[f32]) {
     });
 }
 
-/// What the NUDGE-M search does with the picked values of its first block
-/// ([`Backend::nudge_m_first_block`]): fills in the pairs' own score and
-/// slope from them, in the order of the picks, and returns the pairs'
-/// bounds so far.
-pub type OwnValues<'a> = dyn FnMut(&[(f32, f32)], &mut [Pair]) -> Vec<Bounds> + 'a;
+/// A pair's bounds so far, once its own score and slope are known: what
+/// the NUDGE-M search takes them from before its first block tightens
+/// them ([`Backend::nudge_m_first_block`]), i.e. the bounds against the
+/// best static record. Called once per pair, from any thread.
+pub type StaticBounds<'a> = dyn Fn(&Pair) -> Bounds + Sync + 'a;
 
-/// The elements `(s[q][c], t[q][c])` of each `(q, c)` of `picks`: what
-/// the NUDGE-M search reads of its first block (each pair's own score and
-/// slope).
-pub fn pick(s: &Matrix, t: &Matrix, picks: &[(u32, u32)]) -> Vec<(f32, f32)> {
-    picks
+/// The pairs of a NUDGE-M first block whose own record is in the block:
+/// `(pair index, query, column)` for each, in pair order. `records` is
+/// ascending, as every block's is.
+pub fn own_columns(pairs: &[Pair], records: &[u32]) -> Vec<(usize, u32, u32)> {
+    pairs
         .iter()
-        .map(|&(q, c)| (s.row(q as usize)[c as usize], t.row(q as usize)[c as usize]))
+        .enumerate()
+        .filter_map(|(i, p)| {
+            let c = records.binary_search(&p.record).ok()?;
+            Some((i, p.query, c as u32))
+        })
         .collect()
+}
+
+/// Fills in the pairs' own values read from a first block (`values[i]` for
+/// the pair of `own[i]`, see [`own_columns`]) and returns every pair's
+/// bounds so far ([`StaticBounds`]).
+pub fn own_values(
+    own: &[(usize, u32, u32)],
+    values: &[(f32, f32)],
+    pairs: &mut [Pair],
+    static_bounds: &StaticBounds<'_>,
+) -> Vec<Bounds> {
+    for (&(i, _, _), &(s, t)) in own.iter().zip(values) {
+        (pairs[i].s, pairs[i].t) = (s, t);
+    }
+    pairs.iter().map(static_bounds).collect()
 }
 
 /// `S0 = q_dev . rows.0^T` and `S1 = q_dev . rows.1^T` (`n` rows each)
@@ -150,8 +169,8 @@ pub fn nudge_m_block_via_host<B: Backend + ?Sized>(
     backend.nudge_m_bounds(&block, pairs, bounds)
 }
 
-/// [`Backend::nudge_m_first_block`] by [`nudge_m_scores`], [`pick`] and
-/// [`Backend::nudge_m_bounds`]: the default, and a device backend's way
+/// [`Backend::nudge_m_first_block`] by [`nudge_m_scores`], [`own_values`]
+/// and [`Backend::nudge_m_bounds`]: the default, and a device backend's way
 /// when a block does not fit its own.
 #[allow(clippy::too_many_arguments)]
 pub fn nudge_m_first_block_via_host<B: Backend + ?Sized>(
@@ -160,18 +179,19 @@ pub fn nudge_m_first_block_via_host<B: Backend + ?Sized>(
     rows: (&[f32], &[f32]),
     records: &[u32],
     inv_norm: &[f32],
-    picks: &[(u32, u32)],
     pairs: &mut [Pair],
-    own: &mut OwnValues<'_>,
+    static_bounds: &StaticBounds<'_>,
     scratch: &mut (Matrix, Matrix),
 ) -> Result<Vec<Bounds>> {
     nudge_m_scores(backend, q_dev, rows, inv_norm, scratch)?;
-    let mut bounds = own(&pick(&scratch.0, &scratch.1, picks), pairs);
-    let block = SlopeBlock {
-        records,
-        s: &scratch.0,
-        t: &scratch.1,
-    };
+    let own = own_columns(pairs, records);
+    let (s, t) = (&scratch.0, &scratch.1);
+    let values: Vec<(f32, f32)> = own
+        .iter()
+        .map(|&(_, q, c)| (s.row(q as usize)[c as usize], t.row(q as usize)[c as usize]))
+        .collect();
+    let mut bounds = own_values(&own, &values, pairs, static_bounds);
+    let block = SlopeBlock { records, s, t };
     backend.nudge_m_bounds(&block, pairs, &mut bounds)?;
     Ok(bounds)
 }
@@ -390,14 +410,15 @@ pub trait Backend: Sync {
     }
     /// NUDGE-M's first block, which holds every pair's own record: as
     /// [`Backend::nudge_m_block`], except that the pairs' own values come
-    /// from the block itself. S0 and the slopes are computed; the element
-    /// `(S0[q][c], slope[q][c])` of each `(q, c)` of `picks` is handed to
-    /// `own`, which fills in the pairs' own score and slope and returns
-    /// their bounds so far (against the static records); this block's
-    /// bounds are taken into those and returned. Only the picked elements
-    /// need to reach the host, so a device backend keeps the rest where it
-    /// computed them; the default ([`nudge_m_first_block_via_host`])
-    /// computes the block into `scratch`.
+    /// from the block itself. S0 and the slopes are computed; every pair
+    /// whose record is in the block (`records`, ascending) takes its score
+    /// and slope from its query's row there (`pairs` is updated), every
+    /// pair's bounds start at `static_bounds` of it, and this block's
+    /// bounds are taken into those and returned. Only the pairs' own
+    /// elements need to reach the host, so a device backend keeps the rest
+    /// where it computed them; the default
+    /// ([`nudge_m_first_block_via_host`]) computes the block into
+    /// `scratch`.
     #[allow(clippy::too_many_arguments)]
     fn nudge_m_first_block(
         &self,
@@ -405,13 +426,19 @@ pub trait Backend: Sync {
         rows: (&[f32], &[f32]),
         records: &[u32],
         inv_norm: &[f32],
-        picks: &[(u32, u32)],
         pairs: &mut [Pair],
-        own: &mut OwnValues<'_>,
+        static_bounds: &StaticBounds<'_>,
         scratch: &mut (Matrix, Matrix),
     ) -> Result<Vec<Bounds>> {
         nudge_m_first_block_via_host(
-            self, q_dev, rows, records, inv_norm, picks, pairs, own, scratch,
+            self,
+            q_dev,
+            rows,
+            records,
+            inv_norm,
+            pairs,
+            static_bounds,
+            scratch,
         )
     }
     /// NUDGE-N's merge of one block of moved records from their rows:

@@ -78,14 +78,6 @@ impl Cols {
         }
     }
 
-    /// The column of moved record `mi`, if the block holds it.
-    fn position(&self, mi: usize) -> Option<usize> {
-        match self {
-            Cols::Run(r) => r.contains(&mi).then(|| mi - r.start),
-            Cols::Picked(v) => v.binary_search(&mi).ok(),
-        }
-    }
-
     /// `(0..len).map(get)`, as values gathered from `src` by column.
     fn gather<T: Copy>(&self, src: &[T]) -> Vec<T> {
         (0..self.len()).map(|i| src[self.get(i)]).collect()
@@ -235,28 +227,23 @@ impl Search<'_> {
             })
             .collect();
         let mut pairs = self.pairs();
-        // (moved index, pair) of every pair whose answer moves, by column.
-        let mut own: Vec<(usize, usize)> = pairs
+        // The moved records that are a pair's answer (ascending, once).
+        let mut cols: Vec<usize> = pairs
             .iter()
-            .enumerate()
-            .filter_map(|(i, p)| Some((self.moved.binary_search(&p.record).ok()?, i)))
+            .filter_map(|p| self.moved.binary_search(&p.record).ok())
             .collect();
-        own.sort_unstable();
+        cols.sort_unstable();
+        cols.dedup();
         let phase = self
             .control
             .phase("gamma search", m as u64, "moved records");
         // Every pair's bounds against the best static record, once its own
         // (s, t) is known.
-        let static_bounds = |pairs: &[Pair]| -> Vec<nudge_m::Bounds> {
-            pairs
-                .iter()
-                .map(|p| nudge_m::static_bounds(p, dev_static.entries(p.query as usize).next()))
-                .collect()
+        let static_bounds = |p: &Pair| -> nudge_m::Bounds {
+            nudge_m::static_bounds(p, dev_static.entries(p.query as usize).next())
         };
         // Every dev answer that moves is in the first block: its own values
         // are read there, before any bounds are taken.
-        let mut cols: Vec<usize> = own.iter().map(|o| o.0).collect();
-        cols.dedup();
         let mut bounds: Option<Vec<nudge_m::Bounds>> = None;
         let mut scratch = Default::default();
         self.for_each_rows(
@@ -279,35 +266,20 @@ impl Search<'_> {
                 }
                 // The first block: the pairs' own values are read from it
                 // before its bounds are taken.
-                let picks: Vec<(u32, u32)> = own
-                    .iter()
-                    .map(|&(mi, i)| {
-                        let c = cols.position(mi);
-                        let c = c.expect("the first block holds every moved dev answer");
-                        (pairs[i].query, c as u32)
-                    })
-                    .collect();
-                let mut fill = |values: &[(f32, f32)], pairs: &mut [Pair]| {
-                    for (&(_, i), &(s, t)) in own.iter().zip(values) {
-                        (pairs[i].s, pairs[i].t) = (s, t);
-                    }
-                    static_bounds(pairs)
-                };
                 bounds = Some(self.backend.nudge_m_first_block(
                     self.q_dev,
                     (rows_d, rows_g),
                     records,
                     &inv,
-                    &picks,
                     &mut pairs,
-                    &mut fill,
+                    &static_bounds,
                     &mut scratch,
                 )?);
                 Ok(())
             },
         )?;
         drop(phase);
-        let bounds = bounds.unwrap_or_else(|| static_bounds(&pairs));
+        let bounds = bounds.unwrap_or_else(|| pairs.iter().map(static_bounds).collect());
         let intervals: Vec<(f32, f32)> = bounds.into_iter().filter_map(nudge_m::finish).collect();
         let (gamma, count) = nudge_m::sweep(&intervals);
         Ok(Sweep {
@@ -427,7 +399,5 @@ mod tests {
     fn cols_of_consecutive_records_is_a_run() {
         assert_eq!(Cols::of(vec![3, 4, 5]), Cols::Run(3..6));
         assert_eq!(Cols::of(vec![3, 5]), Cols::Picked(vec![3, 5]));
-        assert_eq!(Cols::Picked(vec![3, 5]).position(5), Some(1));
-        assert_eq!(Cols::Run(3..6).position(6), None);
     }
 }

@@ -703,21 +703,27 @@ impl Backend for Gpu {
         rows: (&[f32], &[f32]),
         records: &[u32],
         inv_norm: &[f32],
-        picks: &[(u32, u32)],
         pairs: &mut [Pair],
-        own: &mut crate::backend::OwnValues<'_>,
+        static_bounds: &crate::backend::StaticBounds<'_>,
         scratch: &mut (Matrix, Matrix),
     ) -> Result<Vec<Bounds>> {
-        // `own` runs at most once, on whichever path: the device path hands
-        // it back unused (`Ok(None)`) only before it has read anything.
+        // The device path changes `pairs` only once it has read the own
+        // values back, and hands the block back (`Ok(None)`) only before.
         let on_device = self.one_shot("nudge-m first block", || {
-            ops::nudge_m_first_block(self, q_dev, rows, records, inv_norm, picks, pairs, own)
+            ops::nudge_m_first_block(self, q_dev, rows, records, inv_norm, pairs, static_bounds)
         })?;
         if let Some(bounds) = on_device {
             return Ok(bounds);
         }
         crate::backend::nudge_m_first_block_via_host(
-            self, q_dev, rows, records, inv_norm, picks, pairs, own, scratch,
+            self,
+            q_dev,
+            rows,
+            records,
+            inv_norm,
+            pairs,
+            static_bounds,
+            scratch,
         )
     }
 

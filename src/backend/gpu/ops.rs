@@ -771,10 +771,10 @@ fn record_bounds(
 }
 
 /// [`crate::backend::Backend::nudge_m_first_block`] on the device: S0 and
-/// the slopes as [`nudge_m_block`] makes them, then only the picked
-/// elements come back (`pick.wgsl`); `own` turns them into the pairs' own
-/// values and their bounds so far, and the bounds kernel takes the block
-/// into those from the same device buffers. `Ok(None)` when the block does
+/// the slopes as [`nudge_m_block`] makes them, then only the pairs' own
+/// elements come back (`pick.wgsl`); they become the pairs' own values,
+/// `static_bounds` their bounds so far, and the bounds kernel takes the
+/// block into those from the same device buffers. `Ok(None)` when the block does
 /// not fit that way (then the caller takes the host path).
 #[allow(clippy::too_many_arguments)]
 pub fn nudge_m_first_block(
@@ -783,9 +783,8 @@ pub fn nudge_m_first_block(
     (rows_d, rows_g): (&[f32], &[f32]),
     records: &[u32],
     inv_norm: &[f32],
-    picks: &[(u32, u32)],
     pairs: &mut [Pair],
-    own: &mut crate::backend::OwnValues<'_>,
+    static_bounds: &crate::backend::StaticBounds<'_>,
 ) -> Result<Option<Vec<Bounds>>> {
     let (m, d, n) = (q_dev.rows, q_dev.cols, records.len());
     // A caller that breaks this is a bug, not bad input.
@@ -794,17 +793,16 @@ pub fn nudge_m_first_block(
         "nudge-m first block: rows, norms and records disagree"
     );
     assert!(
-        picks
-            .iter()
-            .all(|&(q, c)| (q as usize) < m && (c as usize) < n)
-            && pairs.iter().all(|p| (p.query as usize) < m),
-        "nudge-m first block: picks, pairs and the block disagree"
+        pairs.iter().all(|p| (p.query as usize) < m),
+        "nudge-m first block: pairs and the block disagree"
     );
     if m == 0 || n == 0 || d == 0 || pairs.is_empty() {
         // Nothing to read or bound on the device: the host path is exact
         // and costs nothing here.
         return Ok(None);
     }
+    let own = crate::backend::own_columns(pairs, records);
+    let picks: Vec<(u32, u32)> = own.iter().map(|&(_, q, c)| (q, c)).collect();
     let extra = (pairs.len() * 16).max(picks.len() * 8);
     let mut enc = encoder(gpu);
     let Some(dev) = gemm_pair(gpu, &mut enc, q_dev, (rows_d, rows_g), n, extra)? else {
@@ -843,7 +841,7 @@ pub fn nudge_m_first_block(
         let back: Vec<f32> = gpu.read(&out, (picks.len() * 8) as u64)?;
         back.chunks_exact(2).map(|v| (v[0], v[1])).collect()
     };
-    let mut bounds = own(&values, pairs);
+    let mut bounds = crate::backend::own_values(&own, &values, pairs, static_bounds);
     let mut enc = encoder(gpu);
     let (_bounds, bbuf) = record_bounds(gpu, &mut enc, &dev, records, pairs, &bounds);
     submit(gpu, enc);

@@ -286,52 +286,48 @@ backend_tests! {
     }
 
     fn nudge_m_first_block_on_the_device_equals_the_host_path(g in every_gpu()) {
-        // The first block read on the device (only the picked elements come
-        // back) hands `own` the values the host path reads from its copy
-        // of the block, and ends with the same bounds, bit for bit.
-        // Records 1 and 2 share their G; the picks include both.
+        // The first block read on the device (only the pairs' own elements
+        // come back) gives the pairs the own values the host path reads
+        // from its copy of the block, and ends with the same bounds, bit
+        // for bit. Records 1 and 2 share their G; query 0 has a pair on
+        // each; every fifth pair's record is static (not in the block).
         let mut rng = Rng::new(13);
         for (nq, width, d, npairs) in [(1, 1, 3, 1), (9, 70, 24, 20), (130, 300, 40, 260)] {
             let (q, rows_d, rows_g, inv_norm, records) = nudge_m_case(&mut rng, nq, width, d);
-            // Each pair's answer is a column of the block: its own record.
-            let cols: Vec<usize> = (0..npairs).map(|i| (i * 7 + 1) % width).collect();
-            let start: Vec<Pair> = (0..npairs)
-                .map(|i| Pair {
-                    query: (i % nq) as u32,
-                    record: records[cols[i]],
-                    s: f32::NAN,
-                    t: f32::NAN,
+            let mut start: Vec<Pair> = (0..npairs)
+                .map(|i| {
+                    let query = (i % nq) as u32;
+                    if i % 5 == 4 {
+                        Pair { query, record: 2, s: 0.05, t: 0.0 }
+                    } else {
+                        let record = records[(i * 7 + 1) % width];
+                        Pair { query, record, s: f32::NAN, t: f32::NAN }
+                    }
                 })
                 .collect();
-            let picks: Vec<(u32, u32)> =
-                (0..npairs).map(|i| (start[i].query, cols[i] as u32)).collect();
+            if width > 3 {
+                for c in [1, 2] {
+                    start.push(Pair { query: 0, record: records[c], s: f32::NAN, t: f32::NAN });
+                }
+            }
+            // Bounds so far: a static record just below each pair.
+            let static_bounds =
+                |p: &Pair| nudge::method::nudge_m::static_bounds(p, Some((p.s - 0.01, 0)));
             let rows = (&rows_d.data[..], &rows_g.data[..]);
             let run = |b: &dyn Backend, host: bool| {
                 let mut pairs = start.clone();
-                let mut seen = Vec::new();
-                let mut own = |values: &[(f32, f32)], pairs: &mut [Pair]| {
-                    seen = values.to_vec();
-                    for (p, &(s, t)) in pairs.iter_mut().zip(values) {
-                        (p.s, p.t) = (s, t);
-                    }
-                    // Bounds so far: a static record just below each pair.
-                    pairs
-                        .iter()
-                        .map(|p| nudge::method::nudge_m::static_bounds(p, Some((p.s - 0.01, 0))))
-                        .collect()
-                };
                 let mut scratch = Default::default();
                 let bounds = if host {
                     nudge::backend::nudge_m_first_block_via_host(
-                        b, &q, rows, &records, &inv_norm, &picks, &mut pairs, &mut own,
+                        b, &q, rows, &records, &inv_norm, &mut pairs, &static_bounds,
                         &mut scratch,
                     )
                 } else {
                     b.nudge_m_first_block(
-                        &q, rows, &records, &inv_norm, &picks, &mut pairs, &mut own, &mut scratch,
+                        &q, rows, &records, &inv_norm, &mut pairs, &static_bounds, &mut scratch,
                     )
                 };
-                bounds.map(|bounds| (bounds, seen, pairs))
+                bounds.map(|bounds| (bounds, pairs))
             };
             let (device, host) = (run(g, false), run(g, true));
             let (Ok(device), Ok(host)) = (&device, &host) else {
@@ -339,15 +335,15 @@ backend_tests! {
                 continue;
             };
             assert_eq!(device.0, host.0, "nq {nq}: bounds");
-            let bits = |v: &[(f32, f32)]| v.iter().map(|(s, t)| (s.to_bits(), t.to_bits())).collect::<Vec<_>>();
-            assert_eq!(bits(&device.1), bits(&host.1), "nq {nq}: picked values");
-            assert_eq!(device.1.len(), npairs, "nq {nq}: every pick read");
+            let bits = |v: &[Pair]| {
+                v.iter().map(|p| (p.query, p.record, p.s.to_bits(), p.t.to_bits())).collect::<Vec<_>>()
+            };
+            assert_eq!(bits(&device.1), bits(&host.1), "nq {nq}: own values");
+            assert!(host.1.iter().all(|p| !p.s.is_nan() && !p.t.is_nan()), "nq {nq}: every own value read");
             if width > 3 {
                 // Same G: the same slope bits for the same query.
-                let t = |c: usize| host.1.iter().zip(&picks).find(|(_, p)| p.1 as usize == c).map(|(v, p)| (p.0, v.1));
-                if let (Some(a), Some(b)) = (t(1), t(2)) && a.0 == b.0 {
-                    assert_eq!(a.1.to_bits(), b.1.to_bits(), "nq {nq}");
-                }
+                let n = host.1.len();
+                assert_eq!(host.1[n - 2].t.to_bits(), host.1[n - 1].t.to_bits(), "nq {nq}");
             }
         }
     }
