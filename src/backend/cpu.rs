@@ -1701,6 +1701,15 @@ mod tests {
         }
     }
 
+    /// `f` on a pool of `threads` threads (which decides [`by_tile`]).
+    fn in_pool<T: Send>(threads: usize, f: impl FnOnce() -> T + Send) -> T {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(f)
+    }
+
     /// Values in [-0.5, 0.5) from a small LCG seeded with `seed`.
     fn uniform(seed: u64) -> impl FnMut() -> f32 {
         let mut seed = seed;
@@ -1743,11 +1752,7 @@ mod tests {
         }
         let skip: Vec<bool> = (0..n).map(|r| r % 10 == 3 || r >= 680).collect();
         let run = |threads: usize, chunk: usize| {
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .unwrap();
-            pool.install(|| {
+            in_pool(threads, || {
                 assert_eq!(by_tile(nq), threads == 1, "{threads} threads");
                 let mut scan = Cpu
                     .scan(ScanSpec {
@@ -1784,6 +1789,41 @@ mod tests {
         assert_eq!(&top.rows(0)[..3], &[10, 600, 650], "ties by row");
     }
 
+    /// A block of `n` moved records for the NUDGE-M tests: rows, G rows
+    /// (records 40..60 share one G), record ids `3j + 1` and 1/|G| values.
+    fn nudge_m_block_case(
+        next: &mut impl FnMut() -> f32,
+        n: usize,
+        d: usize,
+    ) -> (Vec<f32>, Vec<f32>, Vec<u32>, Vec<f32>) {
+        let rows_d: Vec<f32> = (0..n * d).map(|_| next()).collect();
+        let mut rows_g: Vec<f32> = (0..n * d).map(|_| next()).collect();
+        for j in 41..60 {
+            rows_g.copy_within(40 * d..41 * d, j * d);
+        }
+        let records: Vec<u32> = (0..n as u32).map(|j| 3 * j + 1).collect();
+        let inv_norm: Vec<f32> = (0..n).map(|j| 0.5 + (j % 7) as f32 * 0.25).collect();
+        (rows_d, rows_g, records, inv_norm)
+    }
+
+    /// Asserts `got` has the bits of `want`, which drops some pairs and
+    /// raises some bounds (so the case exercises both).
+    fn same_bounds(want: &[Bounds], got: &[Bounds], n: usize) {
+        assert!(want.iter().any(|b| b.dropped), "some pairs dropped");
+        assert!(
+            want.iter().any(|b| !b.dropped && b.low > 0.0),
+            "some bounds raised"
+        );
+        assert_eq!(want.len(), got.len());
+        for (i, (w, g)) in want.iter().zip(got).enumerate() {
+            assert_eq!(
+                (w.low.to_bits(), w.high.to_bits(), w.dropped),
+                (g.low.to_bits(), g.high.to_bits(), g.dropped),
+                "block of {n}, pair {i}: {w:?} against {g:?}"
+            );
+        }
+    }
+
     /// NUDGE-M's bounds over a block, tile by tile (one thread, three row
     /// tiles) and the default way (S0 and the slopes in full, then
     /// `nudge_m_bounds`), come out the same bit for bit: blocks of two
@@ -1798,14 +1838,7 @@ mod tests {
         let mut next = uniform(5);
         let q = Matrix::new(nq, d, (0..nq * d).map(|_| next()).collect());
         for n in [700usize, 530] {
-            let rows_d: Vec<f32> = (0..n * d).map(|_| next()).collect();
-            let mut rows_g: Vec<f32> = (0..n * d).map(|_| next()).collect();
-            // Records 40..60 share one G.
-            for j in 41..60 {
-                rows_g.copy_within(40 * d..41 * d, j * d);
-            }
-            let records: Vec<u32> = (0..n as u32).map(|j| 3 * j + 1).collect();
-            let inv_norm: Vec<f32> = (0..n).map(|j| 0.5 + (j % 7) as f32 * 0.25).collect();
+            let (rows_d, rows_g, records, inv_norm) = nudge_m_block_case(&mut next, n, d);
             let mut full = Default::default();
             nudge_m_scores(&Cpu, &q, (&rows_d, &rows_g), &inv_norm, &mut full).unwrap();
             let (s0, t) = &full;
@@ -1829,11 +1862,7 @@ mod tests {
                 });
             }
             let run = |threads: usize, default: bool| {
-                let pool = rayon::ThreadPoolBuilder::new()
-                    .num_threads(threads)
-                    .build()
-                    .unwrap();
-                pool.install(|| {
+                in_pool(threads, || {
                     assert_eq!(by_tile(nq), threads == 1);
                     let mut bounds = vec![Bounds::OPEN; pairs.len()];
                     let mut scratch = Default::default();
@@ -1866,18 +1895,7 @@ mod tests {
             };
             let want = run(2, true);
             let got = run(1, false);
-            assert!(want.iter().any(|b| b.dropped), "some pairs dropped");
-            assert!(
-                want.iter().any(|b| !b.dropped && b.low > 0.0),
-                "some bounds raised"
-            );
-            for (i, (w, g)) in want.iter().zip(&got).enumerate() {
-                assert_eq!(
-                    (w.low.to_bits(), w.high.to_bits(), w.dropped),
-                    (g.low.to_bits(), g.high.to_bits(), g.dropped),
-                    "block of {n}, pair {i}: {w:?} against {g:?}"
-                );
-            }
+            same_bounds(&want, &got, n);
         }
     }
 
@@ -1897,14 +1915,7 @@ mod tests {
         let mut next = uniform(17);
         let q = Matrix::new(nq, d, (0..nq * d).map(|_| next()).collect());
         for n in [700usize, 530] {
-            let rows_d: Vec<f32> = (0..n * d).map(|_| next()).collect();
-            let mut rows_g: Vec<f32> = (0..n * d).map(|_| next()).collect();
-            // Records 40..60 share one G.
-            for j in 41..60 {
-                rows_g.copy_within(40 * d..41 * d, j * d);
-            }
-            let records: Vec<u32> = (0..n as u32).map(|j| 3 * j + 1).collect();
-            let inv_norm: Vec<f32> = (0..n).map(|j| 0.5 + (j % 7) as f32 * 0.25).collect();
+            let (rows_d, rows_g, records, inv_norm) = nudge_m_block_case(&mut next, n, d);
             let mut start = Vec::new();
             for i in (0..nq).filter(|i| i % 3 != 0) {
                 let j = if i % 5 == 0 {
@@ -1938,11 +1949,7 @@ mod tests {
                 nudge_m::static_bounds(p, Some(top1))
             };
             let run = |threads: usize, default: bool| {
-                let pool = rayon::ThreadPoolBuilder::new()
-                    .num_threads(threads)
-                    .build()
-                    .unwrap();
-                pool.install(|| {
+                in_pool(threads, || {
                     assert_eq!(by_tile(nq), threads == 1);
                     let mut pairs = start.clone();
                     let mut scratch = Default::default();
@@ -1975,23 +1982,12 @@ mod tests {
             };
             let (want, want_pairs) = run(2, true);
             let (got, got_pairs) = run(1, false);
-            assert!(want.iter().any(|b| b.dropped), "some pairs dropped");
-            assert!(
-                want.iter().any(|b| !b.dropped && b.low > 0.0),
-                "some bounds raised"
-            );
             let own = |p: &Pair| (p.query, p.record, p.s.to_bits(), p.t.to_bits());
             for (i, (w, g)) in want_pairs.iter().zip(&got_pairs).enumerate() {
                 assert_eq!(own(w), own(g), "block of {n}, pair {i}");
                 assert!(!w.s.is_nan() && !w.t.is_nan(), "pair {i}: own values read");
             }
-            for (i, (w, g)) in want.iter().zip(&got).enumerate() {
-                assert_eq!(
-                    (w.low.to_bits(), w.high.to_bits(), w.dropped),
-                    (g.low.to_bits(), g.high.to_bits(), g.dropped),
-                    "block of {n}, pair {i}: {w:?} against {g:?}"
-                );
-            }
+            same_bounds(&want, &got, n);
         }
     }
 
@@ -2031,11 +2027,7 @@ mod tests {
             }
             for planes in [None, Some(&planes[..])] {
                 let run = |threads: usize, default: bool| {
-                    let pool = rayon::ThreadPoolBuilder::new()
-                        .num_threads(threads)
-                        .build()
-                        .unwrap();
-                    pool.install(|| {
+                    in_pool(threads, || {
                         assert_eq!(by_tile(nq), threads == 1);
                         let mut tops = start.clone();
                         let mut scratch = Default::default();
