@@ -303,6 +303,43 @@ impl Tile<'_> {
     fn row_mut(&mut self, i: usize) -> &mut [f32] {
         &mut self.data[i * self.stride..i * self.stride + self.cols]
     }
+
+    /// Multiplies column `j` by `by[j]`: NUDGE-M's slopes from S1, one
+    /// multiply each, as [`super::slopes`] makes them from a whole block.
+    fn scale_columns(&mut self, by: &[f32]) {
+        for i in 0..self.rows {
+            for (x, r) in self.row_mut(i).iter_mut().zip(by) {
+                *x *= r;
+            }
+        }
+    }
+}
+
+/// The pairs (in query order) of each row tile of `m` queries
+/// ([`row_tiles`]): consecutive ranges of `pairs`, one per row tile.
+fn pairs_by_row_tile(pairs: &[Pair], m: usize) -> Vec<std::ops::Range<usize>> {
+    let th = row_tiles(m).1;
+    let mut start = 0;
+    (0..m)
+        .step_by(th)
+        .map(|i0| {
+            let end = pairs.partition_point(|p| (p.query as usize) < (i0 + th).min(m));
+            let run = start..end;
+            start = end;
+            run
+        })
+        .collect()
+}
+
+/// `s` cut into the consecutive `runs` that cover it from the start.
+fn cut_runs<'a, T>(mut s: &'a mut [T], runs: &[std::ops::Range<usize>]) -> Vec<&'a mut [T]> {
+    runs.iter()
+        .map(|r| {
+            let (here, rest) = std::mem::take(&mut s).split_at_mut(r.len());
+            s = rest;
+            here
+        })
+        .collect()
 }
 
 /// Runs one small GEMM in the background on a rayon worker, so that the
@@ -856,17 +893,12 @@ impl Backend for Cpu {
             );
         }
         // Each row tile's pairs (and bounds): a run of the list.
-        let th = row_tiles(m).1;
-        let mut parts: Vec<(&[Pair], &mut [Bounds])> = Vec::new();
-        let (mut ps, mut bs) = (pairs, bounds);
-        for i0 in (0..m).step_by(th) {
-            let end = (i0 + th).min(m);
-            let cut = ps.partition_point(|p| (p.query as usize) < end);
-            let (p_here, p_rest) = ps.split_at(cut);
-            let (b_here, b_rest) = std::mem::take(&mut bs).split_at_mut(cut);
-            parts.push((p_here, b_here));
-            (ps, bs) = (p_rest, b_rest);
-        }
+        let runs = pairs_by_row_tile(pairs, m);
+        let mut parts: Vec<(&[Pair], &mut [Bounds])> = runs
+            .iter()
+            .map(|r| &pairs[r.clone()])
+            .zip(cut_runs(bounds, &runs))
+            .collect();
         gemm_nt_visit(
             &q_dev.data,
             [rows.0, rows.1],
@@ -874,12 +906,7 @@ impl Backend for Cpu {
             &mut parts,
             |(ps, bs), i0, j0, [s0, mut t]| {
                 let cols = &records[j0..j0 + t.cols];
-                let inv = &inv_norm[j0..j0 + t.cols];
-                for i in 0..t.rows {
-                    for (x, n) in t.row_mut(i).iter_mut().zip(inv) {
-                        *x *= n;
-                    }
-                }
+                t.scale_columns(&inv_norm[j0..j0 + t.cols]);
                 for (p, b) in ps.iter().zip(bs.iter_mut()) {
                     let i = p.query as usize - i0;
                     tighten_pair(b, p, cols, s0.row(i), t.row(i));
@@ -936,22 +963,17 @@ impl Backend for Cpu {
             s: Vec<f32>,
             t: Vec<f32>,
         }
-        let th = row_tiles(m).1;
-        let mut bands: Vec<Band> = Vec::new();
-        let (mut ps, mut bs) = (pairs, &mut bounds[..]);
-        for i0 in (0..m).step_by(th) {
-            let end = (i0 + th).min(m);
-            let cut = ps.partition_point(|p| (p.query as usize) < end);
-            let (p_here, p_rest) = std::mem::take(&mut ps).split_at_mut(cut);
-            let (b_here, b_rest) = std::mem::take(&mut bs).split_at_mut(cut);
-            bands.push(Band {
-                pairs: p_here,
-                bounds: b_here,
+        let runs = pairs_by_row_tile(pairs, m);
+        let mut bands: Vec<Band> = cut_runs(pairs, &runs)
+            .into_iter()
+            .zip(cut_runs(&mut bounds, &runs))
+            .map(|(pairs, bounds)| Band {
+                pairs,
+                bounds,
                 s: Vec::new(),
                 t: Vec::new(),
-            });
-            (ps, bs) = (p_rest, b_rest);
-        }
+            })
+            .collect();
         gemm_nt_visit(
             &q_dev.data,
             [rows.0, rows.1],
@@ -963,12 +985,8 @@ impl Backend for Cpu {
                     band.s.resize(h * n, 0.0);
                     band.t.resize(h * n, 0.0);
                 }
-                // The slopes as `slopes` scales them: one multiply each.
-                let inv = &inv_norm[j0..j0 + w];
+                t.scale_columns(&inv_norm[j0..j0 + w]);
                 for i in 0..h {
-                    for (x, r) in t.row_mut(i).iter_mut().zip(inv) {
-                        *x *= r;
-                    }
                     let at = i * n + j0..i * n + j0 + w;
                     band.s[at.clone()].copy_from_slice(s0.row(i));
                     band.t[at].copy_from_slice(t.row(i));
