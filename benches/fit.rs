@@ -7,7 +7,9 @@
 //! records), timed with the same GEMM in the same run, on three shapes:
 //! few moved and few dev queries (SciFact), mostly moved (tldr, from
 //! `../shared`, else a synthetic stand-in), and many dev queries (synthetic,
-//! 50k records and 10k dev queries).
+//! 50k records and 10k dev queries); and, when `../shared` is there,
+//! nfcorpus: nearly every record moved, few dev queries with many answers
+//! each (about 25), so that NUDGE-M's bounds are a large share of the fit.
 
 use std::path::{Path, PathBuf};
 
@@ -80,7 +82,7 @@ fn floor_datasets(tmp: &Path) -> Vec<(&'static str, PathBuf)> {
             },
         )
     };
-    vec![
+    let mut v = vec![
         ("scifact", root.join("tests/fixtures/scifact-f32")),
         ("mostly-moved", mostly_moved),
         (
@@ -97,7 +99,12 @@ fn floor_datasets(tmp: &Path) -> Vec<(&'static str, PathBuf)> {
                 },
             ),
         ),
-    ]
+    ];
+    let nf = root.join("../shared/datasets/nfcorpus");
+    if nf.is_dir() {
+        v.push(("nfcorpus", nf));
+    }
+    v
 }
 
 fn fit_floor(c: &mut Criterion) {

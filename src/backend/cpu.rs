@@ -1417,6 +1417,9 @@ fn offer_merged(
 /// query's scores `s0` and slopes `t` for them; the pair's own record, if
 /// among them, is no competitor and is skipped.
 fn tighten_pair(b: &mut Bounds, p: &Pair, records: &[u32], s0: &[f32], t: &[f32]) {
+    if nudge_m::hopeless(b) {
+        return;
+    }
     let (before, after) = match records.binary_search(&p.record) {
         Ok(j) => (j, j + 1),
         Err(_) => (records.len(), records.len()),
@@ -1427,7 +1430,13 @@ fn tighten_pair(b: &mut Bounds, p: &Pair, records: &[u32], s0: &[f32], t: &[f32]
 
 /// [`nudge_m::tighten`] over a run of competitors, written lane-wise so the
 /// compiler vectorises it. Max, min and "or" do not depend on the order in
-/// which they are taken, so this equals the sequential rule bit for bit.
+/// which they are taken, so this equals the sequential rule bit for bit,
+/// except that a pair found [`nudge_m::hopeless`] (at the start, or at a
+/// check every [`HOPELESS_CHECK`] competitors) is left there: its bounds
+/// are then those of the competitors seen so far, and its interval `None`
+/// as with all of them. On nfcorpus (25 answers per dev query) that
+/// spares most of the division per pair and competitor that dominates
+/// NUDGE-M's bounds.
 fn tighten_all(b: &mut Bounds, s_x: f32, t_x: f32, s: &[f32], t: &[f32]) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx512f") {
@@ -1454,14 +1463,35 @@ unsafe fn tighten_all_avx2(b: &mut Bounds, s_x: f32, t_x: f32, s: &[f32], t: &[f
     tighten_all_portable(b, s_x, t_x, s, t)
 }
 
+/// Competitors between two checks of whether a pair is hopeless in
+/// [`tighten_all`]: often enough to stop soon after it is, rarely enough
+/// that the check (a fold of the lanes) costs nothing beside the divisions.
+const HOPELESS_CHECK: usize = 256;
+
 #[inline(always)]
 fn tighten_all_portable(b: &mut Bounds, s_x: f32, t_x: f32, s: &[f32], t: &[f32]) {
     const L: usize = 16;
+    if nudge_m::hopeless(b) {
+        return;
+    }
     let mut low = [b.low; L];
     let mut high = [b.high; L];
     let mut dropped = [false; L];
+    // The lanes folded into `b`: at the end, or at a check that finds the
+    // pair hopeless (then with the competitors seen so far).
+    let fold = |b: &mut Bounds, low: &[f32; L], high: &[f32; L], dropped: &[bool; L]| {
+        for l in 0..L {
+            b.low = b.low.max(low[l]);
+            b.high = b.high.min(high[l]);
+            b.dropped |= dropped[l];
+        }
+    };
     let lanes = s.len() / L * L;
-    for (sc, tc) in s[..lanes].chunks_exact(L).zip(t[..lanes].chunks_exact(L)) {
+    for (at, (sc, tc)) in s[..lanes]
+        .chunks_exact(L)
+        .zip(t[..lanes].chunks_exact(L))
+        .enumerate()
+    {
         for l in 0..L {
             let g = t_x - tc[l];
             let d = sc[l] - s_x;
@@ -1470,12 +1500,18 @@ fn tighten_all_portable(b: &mut Bounds, s_x: f32, t_x: f32, s: &[f32], t: &[f32]
             high[l] = if g < 0.0 && a < high[l] { a } else { high[l] };
             dropped[l] |= g == 0.0 && d > 0.0;
         }
+        if (at + 1) % (HOPELESS_CHECK / L) == 0 {
+            // Folded into a copy, so that a pair that goes on keeps the
+            // bits of the fold at the end.
+            let mut so_far = *b;
+            fold(&mut so_far, &low, &high, &dropped);
+            if nudge_m::hopeless(&so_far) {
+                *b = so_far;
+                return;
+            }
+        }
     }
-    for l in 0..L {
-        b.low = b.low.max(low[l]);
-        b.high = b.high.min(high[l]);
-        b.dropped |= dropped[l];
-    }
+    fold(b, &low, &high, &dropped);
     for j in lanes..s.len() {
         nudge_m::tighten(b, s_x, t_x, s[j], t[j]);
     }
@@ -1674,6 +1710,84 @@ mod tests {
         }
     }
 
+    /// Over runs longer than [`HOPELESS_CHECK`], a pair that stays possible
+    /// gets the sequential rule's bounds bit for bit, and one that becomes
+    /// hopeless stops at the first check that finds it so, with the bounds
+    /// of the competitors before that check (so its interval is `None` as
+    /// with all of them). The pair scores above every competitor and its
+    /// slope is in the middle of theirs, so its high bound falls all along
+    /// the run; it is made hopeless by a competitor with a higher score and
+    /// slope at 10, 300 or 1,500, or by one with a higher score and the
+    /// same slope (dropped) at 700, and then competitors further on that
+    /// lower its high bound again, which a pair that went on would see.
+    /// Also one hopeless from the start.
+    #[test]
+    fn tighten_stops_at_the_check_that_finds_a_pair_hopeless() {
+        let n = 1_700;
+        let (sx, tx) = (0.6f32, 0.0f32);
+        let base_s: Vec<f32> = (0..n)
+            .map(|i| ((i * 37 % 1009) as f32 * 0.0013).sin() * 0.5)
+            .collect();
+        let base_t: Vec<f32> = (0..n)
+            .map(|i| ((i * 17 % 997) as f32 * 0.0021).cos() * 0.3 - 0.1)
+            .collect();
+        let sequential = |b: Bounds, s: &[f32], t: &[f32]| {
+            let mut b = b;
+            for j in 0..s.len() {
+                nudge_m::tighten(&mut b, sx, tx, s[j], t[j]);
+            }
+            b
+        };
+        let (mut stopped_early, mut went_on) = (0, 0);
+        for (case, kill_at) in [None, Some(10), Some(300), Some(1_500), Some(700)]
+            .into_iter()
+            .enumerate()
+        {
+            let (mut s, mut t) = (base_s.clone(), base_t.clone());
+            if let Some(at) = kill_at {
+                (s[at], t[at]) = if at == 700 { (0.7, tx) } else { (0.7, 0.4) };
+                // Ever stronger competitors after it: high keeps falling.
+                for j in (at + 1..n).filter(|j| j % 100 == 50) {
+                    (s[j], t[j]) = (0.61 + j as f32 * 1e-4, 0.05);
+                }
+            }
+            let hopeless_start = Bounds {
+                low: 0.5,
+                high: 0.4,
+                dropped: false,
+            };
+            for start in [Bounds::OPEN, hopeless_start] {
+                let mut got = start;
+                tighten_all(&mut got, sx, tx, &s, &t);
+                let full = sequential(start, &s, &t);
+                if !nudge_m::hopeless(&full) {
+                    assert_eq!(
+                        got, full,
+                        "case {case}: a possible pair sees every competitor"
+                    );
+                    assert!(got.high < 1.0, "case {case}: its high bound fell");
+                    went_on += 1;
+                    continue;
+                }
+                // The first check (or the start) where it was hopeless.
+                let seen = (0..=n / HOPELESS_CHECK)
+                    .map(|c| c * HOPELESS_CHECK)
+                    .find(|&m| nudge_m::hopeless(&sequential(start, &s[..m], &t[..m])))
+                    .unwrap_or(n);
+                assert_eq!(
+                    got,
+                    sequential(start, &s[..seen], &t[..seen]),
+                    "case {case}"
+                );
+                if seen < n && seen > 0 {
+                    assert_ne!(got, full, "case {case}: later competitors matter");
+                    stopped_early += 1;
+                }
+            }
+        }
+        assert_eq!((went_on, stopped_early), (1, 4));
+    }
+
     #[test]
     fn scan_skips_masked_rows_and_reports_bad_ones() {
         let q = Matrix::new(1, 2, vec![1.0, 0.0]);
@@ -1824,16 +1938,47 @@ mod tests {
         (rows_d, rows_g, records, inv_norm)
     }
 
-    /// Asserts `got` has the bits of `want`, which drops some pairs and
-    /// raises some bounds (so the case exercises both).
+    /// The block column of query `i`'s pair in the NUDGE-M block tests.
+    fn pair_column(i: usize, n: usize) -> usize {
+        if i.is_multiple_of(5) {
+            40 + i % 20
+        } else {
+            (i * 37) % n
+        }
+    }
+
+    /// The block tests' queries, with every seventh query that has a pair
+    /// made equal to its pair's record: that pair then scores highest at
+    /// gamma 0 and stays possible, so its bounds are compared bit for bit
+    /// (random pairs against hundreds of competitors all end hopeless).
+    fn with_possible_pairs(q: &Matrix, rows_d: &[f32], n: usize) -> Matrix {
+        let (mut q, d) = (q.clone(), q.cols);
+        for i in (0..q.rows).filter(|i| i % 7 == 1 && i % 3 != 0) {
+            let j = pair_column(i, n);
+            q.row_mut(i).copy_from_slice(&rows_d[j * d..(j + 1) * d]);
+        }
+        q
+    }
+
+    /// Asserts `got` agrees with `want`: the same pairs hopeless (their
+    /// bounds are then those of however many competitors a path saw before
+    /// it found so, see [`tighten_all`]), the others' bounds bit for bit.
+    /// `want` must make some pairs hopeless and raise some bounds (so the
+    /// case exercises both).
     fn same_bounds(want: &[Bounds], got: &[Bounds], n: usize) {
-        assert!(want.iter().any(|b| b.dropped), "some pairs dropped");
+        use crate::method::nudge_m::hopeless;
+        assert!(want.iter().any(hopeless), "some pairs hopeless");
         assert!(
-            want.iter().any(|b| !b.dropped && b.low > 0.0),
-            "some bounds raised"
+            want.iter()
+                .any(|b| !hopeless(b) && (b.low > 0.0 || b.high < nudge_m::LARGE)),
+            "some possible pair's bounds moved"
         );
         assert_eq!(want.len(), got.len());
         for (i, (w, g)) in want.iter().zip(got).enumerate() {
+            if hopeless(w) {
+                assert!(hopeless(g), "block of {n}, pair {i}: {g:?} is not hopeless");
+                continue;
+            }
             assert_eq!(
                 (w.low.to_bits(), w.high.to_bits(), w.dropped),
                 (g.low.to_bits(), g.high.to_bits(), g.dropped),
@@ -1857,6 +2002,7 @@ mod tests {
         let q = Matrix::new(nq, d, (0..nq * d).map(|_| next()).collect());
         for n in [700usize, 530] {
             let (rows_d, rows_g, records, inv_norm) = nudge_m_block_case(&mut next, n, d);
+            let q = with_possible_pairs(&q, &rows_d, n);
             let mut full = Default::default();
             nudge_m_scores(&Cpu, &q, (&rows_d, &rows_g), &inv_norm, &mut full).unwrap();
             let (s0, t) = &full;
@@ -1864,8 +2010,7 @@ mod tests {
             // (own values from S0 and the slopes) and one outside it.
             let mut pairs = Vec::new();
             for i in (0..nq).filter(|i| i % 3 != 0) {
-                let j = (i * 37) % n;
-                let j = if i % 5 == 0 { 40 + i % 20 } else { j };
+                let j = pair_column(i, n);
                 pairs.push(Pair {
                     query: i as u32,
                     record: records[j],
@@ -1934,13 +2079,10 @@ mod tests {
         let q = Matrix::new(nq, d, (0..nq * d).map(|_| next()).collect());
         for n in [700usize, 530] {
             let (rows_d, rows_g, records, inv_norm) = nudge_m_block_case(&mut next, n, d);
+            let q = with_possible_pairs(&q, &rows_d, n);
             let mut start = Vec::new();
             for i in (0..nq).filter(|i| i % 3 != 0) {
-                let j = if i % 5 == 0 {
-                    40 + i % 20
-                } else {
-                    (i * 37) % n
-                };
+                let j = pair_column(i, n);
                 let mut own = vec![j];
                 if i % 4 == 1 {
                     own.push((j + 1 + i % 50) % n);

@@ -374,7 +374,11 @@ pub trait Backend: Sync {
     /// Segment sums of `rows` (see [`Segments`]).
     fn aggregate(&self, rows: &Matrix, segments: &Segments) -> Result<Matrix>;
     /// NUDGE-M: tightens every pair's bounds over one block of moved records
-    /// (the pair's own record is skipped).
+    /// (the pair's own record is skipped). A pair that is or becomes
+    /// [`crate::method::nudge_m::hopeless`] may be left with the bounds it
+    /// has then (its interval is `None` whatever follows); every other
+    /// pair's bounds are those of [`crate::method::nudge_m::tighten`] over
+    /// each competitor, in any order.
     fn nudge_m_bounds(
         &self,
         block: &SlopeBlock,

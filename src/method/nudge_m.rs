@@ -81,6 +81,16 @@ pub fn finish(b: Bounds) -> Option<(f32, f32)> {
     (!b.dropped && b.high >= low).then_some((low, b.high))
 }
 
+/// Whether `b` already gives no interval ([`finish`] is `None`) and so
+/// never will: [`tighten`] only raises `low`, lowers `high` and sets
+/// `dropped`. A backend may stop tightening such a pair (or leave it for
+/// later blocks) and keep whatever bounds it has at that point; its
+/// interval is `None` either way. Most pairs end this way (a query has
+/// one best answer), most of them after a few competitors.
+pub fn hopeless(b: &Bounds) -> bool {
+    finish(*b).is_none()
+}
+
 /// The gamma covered by the most intervals: the lowest point where the count
 /// of open intervals reaches its maximum. Lows sort before highs at equal
 /// values; no interval (or none above zero) gives 0. Mirrors the reference's

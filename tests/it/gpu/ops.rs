@@ -144,7 +144,10 @@ backend_tests! {
                     } else {
                         1_000_000 + i as u32
                     },
-                    s: rng.f(),
+                    // Every fourth pair scores above every competitor, so
+                    // that some stay possible (random pairs against hundreds
+                    // of competitors all end hopeless).
+                    s: if i % 4 == 1 { 2.0 + rng.f().abs() } else { rng.f() },
                     t: if i % 5 == 0 { 0.0 } else { rng.f() },
                 })
                 .collect();
@@ -168,18 +171,44 @@ backend_tests! {
                 s: &s0,
                 t: &t,
             };
-            let mut want = start.clone();
+            // The rule itself over every competitor (all but the pair's own
+            // record): what the device computes. The CPU stops tightening a
+            // pair once it is hopeless, so it is held to the same
+            // hopeless pairs and, for the others, the same bounds.
+            use nudge::method::nudge_m::{hopeless, tighten};
+            let full: Vec<Bounds> = pairs
+                .iter()
+                .zip(&start)
+                .map(|(p, &b)| {
+                    let mut b = b;
+                    let q = p.query as usize;
+                    for j in (0..width).filter(|&j| records[j] != p.record) {
+                        tighten(&mut b, p.s, p.t, s0.row(q)[j], t.row(q)[j]);
+                    }
+                    b
+                })
+                .collect();
+            let mut cpu = start.clone();
             let mut got = start.clone();
-            Cpu.nudge_m_bounds(&block, &pairs, &mut want).unwrap();
+            Cpu.nudge_m_bounds(&block, &pairs, &mut cpu).unwrap();
             g.nudge_m_bounds(&block, &pairs, &mut got).unwrap();
             if npairs > 50 {
                 assert!(
-                    want.iter().any(|b| b.dropped),
+                    full.iter().any(|b| b.dropped),
                     "the test should cover dropped pairs"
                 );
+                assert!(
+                    full.iter().any(|b| !hopeless(b)),
+                    "the test should cover pairs that stay possible"
+                );
             }
-            for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+            for (i, ((a, c), b)) in got.iter().zip(&cpu).zip(&full).enumerate() {
                 assert!(bounds_close(a, b), "pair {i}: {a:?} vs {b:?}");
+                if hopeless(b) {
+                    assert!(hopeless(c), "pair {i}: the CPU's {c:?} against {b:?}");
+                } else {
+                    assert_eq!(c, b, "pair {i}: the CPU");
+                }
             }
         }
     }
