@@ -196,7 +196,11 @@ impl Split {
         let (mut unknown, mut duplicates) = (0usize, 0usize);
         // (query, record) pairs seen: a scan of the query's answers per line
         // is quadratic in the answers, and NFCorpus queries have up to 115.
+        let judgements = judgements.into_iter();
         let mut seen: FxHashSet<u64> = FxHashSet::default();
+        // Grown once, not rehashed on the way (8% of loading nfcorpus's
+        // 44k training lines).
+        seen.reserve(judgements.size_hint().0);
         for j in judgements {
             let Some((q, r, score)) = j else {
                 unknown += 1;
