@@ -1921,21 +1921,51 @@ mod tests {
         assert_eq!(&top.rows(0)[..3], &[10, 600, 650], "ties by row");
     }
 
-    /// A block of `n` moved records for the NUDGE-M tests: rows, G rows
-    /// (records 40..60 share one G), record ids `3j + 1` and 1/|G| values.
-    fn nudge_m_block_case(
-        next: &mut impl FnMut() -> f32,
+    /// One case of the NUDGE-M block tests: 600 queries of 24 dimensions
+    /// and a block of `n` moved records (rows, G rows with records 40..60
+    /// sharing one G, record ids `3j + 1`, 1/|G| values).
+    struct BlockCase {
         n: usize,
-        d: usize,
-    ) -> (Vec<f32>, Vec<f32>, Vec<u32>, Vec<f32>) {
-        let rows_d: Vec<f32> = (0..n * d).map(|_| next()).collect();
-        let mut rows_g: Vec<f32> = (0..n * d).map(|_| next()).collect();
-        for j in 41..60 {
-            rows_g.copy_within(40 * d..41 * d, j * d);
-        }
-        let records: Vec<u32> = (0..n as u32).map(|j| 3 * j + 1).collect();
-        let inv_norm: Vec<f32> = (0..n).map(|j| 0.5 + (j % 7) as f32 * 0.25).collect();
-        (rows_d, rows_g, records, inv_norm)
+        q: Matrix,
+        rows_d: Vec<f32>,
+        rows_g: Vec<f32>,
+        records: Vec<u32>,
+        inv_norm: Vec<f32>,
+    }
+
+    /// The block tests' cases from one seed: blocks of 700 records (two
+    /// column tiles, 512 + 188) and 530 (a padded ragged one, 512 + 18).
+    /// Every seventh query that has a pair (see [`pair_column`]) is made
+    /// equal to its pair's record: that pair then scores highest at gamma
+    /// 0 and stays possible, so its bounds are compared bit for bit (random
+    /// pairs against hundreds of competitors all end hopeless).
+    fn nudge_m_block_cases(seed: u64) -> Vec<BlockCase> {
+        let (nq, d) = (600usize, 24usize);
+        let mut next = uniform(seed);
+        let q = Matrix::new(nq, d, (0..nq * d).map(|_| next()).collect());
+        [700usize, 530]
+            .into_iter()
+            .map(|n| {
+                let rows_d: Vec<f32> = (0..n * d).map(|_| next()).collect();
+                let mut rows_g: Vec<f32> = (0..n * d).map(|_| next()).collect();
+                for j in 41..60 {
+                    rows_g.copy_within(40 * d..41 * d, j * d);
+                }
+                let mut q = q.clone();
+                for i in (0..nq).filter(|i| i % 7 == 1 && i % 3 != 0) {
+                    let j = pair_column(i, n);
+                    q.row_mut(i).copy_from_slice(&rows_d[j * d..(j + 1) * d]);
+                }
+                BlockCase {
+                    n,
+                    q,
+                    rows_d,
+                    rows_g,
+                    records: (0..n as u32).map(|j| 3 * j + 1).collect(),
+                    inv_norm: (0..n).map(|j| 0.5 + (j % 7) as f32 * 0.25).collect(),
+                }
+            })
+            .collect()
     }
 
     /// The block column of query `i`'s pair in the NUDGE-M block tests.
@@ -1945,19 +1975,6 @@ mod tests {
         } else {
             (i * 37) % n
         }
-    }
-
-    /// The block tests' queries, with every seventh query that has a pair
-    /// made equal to its pair's record: that pair then scores highest at
-    /// gamma 0 and stays possible, so its bounds are compared bit for bit
-    /// (random pairs against hundreds of competitors all end hopeless).
-    fn with_possible_pairs(q: &Matrix, rows_d: &[f32], n: usize) -> Matrix {
-        let (mut q, d) = (q.clone(), q.cols);
-        for i in (0..q.rows).filter(|i| i % 7 == 1 && i % 3 != 0) {
-            let j = pair_column(i, n);
-            q.row_mut(i).copy_from_slice(&rows_d[j * d..(j + 1) * d]);
-        }
-        q
     }
 
     /// Asserts `got` agrees with `want`: the same pairs hopeless (their
@@ -1989,20 +2006,24 @@ mod tests {
 
     /// NUDGE-M's bounds over a block, tile by tile (one thread, three row
     /// tiles) and the default way (S0 and the slopes in full, then
-    /// `nudge_m_bounds`), come out the same bit for bit: blocks of two
-    /// column tiles (512 + 188) and of a padded ragged one (512 + 18);
-    /// pairs whose record is in the block (their own values read from it,
-    /// as the search does) and pairs whose record is not; records that
-    /// share a G (equal slopes, so pairs get dropped).
+    /// `nudge_m_bounds`), agree ([`same_bounds`]): blocks of two column
+    /// tiles and of a padded ragged one; pairs whose record is in the block
+    /// (their own values read from it, as the search does) and pairs whose
+    /// record is not; records that share a G (equal slopes, so pairs get
+    /// dropped).
     #[test]
     fn nudge_m_block_by_tile_equals_the_default() {
         use crate::backend::{nudge_m_block_via_host, nudge_m_scores};
-        let (nq, d) = (600usize, 24usize);
-        let mut next = uniform(5);
-        let q = Matrix::new(nq, d, (0..nq * d).map(|_| next()).collect());
-        for n in [700usize, 530] {
-            let (rows_d, rows_g, records, inv_norm) = nudge_m_block_case(&mut next, n, d);
-            let q = with_possible_pairs(&q, &rows_d, n);
+        for case in nudge_m_block_cases(5) {
+            let BlockCase {
+                n,
+                q,
+                rows_d,
+                rows_g,
+                records,
+                inv_norm,
+            } = case;
+            let nq = q.rows;
             let mut full = Default::default();
             nudge_m_scores(&Cpu, &q, (&rows_d, &rows_g), &inv_norm, &mut full).unwrap();
             let (s0, t) = &full;
@@ -2064,9 +2085,9 @@ mod tests {
 
     /// NUDGE-M's first block band by band (one thread, three row tiles)
     /// and the default way (S0 and the slopes in full, own values picked,
-    /// then `nudge_m_bounds`) give the pairs the same own values and the
-    /// same bounds bit for bit: blocks of two column tiles and of a padded
-    /// ragged one; queries with no pair, with one pair whose record is in
+    /// then `nudge_m_bounds`) give the pairs the same own values bit for
+    /// bit and agreeing bounds ([`same_bounds`]): blocks of two column
+    /// tiles and of a padded ragged one; queries with no pair, with one pair whose record is in
     /// the block, and with two (each the other's competitor) beside one
     /// whose record is static; records that share a G; a static top-1 that
     /// raises some bounds before the block does.
@@ -2074,12 +2095,16 @@ mod tests {
     fn nudge_m_first_block_by_band_equals_the_default() {
         use crate::backend::nudge_m_first_block_via_host;
         use crate::method::nudge_m;
-        let (nq, d) = (600usize, 24usize);
-        let mut next = uniform(17);
-        let q = Matrix::new(nq, d, (0..nq * d).map(|_| next()).collect());
-        for n in [700usize, 530] {
-            let (rows_d, rows_g, records, inv_norm) = nudge_m_block_case(&mut next, n, d);
-            let q = with_possible_pairs(&q, &rows_d, n);
+        for case in nudge_m_block_cases(17) {
+            let BlockCase {
+                n,
+                q,
+                rows_d,
+                rows_g,
+                records,
+                inv_norm,
+            } = case;
+            let nq = q.rows;
             let mut start = Vec::new();
             for i in (0..nq).filter(|i| i % 3 != 0) {
                 let j = pair_column(i, n);

@@ -238,11 +238,12 @@ fn parse_lines<'a, T>(
     let bytes = text.as_bytes();
     let (mut start, mut i) = (0, first);
     while start < bytes.len() {
-        // The line up to its newline, and where its first three tabs are.
-        let (mut end, mut tabs, mut count) = (start, [0usize; 3], 0);
+        // The line up to its newline, where its first two tabs are and how
+        // many it has.
+        let (mut end, mut tabs, mut count) = (start, [0usize; 2], 0);
         while end < bytes.len() && bytes[end] != b'\n' {
             if bytes[end] == b'\t' {
-                if count < 3 {
+                if count < 2 {
                     tabs[count] = end - start;
                 }
                 count += 1;
@@ -251,9 +252,9 @@ fn parse_lines<'a, T>(
         }
         // Cut at ASCII bytes, so on character boundaries.
         let line = text[start..end].trim_end_matches('\r');
-        let (line_index, next) = (i, end + 1);
+        let line_index = i;
         i += 1;
-        start = next;
+        start = end + 1;
         let fields = match clean_fields(line, layout, &tabs, count) {
             Some(fields) => fields,
             None => match general_fields(line, line_index, path, layout)? {
@@ -291,18 +292,18 @@ fn parse_lines<'a, T>(
     Ok(out)
 }
 
-/// The fields of a tab-separated line with exactly two tabs (at `tabs`,
-/// of `count` in the line) whose ids start and end with a visible ASCII
+/// The fields of a tab-separated line with exactly two tabs (`count` in
+/// the line, at `tabs`, before any trailing `\r` it was cut from) whose ids start and end with a visible ASCII
 /// character, so that trimming them changes nothing; `None` for any other
 /// line, left to [`general_fields`].
 #[inline]
 fn clean_fields<'a>(
     line: &'a str,
     layout: Layout,
-    tabs: &[usize; 3],
+    tabs: &[usize; 2],
     count: usize,
 ) -> Option<[&'a str; 3]> {
-    if layout == Layout::Trec || count != 2 || tabs[1] >= line.len() {
+    if layout == Layout::Trec || count != 2 {
         return None;
     }
     let (q, r, s) = (
