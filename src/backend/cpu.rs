@@ -12,21 +12,31 @@ use crate::error::Result;
 use crate::matrix::{Matrix, all_finite, fold_lanes};
 use crate::method::{nudge_m, nudge_n};
 
-/// Calls `body(args)` compiled for AVX-512F when the CPU has it (chosen at
-/// run time, so the binary stays portable), else as compiled for the
-/// baseline. For loops written lane-wise for the compiler to vectorise:
-/// 16-wide vectors roughly halve them.
-macro_rules! with_avx512 {
+/// Calls `body(args)` compiled for AVX-512F or else AVX2 when the CPU has
+/// it (chosen at run time, so the binary stays portable), else as compiled
+/// for the baseline (SSE2). For loops written lane-wise for the compiler to
+/// vectorise: 8- and 16-wide vectors take a half and a quarter of the
+/// baseline's 4-wide steps. No FMA is enabled (and Rust never fuses a
+/// multiply and an add by itself), so every variant rounds identically.
+macro_rules! with_wide {
     ($body:ident($($arg:ident: $ty:ty = $val:expr),* $(,)?)) => {{
         #[cfg(target_arch = "x86_64")]
         #[target_feature(enable = "avx512f")]
-        unsafe fn wide($($arg: $ty),*) {
+        unsafe fn avx512($($arg: $ty),*) {
+            $body($($arg),*)
+        }
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = "avx2")]
+        unsafe fn avx2($($arg: $ty),*) {
             $body($($arg),*)
         }
         #[cfg(target_arch = "x86_64")]
         if std::arch::is_x86_feature_detected!("avx512f") {
             // SAFETY: the CPU has AVX-512F.
-            return unsafe { wide($($val),*) };
+            return unsafe { avx512($($val),*) };
+        } else if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2.
+            return unsafe { avx2($($val),*) };
         }
         $body($($val),*)
     }};
@@ -1192,8 +1202,10 @@ impl Reach {
         r
     }
 
-    /// Whether records `at..at + out.len()` may reach `thr` for some gamma,
-    /// into `out`, from their `x` and `y`. A record's score as the merge
+    /// Which of records `at..at + n` (`n` at most 32) may reach `thr` for
+    /// some gamma, from their `x` and `y`: bit `l` of the mask for record
+    /// `at + l` (a mask rather than an array of bools, which the compiler
+    /// turned into byte packing and a test per 16 records). A record's score as the merge
     /// computes it in f32 is bounded with room for every rounding on the
     /// way: u's (8 ulps of its terms), the square root's, and 1e-5 of the
     /// magnitudes `|a x| + |b y|` for the f32 coefficients and the merge's
@@ -1203,8 +1215,8 @@ impl Reach {
     /// exactly, as without the bound. Lane-wise and branch-free, so that
     /// the compiler vectorises it.
     #[inline(always)]
-    fn may_reach(&self, at: usize, x: &[f32], y: &[f32], thr: f32, out: &mut [bool]) {
-        let n = out.len();
+    fn may_reach(&self, at: usize, x: &[f32], y: &[f32], thr: f32, n: usize) -> u32 {
+        debug_assert!(n <= 32);
         let r = at..at + n;
         let (v, inv_w, am, bm) = (
             &self.v[r.clone()],
@@ -1213,6 +1225,7 @@ impl Reach {
             &self.b[r],
         );
         let (x, y) = (&x[..n], &y[..n]);
+        let mut mask = 0u32;
         for l in 0..n {
             let ax = x[l].abs();
             let u = ((y[l] - v[l] * x[l]) * inv_w[l]).abs();
@@ -1222,8 +1235,9 @@ impl Reach {
             let margin = 1e-5 * (bound + am[l] * ax + bm[l] * y[l].abs());
             // A NaN score compares false and enters no list anyway; an
             // infinite 1/w is let through.
-            out[l] = (inv_w[l] == f32::INFINITY) | (bound + margin >= thr);
+            mask |= (((inv_w[l] == f32::INFINITY) | (bound + margin >= thr)) as u32) << l;
         }
+        mask
     }
 }
 
@@ -1338,18 +1352,20 @@ fn merge_reachable(
         let (s0, s1) = (&s0[..width], &s1[..width]);
         for at in (0..width).step_by(L) {
             let n = L.min(width - at);
-            let mut pass = [false; L];
             let (x, y) = (&s0[at..at + n], &s1[at..at + n]);
-            if n == L {
+            let mut pass = if n == L {
                 // A constant width: unrolled into whole vectors.
-                reach.may_reach(j0 + at, x, y, thr, &mut pass);
+                reach.may_reach(j0 + at, x, y, thr, L)
             } else {
-                reach.may_reach(j0 + at, x, y, thr, &mut pass[..n]);
-            }
-            if !pass.iter().any(|&p| p) {
+                reach.may_reach(j0 + at, x, y, thr, n)
+            };
+            if pass == 0 {
                 continue;
             }
-            for j in (at..at + n).filter(|j| pass[j - at]) {
+            // The records let through, in ascending order.
+            while pass != 0 {
+                let j = at + pass.trailing_zeros() as usize;
+                pass &= pass - 1;
                 for g in 0..grid {
                     let (a, b) = coef[g * stride + j0 + j];
                     let r = g * k..(g + 1) * k;
@@ -1364,7 +1380,7 @@ fn merge_reachable(
             thr = lowest(ls);
         }
     }
-    with_avx512!(body(
+    with_wide!(body(
         ls: &mut [f32] = ls,
         lr: &mut [u32] = lr,
         s0: &[f32] = s0,
@@ -1403,7 +1419,7 @@ fn offer_merged(
             }
         });
     }
-    with_avx512!(body(
+    with_wide!(body(
         ls: &mut [f32] = list_scores,
         lr: &mut [u32] = list_rows,
         s0: &[f32] = s0,
@@ -1438,29 +1454,13 @@ fn tighten_pair(b: &mut Bounds, p: &Pair, records: &[u32], s0: &[f32], t: &[f32]
 /// spares most of the division per pair and competitor that dominates
 /// NUDGE-M's bounds.
 fn tighten_all(b: &mut Bounds, s_x: f32, t_x: f32, s: &[f32], t: &[f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx512f") {
-        // SAFETY: the CPU has the features the function is compiled for.
-        return unsafe { tighten_all_avx512(b, s_x, t_x, s, t) };
-    } else if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: as above.
-        return unsafe { tighten_all_avx2(b, s_x, t_x, s, t) };
-    }
-    tighten_all_portable(b, s_x, t_x, s, t)
-}
-
-// The same code compiled for wider vectors, picked at run time so the binary
-// stays portable. No FMA is involved, so every variant rounds identically.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn tighten_all_avx512(b: &mut Bounds, s_x: f32, t_x: f32, s: &[f32], t: &[f32]) {
-    tighten_all_portable(b, s_x, t_x, s, t)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn tighten_all_avx2(b: &mut Bounds, s_x: f32, t_x: f32, s: &[f32], t: &[f32]) {
-    tighten_all_portable(b, s_x, t_x, s, t)
+    with_wide!(tighten_all_portable(
+        b: &mut Bounds = b,
+        s_x: f32 = s_x,
+        t_x: f32 = t_x,
+        s: &[f32] = s,
+        t: &[f32] = t
+    ))
 }
 
 /// Competitors between two checks of whether a pair is hopeless in
