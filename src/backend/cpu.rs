@@ -876,8 +876,8 @@ impl Backend for Cpu {
     }
 
     /// NUDGE-M's bounds over a block straight from its rows: with enough
-    /// row tiles to go round the threads (as in [`score_and_select`]), S0
-    /// and the slopes are computed tile by tile ([`gemm_nt_visit`]) and
+    /// row tiles to go round the threads (as in `score_and_select`), S0
+    /// and the slopes are computed tile by tile (`gemm_nt_visit`) and
     /// each tile tightens the bounds of its queries' pairs while it is in
     /// cache, instead of two blocks of `dev x B` written and read back
     /// (30 MiB per block at tldr's 1,800 dev queries). The bounds come out
@@ -928,8 +928,8 @@ impl Backend for Cpu {
 
     /// NUDGE-M's first block straight from its rows, a band of queries at
     /// a time: with enough row tiles to go round the threads (as in
-    /// [`score_and_select`]), each row tile's S0 and slopes are computed
-    /// tile by tile ([`gemm_nt_visit`]) into a band of `rows x B` that
+    /// `score_and_select`), each row tile's S0 and slopes are computed
+    /// tile by tile (`gemm_nt_visit`) into a band of `rows x B` that
     /// lives only while that row tile is worked on; once the band is whole,
     /// its pairs read their own values from it, take their static bounds
     /// and are tightened over it. A pair's bounds need only its own
@@ -1067,8 +1067,8 @@ impl Backend for Cpu {
     }
 
     /// NUDGE-N's merge of a block straight from its rows: with enough row
-    /// tiles to go round the threads (as in [`score_and_select`]), S0 and
-    /// S1 are computed tile by tile ([`gemm_nt_visit`]) and each tile is
+    /// tiles to go round the threads (as in `score_and_select`), S0 and
+    /// S1 are computed tile by tile (`gemm_nt_visit`) and each tile is
     /// merged into its queries' lists while it is in cache, instead of two
     /// blocks of `dev x B` written and read back. The lists come out the
     /// same bit for bit: the same scores, offered to each list in the same
