@@ -570,7 +570,7 @@ fn fit_dataset<'py>(
 /// and the dataset's notes and the splits' warnings (skipped unknown ids),
 /// which the wrapper raises as Python warnings as `fit_dataset` does.
 #[pyfunction]
-#[pyo3(signature = (path, out, rows, part, k, allow_zero_rows, lean, skip_unknown_ids, with_test, device, adapter, progress))]
+#[pyo3(signature = (path, out, rows, part, k, allow_zero_rows, lean, skip_unknown_ids, with_test, device, adapter, sync, progress))]
 #[allow(clippy::too_many_arguments)]
 fn map_dataset(
     py: Python<'_>,
@@ -585,6 +585,7 @@ fn map_dataset(
     with_test: bool,
     device: &str,
     adapter: Option<String>,
+    sync: bool,
     progress: Option<Py<PyAny>>,
 ) -> PyResult<(String, Vec<String>)> {
     let (ds, splits) = open_folder(&path, skip_unknown_ids, with_test)?;
@@ -618,16 +619,26 @@ fn map_dataset(
     };
     let p = run_detached(py, &sink, || {
         let p = partial::map(backend.as_ref(), &inputs, range, &opts)?;
-        p.save(&out)?;
+        nudge::data::commit_all(p.stage(&out)?, &opts.control.cancel, durability(sync))?;
         Ok(p)
     })?;
     Ok((p.manifest().to_string(), warnings))
 }
 
+/// `sync=` of the functions that write files: whether each is synced to
+/// disk before it is renamed into place (see `nudge::data::Durability`).
+fn durability(sync: bool) -> nudge::data::Durability {
+    if sync {
+        nudge::data::Durability::Synced
+    } else {
+        nudge::data::Durability::Unsynced
+    }
+}
+
 /// Fits from the partials of every part of a dataset folder's corpus, and
 /// writes the delta to `delta` if given (see `nudge_rs.reduce_dataset`).
 #[pyfunction]
-#[pyo3(signature = (path, partials, method, delta, gamma, val_k, eval_k, skip_unknown_ids, with_test, device, adapter, progress))]
+#[pyo3(signature = (path, partials, method, delta, gamma, val_k, eval_k, skip_unknown_ids, with_test, device, adapter, sync, progress))]
 #[allow(clippy::too_many_arguments)]
 fn reduce_dataset<'py>(
     py: Python<'py>,
@@ -642,6 +653,7 @@ fn reduce_dataset<'py>(
     with_test: bool,
     device: &str,
     adapter: Option<String>,
+    sync: bool,
     progress: Option<Py<PyAny>>,
 ) -> PyResult<Bound<'py, PyDict>> {
     let method: Method = method.parse().map_err(to_py)?;
@@ -686,7 +698,7 @@ fn reduce_dataset<'py>(
                 .map(|&r| ds.corpus_ids.name(r as usize))
                 .collect();
             let staged = nudge::fit::output::stage_delta(dir, &names, &fit.updated, OutDtype::F32)?;
-            nudge::data::commit_all(staged, &opts.control.cancel)?;
+            nudge::data::commit_all(staged, &opts.control.cancel, durability(sync))?;
         }
         Ok(fit)
     })?;

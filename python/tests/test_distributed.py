@@ -60,6 +60,32 @@ def test_lean_partials_give_the_same_delta(tmp_path: Path) -> None:
     same_files(tmp_path / "delta", tmp_path / "cli")
 
 
+def test_unsynced_partials_and_delta_are_the_same_bytes(tmp_path: Path) -> None:
+    # sync=False renames the files into place without an fsync (as the CLI's
+    # --no-sync): the same files as the synced run, and no temporary left.
+    for sync in (True, False):
+        parts = []
+        for i in range(2):
+            out = tmp_path / f"{sync}-part-{i}"
+            nudge_rs.map_dataset(SCIFACT, out, part=(i, 2), lean=True, device="cpu", sync=sync)
+            parts.append(out)
+        nudge_rs.reduce_dataset(
+            SCIFACT, parts, method="nudge-m", delta=tmp_path / f"{sync}-delta", device="cpu", sync=sync
+        )
+    for i in range(2):
+        a, b = tmp_path / f"True-part-{i}", tmp_path / f"False-part-{i}"
+        assert sorted(p.name for p in a.iterdir()) == sorted(p.name for p in b.iterdir())
+        for f in a.iterdir():
+            if f.name == "partial.json":  # holds the map's seconds
+                ja, jb = json.loads(f.read_text()), json.loads((b / f.name).read_text())
+                ja.pop("seconds"), jb.pop("seconds")
+                assert ja == jb
+            else:
+                assert f.read_bytes() == (b / f.name).read_bytes(), f.name
+    same_files(tmp_path / "True-delta", tmp_path / "False-delta")
+    assert not any(p.name.startswith(".nudge-partial-") for p in tmp_path.rglob("*"))
+
+
 def test_a_missing_part_is_a_data_error_naming_its_rows(tmp_path: Path) -> None:
     nudge_rs.map_dataset(SCIFACT, tmp_path / "a", rows=(0, 2000), device="cpu")
     nudge_rs.map_dataset(SCIFACT, tmp_path / "b", rows=(3000, 5183), device="cpu")

@@ -30,6 +30,8 @@ pub struct ApplyArgs {
     /// Element type of the written rows
     #[arg(long, value_enum, default_value_t = OutType::F32)]
     pub out_dtype: OutType,
+    #[command(flatten)]
+    pub sync: super::SyncArgs,
     /// Print nothing but errors
     #[arg(long, short)]
     pub quiet: bool,
@@ -96,6 +98,7 @@ pub fn run(args: ApplyArgs) -> Result<()> {
         },
         in_memory_max: env_knob("NUDGE_OUTPUT_IN_MEMORY_MAX")
             .unwrap_or(WriteOptions::default().in_memory_max),
+        durability: args.sync.durability(),
     };
     let control = super::control();
     let staged = stage_applied(
@@ -108,7 +111,7 @@ pub fn run(args: ApplyArgs) -> Result<()> {
         super::chunk_rows_knob(),
         &control,
     )?;
-    nudge::data::commit_all(vec![staged], &control.cancel)?;
+    nudge::data::commit_all(vec![staged], &control.cancel, write.durability)?;
     log::notice(format!(
         "wrote rows {}..{} ({} of the delta's {} records) to {} in {:.2} s",
         range.start,

@@ -86,6 +86,8 @@ pub struct SolveArgs {
     /// test queries double the similarity work of the pass)
     #[arg(long)]
     pub no_test: bool,
+    #[command(flatten)]
+    pub sync: super::SyncArgs,
 }
 
 impl SolveArgs {
@@ -151,6 +153,7 @@ pub fn run(args: FitArgs) -> Result<()> {
         delta: args.solve.delta.as_deref(),
         report: args.solve.report.as_deref(),
         html: args.solve.html.as_deref(),
+        durability: args.solve.sync.durability(),
     };
     outputs.check(&paths)?;
     let target = &outputs.target;
@@ -200,6 +203,7 @@ pub fn run(args: FitArgs) -> Result<()> {
     };
     let mut write = WriteOptions {
         dtype: args.solve.dtype(),
+        durability: args.solve.sync.durability(),
         ..Default::default()
     };
     if let Some(max) = env_knob("NUDGE_OUTPUT_IN_MEMORY_MAX") {
@@ -272,6 +276,8 @@ pub struct Outputs<'a> {
     pub report: Option<&'a Path>,
     /// `--html`: the HTML report.
     pub html: Option<&'a Path>,
+    /// `--no-sync` or not.
+    pub durability: nudge::data::Durability,
 }
 
 impl Outputs<'_> {
@@ -354,6 +360,11 @@ impl Outputs<'_> {
                 _ => None,
             };
             let mut staged = stage_outputs(self.delta, ds, fit, dtype, corpus, &control.cancel)?;
+            // Flushed now (the sync, unless --no-sync), so that the report
+            // times it; the reports themselves are flushed at the commit.
+            for p in &mut staged {
+                p.flush(self.durability)?;
+            }
             let write_s = t.elapsed().as_secs_f64();
             // The fit's own phases, and what only the command saw: reading the
             // inputs, syncing the outputs, the whole run.
@@ -365,7 +376,7 @@ impl Outputs<'_> {
             // Opening the device: on a GPU, its instance, adapter and the
             // kernels' compiles, which no phase of the fit includes.
             timings.insert("device".into(), json!(device_s));
-            // The fit wrote the rows ("write" in its timings); staging synced.
+            // The fit wrote the rows ("write" in its timings); staging flushed (synced, unless --no-sync).
             let fit_write = timings.get("write").and_then(Value::as_f64).unwrap_or(0.0);
             timings.insert("write".into(), json!(fit_write + write_s));
             timings.insert("total".into(), json!(start.elapsed().as_secs_f64()));
@@ -390,7 +401,7 @@ impl Outputs<'_> {
                 let html = nudge::report::fit_html(&report)?;
                 staged.push(nudge::data::stage_write(path, html.as_bytes())?);
             }
-            nudge::data::commit_all(staged, &control.cancel)
+            nudge::data::commit_all(staged, &control.cancel, self.durability)
         })();
         if let Err(e) = written {
             if delta_dir_is_new {

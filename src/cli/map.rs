@@ -36,6 +36,8 @@ pub struct MapArgs {
     #[arg(long)]
     pub no_test: bool,
     #[command(flatten)]
+    pub sync: super::SyncArgs,
+    #[command(flatten)]
     pub device: DeviceArgs,
     /// Print nothing but errors
     #[arg(long, short)]
@@ -92,7 +94,7 @@ pub fn run(args: MapArgs) -> Result<()> {
         let _ = super::tune_json(*b);
     }
     let staged = p.stage(&args.out)?;
-    nudge::data::commit_all(staged, &opts.control.cancel)?;
+    nudge::data::commit_all(staged, &opts.control.cancel, args.sync.durability())?;
     log::notice(format!(
         "mapped rows {}..{} of {} ({}): {} moved records, {} dev + {} test lists of {}; wrote {} in {:.2} s",
         rows.start,

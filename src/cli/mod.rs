@@ -61,6 +61,26 @@ pub enum Command {
     Devices(devices::DevicesArgs),
 }
 
+/// `--no-sync`, for the commands whose outputs are data (fit, reduce, map,
+/// apply).
+#[derive(Args, Debug, Clone, Default)]
+pub struct SyncArgs {
+    /// Rename the outputs into place without syncing them to disk first: faster (a sync takes 10-15 ms for a small output on a cloud VM's disk and seconds for a large one), and a failed run still leaves no partial file, but a power loss or kernel crash soon after the run may lose or truncate them
+    #[arg(long)]
+    pub no_sync: bool,
+}
+
+impl SyncArgs {
+    /// What the library is asked for.
+    pub fn durability(&self) -> nudge::data::Durability {
+        if self.no_sync {
+            nudge::data::Durability::Unsynced
+        } else {
+            nudge::data::Durability::Synced
+        }
+    }
+}
+
 /// Where the data is: a dataset folder, explicit files, or both (explicit wins).
 #[derive(Args, Debug, Clone, Default)]
 pub struct DataArgs {

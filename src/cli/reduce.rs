@@ -71,6 +71,7 @@ pub fn run(args: ReduceArgs) -> Result<()> {
         delta: args.solve.delta.as_deref(),
         report: args.solve.report.as_deref(),
         html: args.solve.html.as_deref(),
+        durability: args.solve.sync.durability(),
     };
     outputs.check(&paths)?;
     let dirs = find_partials(&args.partials)?;

@@ -488,6 +488,9 @@ pub struct NpyWriter {
     /// Bytes handed to the kernel so far, and how far writeback was started.
     sent: u64,
     flushed: u64,
+    /// Whether writeback is started as the rows come (for a file that will
+    /// be synced; see [`NpyWriter::write_rows`]).
+    early_writeback: bool,
 }
 
 /// Start writeback every this many bytes (see [`NpyWriter::write_rows`]).
@@ -538,6 +541,7 @@ impl NpyWriter {
             data_offset: prefix.len() as u64,
             sent: 0,
             flushed: 0,
+            early_writeback: true,
         })
     }
 
@@ -611,6 +615,14 @@ impl NpyWriter {
         Ok(())
     }
 
+    /// For a file that will not be synced ([`crate::data::Durability`]):
+    /// no early writeback, which would only put the disk's work on this
+    /// process; the kernel writes the file back in its own time.
+    pub fn unsynced(mut self) -> NpyWriter {
+        self.early_writeback = false;
+        self
+    }
+
     /// Appends whole rows (row-major, `cols` values each).
     pub fn write_rows(&mut self, data: &[f32]) -> Result<()> {
         debug_assert_eq!(data.len() % self.cols.max(1), 0);
@@ -630,7 +642,7 @@ impl NpyWriter {
                 break;
             }
             self.sent += piece.len() as u64;
-            if self.sent - self.flushed >= WRITEBACK_STEP {
+            if self.early_writeback && self.sent - self.flushed >= WRITEBACK_STEP {
                 self.writeback(self.data_offset + self.flushed, self.sent - self.flushed);
                 self.flushed = self.sent;
             }
@@ -647,7 +659,9 @@ impl NpyWriter {
         self.out
             .flush()
             .map_err(|e| Error::io(&self.path, "write", e))?;
-        self.writeback(0, 0); // 0 bytes: to the end of the file
+        if self.early_writeback {
+            self.writeback(0, 0); // 0 bytes: to the end of the file
+        }
         Ok(())
     }
 
@@ -677,8 +691,9 @@ impl NpyWriter {
         self.finish_staged()?.commit()
     }
 
-    /// Flushes and syncs the file but leaves it at its temporary path, for a
-    /// command that commits several outputs together.
+    /// Flushes the file to the kernel but leaves it at its temporary path
+    /// (synced at its commit), for a command that commits several outputs
+    /// together.
     pub fn finish_staged(self) -> Result<crate::data::Pending> {
         // Callers write every row they declared: a broken invariant, not
         // an input error.

@@ -28,14 +28,19 @@ pub struct WriteOptions {
     /// written in one piece; larger ones stream to disk on a writer thread
     /// during the pass. Tests set 0 to walk the streaming path on small data.
     pub in_memory_max: u64,
+    /// Whether [`fit_to_file`] syncs the output before it renames it into
+    /// place. (Commands that stage several outputs pass theirs to
+    /// [`crate::data::commit_all`].)
+    pub durability: crate::data::Durability,
 }
 
 impl Default for WriteOptions {
-    /// f32 rows; outputs of up to 64 MiB in memory.
+    /// f32 rows; outputs of up to 64 MiB in memory; synced.
     fn default() -> WriteOptions {
         WriteOptions {
             dtype: OutDtype::F32,
             in_memory_max: 64 << 20,
+            durability: crate::data::Durability::Synced,
         }
     }
 }
@@ -51,14 +56,17 @@ pub fn fit_to_file(
 ) -> Result<crate::fit::Fit> {
     let mut out = InlineOutput::create(inputs.corpus.rows(), inputs.corpus.cols(), path, write)?;
     let fit = crate::fit::fit_into(backend, inputs, opts, Some(&mut out))?;
-    out.finish()?.commit()?;
+    let mut staged = out.finish()?;
+    staged.flush(write.durability)?;
+    staged.commit()?;
     Ok(fit)
 }
 
 /// The output corpus written during the fit's own pass (see
 /// [`crate::fit::fit_into`]): rows arrive normalised and in order,
 /// [`InlineOutput::put_moved`] puts the moved ones in as soon as they are
-/// updated, and [`InlineOutput::finish`] syncs the file.
+/// updated, and [`InlineOutput::finish`] stages the file (synced at its
+/// commit, unless [`WriteOptions::durability`] says otherwise).
 pub struct InlineOutput {
     cols: usize,
     sink: Sink,
@@ -99,7 +107,10 @@ impl InlineOutput {
         path: &Path,
         write: &WriteOptions,
     ) -> Result<InlineOutput> {
-        let w = NpyWriter::create(path, rows, cols, write.dtype)?;
+        let mut w = NpyWriter::create(path, rows, cols, write.dtype)?;
+        if write.durability == crate::data::Durability::Unsynced {
+            w = w.unsynced();
+        }
         let sink = if (rows * cols * 4) as u64 <= write.in_memory_max {
             Sink::Memory {
                 writer: w,
@@ -108,7 +119,6 @@ impl InlineOutput {
                 rows: vec![0.0; rows * cols],
             }
         } else {
-            let mut w = w;
             let (send, rows) = sync_channel::<Vec<f32>>(4);
             let (give_back, recycle) = channel::<Vec<f32>>();
             let writer = std::thread::spawn(move || -> Result<NpyWriter> {
@@ -218,7 +228,8 @@ impl InlineOutput {
         Ok(())
     }
 
-    /// Syncs the complete file and stages it for [`crate::data::commit_all`].
+    /// Stages the complete file for [`crate::data::commit_all`] (which, or
+    /// [`Pending::flush`], syncs it).
     pub fn finish(mut self) -> Result<Pending> {
         match std::mem::replace(&mut self.sink, Sink::Failed) {
             Sink::Written(w) => w.finish_staged(),

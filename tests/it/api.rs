@@ -7,6 +7,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use crate::common::*;
+use nudge::data::Durability;
 use nudge::data::npy::{Dtype, parse_header};
 use nudge::{
     Cancel, Corpus, Cpu, Dataset, Error, EvalOptions, FitOptions, IdKind, Ids, Inputs, Kind,
@@ -115,7 +116,7 @@ fn in_memory_f16_corpus_equals_the_f16_file_fit() {
 }
 
 /// `Fit::apply` on a copy of the corpus gives the bytes `fit_to_file`
-/// writes, assembled in memory or streamed.
+/// writes, assembled in memory or streamed, synced or not.
 #[test]
 fn apply_equals_the_written_output() {
     for name in ["rawnorms-stringids", "small", "f16"] {
@@ -123,11 +124,18 @@ fn apply_equals_the_written_output() {
         let (n, d) = (l.ds.corpus.rows(), l.ds.dim());
         let corpus = l.ds.corpus.read_all().unwrap();
         for method in METHODS {
-            for in_memory_max in [WriteOptions::default().in_memory_max, 0] {
+            let ways = [
+                (WriteOptions::default().in_memory_max, Durability::Synced),
+                (0, Durability::Synced),
+                (WriteOptions::default().in_memory_max, Durability::Unsynced),
+                (0, Durability::Unsynced),
+            ];
+            for (in_memory_max, durability) in ways {
                 let tmp = tempfile::tempdir().unwrap();
                 let out = tmp.path().join("out.npy");
                 let write = WriteOptions {
                     in_memory_max,
+                    durability,
                     ..WriteOptions::default()
                 };
                 let fit =
@@ -140,7 +148,7 @@ fn apply_equals_the_written_output() {
                 assert_eq!((h.dtype, h.rows, h.cols), (Dtype::F32, n, d));
                 assert!(
                     bytes[h.data_offset..] == f32_bytes(&tuned)[..],
-                    "{name} {method:?} in_memory_max {in_memory_max}: apply differs from the file"
+                    "{name} {method:?} in_memory_max {in_memory_max} {durability:?}: apply differs from the file"
                 );
                 assert_eq!(list(tmp.path()), vec!["out.npy"]);
             }

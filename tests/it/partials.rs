@@ -442,6 +442,15 @@ fn npy_rows(path: &Path) -> Vec<u32> {
     bits(&read_npy(path))
 }
 
+/// `--no-sync` (rename without fsync) on some runs of each command, added
+/// to `args`: the files are the same bytes either way.
+fn sync_flag(mut args: Vec<&str>, unsynced: bool) -> Vec<&str> {
+    if unsynced {
+        args.push("--no-sync");
+    }
+    args
+}
+
 #[test]
 fn map_reduce_and_apply_commands_write_what_fit_writes() {
     let case = Case::new("scifact-f32");
@@ -450,22 +459,25 @@ fn map_reduce_and_apply_commands_write_what_fit_writes() {
         let full = out.join(format!("fit-{method}"));
         let fit_out = out.join(format!("fit-{method}.npy"));
         let r = nudge(
-            &[
-                "fit",
-                "--dataset",
-                arg(&data),
-                "--method",
-                method,
-                "--device",
-                "cpu",
-                "--delta",
-                arg(&full),
-                "--out",
-                arg(&fit_out),
-                "--report",
-                arg(&out.join(format!("fit-{method}.json"))),
-                "-q",
-            ],
+            &sync_flag(
+                vec![
+                    "fit",
+                    "--dataset",
+                    arg(&data),
+                    "--method",
+                    method,
+                    "--device",
+                    "cpu",
+                    "--delta",
+                    arg(&full),
+                    "--out",
+                    arg(&fit_out),
+                    "--report",
+                    arg(&out.join(format!("fit-{method}.json"))),
+                    "-q",
+                ],
+                method == "nudge-n",
+            ),
             &[],
         );
         expect(&r, 0, &[]);
@@ -486,6 +498,7 @@ fn map_reduce_and_apply_commands_write_what_fit_writes() {
             "cpu",
             "-q",
         ];
+        args = sync_flag(args, i % 2 == 0);
         if i == 1 {
             // Part 1 of 4 of SciFact's 5183 rows.
             args.extend(["--rows", "1295..2591"]);
@@ -498,22 +511,25 @@ fn map_reduce_and_apply_commands_write_what_fit_writes() {
         let delta = out.join(format!("reduced-{method}"));
         let report = out.join(format!("reduced-{method}.json"));
         let r = nudge(
-            &[
-                "reduce",
-                "--dataset",
-                arg(&data),
-                "--partials",
-                arg(&parts),
-                "--method",
-                method,
-                "--delta",
-                arg(&delta),
-                "--report",
-                arg(&report),
-                "--device",
-                "cpu",
-                "-q",
-            ],
+            &sync_flag(
+                vec![
+                    "reduce",
+                    "--dataset",
+                    arg(&data),
+                    "--partials",
+                    arg(&parts),
+                    "--method",
+                    method,
+                    "--delta",
+                    arg(&delta),
+                    "--report",
+                    arg(&report),
+                    "--device",
+                    "cpu",
+                    "-q",
+                ],
+                method == "nudge-m",
+            ),
             &[],
         );
         expect(&r, 0, &[]);
@@ -539,18 +555,21 @@ fn map_reduce_and_apply_commands_write_what_fit_writes() {
             let p = out.join(format!("applied-{i}.npy"));
             let part = format!("{i}/4");
             let r = nudge(
-                &[
-                    "apply",
-                    "--dataset",
-                    arg(&data),
-                    "--part",
-                    &part,
-                    "--delta",
-                    arg(&delta),
-                    "--out",
-                    arg(&p),
-                    "-q",
-                ],
+                &sync_flag(
+                    vec![
+                        "apply",
+                        "--dataset",
+                        arg(&data),
+                        "--part",
+                        &part,
+                        "--delta",
+                        arg(&delta),
+                        "--out",
+                        arg(&p),
+                        "-q",
+                    ],
+                    i % 2 == 1,
+                ),
                 &[
                     ("NUDGE_OUTPUT_IN_MEMORY_MAX", "0"),
                     ("NUDGE_CHUNK_ROWS", "500"),

@@ -212,22 +212,30 @@ fn a_full_disk_leaves_no_partial_file() {
     std::fs::write(mnt.join("out.npy"), b"old output").unwrap();
     // 1000 x 32 f32 is 128 KiB: more than the filesystem holds. Both ways of
     // writing: assembled in memory, and streamed (which fails on the writer
-    // thread while the fit goes on).
-    for in_memory_max in ["67108864", "0"] {
-        let out = nudge(
-            &[
-                "fit",
-                "--dataset",
-                case.data().to_str().unwrap(),
-                "--method",
-                "nudge-n",
-                "--out",
-                mnt.join("out.npy").to_str().unwrap(),
-                "--report",
-                mnt.join("report.json").to_str().unwrap(),
-            ],
-            &[("NUDGE_OUTPUT_IN_MEMORY_MAX", in_memory_max)],
-        );
+    // thread while the fit goes on); synced, and with --no-sync, where no
+    // sync would report a late error: the write itself must.
+    for (in_memory_max, no_sync) in [
+        ("67108864", false),
+        ("0", false),
+        ("67108864", true),
+        ("0", true),
+    ] {
+        let (data, out, report) = (case.data(), mnt.join("out.npy"), mnt.join("report.json"));
+        let mut args = vec![
+            "fit",
+            "--dataset",
+            data.to_str().unwrap(),
+            "--method",
+            "nudge-n",
+            "--out",
+            out.to_str().unwrap(),
+            "--report",
+            report.to_str().unwrap(),
+        ];
+        if no_sync {
+            args.push("--no-sync");
+        }
+        let out = nudge(&args, &[("NUDGE_OUTPUT_IN_MEMORY_MAX", in_memory_max)]);
         expect(&out, 4, &["out.npy", "No space left"]);
         assert_eq!(list(&mnt), vec!["out.npy"]);
         assert_eq!(std::fs::read(mnt.join("out.npy")).unwrap(), b"old output");
@@ -242,27 +250,31 @@ fn outputs_appear_together_or_not_at_all() {
     let Some(_guard) = tmpfs(&mnt, "4k") else {
         return;
     };
-    let args = |delta: &Path| {
-        nudge(
-            &[
-                "fit",
-                "--dataset",
-                case.data().to_str().unwrap(),
-                "--method",
-                "nudge-m",
-                "--out",
-                mnt.join("out.npy").to_str().unwrap(),
-                "--delta",
-                delta.to_str().unwrap(),
-                "--report",
-                mnt.join("report.json").to_str().unwrap(),
-            ],
-            &[],
-        )
+    let args = |delta: &Path, no_sync: bool| {
+        let (data, out, report) = (case.data(), mnt.join("out.npy"), mnt.join("report.json"));
+        let mut args = vec![
+            "fit",
+            "--dataset",
+            data.to_str().unwrap(),
+            "--method",
+            "nudge-m",
+            "--out",
+            out.to_str().unwrap(),
+            "--delta",
+            delta.to_str().unwrap(),
+            "--report",
+            report.to_str().unwrap(),
+        ];
+        if no_sync {
+            args.push("--no-sync");
+        }
+        nudge(&args, &[])
     };
-    let out = args(&mnt.join("delta"));
-    expect(&out, 4, &["vectors.npy", "No space left"]);
-    assert_eq!(list(&mnt), Vec::<String>::new());
+    for no_sync in [false, true] {
+        let out = args(&mnt.join("delta"), no_sync);
+        expect(&out, 4, &["vectors.npy", "No space left"]);
+        assert_eq!(list(&mnt), Vec::<String>::new(), "--no-sync {no_sync}");
+    }
 
     // With room, all three appear.
     let _ = std::fs::remove_dir_all(mnt.join("delta"));

@@ -61,6 +61,7 @@ def map_dataset(
     with_test: bool,
     device: str,
     adapter: Optional[str],
+    sync: bool,
     progress: _Progress,
 ) -> Tuple[str, List[str]]: ...
 def reduce_dataset(
@@ -75,6 +76,7 @@ def reduce_dataset(
     with_test: bool,
     device: str,
     adapter: Optional[str],
+    sync: bool,
     progress: _Progress,
 ) -> Dict[str, Any]: ...
 def evaluate(
