@@ -200,6 +200,37 @@ fn tmpfs(dir: &Path, size: &str) -> Option<Mounted> {
     Some(Mounted(dir.to_path_buf()))
 }
 
+/// `nudge fit` of `case` writing `out.npy`, `report.json` (and `delta`)
+/// into `mnt`, with `--no-sync` if asked.
+fn fit_into_mount(
+    case: &Case,
+    mnt: &Path,
+    method: &str,
+    delta: Option<&Path>,
+    no_sync: bool,
+    env: &[(&str, &str)],
+) -> std::process::Output {
+    let (data, out, report) = (case.data(), mnt.join("out.npy"), mnt.join("report.json"));
+    let mut args = vec![
+        "fit",
+        "--dataset",
+        data.to_str().unwrap(),
+        "--method",
+        method,
+        "--out",
+        out.to_str().unwrap(),
+        "--report",
+        report.to_str().unwrap(),
+    ];
+    if let Some(delta) = delta {
+        args.extend(["--delta", delta.to_str().unwrap()]);
+    }
+    if no_sync {
+        args.push("--no-sync");
+    }
+    nudge(&args, env)
+}
+
 /// A 64 KiB tmpfs: the output fills it mid-write. Needs root and a kernel
 /// that lets this process mount; skipped otherwise.
 #[test]
@@ -220,22 +251,14 @@ fn a_full_disk_leaves_no_partial_file() {
         ("67108864", true),
         ("0", true),
     ] {
-        let (data, out, report) = (case.data(), mnt.join("out.npy"), mnt.join("report.json"));
-        let mut args = vec![
-            "fit",
-            "--dataset",
-            data.to_str().unwrap(),
-            "--method",
+        let out = fit_into_mount(
+            &case,
+            &mnt,
             "nudge-n",
-            "--out",
-            out.to_str().unwrap(),
-            "--report",
-            report.to_str().unwrap(),
-        ];
-        if no_sync {
-            args.push("--no-sync");
-        }
-        let out = nudge(&args, &[("NUDGE_OUTPUT_IN_MEMORY_MAX", in_memory_max)]);
+            None,
+            no_sync,
+            &[("NUDGE_OUTPUT_IN_MEMORY_MAX", in_memory_max)],
+        );
         expect(&out, 4, &["out.npy", "No space left"]);
         assert_eq!(list(&mnt), vec!["out.npy"]);
         assert_eq!(std::fs::read(mnt.join("out.npy")).unwrap(), b"old output");
@@ -250,28 +273,9 @@ fn outputs_appear_together_or_not_at_all() {
     let Some(_guard) = tmpfs(&mnt, "4k") else {
         return;
     };
-    let args = |delta: &Path, no_sync: bool| {
-        let (data, out, report) = (case.data(), mnt.join("out.npy"), mnt.join("report.json"));
-        let mut args = vec![
-            "fit",
-            "--dataset",
-            data.to_str().unwrap(),
-            "--method",
-            "nudge-m",
-            "--out",
-            out.to_str().unwrap(),
-            "--delta",
-            delta.to_str().unwrap(),
-            "--report",
-            report.to_str().unwrap(),
-        ];
-        if no_sync {
-            args.push("--no-sync");
-        }
-        nudge(&args, &[])
-    };
     for no_sync in [false, true] {
-        let out = args(&mnt.join("delta"), no_sync);
+        let delta = mnt.join("delta");
+        let out = fit_into_mount(&case, &mnt, "nudge-m", Some(&delta), no_sync, &[]);
         expect(&out, 4, &["vectors.npy", "No space left"]);
         assert_eq!(list(&mnt), Vec::<String>::new(), "--no-sync {no_sync}");
     }
@@ -280,20 +284,12 @@ fn outputs_appear_together_or_not_at_all() {
     let _ = std::fs::remove_dir_all(mnt.join("delta"));
     let roomy = case.out().join("roomy");
     std::fs::create_dir(&roomy).unwrap();
-    let out = nudge(
-        &[
-            "fit",
-            "--dataset",
-            case.data().to_str().unwrap(),
-            "--method",
-            "nudge-m",
-            "--out",
-            roomy.join("out.npy").to_str().unwrap(),
-            "--delta",
-            roomy.join("delta").to_str().unwrap(),
-            "--report",
-            roomy.join("report.json").to_str().unwrap(),
-        ],
+    let out = fit_into_mount(
+        &case,
+        &roomy,
+        "nudge-m",
+        Some(&roomy.join("delta")),
+        false,
         &[],
     );
     expect(&out, 0, &[]);
