@@ -200,37 +200,6 @@ fn tmpfs(dir: &Path, size: &str) -> Option<Mounted> {
     Some(Mounted(dir.to_path_buf()))
 }
 
-/// `nudge fit` of `case` writing `out.npy`, `report.json` (and `delta`)
-/// into `mnt`, with `--no-sync` if asked.
-fn fit_into_mount(
-    case: &Case,
-    mnt: &Path,
-    method: &str,
-    delta: Option<&Path>,
-    no_sync: bool,
-    env: &[(&str, &str)],
-) -> std::process::Output {
-    let (data, out, report) = (case.data(), mnt.join("out.npy"), mnt.join("report.json"));
-    let mut args = vec![
-        "fit",
-        "--dataset",
-        data.to_str().unwrap(),
-        "--method",
-        method,
-        "--out",
-        out.to_str().unwrap(),
-        "--report",
-        report.to_str().unwrap(),
-    ];
-    if let Some(delta) = delta {
-        args.extend(["--delta", delta.to_str().unwrap()]);
-    }
-    if no_sync {
-        args.push("--no-sync");
-    }
-    nudge(&args, env)
-}
-
 /// A 64 KiB tmpfs: the output fills it mid-write. Needs root and a kernel
 /// that lets this process mount; skipped otherwise.
 #[test]
@@ -251,12 +220,11 @@ fn a_full_disk_leaves_no_partial_file() {
         ("67108864", true),
         ("0", true),
     ] {
-        let out = fit_into_mount(
-            &case,
+        let extra: &[&str] = if no_sync { &["--no-sync"] } else { &[] };
+        let out = case.fit_into(
             &mnt,
             "nudge-n",
-            None,
-            no_sync,
+            extra,
             &[("NUDGE_OUTPUT_IN_MEMORY_MAX", in_memory_max)],
         );
         expect(&out, 4, &["out.npy", "No space left"]);
@@ -273,9 +241,13 @@ fn outputs_appear_together_or_not_at_all() {
     let Some(_guard) = tmpfs(&mnt, "4k") else {
         return;
     };
+    let delta = mnt.join("delta");
     for no_sync in [false, true] {
-        let delta = mnt.join("delta");
-        let out = fit_into_mount(&case, &mnt, "nudge-m", Some(&delta), no_sync, &[]);
+        let mut extra = vec!["--delta", delta.to_str().unwrap()];
+        if no_sync {
+            extra.push("--no-sync");
+        }
+        let out = case.fit_into(&mnt, "nudge-m", &extra, &[]);
         expect(&out, 4, &["vectors.npy", "No space left"]);
         assert_eq!(list(&mnt), Vec::<String>::new(), "--no-sync {no_sync}");
     }
@@ -284,12 +256,11 @@ fn outputs_appear_together_or_not_at_all() {
     let _ = std::fs::remove_dir_all(mnt.join("delta"));
     let roomy = case.out().join("roomy");
     std::fs::create_dir(&roomy).unwrap();
-    let out = fit_into_mount(
-        &case,
+    let roomy_delta = roomy.join("delta");
+    let out = case.fit_into(
         &roomy,
         "nudge-m",
-        Some(&roomy.join("delta")),
-        false,
+        &["--delta", roomy_delta.to_str().unwrap()],
         &[],
     );
     expect(&out, 0, &[]);

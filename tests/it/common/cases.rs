@@ -101,9 +101,21 @@ impl Case {
     /// `nudge fit --dataset data --method M --out out/out.npy --report
     /// out/report.json --device cpu` plus `extra`.
     pub fn fit(&self, method: &str, extra: &[&str]) -> Output {
+        self.fit_into(&self.out(), method, extra, &[])
+    }
+
+    /// [`Case::fit`] writing `out.npy` and `report.json` into `dir`, with
+    /// `env` set.
+    pub fn fit_into(
+        &self,
+        dir: &Path,
+        method: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Output {
         let data = self.data();
-        let out = self.out().join("out.npy");
-        let report = self.out().join("report.json");
+        let out = dir.join("out.npy");
+        let report = dir.join("report.json");
         let mut args: Vec<&str> = vec![
             "fit",
             "--dataset",
@@ -118,7 +130,7 @@ impl Case {
             "cpu",
         ];
         args.extend_from_slice(extra);
-        nudge(&args, &[])
+        nudge(&args, env)
     }
 
     /// Names in `out/` and any `.nudge-partial-*` file in `data/`.
