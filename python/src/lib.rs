@@ -18,9 +18,9 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyString};
 
 use nudge::backend::device::{self, DeviceOptions};
-use nudge::data::MatrixFile;
 use nudge::data::npy::NpyMatrix;
 use nudge::data::table::Columns;
+use nudge::data::{Durability, MatrixFile};
 use nudge::fit::partial;
 use nudge::{
     Backend, Cancel, Control, Corpus, Dataset, Error, EvalOptions, Fit, FitOptions, Ids, Inputs,
@@ -619,20 +619,14 @@ fn map_dataset(
     };
     let p = run_detached(py, &sink, || {
         let p = partial::map(backend.as_ref(), &inputs, range, &opts)?;
-        nudge::data::commit_all(p.stage(&out)?, &opts.control.cancel, durability(sync))?;
+        nudge::data::commit_all(
+            p.stage(&out)?,
+            &opts.control.cancel,
+            Durability::from_sync(sync),
+        )?;
         Ok(p)
     })?;
     Ok((p.manifest().to_string(), warnings))
-}
-
-/// `sync=` of the functions that write files: whether each is synced to
-/// disk before it is renamed into place (see `nudge::data::Durability`).
-fn durability(sync: bool) -> nudge::data::Durability {
-    if sync {
-        nudge::data::Durability::Synced
-    } else {
-        nudge::data::Durability::Unsynced
-    }
 }
 
 /// Fits from the partials of every part of a dataset folder's corpus, and
@@ -698,7 +692,7 @@ fn reduce_dataset<'py>(
                 .map(|&r| ds.corpus_ids.name(r as usize))
                 .collect();
             let staged = nudge::fit::output::stage_delta(dir, &names, &fit.updated, OutDtype::F32)?;
-            nudge::data::commit_all(staged, &opts.control.cancel, durability(sync))?;
+            nudge::data::commit_all(staged, &opts.control.cancel, Durability::from_sync(sync))?;
         }
         Ok(fit)
     })?;

@@ -1205,8 +1205,8 @@ impl Reach {
     /// Which of records `at..at + n` (`n` at most 32) may reach `thr` for
     /// some gamma, from their `x` and `y`: bit `l` of the mask for record
     /// `at + l` (a mask rather than an array of bools, which the compiler
-    /// turned into byte packing and a test per 16 records). A record's score as the merge
-    /// computes it in f32 is bounded with room for every rounding on the
+    /// turned into byte packing and a test per 16 records). A record's
+    /// score as the merge computes it in f32 is bounded with room for every rounding on the
     /// way: u's (8 ulps of its terms), the square root's, and 1e-5 of the
     /// magnitudes `|a x| + |b y|` for the f32 coefficients and the merge's
     /// own products and sum (a few ulps), and for d and the updated records

@@ -376,7 +376,8 @@ impl Outputs<'_> {
             // Opening the device: on a GPU, its instance, adapter and the
             // kernels' compiles, which no phase of the fit includes.
             timings.insert("device".into(), json!(device_s));
-            // The fit wrote the rows ("write" in its timings); staging flushed (synced, unless --no-sync).
+            // The fit wrote the rows ("write" in its timings); staging
+            // flushed them (synced, unless --no-sync).
             let fit_write = timings.get("write").and_then(Value::as_f64).unwrap_or(0.0);
             timings.insert("write".into(), json!(fit_write + write_s));
             timings.insert("total".into(), json!(start.elapsed().as_secs_f64()));

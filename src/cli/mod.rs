@@ -65,7 +65,7 @@ pub enum Command {
 /// apply).
 #[derive(Args, Debug, Clone, Default)]
 pub struct SyncArgs {
-    /// Rename the outputs into place without syncing them to disk first: faster (a sync takes 10-15 ms for a small output on a cloud VM's disk and seconds for a large one), and a failed run still leaves no partial file, but a power loss or kernel crash soon after the run may lose or truncate them
+    /// Rename the outputs into place without syncing them to disk first: faster (a sync takes 10-20 ms for a small output on a cloud VM's disk and seconds for a large one), and a failed run still leaves no partial file, but a power loss or kernel crash soon after the run may lose or truncate them
     #[arg(long)]
     pub no_sync: bool,
 }
@@ -73,11 +73,7 @@ pub struct SyncArgs {
 impl SyncArgs {
     /// What the library is asked for.
     pub fn durability(&self) -> nudge::data::Durability {
-        if self.no_sync {
-            nudge::data::Durability::Unsynced
-        } else {
-            nudge::data::Durability::Synced
-        }
+        nudge::data::Durability::from_sync(!self.no_sync)
     }
 }
 

@@ -51,6 +51,18 @@ pub enum Durability {
     Unsynced,
 }
 
+impl Durability {
+    /// `Synced` when `sync`, else `Unsynced`: what a yes/no setting (the
+    /// CLI's `--no-sync`, Python's `sync=`) asks for.
+    pub fn from_sync(sync: bool) -> Durability {
+        if sync {
+            Durability::Synced
+        } else {
+            Durability::Unsynced
+        }
+    }
+}
+
 /// A finished output in its temporary file (`.nudge-partial-*`, same
 /// directory), not yet at its final path. [`Pending::commit`] (or
 /// [`commit_all`]) flushes it as asked and renames it into place; dropping
@@ -149,11 +161,10 @@ fn close_errors(_file: &std::fs::File) -> std::io::Result<()> {
 /// file is flushed as `durability` asks before any is renamed into place,
 /// so a failure on any of them leaves none.
 pub fn commit_all(
-    pending: Vec<Pending>,
+    mut pending: Vec<Pending>,
     cancel: &crate::Cancel,
     durability: Durability,
 ) -> Result<()> {
-    let mut pending = pending;
     for p in &mut pending {
         p.flush(durability)?;
     }
